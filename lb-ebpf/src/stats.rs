@@ -1,0 +1,30 @@
+//! Per-CPU global counters (`XLB_STATS`): no atomics needed, userspace sums the CPUs.
+
+use aya_ebpf::{bindings::xdp_action, btf_maps::PerCpuArray, macros::btf_map};
+use lb_common::{Counter, Stat};
+
+#[btf_map]
+static XLB_STATS: PerCpuArray<Counter, { Stat::COUNT as usize }> = PerCpuArray::new();
+
+#[inline(always)]
+pub fn count(stat: Stat, bytes: u64) {
+    if let Some(c) = XLB_STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot, only this program on this CPU writes it.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn count_verdict(action: u32, bytes: u64) {
+    let stat = match action {
+        xdp_action::XDP_PASS => Stat::Pass,
+        xdp_action::XDP_DROP => Stat::Drop,
+        xdp_action::XDP_TX => Stat::Tx,
+        xdp_action::XDP_REDIRECT => Stat::Redirect,
+        _ => Stat::Aborted,
+    };
+    count(stat, bytes);
+}

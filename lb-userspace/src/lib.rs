@@ -1,0 +1,16 @@
+//! xlb control plane library: everything `xlb` does, usable from tests and benchmarks.
+//!
+//! - [`loader`]: load the embedded XDP object, pin maps, attach/detach on interfaces.
+//! - [`bpffs`]: make sure bpffs is mounted and the pin directory exists.
+//! - [`stats`]: read and sum the per-CPU counters (live or from pins).
+//! - [`ebpf_log`]: forward aya-log records from the data plane into `tracing`.
+//! - [`test_run`]: `BPF_PROG_TEST_RUN` for packet tests and benchmarks.
+
+pub mod bpffs;
+pub mod ebpf_log;
+pub mod loader;
+pub mod stats;
+pub mod test_run;
+
+/// The XDP object built from `lb-ebpf` by this crate's build script.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));

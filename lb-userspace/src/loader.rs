@@ -1,0 +1,269 @@
+//! Loading the data plane: create (or reuse) the pinned maps, verify the programs, attach
+//! them to interfaces and pin the XDP links so operators and restarts can find them.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    programs::{links::FdLink, ProgramError, Xdp, XdpMode},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use lb_common::{maps, programs};
+
+use crate::bpffs::{self, BpffsError};
+
+/// Every map the control plane pins, by name. Internal maps (.rodata, aya-log's ring
+/// buffer) are left out: they belong to one program instance.
+pub const PINNED_MAPS: &[&str] = &[maps::STATS];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Bpffs(#[from] BpffsError),
+    #[error("loading the eBPF object: {0}")]
+    Object(#[source] Box<EbpfError>),
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("attaching {program} to {iface} in {mode:?} mode: {source}")]
+    Attach {
+        program: &'static str,
+        iface: String,
+        mode: AttachMode,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error(
+        "XDP link on {iface} cannot be pinned (needs bpf_link support, kernel >= 5.9): {source}"
+    )]
+    Link {
+        iface: String,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error("pinning {what} at {path}: {source}")]
+    Pin {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// How to attach an XDP program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic mode with a warning.
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode: works on every interface, slower.
+    Generic,
+}
+
+/// Load-time options.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Directory under bpffs where maps and links are pinned.
+    pub pin_dir: PathBuf,
+    /// Highest aya-log level the data plane emits; lower levels are removed by the
+    /// verifier at load time and cost nothing per packet.
+    /// `None` compiles every log statement out.
+    pub ebpf_log_level: Option<aya_log::Level>,
+}
+
+/// The loaded data plane: the eBPF object with its programs verified and maps pinned.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+}
+
+/// One attached program, with its link pinned at `pin_path`.
+#[derive(Debug)]
+pub struct Attachment {
+    pub iface: String,
+    pub program: &'static str,
+    pub mode: XdpMode,
+    pub pin_path: PathBuf,
+}
+
+impl Dataplane {
+    /// Loads the embedded object, reusing maps already pinned in `opts.pin_dir`
+    /// (so counters and, later, connection state survive a daemon restart).
+    pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
+        bpffs::prepare_pin_dir(&opts.pin_dir)?;
+        let mut loader = EbpfLoader::new();
+        let pin_paths: Vec<(&str, PathBuf)> = PINNED_MAPS
+            .iter()
+            .map(|name| (*name, opts.pin_dir.join(name)))
+            .collect();
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let level = opts.ebpf_log_level.map_or(0, |l| l as u8);
+        loader.override_global(aya_log::LEVEL, &level, true);
+        let ebpf = loader
+            .load(crate::EBPF_OBJECT)
+            .map_err(|e| LoadError::Object(Box::new(e)))?;
+        let mut dp = Self {
+            ebpf,
+            pin_dir: opts.pin_dir.clone(),
+        };
+        for name in [programs::BALANCER, programs::PASS] {
+            dp.xdp(name)?.load().map_err(|e| program_err(name, e))?;
+        }
+        Ok(dp)
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// The named XDP program (already loaded).
+    pub fn xdp(&mut self, name: &'static str) -> Result<&mut Xdp, LoadError> {
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram(name))?;
+        prog.try_into().map_err(|e| program_err(name, e))
+    }
+
+    /// Attaches `program` to `iface` and pins the link as `<pin_dir>/link_<iface>`.
+    ///
+    /// A link left pinned by an earlier run is replaced, so a crashed daemon never blocks
+    /// a new one.
+    pub fn attach(
+        &mut self,
+        program: &'static str,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<Attachment, LoadError> {
+        let pin_path = self.pin_dir.join(format!("link_{iface}"));
+        if pin_path.exists() {
+            tracing::warn!(path = %pin_path.display(), "replacing a stale pinned XDP link");
+            remove_pin(&pin_path)?;
+        }
+        let xdp = self.xdp(program)?;
+        let (link_id, used) = match mode {
+            AttachMode::Native => (
+                try_attach(xdp, program, iface, mode, XdpMode::Driver)?,
+                XdpMode::Driver,
+            ),
+            AttachMode::Generic => (
+                try_attach(xdp, program, iface, mode, XdpMode::Skb)?,
+                XdpMode::Skb,
+            ),
+            AttachMode::Auto => match xdp.attach(iface, XdpMode::Driver) {
+                Ok(id) => (id, XdpMode::Driver),
+                Err(err) => {
+                    tracing::warn!(
+                        %iface, error = %err,
+                        "native XDP not available on this interface; falling back to generic \
+                         (skb) mode, which is slower. Use --xdp-mode native to make this an error."
+                    );
+                    (
+                        try_attach(xdp, program, iface, mode, XdpMode::Skb)?,
+                        XdpMode::Skb,
+                    )
+                }
+            },
+        };
+        let link = xdp
+            .take_link(link_id)
+            .map_err(|e| program_err(program, e))?;
+        let fd_link: FdLink = link.try_into().map_err(|source| LoadError::Link {
+            iface: iface.to_owned(),
+            source,
+        })?;
+        fd_link.pin(&pin_path).map_err(|e| LoadError::Pin {
+            what: format!("XDP link of {iface}"),
+            path: pin_path.clone(),
+            source: io::Error::other(e),
+        })?;
+        Ok(Attachment {
+            iface: iface.to_owned(),
+            program,
+            mode: used,
+            pin_path,
+        })
+    }
+}
+
+fn try_attach(
+    xdp: &mut Xdp,
+    program: &'static str,
+    iface: &str,
+    requested: AttachMode,
+    mode: XdpMode,
+) -> Result<aya::programs::xdp::XdpLinkId, LoadError> {
+    xdp.attach(iface, mode).map_err(|source| LoadError::Attach {
+        program,
+        iface: iface.to_owned(),
+        mode: requested,
+        source: Box::new(source),
+    })
+}
+
+fn program_err(name: &'static str, source: ProgramError) -> LoadError {
+    LoadError::Program {
+        name,
+        source: Box::new(source),
+    }
+}
+
+/// Removes one pinned object; a missing pin is not an error.
+fn remove_pin(path: &Path) -> Result<(), LoadError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(LoadError::Pin {
+            what: "stale pin".into(),
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Detaches everything xlb pinned in `pin_dir` (links first, so no program runs on a
+/// half-removed map set), then removes map pins and the directory. Used on clean
+/// shutdown and by `xlb detach` after a crash.
+pub fn unpin_all(pin_dir: &Path) -> Result<(), LoadError> {
+    let entries = match std::fs::read_dir(pin_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(LoadError::Pin {
+                what: "pin directory".into(),
+                path: pin_dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    // Links sort first: "link_*" < upper-case map names is false, so order explicitly.
+    paths.sort_by_key(|p| {
+        !p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+    });
+    for path in &paths {
+        remove_pin(path)?;
+    }
+    match std::fs::remove_dir(pin_dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(LoadError::Pin {
+            what: "pin directory".into(),
+            path: pin_dir.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
