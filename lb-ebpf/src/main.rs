@@ -18,6 +18,10 @@ use crate::parse::ParseError;
 /// Balancer entry point. Thin on purpose: every outcome of [`try_xlb`] becomes exactly one
 /// explicit verdict and one counter, so `rx == pass + drop + tx + redirect + aborted`.
 #[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] ABI hands the context over by value"
+)]
 pub fn xlb(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     stats::count(Stat::Rx, len);

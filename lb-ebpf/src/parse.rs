@@ -24,7 +24,7 @@ pub struct EthHdr {
 pub fn header<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ParseError> {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + offset + core::mem::size_of::<T>() > end {
+    if start + offset + size_of::<T>() > end {
         return Err(ParseError::Truncated);
     }
     Ok((start + offset) as *const T)

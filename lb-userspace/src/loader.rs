@@ -126,6 +126,10 @@ impl Dataplane {
         &self.pin_dir
     }
 
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }

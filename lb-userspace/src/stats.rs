@@ -50,6 +50,14 @@ pub fn read_global<T: std::borrow::Borrow<MapData>>(
     Ok(out)
 }
 
+/// Reads the stats map of a loaded object.
+pub fn read_loaded(ebpf: &aya::Ebpf) -> Result<GlobalStats, MapError> {
+    let map = ebpf.map(maps::STATS).ok_or(MapError::InvalidName {
+        name: maps::STATS.into(),
+    })?;
+    read_global(&PerCpuArray::<_, Counter>::try_from(map)?)
+}
+
 /// Opens the stats map pinned in `pin_dir` (works while no daemon runs).
 pub fn open_pinned(pin_dir: &Path) -> Result<PerCpuArray<MapData, Counter>, MapError> {
     let data = MapData::from_pin(pin_dir.join(maps::STATS))?;

@@ -1,1 +1,46 @@
-//! testbed
+//! Testbed for xlb integration tests on the real kernel.
+//!
+//! Everything here builds small, throw-away network topologies out of network
+//! namespaces ([`Netns`]), veth pairs ([`VethPair`]) and bridges, plus simple servers
+//! ([`TcpServer`], [`UdpServer`], [`HttpServer`]) that live inside those namespaces.
+//!
+//! Safety rules the whole crate follows:
+//! - traffic only ever flows between addresses inside namespaces the tests created; no
+//!   host interface is touched (veths are created inside the test namespaces, never in
+//!   the host namespace, even transiently);
+//! - everything is torn down on drop, also while unwinding from a panic, and
+//!   [`sweep_stale`] removes what a killed test process left behind.
+//!
+//! Helpers panic with a descriptive message instead of returning `Result`: a failing
+//! setup step should fail the test right there.
+
+pub mod dataplane;
+mod netns;
+pub mod packet;
+mod process;
+mod servers;
+mod sweep;
+mod veth;
+
+pub use netns::Netns;
+pub use process::ChildGuard;
+pub use servers::{HttpServer, TcpServer, UdpServer};
+pub use sweep::sweep_stale;
+pub use veth::VethPair;
+
+/// Prefix of every namespace this crate creates; [`sweep_stale`] relies on it.
+pub const NETNS_PREFIX: &str = "xlbt-";
+
+/// Panics with an explanation unless the process runs as root.
+///
+/// Namespaces, veths and XDP programs all need `CAP_SYS_ADMIN`/`CAP_NET_ADMIN`; failing
+/// early gives a clearer message than a failing `ip netns add`.
+pub fn require_root() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!(
+            "these tests create network namespaces and need root (euid is {}); \
+             run them as root, e.g. `sudo -E cargo test -p xlb-tests`",
+            nix::unistd::geteuid()
+        );
+    }
+}

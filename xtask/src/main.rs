@@ -1,1 +1,135 @@
-fn main() {}
+//! `cargo xtask`: build, run, test, bench and demo xlb. Every command first makes sure the
+//! machine has what it needs (see [`setup`]), so a fresh clone needs no manual steps.
+
+mod setup;
+mod util;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+use crate::util::{cargo, root, run};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what a fresh machine lacks: rust-src, bpf-linker (against rustc's own
+    /// LLVM), Debian packages. Idempotent; other commands run it implicitly.
+    Setup,
+    /// Build the XDP object (release, with BTF) and print its path.
+    BuildEbpf,
+    /// Build everything (release): the XDP object embedded in the `xlb` binary.
+    Build,
+    /// Build, then run `xlb run` with the given arguments, e.g. `-- --iface eth0`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The whole suite: fmt, clippy (host and eBPF), unit tests, BPF_PROG_TEST_RUN packet
+    /// tests and network-namespace tests on the real kernel.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run the demo topology in network namespaces and show what happens.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Setup) {
+        setup::ensure()?;
+    }
+    match cli.command {
+        Command::Setup => setup::run_all(),
+        Command::BuildEbpf => build_ebpf(),
+        Command::Build => cargo(&["build", "--release", "-p", "lb-userspace"]),
+        Command::Run { args } => {
+            cargo(&["build", "--release", "-p", "lb-userspace"])?;
+            let xlb = root().join("target/release/xlb");
+            let mut full = vec!["run".to_owned()];
+            full.extend(args);
+            run(std::process::Command::new(xlb).args(&full))
+        }
+        Command::Test { args } => test(&args),
+        Command::Demo => {
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "lb-userspace",
+                "-p",
+                "xlb-tests",
+            ])?;
+            let mut cmd = std::process::Command::new(root().join("target/release/xlb-demo"));
+            cmd.env("XLB_BIN", root().join("target/release/xlb"));
+            run(&mut cmd)
+        }
+    }
+}
+
+/// The object is built by lb-userspace's build script (one place for the eBPF build
+/// recipe); this just triggers it in release mode and checks that BTF made it in.
+fn build_ebpf() -> Result<()> {
+    cargo(&["build", "--release", "-p", "lb-userspace"])?;
+    let object = root().join("target/ebpf/bpfel-unknown-none/release/lb-ebpf");
+    if !object.exists() {
+        bail!("expected the XDP object at {}", object.display());
+    }
+    let btf = std::process::Command::new("bpftool")
+        .args(["btf", "dump", "file"])
+        .arg(&object)
+        .output()?;
+    if !btf.status.success() || btf.stdout.is_empty() {
+        bail!(
+            "{} has no readable BTF: {}",
+            object.display(),
+            String::from_utf8_lossy(&btf.stderr)
+        );
+    }
+    println!("{}", object.display());
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    if !nix_is_root() {
+        bail!(
+            "the test suite attaches XDP programs and creates network namespaces: run it as root"
+        );
+    }
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "lb-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    util::clippy_ebpf()?;
+    // Integration tests start the real `xlb` binary.
+    cargo(&["build", "-p", "lb-userspace"])?;
+    let mut args: Vec<String> = ["test", "--workspace", "--exclude", "lb-ebpf"]
+        .map(String::from)
+        .to_vec();
+    args.extend(extra.iter().cloned());
+    let mut cmd = util::cargo_cmd(&args);
+    cmd.env("XLB_BIN", root().join("target/debug/xlb"));
+    run(&mut cmd)
+}
+
+fn nix_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}

@@ -1,0 +1,141 @@
+//! A loaded data plane for packet tests, with its own pin directory that is removed on
+//! drop (also when the test panics), so tests can run in parallel without sharing maps.
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use lb_common::programs;
+use lb_userspace::{
+    loader::{self, Dataplane, LoadOptions},
+    stats::{self, GlobalStats},
+    test_run::{self, TestRunOutput},
+};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Prefix of every pin directory a test creates: `/sys/fs/bpf/xlbt-<pid>-<n>`.
+pub const PIN_PREFIX: &str = "xlbt-";
+
+/// A unique pin directory for this process and call.
+pub fn unique_pin_dir(tag: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "/sys/fs/bpf/{PIN_PREFIX}{}-{}-{tag}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// A pin directory that is detached and removed on drop, even if the test panics or the
+/// daemon that owned it was killed.
+pub struct PinDir(PathBuf);
+
+impl PinDir {
+    pub fn new(tag: &str) -> Self {
+        crate::sweep::sweep_once();
+        Self(unique_pin_dir(tag))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Err(e) = loader::unpin_all(&self.0) {
+            eprintln!("cleaning {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// A scratch file (e.g. a daemon's log) removed on drop.
+pub struct TempFile(PathBuf);
+
+impl TempFile {
+    pub fn new(tag: &str) -> Self {
+        Self(std::env::temp_dir().join(format!(
+            "xlbt-{}-{}-{tag}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// The current contents, or "" if unreadable.
+    pub fn read(&self) -> String {
+        std::fs::read_to_string(&self.0).unwrap_or_default()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub struct TestDataplane {
+    pub dp: Dataplane,
+    pin_dir: PinDir,
+}
+
+impl TestDataplane {
+    /// Loads the embedded object with all programs verified by the kernel.
+    pub fn load(tag: &str) -> Self {
+        let pin_dir = PinDir::new(tag);
+        let dp = Dataplane::load(&LoadOptions {
+            pin_dir: pin_dir.path().to_path_buf(),
+            ebpf_log_level: None,
+        })
+        .unwrap_or_else(|e| panic!("loading the data plane: {e:?}"));
+        Self { dp, pin_dir }
+    }
+
+    /// Runs the balancer program once on `packet` through BPF_PROG_TEST_RUN.
+    pub fn run(&mut self, packet: &[u8]) -> TestRunOutput {
+        let prog = self.dp.xdp(programs::BALANCER).expect("balancer program");
+        let fd = prog.fd().expect("loaded program has an fd");
+        test_run::run_xdp(fd, packet, 1, 0).expect("BPF_PROG_TEST_RUN")
+    }
+
+    pub fn stats(&self) -> GlobalStats {
+        stats::read_loaded(self.dp.ebpf()).expect("reading XLB_STATS")
+    }
+
+    pub fn pin_dir(&self) -> &std::path::Path {
+        self.pin_dir.path()
+    }
+}
+
+/// The `xlb` binary under test: `$XLB_BIN` (set by `cargo xtask test`) or the workspace's
+/// debug build.
+pub fn xlb_bin() -> PathBuf {
+    let path = std::env::var_os("XLB_BIN").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/xlb")),
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "xlb binary not found at {}: run the suite with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

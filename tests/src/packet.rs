@@ -1,0 +1,143 @@
+//! Test packet builders on top of `pnet_packet`: whole Ethernet frames with correct
+//! lengths and checksums, so a fixture states intent (addresses, ports) and not bytes.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use pnet_packet::{
+    ethernet::{EtherType, EtherTypes, MutableEthernetPacket},
+    ip::{IpNextHeaderProtocol, IpNextHeaderProtocols},
+    ipv4::{self, MutableIpv4Packet},
+    ipv6::MutableIpv6Packet,
+    tcp::{self, MutableTcpPacket, TcpFlags},
+    udp::{self, MutableUdpPacket},
+    MutablePacket,
+};
+
+pub const ETH_LEN: usize = 14;
+pub const IPV4_LEN: usize = 20;
+pub const IPV6_LEN: usize = 40;
+pub const UDP_LEN: usize = 8;
+pub const TCP_LEN: usize = 20;
+
+/// Fixed MACs for fixtures: `CLIENT_MAC` → `LB_MAC`.
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+/// An Ethernet frame around `payload`.
+pub fn ethernet(src: [u8; 6], dst: [u8; 6], ether_type: EtherType, payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; ETH_LEN + payload.len()];
+    let mut eth = MutableEthernetPacket::new(&mut buf).expect("buffer fits");
+    eth.set_source(src.into());
+    eth.set_destination(dst.into());
+    eth.set_ethertype(ether_type);
+    eth.payload_mut().copy_from_slice(payload);
+    buf
+}
+
+/// An IPv4 header (no options, DF set, TTL 64) around `l4`, with a valid checksum.
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: IpNextHeaderProtocol, l4: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; IPV4_LEN + l4.len()];
+    let mut ip = MutableIpv4Packet::new(&mut buf).expect("buffer fits");
+    ip.set_version(4);
+    ip.set_header_length(5);
+    ip.set_total_length((IPV4_LEN + l4.len()) as u16);
+    ip.set_identification(0x1234);
+    ip.set_flags(0b010);
+    ip.set_ttl(64);
+    ip.set_next_level_protocol(proto);
+    ip.set_source(src);
+    ip.set_destination(dst);
+    ip.payload_mut().copy_from_slice(l4);
+    let csum = ipv4::checksum(&ip.to_immutable());
+    ip.set_checksum(csum);
+    buf
+}
+
+/// An IPv6 header (hop limit 64) around `l4`.
+pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: IpNextHeaderProtocol, l4: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; IPV6_LEN + l4.len()];
+    let mut ip = MutableIpv6Packet::new(&mut buf).expect("buffer fits");
+    ip.set_version(6);
+    ip.set_payload_length(l4.len() as u16);
+    ip.set_next_header(next);
+    ip.set_hop_limit(64);
+    ip.set_source(src);
+    ip.set_destination(dst);
+    ip.payload_mut().copy_from_slice(l4);
+    buf
+}
+
+/// A UDP datagram with an IPv4 pseudo-header checksum.
+pub fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut buf = udp_bare(sport, dport, payload);
+    let mut u = MutableUdpPacket::new(&mut buf).expect("buffer fits");
+    let csum = udp::ipv4_checksum(&u.to_immutable(), &src, &dst);
+    u.set_checksum(csum);
+    buf
+}
+
+/// A TCP segment (no options) with an IPv6 pseudo-header checksum.
+pub fn tcp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut buf = tcp_bare(sport, dport, flags);
+    let mut t = MutableTcpPacket::new(&mut buf).expect("buffer fits");
+    let csum = tcp::ipv6_checksum(&t.to_immutable(), &src, &dst);
+    t.set_checksum(csum);
+    buf
+}
+
+/// A TCP segment (no options) with an IPv4 pseudo-header checksum.
+pub fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut buf = tcp_bare(sport, dport, flags);
+    let mut t = MutableTcpPacket::new(&mut buf).expect("buffer fits");
+    let csum = tcp::ipv4_checksum(&t.to_immutable(), &src, &dst);
+    t.set_checksum(csum);
+    buf
+}
+
+/// A whole client→balancer IPv4/UDP frame.
+pub fn udp4_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let l4 = udp4(src, dst, sport, dport, payload);
+    let l3 = ipv4(src, dst, IpNextHeaderProtocols::Udp, &l4);
+    ethernet(CLIENT_MAC, LB_MAC, EtherTypes::Ipv4, &l3)
+}
+
+/// A whole client→balancer IPv4/TCP frame.
+pub fn tcp4_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let l4 = tcp4(src, dst, sport, dport, flags);
+    let l3 = ipv4(src, dst, IpNextHeaderProtocols::Tcp, &l4);
+    ethernet(CLIENT_MAC, LB_MAC, EtherTypes::Ipv4, &l3)
+}
+
+/// A whole client→balancer IPv6/TCP frame.
+pub fn tcp6_frame(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let l4 = tcp6(src, dst, sport, dport, flags);
+    let l3 = ipv6(src, dst, IpNextHeaderProtocols::Tcp, &l4);
+    ethernet(CLIENT_MAC, LB_MAC, EtherTypes::Ipv6, &l3)
+}
+
+pub use pnet_packet::tcp::TcpFlags as Flags;
+
+/// Bare TCP SYN flag, re-exported for fixtures.
+pub const SYN: u8 = TcpFlags::SYN;
+
+fn udp_bare(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; UDP_LEN + payload.len()];
+    let mut u = MutableUdpPacket::new(&mut buf).expect("buffer fits");
+    u.set_source(sport);
+    u.set_destination(dport);
+    u.set_length((UDP_LEN + payload.len()) as u16);
+    u.payload_mut().copy_from_slice(payload);
+    buf
+}
+
+fn tcp_bare(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut buf = vec![0u8; TCP_LEN];
+    let mut t = MutableTcpPacket::new(&mut buf).expect("buffer fits");
+    t.set_source(sport);
+    t.set_destination(dport);
+    t.set_sequence(1000);
+    t.set_data_offset(5);
+    t.set_flags(flags);
+    t.set_window(65535);
+    buf
+}

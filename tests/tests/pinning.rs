@@ -1,0 +1,70 @@
+//! Maps are pinned with BTF: re-opened by path they hold the program's counters, and
+//! bpftool prints them with field names.
+
+use std::process::Command;
+
+use aya::maps::{Map, MapData, PerCpuArray};
+use lb_common::{maps, Counter, Stat};
+use testbed::{dataplane::TestDataplane, packet};
+
+#[test]
+fn pinned_stats_reopen_by_path_and_dump_with_btf() {
+    let mut dp = TestDataplane::load("pin");
+    let frame = packet::udp4_frame([10, 1, 0, 1].into(), [10, 1, 0, 2].into(), 1, 2, b"x");
+    const RUNS: u64 = 7;
+    for _ in 0..RUNS {
+        dp.run(&frame);
+    }
+
+    let path = dp.pin_dir().join(maps::STATS);
+    let reopened = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let array = PerCpuArray::<_, Counter>::try_from(Map::PerCpuArray(reopened)).unwrap();
+    let rx: u64 = array
+        .get(&(Stat::Rx as u32), 0)
+        .unwrap()
+        .iter()
+        .map(|c| c.packets)
+        .sum();
+    assert_eq!(rx, RUNS, "rx packets through the re-opened pin");
+
+    let out = Command::new("bpftool")
+        .args(["--json", "map", "dump", "pinned"])
+        .arg(&path)
+        .output()
+        .expect("running bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    let entries = dump.as_array().expect("array of entries");
+    assert_eq!(
+        entries.len(),
+        Stat::COUNT as usize,
+        "one entry per counter slot"
+    );
+    let sum = |key: Stat, field: &str| -> u64 {
+        let entry = entries
+            .iter()
+            .map(|e| &e["formatted"])
+            .find(|e| e["key"] == u64::from(key as u32))
+            .unwrap_or_else(|| panic!("no BTF-formatted key {} in {dump}", key as u32));
+        // Only with BTF does bpftool add "formatted": {"key": n, "values": [{"cpu": c,
+        // "value": {"packets": .., "bytes": ..}}]} next to the raw hex bytes.
+        entry["values"]
+            .as_array()
+            .expect("per-CPU values")
+            .iter()
+            .map(|v| {
+                v["value"][field]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("field {field} missing (no BTF?) in {v}"))
+            })
+            .sum()
+    };
+    assert_eq!(sum(Stat::Rx, "packets"), RUNS);
+    assert_eq!(sum(Stat::Pass, "packets"), RUNS);
+    assert_eq!(sum(Stat::Rx, "bytes"), RUNS * frame.len() as u64);
+    assert_eq!(sum(Stat::Drop, "packets"), 0);
+}
