@@ -48,16 +48,18 @@ fn netns_list() -> Vec<String> {
         .collect()
 }
 
-/// Connects, reads the greeting line, closes.
+/// Connects, half-closes, and reads everything up to the server's EOF (which must come
+/// within the timeout: the server closes once the client is done).
 fn greeting(addr: SocketAddr) -> String {
-    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .unwrap_or_else(|e| panic!("read greeting from {addr}: {e}"));
-    line
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = String::new();
+    stream
+        .read_to_string(&mut all)
+        .unwrap_or_else(|e| panic!("read greeting and EOF from {addr}: {e}"));
+    all
 }
 
 /// Sends a GET with a raw TcpStream; returns (status, body).

@@ -54,13 +54,19 @@ fn main() {
 
     step("traffic: 10000 UDP datagrams and 200 TCP connections from the client");
     let started = Instant::now();
-    client.run(move || {
+    client.run(|| {
         let sock = UdpSocket::bind("10.20.0.1:0").unwrap();
-        for _ in 0..10_000 {
-            sock.send_to(&[0u8; 64], udp_addr).unwrap();
+        // Paced so the receiving socket buffer never overflows.
+        for burst in 1..=100 {
+            for _ in 0..100 {
+                sock.send_to(&[0u8; 64], udp_addr).unwrap();
+            }
+            udp.wait_for(burst * 100, Duration::from_secs(2));
         }
         for _ in 0..200 {
             let mut s = TcpStream::connect_timeout(&tcp_addr, Duration::from_secs(2)).unwrap();
+            // The server answers with its id and closes once we are done sending.
+            s.shutdown(std::net::Shutdown::Write).unwrap();
             let mut id = String::new();
             s.read_to_string(&mut id).ok();
         }

@@ -150,4 +150,7 @@ fn serve(mut stream: TcpStream, greeting: &str) {
             break;
         }
     }
+    // Dropping `stream` would not close the socket: the server keeps a clone for
+    // shutdown-on-drop. Shut it down explicitly so the client sees EOF now.
+    let _ = stream.shutdown(Shutdown::Both);
 }
