@@ -5,8 +5,10 @@
 //! can print the layout from BTF.
 #![no_std]
 
+pub mod service;
 pub mod stats;
 
+pub use service::{Backend, Conn, FlowKey, ForwardMode, Service, VipKey};
 pub use stats::{Counter, Stat};
 
 /// Map names as they appear in the object file, in `bpftool map` and under the pin
@@ -14,8 +16,32 @@ pub use stats::{Counter, Stat};
 pub mod maps {
     /// Per-CPU global counters, indexed by [`crate::Stat`].
     pub const STATS: &str = "XLB_STATS";
+    /// Virtual services: [`crate::VipKey`] → [`crate::Service`].
+    pub const SERVICES: &str = "XLB_SERVICES";
+    /// Backends by id: `u32` → [`crate::Backend`].
+    pub const BACKENDS: &str = "XLB_BACKENDS";
+    /// Per-service Maglev tables: array of maps, index = service id, inner = `u32` array
+    /// of backend ids. Replacing an inner map is the atomic table swap.
+    pub const MAGLEV: &str = "XLB_MAGLEV";
+    /// Connection table: [`crate::FlowKey`] → [`crate::Conn`] (LRU).
+    pub const CONNS: &str = "XLB_CONNS";
     /// aya-log's ring buffer; owned by aya-log, named here so the loader can skip pinning it.
     pub const LOGS: &str = "AYA_LOGS";
+}
+
+/// Map capacities, shared so the control plane validates against what the program has.
+pub mod limits {
+    /// Services (`XLB_SERVICES` entries and `XLB_MAGLEV` slots; id 0 unused).
+    pub const MAX_SERVICES: u32 = 1024;
+    /// Backends (`XLB_BACKENDS` slots; id 0 unused).
+    pub const MAX_BACKENDS: u32 = 65536;
+    /// Largest Maglev table size M; the inner template has M + 1 slots (slot 0 holds
+    /// M). Per-service tables may be smaller (the template carries BPF_F_INNER_MAP).
+    pub const MAX_MAGLEV_SIZE: u32 = 65537;
+    /// Connection-table entries (shared LRU).
+    pub const MAX_CONNS: u32 = 262_144;
+    /// `BPF_F_INNER_MAP`: inner maps may differ in max_entries from the template.
+    pub const BPF_F_INNER_MAP: u32 = 1 << 12;
 }
 
 /// Program names (the Rust function names of the `#[xdp]` entry points).

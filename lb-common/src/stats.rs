@@ -1,54 +1,68 @@
 //! Global counters: one per-CPU array slot per [`Stat`], each a packets/bytes pair.
 
-/// Index into the per-CPU `XLB_STATS` array. Every exit of the XDP entry point counts
-/// exactly one verdict slot; `Rx` counts every packet seen, so
-/// `Rx == Pass + Drop + Tx + Redirect + Aborted` always holds.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stat {
-    /// Every packet the program saw.
-    Rx = 0,
-    /// Verdict XDP_PASS: handed to the kernel stack.
-    Pass = 1,
-    /// Verdict XDP_DROP.
-    Drop = 2,
-    /// Verdict XDP_TX: sent back out of the receiving interface.
-    Tx = 3,
-    /// Verdict XDP_REDIRECT.
-    Redirect = 4,
-    /// Verdict XDP_ABORTED: an internal error (should stay at zero).
-    Aborted = 5,
-    /// Frames too short to hold an Ethernet header (a subset of Drop).
-    Truncated = 6,
+macro_rules! stats {
+    ($($(#[$doc:meta])* $variant:ident = $idx:literal, $name:literal;)*) => {
+        /// Index into the per-CPU `XLB_STATS` array. Every exit of the XDP entry point
+        /// counts exactly one verdict slot (`Pass`..`Aborted`); `Rx` counts every packet,
+        /// so `rx == pass + drop + tx + redirect + aborted`. The other slots explain
+        /// verdicts (drop reasons, why a packet was passed) and count at most once each.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Stat {
+            $($(#[$doc])* $variant = $idx,)*
+        }
+
+        impl Stat {
+            /// Every slot, in index order.
+            pub const ALL: &'static [Stat] = &[$(Stat::$variant,)*];
+            /// Number of slots in the stats array.
+            pub const COUNT: u32 = Self::ALL.len() as u32;
+
+            /// Stable lower-case name used by the CLI, JSON output and metrics.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Stat::$variant => $name,)*
+                }
+            }
+        }
+    };
 }
 
-impl Stat {
-    /// Number of slots in the stats array.
-    pub const COUNT: u32 = 7;
-
-    /// Every slot, in index order, for userspace iteration.
-    pub const ALL: [Stat; Self::COUNT as usize] = [
-        Stat::Rx,
-        Stat::Pass,
-        Stat::Drop,
-        Stat::Tx,
-        Stat::Redirect,
-        Stat::Aborted,
-        Stat::Truncated,
-    ];
-
-    /// Stable lower-case name used by the CLI, JSON output and metrics.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Stat::Rx => "rx",
-            Stat::Pass => "pass",
-            Stat::Drop => "drop",
-            Stat::Tx => "tx",
-            Stat::Redirect => "redirect",
-            Stat::Aborted => "aborted",
-            Stat::Truncated => "truncated",
-        }
-    }
+stats! {
+    /// Every packet the program saw.
+    Rx = 0, "rx";
+    /// Verdict XDP_PASS: handed to the kernel stack.
+    Pass = 1, "pass";
+    /// Verdict XDP_DROP.
+    Drop = 2, "drop";
+    /// Verdict XDP_TX: sent back out of the receiving interface.
+    Tx = 3, "tx";
+    /// Verdict XDP_REDIRECT.
+    Redirect = 4, "redirect";
+    /// Verdict XDP_ABORTED: an internal error (should stay at zero).
+    Aborted = 5, "aborted";
+    /// Drop reason: a header ends beyond the packet.
+    Truncated = 6, "truncated";
+    /// Passed: not IPv4/IPv6 (ARP, LLDP, ...), or no virtual service matches.
+    NotVip = 7, "not_vip";
+    /// Passed: 802.1Q/802.1ad tagged frame (VLAN parsing is not supported yet).
+    Vlan = 8, "vlan";
+    /// Drop reason: VIP traffic with IPv4 options (never forwarded half-parsed).
+    Ipv4Options = 9, "ipv4_options";
+    /// Drop reason: VIP traffic that is an IP fragment (first or later).
+    Fragment = 10, "fragment";
+    /// Drop reason: VIP traffic behind IPv6 extension headers.
+    Ipv6ExtHeader = 11, "ipv6_ext_header";
+    /// Drop reason: malformed IP header (bad version/IHL/length).
+    Malformed = 12, "malformed";
+    /// Drop reason: VIP traffic with TTL / hop limit <= 1.
+    TtlExpired = 13, "ttl_expired";
+    /// Drop reason: the service has no usable backend (empty or missing table).
+    NoBackend = 14, "no_backend";
+    /// Connection-table hit: the flow kept its backend.
+    ConnHit = 15, "conn_hit";
+    /// Connection-table miss: backend chosen by Maglev (a new flow).
+    ConnMiss = 16, "conn_miss";
 }
 
 /// One counter slot. Per CPU in the map; userspace sums the CPUs.

@@ -6,17 +6,21 @@
 #![no_std]
 #![no_main]
 
+mod forward;
+mod lookup;
+mod maps;
 mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use lb_common::Stat;
+use lb_common::{ForwardMode, Stat};
 
-use crate::parse::ParseError;
+use crate::parse::Parsed;
 
 /// Balancer entry point. Thin on purpose: every outcome of [`try_xlb`] becomes exactly one
-/// explicit verdict and one counter, so `rx == pass + drop + tx + redirect + aborted`.
+/// explicit verdict and one verdict counter (plus at most one reason counter), so
+/// `rx == pass + drop + tx + redirect + aborted`.
 #[xdp]
 #[expect(
     clippy::needless_pass_by_value,
@@ -25,10 +29,10 @@ use crate::parse::ParseError;
 pub fn xlb(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     stats::count(Stat::Rx, len);
-    let action = match try_xlb(&ctx) {
+    let action = match try_xlb(&ctx, len) {
         Ok(action) => action,
-        Err(ParseError::Truncated) => {
-            stats::count(Stat::Truncated, len);
+        Err(reason) => {
+            stats::count(reason, len);
             xdp_action::XDP_DROP
         }
     };
@@ -36,13 +40,38 @@ pub fn xlb(ctx: XdpContext) -> u32 {
     action
 }
 
+/// `Ok(verdict)`, or `Err(drop reason)`.
 #[inline(always)]
-fn try_xlb(ctx: &XdpContext) -> Result<u32, ParseError> {
-    let eth = parse::ethernet(ctx)?;
-    // Disabled log levels cost nothing per packet: AYA_LOG_LEVEL lives in frozen .rodata,
-    // so the verifier sees a constant and removes the branch at load time.
-    debug!(ctx, "rx ethertype {:x}", u16::from_be(eth.ether_type));
-    Ok(xdp_action::XDP_PASS)
+fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
+    let pkt = match parse::parse(ctx)? {
+        Parsed::Ip(pkt) => pkt,
+        Parsed::Pass(reason) => {
+            stats::count(reason, len);
+            return Ok(xdp_action::XDP_PASS);
+        }
+    };
+    let Some(svc) = lookup::service(&pkt.flow) else {
+        stats::count(Stat::NotVip, len);
+        return Ok(xdp_action::XDP_PASS);
+    };
+    if let Some(reason) = pkt.unforwardable {
+        return Err(reason);
+    }
+    if pkt.ttl <= 1 {
+        return Err(Stat::TtlExpired);
+    }
+    let backend = lookup::backend(&pkt.flow, &svc, len)?;
+    debug!(
+        ctx,
+        "service {} -> backend {:i}",
+        svc.id,
+        u32::from_be(backend.addr[0])
+    );
+    match ForwardMode::from_u8(svc.mode) {
+        Some(ForwardMode::Dsr) => forward::dsr(ctx, &backend),
+        // Encapsulation modes are not implemented yet: refuse rather than mis-forward.
+        _ => Err(Stat::NoBackend),
+    }
 }
 
 /// Companion for the peer end of a veth: passes everything, counts nothing.

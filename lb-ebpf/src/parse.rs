@@ -1,38 +1,183 @@
-//! Bounds-checked header access. Every read goes through [`header`], which proves to the
-//! verifier that the whole header lies inside the packet.
+//! Header parsing. Every read goes through [`header`], which proves to the verifier that
+//! the whole header lies inside the packet; nothing is forwarded unless every header up
+//! to and including the L4 ports was parsed here.
 
 use aya_ebpf::programs::XdpContext;
+use lb_common::{service::AF_INET, service::AF_INET6, FlowKey, Stat};
 
-/// Why a packet could not be parsed; each maps to a verdict and a drop-reason counter.
-#[derive(Clone, Copy)]
-pub enum ParseError {
-    /// The packet ends before the header being read.
-    Truncated,
-}
+pub const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+/// IPv4 flags/fragment-offset field: MF bit and offset mask (host order).
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET: u16 = 0x1fff;
 
-/// Ethernet II header as it sits on the wire (`ether_type` in network byte order).
+/// Ethernet II header as it sits on the wire.
 #[repr(C)]
 pub struct EthHdr {
     pub dst: [u8; 6],
     pub src: [u8; 6],
+    /// Network byte order.
     pub ether_type: u16,
+}
+
+#[repr(C)]
+struct Ipv4Hdr {
+    ver_ihl: u8,
+    tos: u8,
+    tot_len: u16,
+    id: u16,
+    frag_off: u16,
+    ttl: u8,
+    proto: u8,
+    check: u16,
+    src: u32,
+    dst: u32,
+}
+
+#[repr(C)]
+struct Ipv6Hdr {
+    ver_tc_flow: u32,
+    payload_len: u16,
+    next_hdr: u8,
+    hop_limit: u8,
+    src: [u32; 4],
+    dst: [u32; 4],
+}
+
+/// Source and destination port, the first four bytes of both TCP and UDP headers.
+#[repr(C)]
+struct Ports {
+    src: u16,
+    dst: u16,
+}
+
+/// What the balancer needs from a parsed IP packet.
+pub struct Packet {
+    pub flow: FlowKey,
+    /// TTL / hop limit.
+    pub ttl: u8,
+    /// Set when the packet cannot be forwarded even if it targets a VIP; the counter
+    /// says why (IPv4 options, fragment). Only VIP traffic is affected: everything else
+    /// is passed untouched whatever it carries.
+    pub unforwardable: Option<Stat>,
+}
+
+/// Why parsing stopped.
+pub enum Parsed {
+    /// A TCP/UDP packet over IPv4/IPv6 whose VIP tuple can be looked up.
+    Ip(Packet),
+    /// Not for the balancer; pass to the stack and count the reason.
+    Pass(Stat),
 }
 
 /// Returns a pointer to a `T` at `offset` bytes into the packet, or `Truncated` when the
 /// packet is too short to hold it.
 #[inline(always)]
-pub fn header<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ParseError> {
+pub fn header<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Stat> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
-        return Err(ParseError::Truncated);
+        return Err(Stat::Truncated);
     }
-    Ok((start + offset) as *const T)
+    Ok((start + offset) as *mut T)
 }
 
-/// The Ethernet header at the start of the frame.
+/// Parses Ethernet, IPv4/IPv6 and the L4 ports. `Err` is a drop reason.
 #[inline(always)]
-pub fn ethernet(ctx: &XdpContext) -> Result<&EthHdr, ParseError> {
-    // SAFETY: `header` checked that the header lies within [data, data_end).
-    header::<EthHdr>(ctx, 0).map(|p| unsafe { &*p })
+pub fn parse(ctx: &XdpContext) -> Result<Parsed, Stat> {
+    // SAFETY (all header derefs below): `header` proved the bytes are in the packet.
+    let eth = unsafe { &*header::<EthHdr>(ctx, 0)? };
+    match u16::from_be(eth.ether_type) {
+        ETH_P_IP => ipv4(ctx),
+        ETH_P_IPV6 => ipv6(ctx),
+        ETH_P_8021Q | ETH_P_8021AD => Ok(Parsed::Pass(Stat::Vlan)),
+        _ => Ok(Parsed::Pass(Stat::NotVip)),
+    }
+}
+
+#[inline(always)]
+fn ipv4(ctx: &XdpContext) -> Result<Parsed, Stat> {
+    let ip = unsafe { &*header::<Ipv4Hdr>(ctx, ETH_HLEN)? };
+    let ihl = usize::from(ip.ver_ihl & 0x0f) * 4;
+    let tot_len = usize::from(u16::from_be(ip.tot_len));
+    if ip.ver_ihl >> 4 != 4 || ihl < 20 || tot_len < ihl {
+        return Err(Stat::Malformed);
+    }
+    if ETH_HLEN + tot_len > ctx.data_end() - ctx.data() {
+        return Err(Stat::Truncated);
+    }
+    if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
+        return Ok(Parsed::Pass(Stat::NotVip));
+    }
+    let frag = u16::from_be(ip.frag_off);
+    let mut unforwardable = None;
+    if ihl != 20 {
+        unforwardable = Some(Stat::Ipv4Options);
+    }
+    let ports = if frag & IP_OFFSET != 0 {
+        // A later fragment has no L4 header: match the VIP's all-ports service only.
+        unforwardable = Some(Stat::Fragment);
+        Ports { src: 0, dst: 0 }
+    } else {
+        if frag & IP_MF != 0 {
+            unforwardable = Some(Stat::Fragment);
+        }
+        let p = unsafe { &*header::<Ports>(ctx, ETH_HLEN + ihl)? };
+        Ports {
+            src: p.src,
+            dst: p.dst,
+        }
+    };
+    Ok(Parsed::Ip(Packet {
+        flow: FlowKey {
+            src: [ip.src, 0, 0, 0],
+            dst: [ip.dst, 0, 0, 0],
+            sport_be: ports.src,
+            dport_be: ports.dst,
+            proto: ip.proto,
+            family: AF_INET,
+            _pad: [0; 2],
+        },
+        ttl: ip.ttl,
+        unforwardable,
+    }))
+}
+
+#[inline(always)]
+fn ipv6(ctx: &XdpContext) -> Result<Parsed, Stat> {
+    let ip = unsafe { &*header::<Ipv6Hdr>(ctx, ETH_HLEN)? };
+    if u32::from_be(ip.ver_tc_flow) >> 28 != 6 {
+        return Err(Stat::Malformed);
+    }
+    if ETH_HLEN + size_of::<Ipv6Hdr>() + usize::from(u16::from_be(ip.payload_len))
+        > ctx.data_end() - ctx.data()
+    {
+        return Err(Stat::Truncated);
+    }
+    match ip.next_hdr {
+        IPPROTO_TCP | IPPROTO_UDP => {}
+        // Hop-by-hop, routing, fragment, destination options, AH, mobility, HIP, shim6:
+        // not walked, so never forwarded.
+        0 | 43 | 44 | 60 | 51 | 135 | 139 | 140 => return Ok(Parsed::Pass(Stat::Ipv6ExtHeader)),
+        _ => return Ok(Parsed::Pass(Stat::NotVip)),
+    }
+    let p = unsafe { &*header::<Ports>(ctx, ETH_HLEN + size_of::<Ipv6Hdr>())? };
+    Ok(Parsed::Ip(Packet {
+        flow: FlowKey {
+            src: ip.src,
+            dst: ip.dst,
+            sport_be: p.src,
+            dport_be: p.dst,
+            proto: ip.next_hdr,
+            family: AF_INET6,
+            _pad: [0; 2],
+        },
+        ttl: ip.hop_limit,
+        unforwardable: None,
+    }))
 }

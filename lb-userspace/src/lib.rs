@@ -2,6 +2,7 @@
 //!
 //! - [`loader`]: load the embedded XDP object, pin maps, attach/detach on interfaces.
 //! - [`bpffs`]: make sure bpffs is mounted and the pin directory exists.
+//! - [`maps`]: typed map writes and the atomic Maglev table swap.
 //! - [`stats`]: read and sum the per-CPU counters (live or from pins).
 //! - [`ebpf_log`]: forward aya-log records from the data plane into `tracing`.
 //! - [`test_run`]: `BPF_PROG_TEST_RUN` for packet tests and benchmarks.
@@ -9,6 +10,8 @@
 pub mod bpffs;
 pub mod ebpf_log;
 pub mod loader;
+pub mod maglev;
+pub mod maps;
 pub mod stats;
 pub mod test_run;
 

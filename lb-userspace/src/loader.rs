@@ -16,7 +16,13 @@ use crate::bpffs::{self, BpffsError};
 
 /// Every map the control plane pins, by name. Internal maps (.rodata, aya-log's ring
 /// buffer) are left out: they belong to one program instance.
-pub const PINNED_MAPS: &[&str] = &[maps::STATS];
+pub const PINNED_MAPS: &[&str] = &[
+    maps::STATS,
+    maps::SERVICES,
+    maps::BACKENDS,
+    maps::MAGLEV,
+    maps::CONNS,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

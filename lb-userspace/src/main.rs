@@ -157,7 +157,7 @@ fn print_stats(pin_dir: &std::path::Path, json: bool) -> Result<()> {
         return Ok(());
     }
     println!("{:<10} {:>14} {:>16}", "counter", "packets", "bytes");
-    for stat in Stat::ALL {
+    for &stat in Stat::ALL {
         let c = global.get(stat);
         println!("{:<10} {:>14} {:>16}", stat.name(), c.packets, c.bytes);
     }

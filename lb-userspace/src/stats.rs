@@ -41,7 +41,7 @@ pub fn read_global<T: std::borrow::Borrow<MapData>>(
     map: &PerCpuArray<T, Counter>,
 ) -> Result<GlobalStats, MapError> {
     let mut out = GlobalStats::default();
-    for stat in Stat::ALL {
+    for &stat in Stat::ALL {
         let sum = &mut out.counters[stat as usize];
         for per_cpu in map.get(&(stat as u32), 0)?.iter() {
             sum.add(per_cpu);

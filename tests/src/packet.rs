@@ -141,3 +141,73 @@ fn tcp_bare(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     t.set_window(65535);
     buf
 }
+
+/// Rewrites the IPv4 header of a frame built here (`f` may change TTL, flags, fragment
+/// offset, ...) and recomputes its checksum.
+pub fn tweak_ipv4(frame: &mut [u8], f: impl FnOnce(&mut MutableIpv4Packet)) {
+    let mut ip = MutableIpv4Packet::new(&mut frame[ETH_LEN..]).expect("IPv4 frame");
+    f(&mut ip);
+    ip.set_checksum(0);
+    let csum = ipv4::checksum(&ip.to_immutable());
+    ip.set_checksum(csum);
+}
+
+/// A client→balancer IPv4/TCP frame whose IP header carries `options` (a multiple of 4
+/// bytes), so IHL > 5.
+pub fn tcp4_frame_with_options(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    options: &[u8],
+) -> Vec<u8> {
+    assert!(options.len().is_multiple_of(4) && options.len() <= 40);
+    let l4 = tcp4(src, dst, sport, dport, SYN);
+    let hlen = IPV4_LEN + options.len();
+    let mut buf = vec![0u8; hlen + l4.len()];
+    {
+        let mut ip = MutableIpv4Packet::new(&mut buf).expect("buffer fits");
+        ip.set_version(4);
+        ip.set_header_length((hlen / 4) as u8);
+        ip.set_total_length((hlen + l4.len()) as u16);
+        ip.set_ttl(64);
+        ip.set_next_level_protocol(IpNextHeaderProtocols::Tcp);
+        ip.set_source(src);
+        ip.set_destination(dst);
+    }
+    buf[IPV4_LEN..hlen].copy_from_slice(options);
+    buf[hlen..].copy_from_slice(&l4);
+    let mut ip = MutableIpv4Packet::new(&mut buf).expect("buffer fits");
+    let csum = ipv4::checksum(&ip.to_immutable());
+    ip.set_checksum(csum);
+    ethernet(CLIENT_MAC, LB_MAC, EtherTypes::Ipv4, &buf)
+}
+
+/// An 802.1Q-tagged frame (VLAN `vid`) around an IPv4 `l3` payload.
+pub fn vlan_frame(vid: u16, l3: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(4 + l3.len());
+    payload.extend_from_slice(&vid.to_be_bytes());
+    payload.extend_from_slice(&0x0800u16.to_be_bytes());
+    payload.extend_from_slice(l3);
+    ethernet(CLIENT_MAC, LB_MAC, EtherTypes::Vlan, &payload)
+}
+
+/// A client→balancer IPv6/TCP frame with a hop-by-hop options header (PadN) in front
+/// of the TCP header.
+pub fn tcp6_frame_with_hbh(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let tcp = tcp6(src, dst, sport, dport, SYN);
+    // next header TCP, length 0 (8 bytes), PadN option of 4 bytes.
+    let mut ext = vec![6u8, 0, 1, 4, 0, 0, 0, 0];
+    ext.extend_from_slice(&tcp);
+    let l3 = ipv6(src, dst, IpNextHeaderProtocols::Hopopt, &ext);
+    ethernet(CLIENT_MAC, LB_MAC, EtherTypes::Ipv6, &l3)
+}
+
+/// The frame a DSR balancer sends for `input`: same bytes, source MAC = the input's
+/// destination MAC, destination MAC = `backend_mac`.
+pub fn dsr_output(input: &[u8], backend_mac: [u8; 6]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    out[6..12].copy_from_slice(&input[0..6]);
+    out[0..6].copy_from_slice(&backend_mac);
+    out
+}

@@ -30,35 +30,35 @@ fn fixtures() -> Vec<Fixture> {
             input: packet::udp4_frame(c4, v4, 40000, 53, b"hello"),
             verdict: XDP_PASS,
             output: None,
-            counted: &[Stat::Rx, Stat::Pass],
+            counted: &[Stat::Rx, Stat::Pass, Stat::NotVip],
         },
         Fixture {
             description: "IPv4 TCP SYN passes untouched",
             input: packet::tcp4_frame(c4, v4, 40000, 80, packet::SYN),
             verdict: XDP_PASS,
             output: None,
-            counted: &[Stat::Rx, Stat::Pass],
+            counted: &[Stat::Rx, Stat::Pass, Stat::NotVip],
         },
         Fixture {
             description: "IPv6 TCP SYN passes untouched",
             input: packet::tcp6_frame(c6, v6, 40000, 80, packet::SYN),
             verdict: XDP_PASS,
             output: None,
-            counted: &[Stat::Rx, Stat::Pass],
+            counted: &[Stat::Rx, Stat::Pass, Stat::NotVip],
         },
         Fixture {
             description: "ARP passes untouched",
             input: packet::ethernet(packet::CLIENT_MAC, [0xff; 6], EtherTypes::Arp, &[0u8; 28]),
             verdict: XDP_PASS,
             output: None,
-            counted: &[Stat::Rx, Stat::Pass],
+            counted: &[Stat::Rx, Stat::Pass, Stat::NotVip],
         },
         Fixture {
             description: "bare Ethernet header (no payload) passes",
             input: packet::ethernet(packet::CLIENT_MAC, packet::LB_MAC, EtherTypes::Ipv4, &[]),
             verdict: XDP_PASS,
             output: None,
-            counted: &[Stat::Rx, Stat::Pass],
+            counted: &[Stat::Rx, Stat::Pass, Stat::NotVip],
         },
     ]
 }
@@ -73,7 +73,7 @@ fn fixtures_verdicts_outputs_and_counters() {
         let expected = f.output.as_ref().unwrap_or(&f.input);
         assert_eq!(&out.packet, expected, "{}: output bytes", f.description);
         let after = dp.stats();
-        for stat in Stat::ALL {
+        for &stat in Stat::ALL {
             let (b, a) = (before.get(stat), after.get(stat));
             let (dp_, db) = (a.packets - b.packets, a.bytes - b.bytes);
             if f.counted.contains(&stat) {

@@ -1,0 +1,166 @@
+//! Virtual services, backends and flows as stored in the data plane's maps.
+//!
+//! Addresses are stored as four network-byte-order `u32` words (`[u32; 4]`, "be32"):
+//! IPv6 uses all four, IPv4 uses word 0 and leaves the rest zero. Ports are network byte
+//! order too (`port_be`), exactly as they sit in the packet, so the data plane compares
+//! and hashes them without conversion.
+
+/// Address family tags (`family` fields).
+pub const AF_INET: u8 = 4;
+pub const AF_INET6: u8 = 6;
+
+/// How a service forwards to its backends (`Service::mode`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardMode {
+    /// L2 direct server return: rewrite MACs, XDP_TX. Backends hold the VIP on lo.
+    Dsr = 1,
+    /// IP-in-IP (IPv4-in-IPv4 / IPv6-in-IPv6) to the backend.
+    Ipip = 2,
+    /// GUE (UDP) encapsulation.
+    Gue = 3,
+}
+
+impl ForwardMode {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Dsr),
+            2 => Some(Self::Ipip),
+            3 => Some(Self::Gue),
+            _ => None,
+        }
+    }
+}
+
+/// `Service::flags` bits.
+pub mod service_flags {
+    /// Hash on the source address only (client affinity) instead of the 5-tuple.
+    pub const SOURCE_AFFINITY: u32 = 1 << 0;
+}
+
+/// Key of `XLB_SERVICES`: (VIP, port, protocol). `port_be == 0` is the VIP's
+/// "all ports" service, consulted when no exact port matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// VIP, be32 words (IPv4 in word 0).
+    pub addr: [u32; 4],
+    /// Destination port, network byte order; 0 = all ports.
+    pub port_be: u16,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u8,
+}
+
+/// Value of `XLB_SERVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Service {
+    /// Index of this service's lookup table in `XLB_MAGLEV` and its stats slot; 1-based
+    /// (0 = unset).
+    pub id: u32,
+    /// [`service_flags`] bits.
+    pub flags: u32,
+    /// [`ForwardMode`] as u8.
+    pub mode: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Layout of one Maglev table (an inner map of `XLB_MAGLEV`, `u32` values): slot
+/// [`MAGLEV_SIZE_SLOT`] holds the table size M, slots `1..=M` the backend ids. Keeping M
+/// inside the table means one inner-map swap replaces size and contents together.
+pub const MAGLEV_SIZE_SLOT: u32 = 0;
+
+/// Value of `XLB_BACKENDS` (indexed by backend id; id 0 is never used).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// Backend address, be32 words (IPv4 in word 0).
+    pub addr: [u32; 4],
+    /// [`AF_INET`] or [`AF_INET6`]; 0 marks an unused slot.
+    pub family: u8,
+    pub _pad: u8,
+    /// Next-hop MAC towards the backend (configured by the control plane).
+    pub mac: [u8; 6],
+}
+
+/// Key of the connection table `XLB_CONNS`: the client's 5-tuple towards a VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Client address, be32 words.
+    pub src: [u32; 4],
+    /// VIP, be32 words.
+    pub dst: [u32; 4],
+    /// Client port, network byte order.
+    pub sport_be: u16,
+    /// VIP port, network byte order.
+    pub dport_be: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of `XLB_CONNS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conn {
+    /// Backend the flow is pinned to.
+    pub backend_id: u32,
+    /// Service the flow belongs to (so a removed service's flows can be ignored).
+    pub service_id: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY (all): repr(C), fields are integers/byte arrays, explicit padding fields
+    // leave no implicit padding, every bit pattern is valid.
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::Service {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Conn {}
+}
+
+/// Flow hash shared by the data plane (backend choice) and the control plane (tests and
+/// tools predicting where a flow goes). Murmur3-style mixing over the key words: cheap
+/// in BPF (no loops over bytes, no tables) and well spread over Maglev table sizes.
+#[inline(always)]
+pub fn flow_hash(key: &FlowKey, source_only: bool) -> u32 {
+    let mut h: u32 = 0x9747_b28c;
+    h = mix(h, key.src[0]);
+    h = mix(h, key.src[1]);
+    h = mix(h, key.src[2]);
+    h = mix(h, key.src[3]);
+    if !source_only {
+        h = mix(h, key.dst[0]);
+        h = mix(h, key.dst[1]);
+        h = mix(h, key.dst[2]);
+        h = mix(h, key.dst[3]);
+        h = mix(h, (u32::from(key.sport_be) << 16) | u32::from(key.dport_be));
+        h = mix(h, u32::from(key.proto));
+    }
+    fmix(h)
+}
+
+#[inline(always)]
+fn mix(h: u32, k: u32) -> u32 {
+    let k = k
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
+}
+
+#[inline(always)]
+fn fmix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}

@@ -1,0 +1,114 @@
+//! Typed writes to the balancer's maps. The one rule: a packet never sees a half-built
+//! table. A Maglev table is built completely in a fresh inner map and made live by one
+//! `bpf_map_update_elem` on `XLB_MAGLEV` (map-in-map replacement): the kernel swaps the
+//! pointer atomically and frees the old table after an RCU grace period, so packets in
+//! flight keep reading the old table whole. (Double-buffering with a generation flip
+//! would need userspace to know when no packet still reads the old half before reusing
+//! it; map replacement gets that guarantee from the kernel.)
+
+use aya::{
+    maps::{Array, ArrayOfMaps, HashMap, MapData, MapError},
+    Ebpf,
+};
+use lb_common::{
+    limits::{BPF_F_INNER_MAP, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES},
+    maps,
+    service::MAGLEV_SIZE_SLOT,
+    Backend, Service, VipKey,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("map {0} is missing from the loaded object")]
+    Missing(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("service id {0} is out of range 1..{MAX_SERVICES}")]
+    ServiceId(u32),
+    #[error("backend id {0} is out of range 1..{MAX_BACKENDS}")]
+    BackendId(u32),
+    #[error("table of {0} entries: must be 1..={MAX_MAGLEV_SIZE}")]
+    TableSize(usize),
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Map { name, source }
+}
+
+/// Writes backend `id` (its address and next-hop MAC).
+pub fn set_backend(ebpf: &mut Ebpf, id: u32, backend: &Backend) -> Result<(), MapsError> {
+    if id == 0 || id >= MAX_BACKENDS {
+        return Err(MapsError::BackendId(id));
+    }
+    let mut array: Array<&mut MapData, Backend> = Array::try_from(
+        ebpf.map_mut(maps::BACKENDS)
+            .ok_or(MapsError::Missing(maps::BACKENDS))?,
+    )
+    .map_err(map_err(maps::BACKENDS))?;
+    array.set(id, backend, 0).map_err(map_err(maps::BACKENDS))
+}
+
+/// Marks backend `id` unused: flows pinned to it pick a new backend on their next packet.
+pub fn clear_backend(ebpf: &mut Ebpf, id: u32) -> Result<(), MapsError> {
+    set_backend(ebpf, id, &Backend::default())
+}
+
+/// Builds `table` (backend ids, length M) in a new inner map and swaps it in as service
+/// `service_id`'s Maglev table in one map operation.
+pub fn swap_table(ebpf: &mut Ebpf, service_id: u32, table: &[u32]) -> Result<(), MapsError> {
+    if service_id == 0 || service_id >= MAX_SERVICES {
+        return Err(MapsError::ServiceId(service_id));
+    }
+    if table.is_empty() || table.len() > MAX_MAGLEV_SIZE as usize {
+        return Err(MapsError::TableSize(table.len()));
+    }
+    let m = table.len() as u32;
+    let mut inner: Array<MapData, u32> =
+        Array::create(m + 1, BPF_F_INNER_MAP).map_err(map_err("maglev inner table"))?;
+    inner
+        .set(MAGLEV_SIZE_SLOT, m, 0)
+        .map_err(map_err("maglev inner table"))?;
+    for (slot, id) in (1u32..).zip(table) {
+        inner
+            .set(slot, id, 0)
+            .map_err(map_err("maglev inner table"))?;
+    }
+    let mut outer: ArrayOfMaps<&mut MapData, Array<MapData, u32>> = ArrayOfMaps::try_from(
+        ebpf.map_mut(maps::MAGLEV)
+            .ok_or(MapsError::Missing(maps::MAGLEV))?,
+    )
+    .map_err(map_err(maps::MAGLEV))?;
+    outer
+        .set(service_id, &inner, 0)
+        .map_err(map_err(maps::MAGLEV))
+}
+
+/// Adds or replaces a service entry. Install its table first ([`swap_table`]) so no
+/// packet finds a service without one.
+pub fn set_service(ebpf: &mut Ebpf, key: &VipKey, service: &Service) -> Result<(), MapsError> {
+    if service.id == 0 || service.id >= MAX_SERVICES {
+        return Err(MapsError::ServiceId(service.id));
+    }
+    let mut services: HashMap<&mut MapData, VipKey, Service> = HashMap::try_from(
+        ebpf.map_mut(maps::SERVICES)
+            .ok_or(MapsError::Missing(maps::SERVICES))?,
+    )
+    .map_err(map_err(maps::SERVICES))?;
+    services
+        .insert(key, service, 0)
+        .map_err(map_err(maps::SERVICES))
+}
+
+/// Removes a service entry; its traffic is passed to the stack from then on.
+pub fn remove_service(ebpf: &mut Ebpf, key: &VipKey) -> Result<(), MapsError> {
+    let mut services: HashMap<&mut MapData, VipKey, Service> = HashMap::try_from(
+        ebpf.map_mut(maps::SERVICES)
+            .ok_or(MapsError::Missing(maps::SERVICES))?,
+    )
+    .map_err(map_err(maps::SERVICES))?;
+    services.remove(key).map_err(map_err(maps::SERVICES))
+}

@@ -1,0 +1,403 @@
+//! VIP forwarding through BPF_PROG_TEST_RUN: service lookup, Maglev choice, connection
+//! tracking, DSR output bytes, atomic table swaps, and the deliberate edge cases.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use lb_common::{
+    service::{flow_hash, AF_INET, AF_INET6},
+    Backend, FlowKey, ForwardMode, Service, Stat, VipKey,
+};
+use lb_userspace::maps;
+use testbed::{dataplane::TestDataplane, packet};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const TCP: u8 = 6;
+
+const CLIENT4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const VIP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+const VIP_PORT: u16 = 80;
+const TABLE: [u32; 7] = [1, 2, 3, 1, 2, 3, 1];
+
+fn client6() -> Ipv6Addr {
+    "fd00::1".parse().unwrap()
+}
+fn vip6() -> Ipv6Addr {
+    "fd00::100".parse().unwrap()
+}
+
+fn be4(a: Ipv4Addr) -> [u32; 4] {
+    [u32::from_ne_bytes(a.octets()), 0, 0, 0]
+}
+fn be6(a: Ipv6Addr) -> [u32; 4] {
+    let o = a.octets();
+    core::array::from_fn(|i| u32::from_ne_bytes(o[i * 4..i * 4 + 4].try_into().unwrap()))
+}
+
+fn backend_mac(id: u32) -> [u8; 6] {
+    [0x02, 0xbe, 0, 0, 0, id as u8]
+}
+
+/// A data plane with backends 1..=3 and DSR services on VIP4:80/tcp and [VIP6]:80/tcp
+/// using `TABLE`.
+fn setup(tag: &str) -> TestDataplane {
+    let mut dp = TestDataplane::load(tag);
+    let ebpf = dp.dp.ebpf_mut();
+    for id in 1..=3u32 {
+        let backend = Backend {
+            addr: be4(Ipv4Addr::new(10, 0, 1, id as u8)),
+            family: AF_INET,
+            mac: backend_mac(id),
+            ..Default::default()
+        };
+        maps::set_backend(ebpf, id, &backend).unwrap();
+    }
+    for (id, addr, family) in [(1, be4(VIP4), AF_INET), (2, be6(vip6()), AF_INET6)] {
+        maps::swap_table(ebpf, id, &TABLE).unwrap();
+        let key = VipKey {
+            addr,
+            port_be: VIP_PORT.to_be(),
+            proto: TCP,
+            family,
+        };
+        let svc = Service {
+            id,
+            mode: ForwardMode::Dsr as u8,
+            ..Default::default()
+        };
+        maps::set_service(ebpf, &key, &svc).unwrap();
+    }
+    dp
+}
+
+fn flow4(sport: u16) -> FlowKey {
+    FlowKey {
+        src: be4(CLIENT4),
+        dst: be4(VIP4),
+        sport_be: sport.to_be(),
+        dport_be: VIP_PORT.to_be(),
+        proto: TCP,
+        family: AF_INET,
+        _pad: [0; 2],
+    }
+}
+
+/// The backend `table` assigns to `flow` (the data plane's own hash, shared via lb-common).
+fn expected_backend(flow: &FlowKey, table: &[u32]) -> u32 {
+    table[(flow_hash(flow, false) % table.len() as u32) as usize]
+}
+
+/// Runs `input`, checks verdict and output, and that exactly `counted` moved by one.
+fn check(
+    dp: &mut TestDataplane,
+    what: &str,
+    input: &[u8],
+    verdict: u32,
+    output: &[u8],
+    counted: &[Stat],
+) {
+    let before = dp.stats();
+    let out = dp.run(input);
+    assert_eq!(out.action, verdict, "{what}: verdict");
+    assert_eq!(out.packet, output, "{what}: output bytes");
+    let after = dp.stats();
+    for &stat in Stat::ALL {
+        let moved = after.get(stat).packets - before.get(stat).packets;
+        let want = u64::from(counted.contains(&stat));
+        assert_eq!(moved, want, "{what}: counter {}", stat.name());
+    }
+}
+
+#[test]
+fn dsr_forwards_new_and_established_flows_to_the_maglev_backend() {
+    let mut dp = setup("dsr");
+    for sport in [40000u16, 40001, 40002, 40003, 40004, 40005] {
+        let input = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::SYN);
+        let id = expected_backend(&flow4(sport), &TABLE);
+        let output = packet::dsr_output(&input, backend_mac(id));
+        check(
+            &mut dp,
+            &format!("SYN from :{sport}"),
+            &input,
+            XDP_TX,
+            &output,
+            &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
+        );
+        let ack = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::Flags::ACK);
+        let output = packet::dsr_output(&ack, backend_mac(id));
+        check(
+            &mut dp,
+            &format!("ACK from :{sport}"),
+            &ack,
+            XDP_TX,
+            &output,
+            &[Stat::Rx, Stat::Tx, Stat::ConnHit],
+        );
+    }
+}
+
+#[test]
+fn dsr_forwards_ipv6() {
+    let mut dp = setup("dsr6");
+    let input = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
+    let flow = FlowKey {
+        src: be6(client6()),
+        dst: be6(vip6()),
+        sport_be: 40000u16.to_be(),
+        dport_be: VIP_PORT.to_be(),
+        proto: TCP,
+        family: AF_INET6,
+        _pad: [0; 2],
+    };
+    let output = packet::dsr_output(&input, backend_mac(expected_backend(&flow, &TABLE)));
+    check(
+        &mut dp,
+        "IPv6 SYN",
+        &input,
+        XDP_TX,
+        &output,
+        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
+    );
+}
+
+#[test]
+fn table_swap_keeps_established_flows_and_moves_new_ones() {
+    let mut dp = setup("swap");
+    // Pick a flow whose old backend is 1, and establish it.
+    let sport = (40000u16..)
+        .find(|p| expected_backend(&flow4(*p), &TABLE) == 1)
+        .unwrap();
+    let syn = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::SYN);
+    assert_eq!(
+        dp.run(&syn).packet,
+        packet::dsr_output(&syn, backend_mac(1))
+    );
+
+    // New table without backend 1 (backend 1 still exists: drain semantics).
+    let new_table = [2, 3, 2, 3, 2, 3, 2];
+    maps::swap_table(dp.dp.ebpf_mut(), 1, &new_table).unwrap();
+    let ack = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::Flags::ACK);
+    check(
+        &mut dp,
+        "established flow after swap",
+        &ack,
+        XDP_TX,
+        &packet::dsr_output(&ack, backend_mac(1)),
+        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
+    );
+
+    // A new flow follows the new table.
+    let other = (41000u16..)
+        .find(|p| expected_backend(&flow4(*p), &TABLE) == 1)
+        .unwrap();
+    let syn2 = packet::tcp4_frame(CLIENT4, VIP4, other, VIP_PORT, packet::SYN);
+    let id = expected_backend(&flow4(other), &new_table);
+    assert_ne!(id, 1);
+    check(
+        &mut dp,
+        "new flow after swap",
+        &syn2,
+        XDP_TX,
+        &packet::dsr_output(&syn2, backend_mac(id)),
+        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
+    );
+
+    // Removing backend 1 (reset semantics) moves its established flow to the new table.
+    maps::clear_backend(dp.dp.ebpf_mut(), 1).unwrap();
+    let id = expected_backend(&flow4(sport), &new_table);
+    check(
+        &mut dp,
+        "flow of a removed backend",
+        &ack,
+        XDP_TX,
+        &packet::dsr_output(&ack, backend_mac(id)),
+        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
+    );
+}
+
+#[test]
+fn edge_cases_have_defined_verdicts_and_counters() {
+    let mut dp = setup("edges");
+    let syn = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
+
+    let other_port = packet::tcp4_frame(CLIENT4, VIP4, 40000, 81, packet::SYN);
+    check(
+        &mut dp,
+        "VIP, port without service",
+        &other_port,
+        XDP_PASS,
+        &other_port,
+        &[Stat::Rx, Stat::Pass, Stat::NotVip],
+    );
+
+    let udp = packet::udp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, b"x");
+    check(
+        &mut dp,
+        "VIP, protocol without service",
+        &udp,
+        XDP_PASS,
+        &udp,
+        &[Stat::Rx, Stat::Pass, Stat::NotVip],
+    );
+
+    let opts = packet::tcp4_frame_with_options(CLIENT4, VIP4, 40000, VIP_PORT, &[1, 1, 1, 0]);
+    check(
+        &mut dp,
+        "IPv4 options to a VIP",
+        &opts,
+        XDP_DROP,
+        &opts,
+        &[Stat::Rx, Stat::Drop, Stat::Ipv4Options],
+    );
+
+    let opts_other = packet::tcp4_frame_with_options(
+        CLIENT4,
+        Ipv4Addr::new(10, 0, 0, 5),
+        40000,
+        VIP_PORT,
+        &[1, 1, 1, 0],
+    );
+    check(
+        &mut dp,
+        "IPv4 options, not a VIP",
+        &opts_other,
+        XDP_PASS,
+        &opts_other,
+        &[Stat::Rx, Stat::Pass, Stat::NotVip],
+    );
+
+    let mut first_frag = syn.clone();
+    packet::tweak_ipv4(&mut first_frag, |ip| ip.set_flags(0b001));
+    check(
+        &mut dp,
+        "first fragment to a VIP",
+        &first_frag,
+        XDP_DROP,
+        &first_frag,
+        &[Stat::Rx, Stat::Drop, Stat::Fragment],
+    );
+
+    let mut later_frag = syn.clone();
+    packet::tweak_ipv4(&mut later_frag, |ip| ip.set_fragment_offset(100));
+    check(
+        &mut dp,
+        "later fragment (no ports; no all-ports service)",
+        &later_frag,
+        XDP_PASS,
+        &later_frag,
+        &[Stat::Rx, Stat::Pass, Stat::NotVip],
+    );
+
+    for ttl in [0u8, 1] {
+        let mut low = syn.clone();
+        packet::tweak_ipv4(&mut low, |ip| ip.set_ttl(ttl));
+        check(
+            &mut dp,
+            &format!("TTL {ttl} to a VIP"),
+            &low,
+            XDP_DROP,
+            &low,
+            &[Stat::Rx, Stat::Drop, Stat::TtlExpired],
+        );
+    }
+
+    let mut bad_version = syn.clone();
+    packet::tweak_ipv4(&mut bad_version, |ip| ip.set_version(5));
+    check(
+        &mut dp,
+        "IP version 5 in an IPv4 frame",
+        &bad_version,
+        XDP_DROP,
+        &bad_version,
+        &[Stat::Rx, Stat::Drop, Stat::Malformed],
+    );
+
+    let mut bad_ihl = syn.clone();
+    packet::tweak_ipv4(&mut bad_ihl, |ip| ip.set_header_length(4));
+    check(
+        &mut dp,
+        "IHL 4",
+        &bad_ihl,
+        XDP_DROP,
+        &bad_ihl,
+        &[Stat::Rx, Stat::Drop, Stat::Malformed],
+    );
+
+    // The IP header promises a TCP header the frame does not carry.
+    let cut = &syn[..packet::ETH_LEN + packet::IPV4_LEN + 2];
+    check(
+        &mut dp,
+        "frame cut inside the TCP header",
+        cut,
+        XDP_DROP,
+        cut,
+        &[Stat::Rx, Stat::Drop, Stat::Truncated],
+    );
+    let cut = &syn[..packet::ETH_LEN + 10];
+    check(
+        &mut dp,
+        "frame cut inside the IPv4 header",
+        cut,
+        XDP_DROP,
+        cut,
+        &[Stat::Rx, Stat::Drop, Stat::Truncated],
+    );
+
+    let vlan = packet::vlan_frame(42, &syn[packet::ETH_LEN..]);
+    check(
+        &mut dp,
+        "802.1Q-tagged VIP traffic",
+        &vlan,
+        XDP_PASS,
+        &vlan,
+        &[Stat::Rx, Stat::Pass, Stat::Vlan],
+    );
+
+    let hbh = packet::tcp6_frame_with_hbh(client6(), vip6(), 40000, VIP_PORT);
+    check(
+        &mut dp,
+        "IPv6 hop-by-hop header to a VIP",
+        &hbh,
+        XDP_PASS,
+        &hbh,
+        &[Stat::Rx, Stat::Pass, Stat::Ipv6ExtHeader],
+    );
+
+    let icmp = packet::ethernet(
+        packet::CLIENT_MAC,
+        packet::LB_MAC,
+        pnet_packet::ethernet::EtherTypes::Ipv4,
+        &packet::ipv4(
+            CLIENT4,
+            VIP4,
+            pnet_packet::ip::IpNextHeaderProtocols::Gre,
+            &[0u8; 8],
+        ),
+    );
+    check(
+        &mut dp,
+        "unknown protocol to a VIP",
+        &icmp,
+        XDP_PASS,
+        &icmp,
+        &[Stat::Rx, Stat::Pass, Stat::NotVip],
+    );
+}
+
+#[test]
+fn service_without_live_backend_drops() {
+    let mut dp = setup("nobackend");
+    for id in 1..=3 {
+        maps::clear_backend(dp.dp.ebpf_mut(), id).unwrap();
+    }
+    let syn = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
+    check(
+        &mut dp,
+        "all backends removed",
+        &syn,
+        XDP_DROP,
+        &syn,
+        &[Stat::Rx, Stat::Drop, Stat::ConnMiss, Stat::NoBackend],
+    );
+}
