@@ -22,11 +22,11 @@ pub fn service(flow: &FlowKey) -> Option<Service> {
         family: flow.family,
     };
     // SAFETY: hash-map values are read by copy right away.
-    if let Some(s) = unsafe { XLB_SERVICES.get(&key) } {
+    if let Some(s) = unsafe { XLB_SERVICES.get(key) } {
         return Some(*s);
     }
     key.port_be = 0;
-    unsafe { XLB_SERVICES.get(&key) }.copied()
+    unsafe { XLB_SERVICES.get(key) }.copied()
 }
 
 /// The backend for this flow: the one recorded in the connection table if it still
@@ -50,7 +50,7 @@ pub fn backend(flow: &FlowKey, svc: &Service, len: u64) -> Result<Backend, Stat>
         service_id: svc.id,
     };
     // A failed insert only costs a second Maglev lookup for the next packet.
-    let _ = XLB_CONNS.insert(flow, &conn, u64::from(BPF_ANY));
+    let _ = XLB_CONNS.insert(flow, conn, u64::from(BPF_ANY));
     Ok(backend)
 }
 

@@ -13,7 +13,7 @@ mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use aya_log_ebpf::debug;
+use aya_log_ebpf::{debug, trace};
 use lb_common::{ForwardMode, Stat};
 
 use crate::parse::Parsed;
@@ -45,14 +45,10 @@ pub fn xlb(ctx: XdpContext) -> u32 {
 fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     let pkt = match parse::parse(ctx)? {
         Parsed::Ip(pkt) => pkt,
-        Parsed::Pass(reason) => {
-            stats::count(reason, len);
-            return Ok(xdp_action::XDP_PASS);
-        }
+        Parsed::Pass(reason) => return Ok(pass(ctx, reason, len)),
     };
     let Some(svc) = lookup::service(&pkt.flow) else {
-        stats::count(Stat::NotVip, len);
-        return Ok(xdp_action::XDP_PASS);
+        return Ok(pass(ctx, Stat::NotVip, len));
     };
     if let Some(reason) = pkt.unforwardable {
         return Err(reason);
@@ -72,6 +68,14 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
         // Encapsulation modes are not implemented yet: refuse rather than mis-forward.
         _ => Err(Stat::NoBackend),
     }
+}
+
+/// Counts why a packet goes to the stack untouched.
+#[inline(always)]
+fn pass(ctx: &XdpContext, reason: Stat, len: u64) -> u32 {
+    stats::count(reason, len);
+    trace!(ctx, "pass: {} ({} bytes)", reason.name(), len);
+    xdp_action::XDP_PASS
 }
 
 /// Companion for the peer end of a veth: passes everything, counts nothing.

@@ -34,7 +34,7 @@ enum Command {
         /// XDP attach mode; `auto` tries native first and falls back to generic.
         #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
         xdp_mode: AttachMode,
-        /// Highest log level the XDP program emits. `debug` logs every packet; levels
+        /// Highest log level the XDP program emits. `trace` logs every packet; levels
         /// above it are removed by the verifier and cost nothing.
         #[arg(long, value_enum, default_value_t = EbpfLogLevel::Info)]
         ebpf_log_level: EbpfLogLevel,

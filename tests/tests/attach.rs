@@ -45,7 +45,7 @@ fn xlb_run_counts_every_packet_logs_and_detaches() {
         "--xdp-mode",
         "native",
         "--ebpf-log-level",
-        "debug",
+        "trace",
         "--iface",
     ])
     .arg(&veth.b)
@@ -88,11 +88,11 @@ fn xlb_run_counts_every_packet_logs_and_detaches() {
     assert_eq!(global.get(Stat::Pass).packets, N);
     assert_eq!(global.get(Stat::Drop).packets, 0);
 
-    // The per-packet debug! from XDP must reach xlb's tracing output.
+    // The per-packet trace! from XDP must reach xlb's tracing output.
     assert!(
         wait_until(Duration::from_secs(5), || log
             .read()
-            .contains("rx ethertype 800")),
+            .contains("pass: not_vip (142 bytes)")),
         "no eBPF log line in xlb's log:\n{}",
         log.read()
     );

@@ -7,6 +7,7 @@ use lb_common::Stat;
 use pnet_packet::ethernet::EtherTypes;
 use testbed::{dataplane::TestDataplane, packet};
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
 struct Fixture {
@@ -54,11 +55,11 @@ fn fixtures() -> Vec<Fixture> {
             counted: &[Stat::Rx, Stat::Pass, Stat::NotVip],
         },
         Fixture {
-            description: "bare Ethernet header (no payload) passes",
+            description: "IPv4 ethertype without an IPv4 header is dropped as truncated",
             input: packet::ethernet(packet::CLIENT_MAC, packet::LB_MAC, EtherTypes::Ipv4, &[]),
-            verdict: XDP_PASS,
+            verdict: XDP_DROP,
             output: None,
-            counted: &[Stat::Rx, Stat::Pass, Stat::NotVip],
+            counted: &[Stat::Rx, Stat::Drop, Stat::Truncated],
         },
     ]
 }
