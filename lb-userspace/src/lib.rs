@@ -3,6 +3,7 @@
 //! - [`loader`]: load the embedded XDP object, pin maps, attach/detach on interfaces.
 //! - [`bpffs`]: make sure bpffs is mounted and the pin directory exists.
 //! - [`maps`]: typed map writes and the atomic Maglev table swap.
+//! - [`services`]: validate a whole service set and apply it (Maglev, stable backend ids).
 //! - [`stats`]: read and sum the per-CPU counters (live or from pins).
 //! - [`ebpf_log`]: forward aya-log records from the data plane into `tracing`.
 //! - [`test_run`]: `BPF_PROG_TEST_RUN` for packet tests and benchmarks.
@@ -12,6 +13,7 @@ pub mod ebpf_log;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
+pub mod services;
 pub mod stats;
 pub mod test_run;
 

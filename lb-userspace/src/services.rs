@@ -1,0 +1,564 @@
+//! Virtual services as the control plane sees them, and how a whole set of them is
+//! validated and applied to the data plane.
+//!
+//! `apply` is all-or-nothing on validation: every problem in the requested set is
+//! reported with its path (`services[1].backends[3].weight: ...`) and no map is touched.
+//! Backend ids are stable per backend address, so established flows (recorded by id in
+//! the connection table) survive any change that keeps their backend.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
+    net::IpAddr,
+};
+
+use aya::Ebpf;
+use lb_common::{
+    limits::{MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES},
+    service::{service_flags, AF_INET, AF_INET6},
+    Backend, ForwardMode, Service, VipKey,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    maglev::{self, MaglevBackend},
+    maps::{self, MapsError},
+};
+
+/// Highest backend weight (keeps weighted Maglev rounds and operator intent sane).
+pub const MAX_WEIGHT: u32 = 65_535;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub const fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// L2 direct server return (LVS "DR").
+    Dsr,
+    /// IP-in-IP encapsulation (LVS "TUN").
+    Ipip,
+    /// GUE (UDP) encapsulation.
+    Gue,
+}
+
+impl From<Mode> for ForwardMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Dsr => ForwardMode::Dsr,
+            Mode::Ipip => ForwardMode::Ipip,
+            Mode::Gue => ForwardMode::Gue,
+        }
+    }
+}
+
+/// One virtual service: (VIP, port, protocol) and its backends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub vip: IpAddr,
+    /// Destination port; `None` makes this the VIP's all-ports service.
+    #[serde(default)]
+    pub port: Option<u16>,
+    pub protocol: Protocol,
+    pub mode: Mode,
+    /// Hash on the client address only, so a client always reaches the same backend.
+    #[serde(default)]
+    pub source_affinity: bool,
+    /// Maglev table size: a prime, larger than the number of backends.
+    #[serde(default = "default_table_size")]
+    pub table_size: u32,
+    pub backends: Vec<BackendSpec>,
+}
+
+fn default_table_size() -> u32 {
+    maglev::DEFAULT_TABLE_SIZE
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    pub address: IpAddr,
+    /// Next-hop MAC towards the backend (configured; see docs/maps.md).
+    pub mac: MacAddr,
+    /// Relative share of new flows; 0 = drained (keeps established flows only).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A MAC address written `aa:bb:cc:dd:ee:ff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl std::str::FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!(
+                "{s:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)"
+            ));
+        }
+        let mut mac = [0u8; 6];
+        for (byte, part) in mac.iter_mut().zip(parts) {
+            *byte = u8::from_str_radix(part, 16)
+                .map_err(|_| format!("{s:?} is not a MAC address (bad byte {part:?})"))?;
+        }
+        Ok(MacAddr(mac))
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One problem in a requested service set, located by its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("rejected, nothing applied:\n{}", .0.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Invalid>),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+}
+
+/// Checks a whole service set. Returns every problem found, not just the first.
+pub fn validate(specs: &[ServiceSpec]) -> Result<(), Vec<Invalid>> {
+    let mut errors = Vec::new();
+    let mut bad = |path: String, reason: String| errors.push(Invalid { path, reason });
+    if specs.len() >= MAX_SERVICES as usize {
+        bad(
+            "services".into(),
+            format!(
+                "{} services; at most {} fit the data plane",
+                specs.len(),
+                MAX_SERVICES - 1
+            ),
+        );
+    }
+    let mut seen = HashMap::new();
+    let mut addresses = HashSet::new();
+    for (i, s) in specs.iter().enumerate() {
+        let p = format!("services[{i}]");
+        if s.port == Some(0) {
+            bad(
+                format!("{p}.port"),
+                "0 is not a valid port (omit it for an all-ports service)".into(),
+            );
+        }
+        if let Some(j) = seen.insert((s.vip, s.port, s.protocol), i) {
+            bad(
+                format!("{p}.vip"),
+                format!(
+                    "{} {:?} port {} is already services[{j}]",
+                    s.vip,
+                    s.protocol,
+                    port_text(s.port)
+                ),
+            );
+        }
+        if s.mode == Mode::Gue {
+            bad(format!("{p}.mode"), "gue is not implemented yet".into());
+        }
+        if s.mode == Mode::Ipip {
+            bad(format!("{p}.mode"), "ipip is not implemented yet".into());
+        }
+        if !maglev::is_prime(s.table_size) || s.table_size > MAX_MAGLEV_SIZE {
+            bad(
+                format!("{p}.table_size"),
+                format!(
+                    "{} must be a prime no larger than {MAX_MAGLEV_SIZE}",
+                    s.table_size
+                ),
+            );
+        }
+        let weighted = s.backends.iter().filter(|b| b.weight > 0).count();
+        if weighted as u64 >= u64::from(s.table_size) {
+            bad(
+                format!("{p}.backends"),
+                format!(
+                    "{weighted} weighted backends need a table larger than {}",
+                    s.table_size
+                ),
+            );
+        }
+        let mut in_service = HashSet::new();
+        for (j, b) in s.backends.iter().enumerate() {
+            let bp = format!("{p}.backends[{j}]");
+            if b.address.is_ipv4() != s.vip.is_ipv4() {
+                bad(
+                    format!("{bp}.address"),
+                    format!("{} is not of the VIP's address family", b.address),
+                );
+            }
+            if b.address.is_unspecified() || b.address.is_multicast() {
+                bad(
+                    format!("{bp}.address"),
+                    format!("{} cannot be a backend", b.address),
+                );
+            }
+            if !in_service.insert(b.address) {
+                bad(
+                    format!("{bp}.address"),
+                    format!("{} is listed twice", b.address),
+                );
+            }
+            if b.weight > MAX_WEIGHT {
+                bad(
+                    format!("{bp}.weight"),
+                    format!("{} exceeds the maximum {MAX_WEIGHT}", b.weight),
+                );
+            }
+            if b.mac.0 == [0; 6] || b.mac.0[0] & 1 == 1 {
+                bad(
+                    format!("{bp}.mac"),
+                    format!("{} is not a unicast MAC", b.mac),
+                );
+            }
+            addresses.insert(b.address);
+        }
+    }
+    if addresses.len() >= MAX_BACKENDS as usize {
+        bad(
+            "services".into(),
+            format!(
+                "{} distinct backends; at most {} fit the data plane",
+                addresses.len(),
+                MAX_BACKENDS - 1
+            ),
+        );
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn port_text(port: Option<u16>) -> String {
+    port.map_or_else(|| "all".into(), |p| p.to_string())
+}
+
+/// What the data plane currently holds, so each `apply` changes only what differs.
+#[derive(Debug, Default)]
+pub struct Balancer {
+    /// Backend address → id (stable while any service uses the address).
+    backend_ids: BTreeMap<IpAddr, u32>,
+    /// Service key → (service id, spec as applied).
+    services: HashMap<VipKey, (u32, ServiceSpec)>,
+}
+
+/// What one `apply` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub services_set: usize,
+    pub services_removed: usize,
+    pub backends_added: usize,
+    pub backends_removed: usize,
+}
+
+impl Balancer {
+    /// Validates `specs` as a whole, then makes the data plane serve exactly them. Each
+    /// service's table is swapped in atomically; services not in `specs` are removed.
+    pub fn apply(
+        &mut self,
+        ebpf: &mut Ebpf,
+        specs: &[ServiceSpec],
+    ) -> Result<ApplyReport, ApplyError> {
+        validate(specs).map_err(ApplyError::Invalid)?;
+        let mut report = ApplyReport::default();
+
+        // 1. Backends first: a table must never name an id whose record is missing.
+        let wanted: BTreeMap<IpAddr, MacAddr> = specs
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| (b.address, b.mac)))
+            .collect();
+        for (addr, mac) in &wanted {
+            let id = match self.backend_ids.get(addr) {
+                Some(id) => *id,
+                None => {
+                    let id = self.free_backend_id();
+                    self.backend_ids.insert(*addr, id);
+                    report.backends_added += 1;
+                    id
+                }
+            };
+            maps::set_backend(ebpf, id, &backend_record(*addr, *mac))?;
+        }
+
+        // 2. Services: table, then entry.
+        let mut keep = HashSet::new();
+        for spec in specs {
+            let key = vip_key(spec);
+            keep.insert(key);
+            let id = match self.services.get(&key) {
+                Some((id, old)) if old == spec => continue,
+                Some((id, _)) => *id,
+                None => self.free_service_id(),
+            };
+            let table = self.table_for(spec)?;
+            maps::swap_table(ebpf, id, &table)?;
+            let svc = Service {
+                id,
+                flags: if spec.source_affinity {
+                    service_flags::SOURCE_AFFINITY
+                } else {
+                    0
+                },
+                mode: ForwardMode::from(spec.mode) as u8,
+                _pad: [0; 3],
+            };
+            maps::set_service(ebpf, &key, &svc)?;
+            self.services.insert(key, (id, spec.clone()));
+            report.services_set += 1;
+        }
+
+        // 3. Removed services, then backends no service uses any more.
+        let gone: Vec<VipKey> = self
+            .services
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .copied()
+            .collect();
+        for key in gone {
+            maps::remove_service(ebpf, &key)?;
+            self.services.remove(&key);
+            report.services_removed += 1;
+        }
+        let unused: Vec<IpAddr> = self
+            .backend_ids
+            .keys()
+            .filter(|a| !wanted.contains_key(a))
+            .copied()
+            .collect();
+        for addr in unused {
+            if let Some(id) = self.backend_ids.remove(&addr) {
+                maps::clear_backend(ebpf, id)?;
+                report.backends_removed += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The id currently given to a backend address.
+    pub fn backend_id(&self, addr: IpAddr) -> Option<u32> {
+        self.backend_ids.get(&addr).copied()
+    }
+
+    fn table_for(&self, spec: &ServiceSpec) -> Result<Vec<u32>, ApplyError> {
+        let backends: Vec<MaglevBackend> = spec
+            .backends
+            .iter()
+            .map(|b| MaglevBackend {
+                id: self.backend_ids[&b.address],
+                weight: b.weight,
+                key: maglev::backend_key(b.address, 0),
+            })
+            .collect();
+        if backends.iter().all(|b| b.weight == 0) {
+            // No backend takes new flows: an all-zero table makes the data plane drop
+            // them (counted as no_backend) while established flows keep their backend.
+            return Ok(vec![0; spec.table_size as usize]);
+        }
+        maglev::build(&backends, spec.table_size).map_err(|e| {
+            ApplyError::Invalid(vec![Invalid {
+                path: "services".into(),
+                reason: e.to_string(),
+            }])
+        })
+    }
+
+    fn free_backend_id(&self) -> u32 {
+        let used: HashSet<u32> = self.backend_ids.values().copied().collect();
+        (1..)
+            .find(|id| !used.contains(id))
+            .expect("validated below MAX_BACKENDS")
+    }
+
+    fn free_service_id(&self) -> u32 {
+        let used: HashSet<u32> = self.services.values().map(|(id, _)| *id).collect();
+        (1..)
+            .find(|id| !used.contains(id))
+            .expect("validated below MAX_SERVICES")
+    }
+}
+
+/// The data-plane key of a service.
+pub fn vip_key(spec: &ServiceSpec) -> VipKey {
+    let (addr, family) = be_words(spec.vip);
+    VipKey {
+        addr,
+        port_be: spec.port.unwrap_or(0).to_be(),
+        proto: spec.protocol.number(),
+        family,
+    }
+}
+
+/// An address as the data plane stores it: network-order words and a family tag.
+pub fn be_words(addr: IpAddr) -> ([u32; 4], u8) {
+    match addr {
+        IpAddr::V4(a) => ([u32::from_ne_bytes(a.octets()), 0, 0, 0], AF_INET),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            (
+                std::array::from_fn(|i| {
+                    u32::from_ne_bytes([o[i * 4], o[i * 4 + 1], o[i * 4 + 2], o[i * 4 + 3]])
+                }),
+                AF_INET6,
+            )
+        }
+    }
+}
+
+fn backend_record(addr: IpAddr, mac: MacAddr) -> Backend {
+    let (words, family) = be_words(addr);
+    Backend {
+        addr: words,
+        family,
+        _pad: 0,
+        mac: mac.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(vip: &str, port: Option<u16>, backends: &[(&str, u32)]) -> ServiceSpec {
+        ServiceSpec {
+            vip: vip.parse().unwrap(),
+            port,
+            protocol: Protocol::Tcp,
+            mode: Mode::Dsr,
+            source_affinity: false,
+            table_size: 7,
+            backends: backends
+                .iter()
+                .map(|(a, w)| BackendSpec {
+                    address: a.parse().unwrap(),
+                    mac: MacAddr([2, 0, 0, 0, 0, 1]),
+                    weight: *w,
+                })
+                .collect(),
+        }
+    }
+
+    fn paths(specs: &[ServiceSpec]) -> Vec<String> {
+        validate(specs)
+            .unwrap_err()
+            .into_iter()
+            .map(|i| i.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn valid_set_passes() {
+        validate(&[spec(
+            "10.0.0.100",
+            Some(80),
+            &[("10.0.1.1", 1), ("10.0.1.2", 3)],
+        )])
+        .unwrap();
+    }
+
+    #[test]
+    fn each_problem_is_named_by_path() {
+        let mut bad = spec(
+            "10.0.0.100",
+            Some(0),
+            &[("10.0.1.1", 70_000), ("fd00::1", 1), ("10.0.1.1", 1)],
+        );
+        bad.table_size = 8;
+        bad.backends[0].mac = MacAddr([1, 0, 0, 0, 0, 1]);
+        let dup = spec("10.0.0.100", Some(0), &[("10.0.1.3", 1)]);
+        let got = paths(&[bad, dup]);
+        let want = [
+            "services[0].port: 0 is not a valid port (omit it for an all-ports service)",
+            "services[0].table_size: 8 must be a prime no larger than 65537",
+            "services[0].backends[0].weight: 70000 exceeds the maximum 65535",
+            "services[0].backends[0].mac: 01:00:00:00:00:01 is not a unicast MAC",
+            "services[0].backends[1].address: fd00::1 is not of the VIP's address family",
+            "services[0].backends[2].address: 10.0.1.1 is listed twice",
+            "services[1].port: 0 is not a valid port (omit it for an all-ports service)",
+            "services[1].vip: 10.0.0.100 Tcp port 0 is already services[0]",
+        ];
+        for w in want {
+            assert!(got.iter().any(|g| g == w), "missing {w:?} in {got:#?}");
+        }
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+    }
+
+    #[test]
+    fn more_backends_than_the_table_allows_is_rejected() {
+        let many: Vec<(String, u32)> = (1..=7).map(|i| (format!("10.0.1.{i}"), 1)).collect();
+        let refs: Vec<(&str, u32)> = many.iter().map(|(a, w)| (a.as_str(), *w)).collect();
+        let got = paths(&[spec("10.0.0.100", Some(80), &refs)]);
+        assert_eq!(
+            got,
+            ["services[0].backends: 7 weighted backends need a table larger than 7"]
+        );
+    }
+
+    #[test]
+    fn config_json_round_trip_and_unknown_fields() {
+        let json = r#"{"vip":"10.0.0.100","port":80,"protocol":"tcp","mode":"dsr",
+            "backends":[{"address":"10.0.1.1","mac":"02:00:00:00:00:01","weight":2}]}"#;
+        let s: ServiceSpec = serde_json::from_str(json).unwrap();
+        assert_eq!(s.table_size, maglev::DEFAULT_TABLE_SIZE);
+        assert_eq!(s.backends[0].mac, MacAddr([2, 0, 0, 0, 0, 1]));
+        let err =
+            serde_json::from_str::<ServiceSpec>(&json.replace("\"mode\"", "\"mdoe\"")).unwrap_err();
+        assert!(err.to_string().contains("mdoe"), "{err}");
+        let err = serde_json::from_str::<ServiceSpec>(&json.replace("02:00:00:00:00:01", "02:00"))
+            .unwrap_err();
+        assert!(err.to_string().contains("not a MAC address"), "{err}");
+    }
+}
