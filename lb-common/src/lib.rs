@@ -8,7 +8,7 @@
 pub mod service;
 pub mod stats;
 
-pub use service::{Backend, Conn, FlowKey, ForwardMode, Service, VipKey};
+pub use service::{Backend, Config, Conn, FlowKey, ForwardMode, Service, VipKey};
 pub use stats::{Counter, Stat};
 
 /// Map names as they appear in the object file, in `bpftool map` and under the pin
@@ -25,6 +25,8 @@ pub mod maps {
     pub const MAGLEV: &str = "XLB_MAGLEV";
     /// Connection table: [`crate::FlowKey`] → [`crate::Conn`] (LRU).
     pub const CONNS: &str = "XLB_CONNS";
+    /// Global data-plane settings: one [`crate::Config`] at index 0.
+    pub const CONFIG: &str = "XLB_CONFIG";
     /// aya-log's ring buffer; owned by aya-log, named here so the loader can skip pinning it.
     pub const LOGS: &str = "AYA_LOGS";
 }
@@ -40,6 +42,9 @@ pub mod limits {
     pub const MAX_MAGLEV_SIZE: u32 = 65537;
     /// Connection-table entries (shared LRU).
     pub const MAX_CONNS: u32 = 262_144;
+    /// Largest frame an encapsulating service sends (a 1500-byte MTU plus Ethernet):
+    /// bigger ones are dropped and counted rather than sent to be dropped by the NIC.
+    pub const MAX_ENCAP_FRAME: usize = 1514;
     /// `BPF_F_INNER_MAP`: inner maps may differ in max_entries from the template.
     pub const BPF_F_INNER_MAP: u32 = 1 << 12;
 }
@@ -48,6 +53,8 @@ pub mod limits {
 pub mod programs {
     /// The balancer's XDP entry point.
     pub const BALANCER: &str = "xlb";
+    /// Backend-side decapsulation of IPIP / IPv6-in-IPv6 (the kernel here has no ipip).
+    pub const DECAP: &str = "xlb_decap";
     /// XDP_PASS companion for the receiving peer of a veth (native XDP_TX needs it).
     pub const PASS: &str = "xlb_pass";
 }

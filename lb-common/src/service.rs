@@ -112,8 +112,19 @@ pub struct Conn {
     pub service_id: u32,
 }
 
+/// Value of `XLB_CONFIG[0]`: settings that are not per service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Outer source address for IPv4 encapsulation (be32); 0 = unset, IPIP4 refused.
+    pub encap_src_v4: u32,
+    /// Outer source address for IPv6 encapsulation (be32 words); zero = unset.
+    pub encap_src_v6: [u32; 4],
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::Config {}
     // SAFETY (all): repr(C), fields are integers/byte arrays, explicit padding fields
     // leave no implicit padding, every bit pattern is valid.
     unsafe impl aya::Pod for super::VipKey {}

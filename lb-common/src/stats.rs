@@ -63,6 +63,13 @@ stats! {
     ConnHit = 15, "conn_hit";
     /// Connection-table miss: backend chosen by Maglev (a new flow).
     ConnMiss = 16, "conn_miss";
+    /// Drop reason: the encapsulated frame would exceed `limits::MAX_ENCAP_FRAME`.
+    EncapTooBig = 17, "encap_too_big";
+    /// Drop reason: the service needs an encapsulation source address that is not set,
+    /// or the kernel refused to grow the packet.
+    EncapError = 18, "encap_error";
+    /// Decap program: an IPIP / IPv6-in-IPv6 packet was unwrapped for the local stack.
+    Decap = 19, "decap";
 }
 
 /// One counter slot. Per CPU in the map; userspace sums the CPUs.

@@ -6,6 +6,8 @@
 #![no_std]
 #![no_main]
 
+mod csum;
+mod encap;
 mod forward;
 mod lookup;
 mod maps;
@@ -65,8 +67,12 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     );
     match ForwardMode::from_u8(svc.mode) {
         Some(ForwardMode::Dsr) => forward::dsr(ctx, &backend),
-        // Encapsulation modes are not implemented yet: refuse rather than mis-forward.
-        _ => Err(Stat::NoBackend),
+        Some(ForwardMode::Ipip) if pkt.flow.family == lb_common::service::AF_INET => {
+            encap::ipip4(ctx, &backend)
+        }
+        Some(ForwardMode::Ipip) => encap::ipip6(ctx, &backend),
+        // GUE is not implemented yet: refuse rather than mis-forward.
+        _ => Err(Stat::EncapError),
     }
 }
 
@@ -75,6 +81,26 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
 fn pass(ctx: &XdpContext, reason: Stat, len: u64) -> u32 {
     stats::count(reason, len);
     trace!(ctx, "pass: {} ({} bytes)", reason.name(), len);
+    xdp_action::XDP_PASS
+}
+
+/// Backend-side decapsulation: unwraps IPIP / IPv6-in-IPv6 from the balancer and passes
+/// the inner packet to the local stack; everything else passes untouched.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] ABI hands the context over by value"
+)]
+pub fn xlb_decap(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    stats::count(Stat::Rx, len);
+    match encap::decap(&ctx) {
+        Ok(true) => stats::count(Stat::Decap, len),
+        Ok(false) => {}
+        Err(reason) => stats::count(reason, len),
+    }
+    // Even a packet we could not unwrap goes to the stack: it decides, not us.
+    stats::count(Stat::Pass, len);
     xdp_action::XDP_PASS
 }
 

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     limits::{BPF_F_INNER_MAP, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES},
-    Backend, Conn, FlowKey, Service, VipKey,
+    Backend, Config, Conn, FlowKey, Service, VipKey,
 };
 
 #[btf_map]
@@ -27,3 +27,6 @@ pub static XLB_MAGLEV: ArrayOfMaps<MaglevTable, { MAX_SERVICES as usize }> = Arr
 /// backend again on each CPU; shared-LRU lookups cost one hash probe either way.
 #[btf_map]
 pub static XLB_CONNS: LruHashMap<FlowKey, Conn, { MAX_CONNS as usize }> = LruHashMap::new();
+
+#[btf_map]
+pub static XLB_CONFIG: Array<Config, 1> = Array::new();

@@ -6,12 +6,15 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::{service::AF_INET, service::AF_INET6, FlowKey, Stat};
 
 pub const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+/// IPv4-in-IP and IPv6-in-IP "protocol" numbers.
+pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_IPV6: u8 = 41;
 /// IPv4 flags/fragment-offset field: MF bit and offset mask (host order).
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET: u16 = 0x1fff;
@@ -25,28 +28,30 @@ pub struct EthHdr {
     pub ether_type: u16,
 }
 
+/// IPv4 header without options; multi-byte fields in network byte order.
 #[repr(C)]
-struct Ipv4Hdr {
-    ver_ihl: u8,
-    tos: u8,
-    tot_len: u16,
-    id: u16,
-    frag_off: u16,
-    ttl: u8,
-    proto: u8,
-    check: u16,
-    src: u32,
-    dst: u32,
+pub struct Ipv4Hdr {
+    pub ver_ihl: u8,
+    pub tos: u8,
+    pub tot_len: u16,
+    pub id: u16,
+    pub frag_off: u16,
+    pub ttl: u8,
+    pub proto: u8,
+    pub check: u16,
+    pub src: u32,
+    pub dst: u32,
 }
 
+/// IPv6 fixed header; multi-byte fields in network byte order.
 #[repr(C)]
-struct Ipv6Hdr {
-    ver_tc_flow: u32,
-    payload_len: u16,
-    next_hdr: u8,
-    hop_limit: u8,
-    src: [u32; 4],
-    dst: [u32; 4],
+pub struct Ipv6Hdr {
+    pub ver_tc_flow: u32,
+    pub payload_len: u16,
+    pub next_hdr: u8,
+    pub hop_limit: u8,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
 }
 
 /// Source and destination port, the first four bytes of both TCP and UDP headers.

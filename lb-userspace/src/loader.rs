@@ -22,6 +22,7 @@ pub const PINNED_MAPS: &[&str] = &[
     maps::BACKENDS,
     maps::MAGLEV,
     maps::CONNS,
+    maps::CONFIG,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +123,7 @@ impl Dataplane {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
         };
-        for name in [programs::BALANCER, programs::PASS] {
+        for name in [programs::BALANCER, programs::PASS, programs::DECAP] {
             dp.xdp(name)?.load().map_err(|e| program_err(name, e))?;
         }
         Ok(dp)

@@ -14,7 +14,7 @@ use lb_common::{
     limits::{BPF_F_INNER_MAP, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES},
     maps,
     service::MAGLEV_SIZE_SLOT,
-    Backend, Service, VipKey,
+    Backend, Config, Service, VipKey,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -111,4 +111,14 @@ pub fn remove_service(ebpf: &mut Ebpf, key: &VipKey) -> Result<(), MapsError> {
     )
     .map_err(map_err(maps::SERVICES))?;
     services.remove(key).map_err(map_err(maps::SERVICES))
+}
+
+/// Writes the global settings (encapsulation source addresses).
+pub fn set_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), MapsError> {
+    let mut array: Array<&mut MapData, Config> = Array::try_from(
+        ebpf.map_mut(maps::CONFIG)
+            .ok_or(MapsError::Missing(maps::CONFIG))?,
+    )
+    .map_err(map_err(maps::CONFIG))?;
+    array.set(0, config, 0).map_err(map_err(maps::CONFIG))
 }

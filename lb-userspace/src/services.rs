@@ -170,8 +170,18 @@ pub enum ApplyError {
     Maps(#[from] MapsError),
 }
 
+/// Outer source addresses for encapsulating services (the balancer's own addresses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncapSources {
+    #[serde(default)]
+    pub v4: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    pub v6: Option<std::net::Ipv6Addr>,
+}
+
 /// Checks a whole service set. Returns every problem found, not just the first.
-pub fn validate(specs: &[ServiceSpec]) -> Result<(), Vec<Invalid>> {
+pub fn validate(specs: &[ServiceSpec], encap: &EncapSources) -> Result<(), Vec<Invalid>> {
     let mut errors = Vec::new();
     let mut bad = |path: String, reason: String| errors.push(Invalid { path, reason });
     if specs.len() >= MAX_SERVICES as usize {
@@ -209,7 +219,20 @@ pub fn validate(specs: &[ServiceSpec]) -> Result<(), Vec<Invalid>> {
             bad(format!("{p}.mode"), "gue is not implemented yet".into());
         }
         if s.mode == Mode::Ipip {
-            bad(format!("{p}.mode"), "ipip is not implemented yet".into());
+            let missing = if s.vip.is_ipv4() {
+                encap.v4.is_none()
+            } else {
+                encap.v6.is_none()
+            };
+            if missing {
+                bad(
+                    format!("{p}.mode"),
+                    format!(
+                        "ipip needs an encapsulation source address for {} (encap_sources)",
+                        if s.vip.is_ipv4() { "IPv4" } else { "IPv6" }
+                    ),
+                );
+            }
         }
         if !maglev::is_prime(s.table_size) || s.table_size > MAX_MAGLEV_SIZE {
             bad(
@@ -294,6 +317,8 @@ pub struct Balancer {
     backend_ids: BTreeMap<IpAddr, u32>,
     /// Service key → (service id, spec as applied).
     services: HashMap<VipKey, (u32, ServiceSpec)>,
+    /// Encapsulation sources as applied.
+    encap: EncapSources,
 }
 
 /// What one `apply` did.
@@ -313,7 +338,7 @@ impl Balancer {
         ebpf: &mut Ebpf,
         specs: &[ServiceSpec],
     ) -> Result<ApplyReport, ApplyError> {
-        validate(specs).map_err(ApplyError::Invalid)?;
+        validate(specs, &self.encap).map_err(ApplyError::Invalid)?;
         let mut report = ApplyReport::default();
 
         // 1. Backends first: a table must never name an id whose record is missing.
@@ -386,6 +411,22 @@ impl Balancer {
             }
         }
         Ok(report)
+    }
+
+    /// Sets the outer source addresses for encapsulating services. Call before `apply`
+    /// with services that need them; `apply` refuses ipip services without one.
+    pub fn set_encap_sources(
+        &mut self,
+        ebpf: &mut Ebpf,
+        encap: EncapSources,
+    ) -> Result<(), ApplyError> {
+        let config = lb_common::Config {
+            encap_src_v4: encap.v4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
+            encap_src_v6: encap.v6.map_or([0; 4], |a| be_words(IpAddr::V6(a)).0),
+        };
+        maps::set_config(ebpf, &config)?;
+        self.encap = encap;
+        Ok(())
     }
 
     /// The id currently given to a backend address.
@@ -492,7 +533,7 @@ mod tests {
     }
 
     fn paths(specs: &[ServiceSpec]) -> Vec<String> {
-        validate(specs)
+        validate(specs, &EncapSources::default())
             .unwrap_err()
             .into_iter()
             .map(|i| i.to_string())
@@ -501,11 +542,14 @@ mod tests {
 
     #[test]
     fn valid_set_passes() {
-        validate(&[spec(
-            "10.0.0.100",
-            Some(80),
-            &[("10.0.1.1", 1), ("10.0.1.2", 3)],
-        )])
+        validate(
+            &[spec(
+                "10.0.0.100",
+                Some(80),
+                &[("10.0.1.1", 1), ("10.0.1.2", 3)],
+            )],
+            &EncapSources::default(),
+        )
         .unwrap();
     }
 
@@ -518,7 +562,8 @@ mod tests {
         );
         bad.table_size = 8;
         bad.backends[0].mac = MacAddr([1, 0, 0, 0, 0, 1]);
-        let dup = spec("10.0.0.100", Some(0), &[("10.0.1.3", 1)]);
+        let mut dup = spec("10.0.0.100", Some(0), &[("10.0.1.3", 1)]);
+        dup.mode = Mode::Ipip;
         let got = paths(&[bad, dup]);
         let want = [
             "services[0].port: 0 is not a valid port (omit it for an all-ports service)",
@@ -529,6 +574,7 @@ mod tests {
             "services[0].backends[2].address: 10.0.1.1 is listed twice",
             "services[1].port: 0 is not a valid port (omit it for an all-ports service)",
             "services[1].vip: 10.0.0.100 Tcp port 0 is already services[0]",
+            "services[1].mode: ipip needs an encapsulation source address for IPv4 (encap_sources)",
         ];
         for w in want {
             assert!(got.iter().any(|g| g == w), "missing {w:?} in {got:#?}");

@@ -97,7 +97,12 @@ impl TestDataplane {
 
     /// Runs the balancer program once on `packet` through BPF_PROG_TEST_RUN.
     pub fn run(&mut self, packet: &[u8]) -> TestRunOutput {
-        let prog = self.dp.xdp(programs::BALANCER).expect("balancer program");
+        self.run_program(programs::BALANCER, packet)
+    }
+
+    /// Runs the named program once on `packet`.
+    pub fn run_program(&mut self, name: &'static str, packet: &[u8]) -> TestRunOutput {
+        let prog = self.dp.xdp(name).expect("program in the object");
         let fd = prog.fd().expect("loaded program has an fd");
         test_run::run_xdp(fd, packet, 1, 0).expect("BPF_PROG_TEST_RUN")
     }

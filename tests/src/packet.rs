@@ -211,3 +211,39 @@ pub fn dsr_output(input: &[u8], backend_mac: [u8; 6]) -> Vec<u8> {
     out[0..6].copy_from_slice(&backend_mac);
     out
 }
+
+/// What an IPIP balancer sends for the IPv4 `input` frame: Ethernet (source = the
+/// input's destination MAC, destination = `backend_mac`), an outer IPv4 header
+/// (`src` → `dst`, protocol 4, TTL 64, id 0, no flags, the inner TOS), then the
+/// inner IP packet unchanged. The outer checksum is computed by pnet, independently of
+/// the data plane.
+pub fn ipip4_output(input: &[u8], backend_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let inner = &input[ETH_LEN..];
+    let mut l3 = vec![0u8; IPV4_LEN + inner.len()];
+    let mut ip = MutableIpv4Packet::new(&mut l3).expect("buffer fits");
+    ip.set_version(4);
+    ip.set_header_length(5);
+    ip.set_dscp(inner[1] >> 2);
+    ip.set_ecn(inner[1] & 3);
+    ip.set_total_length((IPV4_LEN + inner.len()) as u16);
+    ip.set_ttl(64);
+    ip.set_next_level_protocol(IpNextHeaderProtocols::Ipv4);
+    ip.set_source(src);
+    ip.set_destination(dst);
+    ip.payload_mut().copy_from_slice(inner);
+    let csum = ipv4::checksum(&ip.to_immutable());
+    ip.set_checksum(csum);
+    let our_mac: [u8; 6] = input[0..6].try_into().unwrap();
+    ethernet(our_mac, backend_mac, EtherTypes::Ipv4, &l3)
+}
+
+/// The IPv6-in-IPv6 twin of [`ipip4_output`]: outer next header 41, hop limit 64.
+pub fn ipip6_output(input: &[u8], backend_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+    let inner = &input[ETH_LEN..];
+    let mut l3 = ipv6(src, dst, IpNextHeaderProtocols::Ipv6, inner);
+    // Keep the inner traffic class, as the balancer does.
+    l3[0] = (l3[0] & 0xf0) | (inner[0] & 0x0f);
+    l3[1] = (l3[1] & 0x0f) | (inner[1] & 0xf0);
+    let our_mac: [u8; 6] = input[0..6].try_into().unwrap();
+    ethernet(our_mac, backend_mac, EtherTypes::Ipv6, &l3)
+}

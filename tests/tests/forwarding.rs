@@ -401,3 +401,168 @@ fn service_without_live_backend_drops() {
         &[Stat::Rx, Stat::Drop, Stat::ConnMiss, Stat::NoBackend],
     );
 }
+
+const ENCAP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+fn encap6() -> Ipv6Addr {
+    "fd00::2".parse().unwrap()
+}
+
+/// Switches both services of `setup` to IPIP with encap sources ENCAP4 / encap6().
+fn use_ipip(dp: &mut TestDataplane) {
+    let ebpf = dp.dp.ebpf_mut();
+    maps::set_config(
+        ebpf,
+        &lb_common::Config {
+            encap_src_v4: be4(ENCAP4)[0],
+            encap_src_v6: be6(encap6()),
+        },
+    )
+    .unwrap();
+    for (id, addr, family) in [(1, be4(VIP4), AF_INET), (2, be6(vip6()), AF_INET6)] {
+        let key = VipKey {
+            addr,
+            port_be: VIP_PORT.to_be(),
+            proto: TCP,
+            family,
+        };
+        let svc = Service {
+            id,
+            mode: ForwardMode::Ipip as u8,
+            ..Default::default()
+        };
+        maps::set_service(ebpf, &key, &svc).unwrap();
+    }
+    // IPv6 backends for the IPv6 service (ids 4..=6 mirror 1..=3).
+    for id in 4..=6u32 {
+        let backend = Backend {
+            addr: be6(format!("fd00:1::{id}").parse().unwrap()),
+            family: AF_INET6,
+            mac: backend_mac(id),
+            ..Default::default()
+        };
+        maps::set_backend(ebpf, id, &backend).unwrap();
+    }
+    maps::swap_table(ebpf, 2, &[4, 5, 6, 4, 5, 6, 4]).unwrap();
+}
+
+#[test]
+fn ipip4_encapsulates_to_the_maglev_backend() {
+    let mut dp = setup("ipip4");
+    use_ipip(&mut dp);
+    for sport in [40000u16, 40001, 40002] {
+        let input = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::SYN);
+        let id = expected_backend(&flow4(sport), &TABLE);
+        let backend = Ipv4Addr::new(10, 0, 1, id as u8);
+        let output = packet::ipip4_output(&input, backend_mac(id), ENCAP4, backend);
+        check(
+            &mut dp,
+            &format!("IPIP SYN from :{sport}"),
+            &input,
+            XDP_TX,
+            &output,
+            &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
+        );
+    }
+}
+
+#[test]
+fn ipip6_encapsulates_to_the_maglev_backend() {
+    let mut dp = setup("ipip6");
+    use_ipip(&mut dp);
+    let input = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
+    let flow = FlowKey {
+        src: be6(client6()),
+        dst: be6(vip6()),
+        sport_be: 40000u16.to_be(),
+        dport_be: VIP_PORT.to_be(),
+        proto: TCP,
+        family: AF_INET6,
+        _pad: [0; 2],
+    };
+    let id = expected_backend(&flow, &[4, 5, 6, 4, 5, 6, 4]);
+    let backend: Ipv6Addr = format!("fd00:1::{id}").parse().unwrap();
+    let output = packet::ipip6_output(&input, backend_mac(id), encap6(), backend);
+    check(
+        &mut dp,
+        "IPv6-in-IPv6 SYN",
+        &input,
+        XDP_TX,
+        &output,
+        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
+    );
+}
+
+#[test]
+fn ipip_without_encap_source_drops_and_too_big_frames_drop() {
+    let mut dp = setup("ipipcfg");
+    use_ipip(&mut dp);
+    let big = packet::udp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, &[0u8; 1472]);
+    let key = VipKey {
+        addr: be4(VIP4),
+        port_be: VIP_PORT.to_be(),
+        proto: 17,
+        family: AF_INET,
+    };
+    maps::set_service(
+        dp.dp.ebpf_mut(),
+        &key,
+        &Service {
+            id: 1,
+            mode: ForwardMode::Ipip as u8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    check(
+        &mut dp,
+        "1514-byte frame needing 20 more bytes",
+        &big,
+        XDP_DROP,
+        &big,
+        &[Stat::Rx, Stat::Drop, Stat::ConnMiss, Stat::EncapTooBig],
+    );
+
+    maps::set_config(dp.dp.ebpf_mut(), &lb_common::Config::default()).unwrap();
+    let syn = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
+    check(
+        &mut dp,
+        "IPIP with no encap source",
+        &syn,
+        XDP_DROP,
+        &syn,
+        &[Stat::Rx, Stat::Drop, Stat::ConnMiss, Stat::EncapError],
+    );
+}
+
+#[test]
+fn decap_unwraps_what_the_balancer_wrapped() {
+    let mut dp = setup("decap");
+    let inner4 = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
+    let wrapped4 =
+        packet::ipip4_output(&inner4, backend_mac(1), ENCAP4, Ipv4Addr::new(10, 0, 1, 1));
+    let inner6 = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
+    let wrapped6 = packet::ipip6_output(
+        &inner6,
+        backend_mac(4),
+        encap6(),
+        "fd00:1::4".parse().unwrap(),
+    );
+    for (what, wrapped, inner) in [
+        ("IPIP", &wrapped4, &inner4),
+        ("IPv6-in-IPv6", &wrapped6, &inner6),
+    ] {
+        let before = dp.stats();
+        let out = dp.run_program(lb_common::programs::DECAP, wrapped);
+        assert_eq!(out.action, XDP_PASS, "{what}: verdict");
+        // The Ethernet header now carries the outer frame's MACs and the inner type.
+        let mut expected = inner.clone();
+        expected[..12].copy_from_slice(&wrapped[..12]);
+        assert_eq!(&out.packet, &expected, "{what}: inner frame");
+        let moved = dp.stats().get(Stat::Decap).packets - before.get(Stat::Decap).packets;
+        assert_eq!(moved, 1, "{what}: decap counter");
+    }
+    // Plain traffic is left alone.
+    let out = dp.run_program(lb_common::programs::DECAP, &inner4);
+    assert_eq!((out.action, &out.packet), (XDP_PASS, &inner4));
+}
