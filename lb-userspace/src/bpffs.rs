@@ -20,11 +20,11 @@ const BPF_FS_MAGIC: FsType = FsType(0xcafe_4a11);
 pub enum BpffsError {
     #[error("pin directory {0} is not under {BPFFS_ROOT}")]
     OutsideBpffs(PathBuf),
-    #[error("mounting bpffs at {BPFFS_ROOT} failed (needs root / CAP_SYS_ADMIN): {0}")]
+    #[error("mounting bpffs at {BPFFS_ROOT} failed (needs root / CAP_SYS_ADMIN)")]
     Mount(#[source] nix::Error),
-    #[error("checking {BPFFS_ROOT}: {0}")]
+    #[error("checking {BPFFS_ROOT}")]
     Stat(#[source] nix::Error),
-    #[error("creating pin directory {path}: {source}")]
+    #[error("creating pin directory {path}")]
     CreateDir {
         path: PathBuf,
         #[source]

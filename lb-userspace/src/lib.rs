@@ -1,6 +1,7 @@
 //! xlb control plane library: everything `xlb` does, usable from tests and benchmarks.
 //!
 //! - [`loader`]: load the embedded XDP object, pin maps, attach/detach on interfaces.
+//! - [`config`]: the JSON configuration file, validated whole.
 //! - [`bpffs`]: make sure bpffs is mounted and the pin directory exists.
 //! - [`maps`]: typed map writes and the atomic Maglev table swap.
 //! - [`services`]: validate a whole service set and apply it (Maglev, stable backend ids).
@@ -9,6 +10,7 @@
 //! - [`test_run`]: `BPF_PROG_TEST_RUN` for packet tests and benchmarks.
 
 pub mod bpffs;
+pub mod config;
 pub mod ebpf_log;
 pub mod loader;
 pub mod maglev;

@@ -29,17 +29,19 @@ pub const PINNED_MAPS: &[&str] = &[
 pub enum LoadError {
     #[error(transparent)]
     Bpffs(#[from] BpffsError),
-    #[error("loading the eBPF object: {0}")]
+    #[error("loading the eBPF object")]
     Object(#[source] Box<EbpfError>),
     #[error("program {0} is missing from the eBPF object")]
     MissingProgram(&'static str),
-    #[error("program {name}: {source}")]
+    #[error("program {name}")]
     Program {
         name: &'static str,
         #[source]
         source: Box<ProgramError>,
     },
-    #[error("attaching {program} to {iface} in {mode:?} mode: {source}")]
+    #[error("no interface named {0} in this network namespace")]
+    NoSuchInterface(String),
+    #[error("attaching {program} to {iface} in {mode:?} mode")]
     Attach {
         program: &'static str,
         iface: String,
@@ -47,15 +49,13 @@ pub enum LoadError {
         #[source]
         source: Box<ProgramError>,
     },
-    #[error(
-        "XDP link on {iface} cannot be pinned (needs bpf_link support, kernel >= 5.9): {source}"
-    )]
+    #[error("XDP link on {iface} cannot be pinned (needs bpf_link support, kernel >= 5.9)")]
     Link {
         iface: String,
         #[source]
         source: aya::programs::links::LinkError,
     },
-    #[error("pinning {what} at {path}: {source}")]
+    #[error("pinning {what} at {path}")]
     Pin {
         what: String,
         path: PathBuf,
@@ -160,6 +160,10 @@ impl Dataplane {
         iface: &str,
         mode: AttachMode,
     ) -> Result<Attachment, LoadError> {
+        // Fail on a typo here rather than "falling back" to generic mode on it.
+        if nix::net::if_::if_nametoindex(iface).is_err() {
+            return Err(LoadError::NoSuchInterface(iface.to_owned()));
+        }
         let pin_path = self.pin_dir.join(format!("link_{iface}"));
         if pin_path.exists() {
             tracing::warn!(path = %pin_path.display(), "replacing a stale pinned XDP link");

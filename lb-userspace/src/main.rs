@@ -6,8 +6,10 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_common::{programs, Stat, DEFAULT_PIN_DIR};
 use lb_userspace::{
+    config::Config,
     ebpf_log,
     loader::{self, AttachMode, Dataplane, LoadOptions},
+    services::Balancer,
     stats,
 };
 use tokio::signal::unix::{signal, SignalKind};
@@ -38,7 +40,23 @@ enum Command {
         /// above it are removed by the verifier and cost nothing.
         #[arg(long, value_enum, default_value_t = EbpfLogLevel::Info)]
         ebpf_log_level: EbpfLogLevel,
+        /// Services to serve (JSON, see examples/xlb.json). Re-read on SIGHUP; a config
+        /// that fails validation is rejected whole and the running one stays.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
     },
+    /// On a backend: unwrap the balancer's IPIP / IPv6-in-IPv6 packets in XDP so the
+    /// inner packets (to the VIP on lo) reach the local stack. Runs until SIGINT/SIGTERM.
+    Decap {
+        #[arg(long = "iface", short = 'i', required = true)]
+        ifaces: Vec<String>,
+        #[arg(long, default_value = "/sys/fs/bpf/xlb-decap")]
+        pin_dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+        xdp_mode: AttachMode,
+    },
+    /// Validate a configuration file without applying it; prints every problem.
+    CheckConfig { file: PathBuf },
     /// Print the global data-plane counters from the pinned maps.
     Stats {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
@@ -77,8 +95,25 @@ impl EbpfLogLevel {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(real_main()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // The whole context chain, no backtrace: this is for operators.
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main() -> Result<()> {
     // The eBPF side filters by its own --ebpf-log-level; let its records through here.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info"))
@@ -95,7 +130,42 @@ async fn main() -> Result<()> {
             pin_dir,
             xdp_mode,
             ebpf_log_level,
-        } => run(ifaces, pin_dir, xdp_mode, ebpf_log_level).await,
+            config,
+        } => {
+            let daemon = Daemon {
+                program: programs::BALANCER,
+                ifaces,
+                pin_dir,
+                xdp_mode,
+                ebpf_log_level,
+                config,
+            };
+            daemon.run().await
+        }
+        Command::Decap {
+            ifaces,
+            pin_dir,
+            xdp_mode,
+        } => {
+            let daemon = Daemon {
+                program: programs::DECAP,
+                ifaces,
+                pin_dir,
+                xdp_mode,
+                ebpf_log_level: EbpfLogLevel::Off,
+                config: None,
+            };
+            daemon.run().await
+        }
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file)?;
+            println!(
+                "{}: ok ({} services)",
+                file.display(),
+                config.services.len()
+            );
+            Ok(())
+        }
         Command::Stats { pin_dir, json } => print_stats(&pin_dir, json),
         Command::Detach { pin_dir } => {
             loader::unpin_all(&pin_dir)
@@ -106,41 +176,81 @@ async fn main() -> Result<()> {
     }
 }
 
-async fn run(
+/// `xlb run` / `xlb decap`: load, attach, serve, and clean up on the way out.
+struct Daemon {
+    program: &'static str,
     ifaces: Vec<String>,
     pin_dir: PathBuf,
     xdp_mode: AttachMode,
     ebpf_log_level: EbpfLogLevel,
-) -> Result<()> {
-    let opts = LoadOptions {
-        pin_dir: pin_dir.clone(),
-        ebpf_log_level: ebpf_log_level.to_aya(),
-    };
-    let mut dp = Dataplane::load(&opts).context("loading the XDP data plane")?;
-    if ebpf_log_level.to_aya().is_some() {
-        ebpf_log::spawn(dp.ebpf_mut())?;
-    }
-    let result = attach_and_wait(&mut dp, &ifaces, xdp_mode).await;
-    // Clean up whatever got attached, also when attaching a later interface failed.
-    loader::unpin_all(&pin_dir).context("detaching on shutdown")?;
-    tracing::info!(pin_dir = %pin_dir.display(), "detached and unpinned");
-    result
+    config: Option<PathBuf>,
 }
 
-async fn attach_and_wait(dp: &mut Dataplane, ifaces: &[String], mode: AttachMode) -> Result<()> {
-    for iface in ifaces {
-        let a = dp
-            .attach(programs::BALANCER, iface, mode)
-            .with_context(|| format!("attaching to {iface}"))?;
-        tracing::info!(iface = %a.iface, mode = ?a.mode, link = %a.pin_path.display(), "attached");
+impl Daemon {
+    async fn run(self) -> Result<()> {
+        // Validate before touching the kernel: a bad file must not cost a flap.
+        let config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let opts = LoadOptions {
+            pin_dir: self.pin_dir.clone(),
+            ebpf_log_level: self.ebpf_log_level.to_aya(),
+        };
+        let mut dp = Dataplane::load(&opts).context("loading the XDP data plane")?;
+        if self.ebpf_log_level.to_aya().is_some() {
+            ebpf_log::spawn(dp.ebpf_mut())?;
+        }
+        let result = self.serve(&mut dp, config).await;
+        // Clean up whatever got attached, also when attaching a later interface failed.
+        loader::unpin_all(&self.pin_dir).context("detaching on shutdown")?;
+        tracing::info!(pin_dir = %self.pin_dir.display(), "detached and unpinned");
+        result
     }
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tracing::info!(pin_dir = %dp.pin_dir().display(), "running; SIGINT/SIGTERM to stop");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+
+    async fn serve(&self, dp: &mut Dataplane, config: Config) -> Result<()> {
+        let mut balancer = Balancer::default();
+        apply(&mut balancer, dp, &config)?;
+        for iface in &self.ifaces {
+            let a = dp.attach(self.program, iface, self.xdp_mode)?;
+            tracing::info!(iface = %a.iface, mode = ?a.mode, link = %a.pin_path.display(), "attached");
+        }
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        tracing::info!(pin_dir = %dp.pin_dir().display(), "running; SIGHUP reloads, SIGINT/SIGTERM stop");
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(()) }
+                _ = int.recv() => { tracing::info!("SIGINT received"); return Ok(()) }
+                _ = hup.recv() => self.reload(&mut balancer, dp),
+            }
+        }
     }
+
+    fn reload(&self, balancer: &mut Balancer, dp: &mut Dataplane) {
+        let Some(path) = &self.config else {
+            tracing::warn!("SIGHUP without --config: nothing to reload");
+            return;
+        };
+        match Config::load(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| apply(balancer, dp, &c))
+        {
+            Ok(()) => tracing::info!(config = %path.display(), "reloaded"),
+            Err(e) => tracing::error!("reload rejected, running configuration kept: {e:#}"),
+        }
+    }
+}
+
+fn apply(balancer: &mut Balancer, dp: &mut Dataplane, config: &Config) -> Result<()> {
+    balancer.set_encap_sources(dp.ebpf_mut(), config.encap_sources)?;
+    let report = balancer.apply(dp.ebpf_mut(), &config.services)?;
+    tracing::info!(
+        ?report,
+        services = config.services.len(),
+        "configuration applied"
+    );
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use lb_common::{
 pub enum MapsError {
     #[error("map {0} is missing from the loaded object")]
     Missing(&'static str),
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map {
         name: &'static str,
         #[source]

@@ -1,0 +1,108 @@
+//! The configuration file (JSON): everything `xlb run --config` serves. Parsed and
+//! validated as a whole before anything is applied; errors name the field path.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::services::{self, EncapSources, Invalid, ServiceSpec};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The balancer's own addresses used as outer source for ipip services.
+    #[serde(default)]
+    pub encap_sources: EncapSources,
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    // The serde error is a leaf with line and column: part of the message, not a cause.
+    #[error("{path}: {error}")]
+    Parse {
+        path: String,
+        error: serde_json::Error,
+    },
+    #[error("{path}: rejected, nothing applied:\n{}", .errors.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: String, errors: Vec<Invalid> },
+}
+
+/// Largest accepted config file; anything bigger is a mistake, not a config.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let read_err = |source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read_err)?.len();
+        if len > MAX_CONFIG_BYTES {
+            return Err(read_err(std::io::Error::other(format!(
+                "{len} bytes is larger than the {MAX_CONFIG_BYTES}-byte limit"
+            ))));
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { error, .. } => ConfigError::Parse {
+                path: shown.clone(),
+                error,
+            },
+            ConfigError::Invalid { errors, .. } => ConfigError::Invalid {
+                path: shown.clone(),
+                errors,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates a config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = serde_json::from_str(text).map_err(|error| ConfigError::Parse {
+            path: "<config>".into(),
+            error,
+        })?;
+        services::validate(&config.services, &config.encap_sources).map_err(|errors| {
+            ConfigError::Invalid {
+                path: "<config>".into(),
+                errors,
+            }
+        })?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../examples/xlb.json");
+        let config = Config::parse(text).unwrap();
+        assert_eq!(config.services.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = Config::parse(r#"{"services":[{"vip":"10.0.0.1","port":0,"protocol":"tcp","mode":"dsr","backends":[]}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("services[0].port: 0 is not a valid port"),
+            "{err}"
+        );
+        let err = Config::parse(r#"{"servics":[]}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown field `servics`"), "{err}");
+    }
+}
