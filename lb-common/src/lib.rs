@@ -9,7 +9,7 @@ pub mod service;
 pub mod stats;
 
 pub use service::{Backend, Config, Conn, FlowKey, ForwardMode, Service, VipKey};
-pub use stats::{Counter, Stat};
+pub use stats::{Counter, FlowCounter, Stat};
 
 /// Map names as they appear in the object file, in `bpftool map` and under the pin
 /// directory. Kept here so the loader never spells a name differently from the program.
@@ -25,6 +25,10 @@ pub mod maps {
     pub const MAGLEV: &str = "XLB_MAGLEV";
     /// Connection table: [`crate::FlowKey`] → [`crate::Conn`] (LRU).
     pub const CONNS: &str = "XLB_CONNS";
+    /// Per-service counters, per CPU: index = service id → [`crate::FlowCounter`].
+    pub const SERVICE_STATS: &str = "XLB_SERVICE_STATS";
+    /// Per-backend counters, per CPU: index = backend id → [`crate::FlowCounter`].
+    pub const BACKEND_STATS: &str = "XLB_BACKEND_STATS";
     /// Global data-plane settings: one [`crate::Config`] at index 0.
     pub const CONFIG: &str = "XLB_CONFIG";
     /// aya-log's ring buffer; owned by aya-log, named here so the loader can skip pinning it.
@@ -35,8 +39,9 @@ pub mod maps {
 pub mod limits {
     /// Services (`XLB_SERVICES` entries and `XLB_MAGLEV` slots; id 0 unused).
     pub const MAX_SERVICES: u32 = 1024;
-    /// Backends (`XLB_BACKENDS` slots; id 0 unused).
-    pub const MAX_BACKENDS: u32 = 65536;
+    /// Backends (`XLB_BACKENDS` slots; id 0 unused). Sized with the per-CPU backend
+    /// counters in mind: 16384 × 24 bytes × CPUs (24 MiB on 64 CPUs).
+    pub const MAX_BACKENDS: u32 = 16384;
     /// Largest Maglev table size M; the inner template has M + 1 slots (slot 0 holds
     /// M). Per-service tables may be smaller (the template carries BPF_F_INNER_MAP).
     pub const MAX_MAGLEV_SIZE: u32 = 65537;

@@ -93,3 +93,28 @@ impl Counter {
         self.bytes = self.bytes.wrapping_add(other.bytes);
     }
 }
+
+/// Per-service / per-backend counter slot (per CPU in the map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounter {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded (frame length as received, before any encapsulation).
+    pub bytes: u64,
+    /// New flows (connection-table misses) assigned.
+    pub new_flows: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: three u64 fields, repr(C), no padding; any bit pattern is valid.
+unsafe impl aya::Pod for FlowCounter {}
+
+impl FlowCounter {
+    /// Adds another counter (userspace summing of per-CPU values).
+    pub fn add(&mut self, other: &FlowCounter) {
+        self.packets = self.packets.wrapping_add(other.packets);
+        self.bytes = self.bytes.wrapping_add(other.bytes);
+        self.new_flows = self.new_flows.wrapping_add(other.new_flows);
+    }
+}

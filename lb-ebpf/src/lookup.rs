@@ -38,6 +38,7 @@ pub fn backend(flow: &FlowKey, svc: &Service, len: u64) -> Result<Backend, Stat>
         if conn.service_id == svc.id {
             if let Some(b) = live_backend(conn.backend_id) {
                 stats::count(Stat::ConnHit, len);
+                stats::count_forward(svc.id, conn.backend_id, len, false);
                 return Ok(b);
             }
         }
@@ -51,6 +52,7 @@ pub fn backend(flow: &FlowKey, svc: &Service, len: u64) -> Result<Backend, Stat>
     };
     // A failed insert only costs a second Maglev lookup for the next packet.
     let _ = XLB_CONNS.insert(flow, conn, u64::from(BPF_ANY));
+    stats::count_forward(svc.id, id, len, true);
     Ok(backend)
 }
 

@@ -23,6 +23,8 @@ pub const PINNED_MAPS: &[&str] = &[
     maps::MAGLEV,
     maps::CONNS,
     maps::CONFIG,
+    maps::SERVICE_STATS,
+    maps::BACKEND_STATS,
 ];
 
 #[derive(Debug, thiserror::Error)]

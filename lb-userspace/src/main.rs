@@ -9,7 +9,7 @@ use lb_userspace::{
     config::Config,
     ebpf_log,
     loader::{self, AttachMode, Dataplane, LoadOptions},
-    services::Balancer,
+    services::{describe_vip, ip_from_words, Balancer},
     stats,
 };
 use tokio::signal::unix::{signal, SignalKind};
@@ -262,14 +262,56 @@ fn print_stats(pin_dir: &std::path::Path, json: bool) -> Result<()> {
         )
     })?;
     let global = stats::read_global(&map).context("reading counters")?;
+    let (services, backends) =
+        stats::read_pinned_flows(pin_dir).context("reading per-service counters")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&global.to_json())?);
+        let flows = |c: &lb_common::FlowCounter| serde_json::json!({"packets": c.packets, "bytes": c.bytes, "new_flows": c.new_flows});
+        let out = serde_json::json!({
+            "global": global.to_json(),
+            "services": services.iter().map(|s| serde_json::json!({
+                "id": s.id, "service": describe_vip(&s.key), "counters": flows(&s.counter),
+            })).collect::<Vec<_>>(),
+            "backends": backends.iter().map(|b| serde_json::json!({
+                "id": b.id,
+                "address": ip_from_words(b.backend.addr, b.backend.family),
+                "counters": flows(&b.counter),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("{:<10} {:>14} {:>16}", "counter", "packets", "bytes");
+    println!("{:<16} {:>14} {:>16}", "counter", "packets", "bytes");
     for &stat in Stat::ALL {
         let c = global.get(stat);
-        println!("{:<10} {:>14} {:>16}", stat.name(), c.packets, c.bytes);
+        println!("{:<16} {:>14} {:>16}", stat.name(), c.packets, c.bytes);
+    }
+    println!(
+        "\n{:>4} {:<32} {:>12} {:>14} {:>10}",
+        "id", "service", "packets", "bytes", "new flows"
+    );
+    for s in &services {
+        let c = s.counter;
+        println!(
+            "{:>4} {:<32} {:>12} {:>14} {:>10}",
+            s.id,
+            describe_vip(&s.key),
+            c.packets,
+            c.bytes,
+            c.new_flows
+        );
+    }
+    println!(
+        "\n{:>4} {:<32} {:>12} {:>14} {:>10}",
+        "id", "backend", "packets", "bytes", "new flows"
+    );
+    for b in &backends {
+        let c = b.counter;
+        let addr = ip_from_words(b.backend.addr, b.backend.family)
+            .map_or_else(|| "?".into(), |a| a.to_string());
+        println!(
+            "{:>4} {:<32} {:>12} {:>14} {:>10}",
+            b.id, addr, c.packets, c.bytes, c.new_flows
+        );
     }
     Ok(())
 }

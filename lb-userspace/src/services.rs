@@ -499,6 +499,40 @@ pub fn be_words(addr: IpAddr) -> ([u32; 4], u8) {
     }
 }
 
+/// The inverse of [`be_words`]; `None` for an unknown family tag.
+pub fn ip_from_words(words: [u32; 4], family: u8) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::from(words[0].to_ne_bytes())),
+        AF_INET6 => {
+            let mut o = [0u8; 16];
+            for (chunk, w) in o.chunks_exact_mut(4).zip(words) {
+                chunk.copy_from_slice(&w.to_ne_bytes());
+            }
+            Some(IpAddr::from(o))
+        }
+        _ => None,
+    }
+}
+
+/// `vip:port/proto` as operators write it (`[v6]:port/proto`, port `*` for all ports).
+pub fn describe_vip(key: &VipKey) -> String {
+    let addr = ip_from_words(key.addr, key.family).map_or_else(|| "?".into(), |a| a.to_string());
+    let port = match u16::from_be(key.port_be) {
+        0 => "*".to_owned(),
+        p => p.to_string(),
+    };
+    let proto = match key.proto {
+        6 => "tcp".to_owned(),
+        17 => "udp".to_owned(),
+        p => p.to_string(),
+    };
+    if key.family == AF_INET6 {
+        format!("[{addr}]:{port}/{proto}")
+    } else {
+        format!("{addr}:{port}/{proto}")
+    }
+}
+
 fn backend_record(addr: IpAddr, mac: MacAddr) -> Backend {
     let (words, family) = be_words(addr);
     Backend {
@@ -538,6 +572,17 @@ mod tests {
             .into_iter()
             .map(|i| i.to_string())
             .collect()
+    }
+
+    #[test]
+    fn address_words_round_trip() {
+        for a in ["10.1.2.3", "fd00::1:2", "::ffff:1.2.3.4"] {
+            let ip: IpAddr = a.parse().unwrap();
+            let (w, f) = be_words(ip);
+            assert_eq!(ip_from_words(w, f), Some(ip));
+        }
+        let s = spec("fd00::100", None, &[]);
+        assert_eq!(describe_vip(&vip_key(&s)), "[fd00::100]:*/tcp");
     }
 
     #[test]

@@ -112,9 +112,11 @@ fn check(
 #[test]
 fn dsr_forwards_new_and_established_flows_to_the_maglev_backend() {
     let mut dp = setup("dsr");
+    let mut per_backend = [0u64; 4];
     for sport in [40000u16, 40001, 40002, 40003, 40004, 40005] {
         let input = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::SYN);
         let id = expected_backend(&flow4(sport), &TABLE);
+        per_backend[id as usize] += 1;
         let output = packet::dsr_output(&input, backend_mac(id));
         check(
             &mut dp,
@@ -133,6 +135,29 @@ fn dsr_forwards_new_and_established_flows_to_the_maglev_backend() {
             XDP_TX,
             &output,
             &[Stat::Rx, Stat::Tx, Stat::ConnHit],
+        );
+    }
+
+    // Per-service and per-backend counters: 6 flows of 2 packets each.
+    let (services, backends) = lb_userspace::stats::read_loaded_flows(dp.dp.ebpf()).unwrap();
+    let svc = services
+        .iter()
+        .find(|s| s.id == 1)
+        .expect("service 1 listed");
+    assert_eq!(
+        (svc.counter.packets, svc.counter.new_flows),
+        (12, 6),
+        "{svc:?}"
+    );
+    let frame_len = packet::tcp4_frame(CLIENT4, VIP4, 1, VIP_PORT, packet::SYN).len() as u64;
+    assert_eq!(svc.counter.bytes, 12 * frame_len);
+    for b in &backends {
+        let flows = per_backend[b.id as usize];
+        assert_eq!(
+            (b.counter.packets, b.counter.new_flows),
+            (2 * flows, flows),
+            "backend {}",
+            b.id
         );
     }
 }
