@@ -14,7 +14,7 @@ use lb_common::{
     limits::{BPF_F_INNER_MAP, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES},
     maps,
     service::MAGLEV_SIZE_SLOT,
-    Backend, Config, Service, VipKey,
+    Backend, Config, Conn, FlowKey, Service, VipKey,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -121,4 +121,27 @@ pub fn set_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), MapsError> {
     )
     .map_err(map_err(maps::CONFIG))?;
     array.set(0, config, 0).map_err(map_err(maps::CONFIG))
+}
+
+/// Deletes every connection-table entry that points at backend `id`, so the id can be
+/// given to another backend without its old flows following it there. Call after the
+/// backend's record is cleared and no table names it: from then on no new entry can
+/// point at it. Returns how many entries were removed. Costs one pass over the table.
+pub fn forget_backend_flows(ebpf: &mut Ebpf, id: u32) -> Result<usize, MapsError> {
+    let mut conns: HashMap<&mut MapData, FlowKey, Conn> = HashMap::try_from(
+        ebpf.map_mut(maps::CONNS)
+            .ok_or(MapsError::Missing(maps::CONNS))?,
+    )
+    .map_err(map_err(maps::CONNS))?;
+    let stale: Vec<FlowKey> = conns
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, conn)| conn.backend_id == id)
+        .map(|(key, _)| key)
+        .collect();
+    for key in &stale {
+        // An entry the LRU evicted meanwhile is already gone: fine.
+        let _ = conns.remove(key);
+    }
+    Ok(stale.len())
 }

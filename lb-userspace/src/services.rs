@@ -319,6 +319,9 @@ pub struct Balancer {
     services: HashMap<VipKey, (u32, ServiceSpec)>,
     /// Encapsulation sources as applied.
     encap: EncapSources,
+    /// Where the search for a free backend id starts: ids are handed out round-robin so
+    /// a just-freed id is the last to be reused.
+    next_backend_id: u32,
 }
 
 /// What one `apply` did.
@@ -405,8 +408,12 @@ impl Balancer {
             .copied()
             .collect();
         for addr in unused {
-            if let Some(id) = self.backend_ids.remove(&addr) {
+            if let Some(&id) = self.backend_ids.get(&addr) {
+                // Clear first (the data plane then re-chooses its flows), forget its
+                // connection entries, and only then free the id for reuse.
                 maps::clear_backend(ebpf, id)?;
+                maps::forget_backend_flows(ebpf, id)?;
+                self.backend_ids.remove(&addr);
                 report.backends_removed += 1;
             }
         }
@@ -457,11 +464,15 @@ impl Balancer {
         })
     }
 
-    fn free_backend_id(&self) -> u32 {
+    fn free_backend_id(&mut self) -> u32 {
         let used: HashSet<u32> = self.backend_ids.values().copied().collect();
-        (1..)
+        let start = self.next_backend_id.max(1);
+        let id = (start..MAX_BACKENDS)
+            .chain(1..start)
             .find(|id| !used.contains(id))
-            .expect("validated below MAX_BACKENDS")
+            .expect("validated below MAX_BACKENDS");
+        self.next_backend_id = id + 1;
+        id
     }
 
     fn free_service_id(&self) -> u32 {

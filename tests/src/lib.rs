@@ -15,6 +15,7 @@
 //! setup step should fail the test right there.
 
 pub mod dataplane;
+mod ethtool;
 mod netns;
 pub mod packet;
 mod process;

@@ -591,3 +591,83 @@ fn decap_unwraps_what_the_balancer_wrapped() {
     let out = dp.run_program(lb_common::programs::DECAP, &inner4);
     assert_eq!((out.action, &out.packet), (XDP_PASS, &inner4));
 }
+
+/// A removed backend's id must not carry its old flows to whichever backend gets the id
+/// next (found by the DSR end-to-end work): `apply` forgets the id's connection entries
+/// before the id can be reused.
+#[test]
+fn removed_backend_flows_never_follow_its_id_to_another_backend() {
+    use lb_userspace::services::{BackendSpec, Balancer, MacAddr, Mode, Protocol, ServiceSpec};
+    let mut dp = TestDataplane::load("idreuse");
+    let backend = |last: u8| BackendSpec {
+        address: std::net::IpAddr::V4(Ipv4Addr::new(10, 0, 1, last)),
+        mac: MacAddr([2, 0, 0, 0, 0, last]),
+        weight: 1,
+    };
+    let service = |vip: Ipv4Addr, backends: Vec<BackendSpec>| ServiceSpec {
+        vip: vip.into(),
+        port: Some(VIP_PORT),
+        protocol: Protocol::Tcp,
+        mode: Mode::Dsr,
+        source_affinity: false,
+        table_size: 251,
+        backends,
+    };
+    let vip_t = Ipv4Addr::new(10, 0, 0, 200);
+    let mut balancer = Balancer::default();
+    let ebpf = dp.dp.ebpf_mut();
+    balancer
+        .apply(ebpf, &[service(VIP4, vec![backend(10), backend(11)])])
+        .unwrap();
+    let x = balancer.backend_id(backend(11).address).unwrap();
+
+    // Establish flows until one lands on X.
+    let (sport, ack) = (40000u16..)
+        .find_map(|sport| {
+            let syn = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::SYN);
+            let out = dp.run(&syn);
+            (out.packet[..6] == [2, 0, 0, 0, 0, 11]).then(|| {
+                (
+                    sport,
+                    packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::Flags::ACK),
+                )
+            })
+        })
+        .unwrap();
+
+    // Remove X: its connection entries are gone right away.
+    let ebpf = dp.dp.ebpf_mut();
+    balancer
+        .apply(ebpf, &[service(VIP4, vec![backend(10)])])
+        .unwrap();
+    let conns: aya::maps::HashMap<_, FlowKey, lb_common::Conn> =
+        aya::maps::HashMap::try_from(dp.dp.ebpf().map(lb_common::maps::CONNS).unwrap()).unwrap();
+    let left: Vec<_> = conns
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, c)| c.backend_id == x)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "entries still point at removed backend {x}: {left:?}"
+    );
+
+    // A new service's backend appears; the old flow must go to A (Maglev), never to Z.
+    let ebpf = dp.dp.ebpf_mut();
+    balancer
+        .apply(
+            ebpf,
+            &[
+                service(VIP4, vec![backend(10)]),
+                service(vip_t, vec![backend(12)]),
+            ],
+        )
+        .unwrap();
+    let out = dp.run(&ack);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(
+        &out.packet[..6],
+        &[2, 0, 0, 0, 0, 10],
+        "flow :{sport} went to the wrong backend"
+    );
+}
