@@ -60,6 +60,9 @@ pub mod programs {
     pub const BALANCER: &str = "xlb";
     /// Backend-side decapsulation of IPIP / IPv6-in-IPv6 (the kernel here has no ipip).
     pub const DECAP: &str = "xlb_decap";
+    /// Benchmark floors, loaded only by `cargo xtask bench`.
+    pub const BENCH_PASS: &str = "bench_pass";
+    pub const BENCH_TX: &str = "bench_tx";
     /// XDP_PASS companion for the receiving peer of a veth (native XDP_TX needs it).
     pub const PASS: &str = "xlb_pass";
 }

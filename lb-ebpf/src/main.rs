@@ -104,6 +104,31 @@ pub fn xlb_decap(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Benchmark floor: the cheapest possible program (not attached by xlb).
+#[xdp]
+pub fn bench_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Benchmark floor: swap MACs and transmit, the least a forwarder does (not attached by
+/// xlb).
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] ABI hands the context over by value"
+)]
+pub fn bench_tx(ctx: XdpContext) -> u32 {
+    match parse::header::<parse::EthHdr>(&ctx, 0) {
+        Ok(eth) => {
+            // SAFETY: `header` bounds-checked the Ethernet header.
+            let eth = unsafe { &mut *eth };
+            core::mem::swap(&mut eth.src, &mut eth.dst);
+            xdp_action::XDP_TX
+        }
+        Err(_) => xdp_action::XDP_DROP,
+    }
+}
+
 /// Companion for the peer end of a veth: passes everything, counts nothing.
 #[xdp]
 pub fn xlb_pass(_ctx: XdpContext) -> u32 {

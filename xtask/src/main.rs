@@ -39,6 +39,9 @@ enum Command {
     },
     /// Build, then run the demo topology in network namespaces and show what happens.
     Demo,
+    /// Per-packet cost of every data-plane path next to XDP_PASS / XDP_TX floors, and
+    /// verifier instruction counts; writes target/bench/bench.json.
+    Bench,
 }
 
 fn main() -> Result<()> {
@@ -58,6 +61,20 @@ fn main() -> Result<()> {
             run(std::process::Command::new(xlb).args(&full))
         }
         Command::Test { args } => test(&args),
+        Command::Bench => {
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "xlb-tests",
+                "--bin",
+                "xlb-bench",
+            ])?;
+            // One CPU, so runs compete with each other less than with the machine.
+            run(std::process::Command::new("taskset")
+                .args(["-c", "1"])
+                .arg(root().join("target/release/xlb-bench")))
+        }
         Command::Demo => {
             cargo(&[
                 "build",
