@@ -29,6 +29,9 @@ pub mod maps {
     pub const SERVICE_STATS: &str = "XLB_SERVICE_STATS";
     /// Per-backend counters, per CPU: index = backend id → [`crate::FlowCounter`].
     pub const BACKEND_STATS: &str = "XLB_BACKEND_STATS";
+    /// "Maybe a VIP" filter: `u8` array indexed by [`crate::service::vip_filter_slot`] of
+    /// the destination address; non-zero = some service may use the address.
+    pub const VIP_FILTER: &str = "XLB_VIP_FILTER";
     /// Global data-plane settings: one [`crate::Config`] at index 0.
     pub const CONFIG: &str = "XLB_CONFIG";
     /// aya-log's ring buffer; owned by aya-log, named here so the loader can skip pinning it.
@@ -45,6 +48,8 @@ pub mod limits {
     /// Largest Maglev table size M; the inner template has M + 1 slots (slot 0 holds
     /// M). Per-service tables may be smaller (the template carries BPF_F_INNER_MAP).
     pub const MAX_MAGLEV_SIZE: u32 = 65537;
+    /// Slots of the VIP filter (a power of two).
+    pub const VIP_FILTER_SLOTS: u32 = 1 << 16;
     /// Connection-table entries (shared LRU).
     pub const MAX_CONNS: u32 = 262_144;
     /// Largest frame an encapsulating service sends (a 1500-byte MTU plus Ethernet):

@@ -134,6 +134,15 @@ mod pod {
     unsafe impl aya::Pod for super::Conn {}
 }
 
+/// Slot of `addr` (be32 words) in the VIP filter. A cheap fold, not a good hash: it
+/// only has to keep unrelated addresses from sharing a slot with a VIP most of the time;
+/// a collision costs the full service lookup, never a wrong verdict.
+#[inline(always)]
+pub fn vip_filter_slot(addr: &[u32; 4]) -> u32 {
+    let w = addr[0] ^ addr[1] ^ addr[2] ^ addr[3];
+    (w ^ (w >> 16)) & (crate::limits::VIP_FILTER_SLOTS - 1)
+}
+
 /// Flow hash shared by the data plane (backend choice) and the control plane (tests and
 /// tools predicting where a flow goes). Murmur3-style mixing over the key words: cheap
 /// in BPF (no loops over bytes, no tables) and well spread over Maglev table sizes.

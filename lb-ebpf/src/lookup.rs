@@ -2,12 +2,12 @@
 
 use aya_ebpf::bindings::BPF_ANY;
 use lb_common::{
-    service::{flow_hash, service_flags, MAGLEV_SIZE_SLOT},
+    service::{flow_hash, service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT},
     Backend, Conn, FlowKey, Service, Stat, VipKey,
 };
 
 use crate::{
-    maps::{XLB_BACKENDS, XLB_CONNS, XLB_MAGLEV, XLB_SERVICES},
+    maps::{XLB_BACKENDS, XLB_CONNS, XLB_MAGLEV, XLB_SERVICES, XLB_VIP_FILTER},
     stats,
 };
 
@@ -15,6 +15,12 @@ use crate::{
 /// service (port 0).
 #[inline(always)]
 pub fn service(flow: &FlowKey) -> Option<Service> {
+    if XLB_VIP_FILTER
+        .get(vip_filter_slot(&flow.dst))
+        .is_none_or(|maybe| *maybe == 0)
+    {
+        return None;
+    }
     let mut key = VipKey {
         addr: flow.dst,
         port_be: flow.dport_be,

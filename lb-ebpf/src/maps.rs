@@ -6,12 +6,20 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    limits::{BPF_F_INNER_MAP, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES},
+    limits::{
+        BPF_F_INNER_MAP, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES, VIP_FILTER_SLOTS,
+    },
     Backend, Config, Conn, FlowKey, Service, VipKey,
 };
 
 #[btf_map]
 pub static XLB_SERVICES: HashMap<VipKey, Service, { MAX_SERVICES as usize }> = HashMap::new();
+
+/// Direct-indexed "maybe a VIP" filter in front of the service hash: an array lookup is
+/// inlined by the verifier into a bounds check and a load, so traffic to non-VIP
+/// addresses (most of what an edge host sees) skips both hash lookups.
+#[btf_map]
+pub static XLB_VIP_FILTER: Array<u8, { VIP_FILTER_SLOTS as usize }> = Array::new();
 
 #[btf_map]
 pub static XLB_BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();

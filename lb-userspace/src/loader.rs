@@ -19,6 +19,7 @@ use crate::bpffs::{self, BpffsError};
 pub const PINNED_MAPS: &[&str] = &[
     maps::STATS,
     maps::SERVICES,
+    maps::VIP_FILTER,
     maps::BACKENDS,
     maps::MAGLEV,
     maps::CONNS,

@@ -13,7 +13,7 @@ use aya::{
 use lb_common::{
     limits::{BPF_F_INNER_MAP, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES},
     maps,
-    service::MAGLEV_SIZE_SLOT,
+    service::{vip_filter_slot, MAGLEV_SIZE_SLOT},
     Backend, Config, Conn, FlowKey, Service, VipKey,
 };
 
@@ -88,11 +88,13 @@ pub fn swap_table(ebpf: &mut Ebpf, service_id: u32, table: &[u32]) -> Result<(),
 }
 
 /// Adds or replaces a service entry. Install its table first ([`swap_table`]) so no
-/// packet finds a service without one.
+/// packet finds a service without one. Marks the VIP in the VIP filter first, so the
+/// filter never hides a live service.
 pub fn set_service(ebpf: &mut Ebpf, key: &VipKey, service: &Service) -> Result<(), MapsError> {
     if service.id == 0 || service.id >= MAX_SERVICES {
         return Err(MapsError::ServiceId(service.id));
     }
+    set_vip_filter(ebpf, &key.addr, true)?;
     let mut services: HashMap<&mut MapData, VipKey, Service> = HashMap::try_from(
         ebpf.map_mut(maps::SERVICES)
             .ok_or(MapsError::Missing(maps::SERVICES))?,
@@ -103,14 +105,35 @@ pub fn set_service(ebpf: &mut Ebpf, key: &VipKey, service: &Service) -> Result<(
         .map_err(map_err(maps::SERVICES))
 }
 
-/// Removes a service entry; its traffic is passed to the stack from then on.
+/// Removes a service entry; its traffic is passed to the stack from then on. The VIP
+/// filter slot is cleared once no remaining service maps to it.
 pub fn remove_service(ebpf: &mut Ebpf, key: &VipKey) -> Result<(), MapsError> {
     let mut services: HashMap<&mut MapData, VipKey, Service> = HashMap::try_from(
         ebpf.map_mut(maps::SERVICES)
             .ok_or(MapsError::Missing(maps::SERVICES))?,
     )
     .map_err(map_err(maps::SERVICES))?;
-    services.remove(key).map_err(map_err(maps::SERVICES))
+    services.remove(key).map_err(map_err(maps::SERVICES))?;
+    let slot = vip_filter_slot(&key.addr);
+    let still_used = services
+        .keys()
+        .filter_map(Result::ok)
+        .any(|k| vip_filter_slot(&k.addr) == slot);
+    if !still_used {
+        set_vip_filter(ebpf, &key.addr, false)?;
+    }
+    Ok(())
+}
+
+fn set_vip_filter(ebpf: &mut Ebpf, addr: &[u32; 4], on: bool) -> Result<(), MapsError> {
+    let mut filter: Array<&mut MapData, u8> = Array::try_from(
+        ebpf.map_mut(maps::VIP_FILTER)
+            .ok_or(MapsError::Missing(maps::VIP_FILTER))?,
+    )
+    .map_err(map_err(maps::VIP_FILTER))?;
+    filter
+        .set(vip_filter_slot(addr), u8::from(on), 0)
+        .map_err(map_err(maps::VIP_FILTER))
 }
 
 /// Writes the global settings (encapsulation source addresses).

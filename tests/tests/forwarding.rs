@@ -671,3 +671,59 @@ fn removed_backend_flows_never_follow_its_id_to_another_backend() {
         "flow :{sport} went to the wrong backend"
     );
 }
+
+/// The VIP filter in front of the service lookup never hides a live service: removing
+/// one of two services on the same VIP keeps the other forwarding; removing the last
+/// one makes the VIP plain traffic.
+#[test]
+fn vip_filter_follows_service_removal() {
+    let mut dp = setup("vipfilter");
+    let ebpf = dp.dp.ebpf_mut();
+    let key = |port: u16| VipKey {
+        addr: be4(VIP4),
+        port_be: port.to_be(),
+        proto: TCP,
+        family: AF_INET,
+    };
+    maps::set_service(
+        ebpf,
+        &key(81),
+        &Service {
+            id: 1,
+            mode: ForwardMode::Dsr as u8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    maps::remove_service(ebpf, &key(VIP_PORT)).unwrap();
+
+    let to81 = packet::tcp4_frame(CLIENT4, VIP4, 40000, 81, packet::SYN);
+    let out = dp.run(&to81);
+    assert_eq!(
+        out.action, XDP_TX,
+        "the VIP's other service must still forward"
+    );
+    let to80 = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
+    check(
+        &mut dp,
+        "removed service",
+        &to80,
+        XDP_PASS,
+        &to80,
+        &[Stat::Rx, Stat::Pass, Stat::NotVip],
+    );
+
+    maps::remove_service(dp.dp.ebpf_mut(), &key(81)).unwrap();
+    check(
+        &mut dp,
+        "last service of the VIP removed",
+        &to81,
+        XDP_PASS,
+        &to81,
+        &[Stat::Rx, Stat::Pass, Stat::NotVip],
+    );
+    let filter: aya::maps::Array<_, u8> =
+        aya::maps::Array::try_from(dp.dp.ebpf().map(lb_common::maps::VIP_FILTER).unwrap()).unwrap();
+    let slot = lb_common::service::vip_filter_slot(&be4(VIP4));
+    assert_eq!(filter.get(&slot, 0).unwrap(), 0, "filter slot cleared");
+}
