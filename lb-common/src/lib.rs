@@ -8,7 +8,7 @@
 pub mod service;
 pub mod stats;
 
-pub use service::{Backend, Config, Conn, FlowKey, ForwardMode, Service, VipKey};
+pub use service::{Backend, Config, Conn, FlowKey, ForwardMode, Service, VipAddr, VipKey};
 pub use stats::{Counter, FlowCounter, Stat};
 
 /// Map names as they appear in the object file, in `bpftool map` and under the pin
@@ -32,6 +32,9 @@ pub mod maps {
     /// "Maybe a VIP" filter: `u8` array indexed by [`crate::service::vip_filter_slot`] of
     /// the destination address; non-zero = some service may use the address.
     pub const VIP_FILTER: &str = "XLB_VIP_FILTER";
+    /// Exact set of VIP addresses ([`crate::VipAddr`] → number of services using it),
+    /// for decisions that have no port (ICMP echo).
+    pub const VIPS: &str = "XLB_VIPS";
     /// Global data-plane settings: one [`crate::Config`] at index 0.
     pub const CONFIG: &str = "XLB_CONFIG";
     /// aya-log's ring buffer; owned by aya-log, named here so the loader can skip pinning it.

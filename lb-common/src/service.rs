@@ -53,6 +53,17 @@ pub struct VipKey {
     pub family: u8,
 }
 
+/// Key of `XLB_VIPS`: a VIP address without port or protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipAddr {
+    /// VIP, be32 words (IPv4 in word 0).
+    pub addr: [u32; 4],
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
 /// Value of `XLB_SERVICES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -125,6 +136,7 @@ pub struct Config {
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::VipAddr {}
     // SAFETY (all): repr(C), fields are integers/byte arrays, explicit padding fields
     // leave no implicit padding, every bit pattern is valid.
     unsafe impl aya::Pod for super::VipKey {}

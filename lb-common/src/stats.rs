@@ -70,6 +70,8 @@ stats! {
     EncapError = 18, "encap_error";
     /// Decap program: an IPIP / IPv6-in-IPv6 packet was unwrapped for the local stack.
     Decap = 19, "decap";
+    /// Transmitted: an ICMP / ICMPv6 echo request to a VIP answered from XDP.
+    IcmpEcho = 20, "icmp_echo";
 }
 
 /// One counter slot. Per CPU in the map; userspace sums the CPUs.

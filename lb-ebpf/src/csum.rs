@@ -15,3 +15,13 @@ pub fn ipv4_header(words: &[u16; 10]) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
 }
+
+/// Incremental update (RFC 1624, eqn. 3) of the network-order checksum `check` when one
+/// 16-bit word changes from `old` to `new` (both as big-endian values).
+#[inline(always)]
+pub fn replace16(check: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!u16::from_be(check)) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    (!(sum as u16)).to_be()
+}

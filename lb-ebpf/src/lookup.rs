@@ -3,11 +3,11 @@
 use aya_ebpf::bindings::BPF_ANY;
 use lb_common::{
     service::{flow_hash, service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT},
-    Backend, Conn, FlowKey, Service, Stat, VipKey,
+    Backend, Conn, FlowKey, Service, Stat, VipAddr, VipKey,
 };
 
 use crate::{
-    maps::{XLB_BACKENDS, XLB_CONNS, XLB_MAGLEV, XLB_SERVICES, XLB_VIP_FILTER},
+    maps::{XLB_BACKENDS, XLB_CONNS, XLB_MAGLEV, XLB_SERVICES, XLB_VIPS, XLB_VIP_FILTER},
     stats,
 };
 
@@ -33,6 +33,24 @@ pub fn service(flow: &FlowKey) -> Option<Service> {
     }
     key.port_be = 0;
     unsafe { XLB_SERVICES.get(key) }.copied()
+}
+
+/// Whether `addr` is the VIP of any service (exact; for port-less decisions).
+#[inline(always)]
+pub fn is_vip(addr: &[u32; 4], family: u8) -> bool {
+    if XLB_VIP_FILTER
+        .get(vip_filter_slot(addr))
+        .is_none_or(|maybe| *maybe == 0)
+    {
+        return false;
+    }
+    let key = VipAddr {
+        addr: *addr,
+        family,
+        _pad: [0; 3],
+    };
+    // SAFETY: only presence is checked.
+    unsafe { XLB_VIPS.get(key) }.is_some()
 }
 
 /// The backend for this flow: the one recorded in the connection table if it still

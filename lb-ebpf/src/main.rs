@@ -9,6 +9,7 @@
 mod csum;
 mod encap;
 mod forward;
+mod icmp;
 mod lookup;
 mod maps;
 mod parse;
@@ -48,6 +49,13 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     let pkt = match parse::parse(ctx)? {
         Parsed::Ip(pkt) => pkt,
         Parsed::Pass(reason) => return Ok(pass(ctx, reason, len)),
+        Parsed::Echo { dst, family } => {
+            if !lookup::is_vip(&dst, family) {
+                return Ok(pass(ctx, Stat::NotVip, len));
+            }
+            stats::count(Stat::IcmpEcho, len);
+            return icmp::echo_reply(ctx, family);
+        }
     };
     let Some(svc) = lookup::service(&pkt.flow) else {
         return Ok(pass(ctx, Stat::NotVip, len));

@@ -9,7 +9,7 @@ use lb_common::{
     limits::{
         BPF_F_INNER_MAP, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES, VIP_FILTER_SLOTS,
     },
-    Backend, Config, Conn, FlowKey, Service, VipKey,
+    Backend, Config, Conn, FlowKey, Service, VipAddr, VipKey,
 };
 
 #[btf_map]
@@ -20,6 +20,10 @@ pub static XLB_SERVICES: HashMap<VipKey, Service, { MAX_SERVICES as usize }> = H
 /// addresses (most of what an edge host sees) skips both hash lookups.
 #[btf_map]
 pub static XLB_VIP_FILTER: Array<u8, { VIP_FILTER_SLOTS as usize }> = Array::new();
+
+/// Exact VIP addresses (value: number of services on the address).
+#[btf_map]
+pub static XLB_VIPS: HashMap<VipAddr, u32, { MAX_SERVICES as usize }> = HashMap::new();
 
 #[btf_map]
 pub static XLB_BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();

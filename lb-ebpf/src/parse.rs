@@ -12,6 +12,10 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
 /// IPv4-in-IP and IPv6-in-IP "protocol" numbers.
 pub const IPPROTO_IPIP: u8 = 4;
 pub const IPPROTO_IPV6: u8 = 41;
@@ -54,6 +58,14 @@ pub struct Ipv6Hdr {
     pub dst: [u32; 4],
 }
 
+/// ICMP / ICMPv6 header start: type, code, checksum (network order).
+#[repr(C)]
+pub struct IcmpHdr {
+    pub kind: u8,
+    pub code: u8,
+    pub check: u16,
+}
+
 /// Source and destination port, the first four bytes of both TCP and UDP headers.
 #[repr(C)]
 struct Ports {
@@ -76,6 +88,9 @@ pub struct Packet {
 pub enum Parsed {
     /// A TCP/UDP packet over IPv4/IPv6 whose VIP tuple can be looked up.
     Ip(Packet),
+    /// An ICMP / ICMPv6 echo request (option-less, unfragmented) to `dst`, answered
+    /// from XDP when `dst` is a VIP.
+    Echo { dst: [u32; 4], family: u8 },
     /// Not for the balancer; pass to the stack and count the reason.
     Pass(Stat),
 }
@@ -116,10 +131,19 @@ fn ipv4(ctx: &XdpContext) -> Result<Parsed, Stat> {
     if ETH_HLEN + tot_len > ctx.data_end() - ctx.data() {
         return Err(Stat::Truncated);
     }
+    let frag = u16::from_be(ip.frag_off);
+    if ip.proto == IPPROTO_ICMP && ihl == 20 && frag & (IP_MF | IP_OFFSET) == 0 {
+        let icmp = unsafe { &*header::<IcmpHdr>(ctx, ETH_HLEN + 20)? };
+        if icmp.kind == ICMP_ECHO_REQUEST && icmp.code == 0 {
+            return Ok(Parsed::Echo {
+                dst: [ip.dst, 0, 0, 0],
+                family: AF_INET,
+            });
+        }
+    }
     if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
         return Ok(Parsed::Pass(Stat::NotVip));
     }
-    let frag = u16::from_be(ip.frag_off);
     let mut unforwardable = None;
     if ihl != 20 {
         unforwardable = Some(Stat::Ipv4Options);
@@ -166,6 +190,16 @@ fn ipv6(ctx: &XdpContext) -> Result<Parsed, Stat> {
     }
     match ip.next_hdr {
         IPPROTO_TCP | IPPROTO_UDP => {}
+        IPPROTO_ICMPV6 => {
+            let icmp = unsafe { &*header::<IcmpHdr>(ctx, ETH_HLEN + size_of::<Ipv6Hdr>())? };
+            if icmp.kind == ICMPV6_ECHO_REQUEST && icmp.code == 0 {
+                return Ok(Parsed::Echo {
+                    dst: ip.dst,
+                    family: AF_INET6,
+                });
+            }
+            return Ok(Parsed::Pass(Stat::NotVip));
+        }
         // Hop-by-hop, routing, fragment, destination options, AH, mobility, HIP, shim6:
         // not walked, so never forwarded.
         0 | 43 | 44 | 60 | 51 | 135 | 139 | 140 => return Ok(Parsed::Pass(Stat::Ipv6ExtHeader)),

@@ -20,6 +20,7 @@ pub const PINNED_MAPS: &[&str] = &[
     maps::STATS,
     maps::SERVICES,
     maps::VIP_FILTER,
+    maps::VIPS,
     maps::BACKENDS,
     maps::MAGLEV,
     maps::CONNS,

@@ -14,7 +14,7 @@ use lb_common::{
     limits::{BPF_F_INNER_MAP, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES},
     maps,
     service::{vip_filter_slot, MAGLEV_SIZE_SLOT},
-    Backend, Config, Conn, FlowKey, Service, VipKey,
+    Backend, Config, Conn, FlowKey, Service, VipAddr, VipKey,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -88,41 +88,77 @@ pub fn swap_table(ebpf: &mut Ebpf, service_id: u32, table: &[u32]) -> Result<(),
 }
 
 /// Adds or replaces a service entry. Install its table first ([`swap_table`]) so no
-/// packet finds a service without one. Marks the VIP in the VIP filter first, so the
-/// filter never hides a live service.
+/// packet finds a service without one. The VIP is marked in the VIP filter and the VIP
+/// set first, so neither ever hides a live service.
 pub fn set_service(ebpf: &mut Ebpf, key: &VipKey, service: &Service) -> Result<(), MapsError> {
     if service.id == 0 || service.id >= MAX_SERVICES {
         return Err(MapsError::ServiceId(service.id));
     }
-    set_vip_filter(ebpf, &key.addr, true)?;
-    let mut services: HashMap<&mut MapData, VipKey, Service> = HashMap::try_from(
-        ebpf.map_mut(maps::SERVICES)
-            .ok_or(MapsError::Missing(maps::SERVICES))?,
-    )
-    .map_err(map_err(maps::SERVICES))?;
-    services
+    mark_vip(ebpf, key, 1)?;
+    services(ebpf)?
         .insert(key, service, 0)
-        .map_err(map_err(maps::SERVICES))
+        .map_err(map_err(maps::SERVICES))?;
+    sync_vip(ebpf, key)
 }
 
 /// Removes a service entry; its traffic is passed to the stack from then on. The VIP
-/// filter slot is cleared once no remaining service maps to it.
+/// leaves the VIP set and filter once no remaining service uses it.
 pub fn remove_service(ebpf: &mut Ebpf, key: &VipKey) -> Result<(), MapsError> {
-    let mut services: HashMap<&mut MapData, VipKey, Service> = HashMap::try_from(
+    services(ebpf)?
+        .remove(key)
+        .map_err(map_err(maps::SERVICES))?;
+    sync_vip(ebpf, key)
+}
+
+fn services(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, VipKey, Service>, MapsError> {
+    HashMap::try_from(
         ebpf.map_mut(maps::SERVICES)
             .ok_or(MapsError::Missing(maps::SERVICES))?,
     )
-    .map_err(map_err(maps::SERVICES))?;
-    services.remove(key).map_err(map_err(maps::SERVICES))?;
+    .map_err(map_err(maps::SERVICES))
+}
+
+/// Recounts the services on `key`'s address and updates the VIP set and filter.
+fn sync_vip(ebpf: &mut Ebpf, key: &VipKey) -> Result<(), MapsError> {
     let slot = vip_filter_slot(&key.addr);
-    let still_used = services
-        .keys()
-        .filter_map(Result::ok)
-        .any(|k| vip_filter_slot(&k.addr) == slot);
-    if !still_used {
+    let (mut same_addr, mut same_slot) = (0u32, false);
+    for k in services(ebpf)?.keys().filter_map(Result::ok) {
+        if k.addr == key.addr && k.family == key.family {
+            same_addr += 1;
+        }
+        same_slot |= vip_filter_slot(&k.addr) == slot;
+    }
+    mark_vip(ebpf, key, same_addr)?;
+    if !same_slot {
         set_vip_filter(ebpf, &key.addr, false)?;
     }
     Ok(())
+}
+
+/// Records `count` services on `key`'s address (0 removes it); a non-zero count also
+/// marks the filter slot.
+fn mark_vip(ebpf: &mut Ebpf, key: &VipKey, count: u32) -> Result<(), MapsError> {
+    if count > 0 {
+        set_vip_filter(ebpf, &key.addr, true)?;
+    }
+    let mut vips: HashMap<&mut MapData, VipAddr, u32> = HashMap::try_from(
+        ebpf.map_mut(maps::VIPS)
+            .ok_or(MapsError::Missing(maps::VIPS))?,
+    )
+    .map_err(map_err(maps::VIPS))?;
+    let addr = VipAddr {
+        addr: key.addr,
+        family: key.family,
+        _pad: [0; 3],
+    };
+    if count > 0 {
+        vips.insert(addr, count, 0).map_err(map_err(maps::VIPS))
+    } else {
+        match vips.remove(&addr) {
+            Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(e) => Err(map_err(maps::VIPS)(e)),
+        }
+    }
 }
 
 fn set_vip_filter(ebpf: &mut Ebpf, addr: &[u32; 4], on: bool) -> Result<(), MapsError> {

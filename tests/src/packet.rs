@@ -247,3 +247,36 @@ pub fn ipip6_output(input: &[u8], backend_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6
     let our_mac: [u8; 6] = input[0..6].try_into().unwrap();
     ethernet(our_mac, backend_mac, EtherTypes::Ipv6, &l3)
 }
+
+/// ICMP echo (request `kind` 8 or reply 0) with id/seq and payload, checksummed by pnet.
+pub fn icmp4_echo(kind: u8, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 8 + payload.len()];
+    buf[0] = kind;
+    buf[4..6].copy_from_slice(&id.to_be_bytes());
+    buf[6..8].copy_from_slice(&seq.to_be_bytes());
+    buf[8..].copy_from_slice(payload);
+    let csum = pnet_packet::icmp::checksum(&pnet_packet::icmp::IcmpPacket::new(&buf).unwrap());
+    buf[2..4].copy_from_slice(&csum.to_be_bytes());
+    buf
+}
+
+/// ICMPv6 echo (request `kind` 128 or reply 129), checksummed by pnet with the
+/// pseudo-header of `src` → `dst`.
+pub fn icmp6_echo(
+    kind: u8,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    id: u16,
+    seq: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut buf = vec![0u8; 8 + payload.len()];
+    buf[0] = kind;
+    buf[4..6].copy_from_slice(&id.to_be_bytes());
+    buf[6..8].copy_from_slice(&seq.to_be_bytes());
+    buf[8..].copy_from_slice(payload);
+    let packet = pnet_packet::icmpv6::Icmpv6Packet::new(&buf).unwrap();
+    let csum = pnet_packet::icmpv6::checksum(&packet, &src, &dst);
+    buf[2..4].copy_from_slice(&csum.to_be_bytes());
+    buf
+}

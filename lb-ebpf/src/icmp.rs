@@ -1,0 +1,44 @@
+//! ICMP echo to a VIP, answered from XDP: the balancer owns the VIP's reachability, and
+//! answering here keeps pings off the backends and off the balancer's own stack.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use lb_common::{service::AF_INET, Stat};
+
+use crate::{
+    csum,
+    parse::{header, EthHdr, IcmpHdr, Ipv4Hdr, Ipv6Hdr, ETH_HLEN},
+};
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+const REPLY_TTL: u8 = 64;
+
+/// Turns the echo request into its reply in place and transmits it back.
+#[inline(always)]
+pub fn echo_reply(ctx: &XdpContext, family: u8) -> Result<u32, Stat> {
+    // SAFETY (all derefs): `header` bounds-checked each header; parse already checked
+    // the IPv4 header has no options.
+    let eth = unsafe { &mut *header::<EthHdr>(ctx, 0)? };
+    core::mem::swap(&mut eth.src, &mut eth.dst);
+    let (icmp_off, reply) = if family == AF_INET {
+        let ip = unsafe { &mut *header::<Ipv4Hdr>(ctx, ETH_HLEN)? };
+        core::mem::swap(&mut ip.src, &mut ip.dst);
+        ip.ttl = REPLY_TTL;
+        ip.check = 0;
+        // SAFETY: Ipv4Hdr is 20 bytes of plain integers, as is [u16; 10].
+        ip.check = csum::ipv4_header(unsafe { &*(ip as *const Ipv4Hdr).cast() });
+        (ETH_HLEN + size_of::<Ipv4Hdr>(), ICMP_ECHO_REPLY)
+    } else {
+        let ip = unsafe { &mut *header::<Ipv6Hdr>(ctx, ETH_HLEN)? };
+        // Swapping source and destination leaves the pseudo-header sum unchanged.
+        core::mem::swap(&mut ip.src, &mut ip.dst);
+        ip.hop_limit = REPLY_TTL;
+        (ETH_HLEN + size_of::<Ipv6Hdr>(), ICMPV6_ECHO_REPLY)
+    };
+    let icmp = unsafe { &mut *header::<IcmpHdr>(ctx, icmp_off)? };
+    let old = u16::from_be_bytes([icmp.kind, icmp.code]);
+    icmp.kind = reply;
+    let new = u16::from_be_bytes([icmp.kind, icmp.code]);
+    icmp.check = csum::replace16(icmp.check, old, new);
+    Ok(xdp_action::XDP_TX)
+}
