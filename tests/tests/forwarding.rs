@@ -841,3 +841,43 @@ fn icmp_echo_to_a_vip_is_answered_from_xdp() {
         &[Stat::Rx, Stat::Pass, Stat::NotVip],
     );
 }
+
+/// With source affinity, every flow of a client goes to the backend its address hashes
+/// to, whatever the ports (the same hash the data plane uses, from lb-common).
+#[test]
+fn source_affinity_pins_a_client_to_one_backend() {
+    let mut dp = setup("affinity");
+    let key = VipKey {
+        addr: be4(VIP4),
+        port_be: VIP_PORT.to_be(),
+        proto: TCP,
+        family: AF_INET,
+    };
+    let svc = Service {
+        id: 1,
+        flags: lb_common::service::service_flags::SOURCE_AFFINITY,
+        mode: ForwardMode::Dsr as u8,
+        ..Default::default()
+    };
+    maps::set_service(dp.dp.ebpf_mut(), &key, &svc).unwrap();
+    for client in [
+        CLIENT4,
+        Ipv4Addr::new(10, 0, 0, 7),
+        Ipv4Addr::new(10, 0, 0, 9),
+    ] {
+        let flow = FlowKey {
+            src: be4(client),
+            ..flow4(0)
+        };
+        let id = TABLE[(flow_hash(&flow, true) % TABLE.len() as u32) as usize];
+        for sport in [40000u16, 40001, 50000, 61000] {
+            let syn = packet::tcp4_frame(client, VIP4, sport, VIP_PORT, packet::SYN);
+            let out = dp.run(&syn);
+            assert_eq!(
+                out.packet,
+                packet::dsr_output(&syn, backend_mac(id)),
+                "{client}:{sport}"
+            );
+        }
+    }
+}
