@@ -60,9 +60,12 @@ pub fn clear_backend(ebpf: &mut Ebpf, id: u32) -> Result<(), MapsError> {
 /// Builds `table` (backend ids, length M) in a new inner map and swaps it in as service
 /// `service_id`'s Maglev table in one map operation.
 pub fn swap_table(ebpf: &mut Ebpf, service_id: u32, table: &[u32]) -> Result<(), MapsError> {
-    if service_id == 0 || service_id >= MAX_SERVICES {
-        return Err(MapsError::ServiceId(service_id));
-    }
+    let inner = build_table(table)?;
+    install_table(ebpf, service_id, &inner)
+}
+
+/// A complete, not yet live Maglev table: slot 0 = M, slots 1..=M = `table`.
+pub fn build_table(table: &[u32]) -> Result<Array<MapData, u32>, MapsError> {
     if table.is_empty() || table.len() > MAX_MAGLEV_SIZE as usize {
         return Err(MapsError::TableSize(table.len()));
     }
@@ -77,13 +80,25 @@ pub fn swap_table(ebpf: &mut Ebpf, service_id: u32, table: &[u32]) -> Result<(),
             .set(slot, id, 0)
             .map_err(map_err("maglev inner table"))?;
     }
+    Ok(inner)
+}
+
+/// Makes a built table live for `service_id`: one `bpf_map_update_elem` on the outer map.
+pub fn install_table(
+    ebpf: &mut Ebpf,
+    service_id: u32,
+    inner: &Array<MapData, u32>,
+) -> Result<(), MapsError> {
+    if service_id == 0 || service_id >= MAX_SERVICES {
+        return Err(MapsError::ServiceId(service_id));
+    }
     let mut outer: ArrayOfMaps<&mut MapData, Array<MapData, u32>> = ArrayOfMaps::try_from(
         ebpf.map_mut(maps::MAGLEV)
             .ok_or(MapsError::Missing(maps::MAGLEV))?,
     )
     .map_err(map_err(maps::MAGLEV))?;
     outer
-        .set(service_id, &inner, 0)
+        .set(service_id, inner, 0)
         .map_err(map_err(maps::MAGLEV))
 }
 

@@ -282,9 +282,11 @@ fn main() {
             serde_json::json!({"program": name, "verified_insns": insns, "xlated_bytes": size}),
         );
     }
+    let control = control_plane(&mut dp);
     println!("\n(total bench time {:?})", started.elapsed());
 
-    let out = serde_json::json!({"per_packet": json, "verifier": verifier});
+    let out =
+        serde_json::json!({"per_packet": json, "verifier": verifier, "control_plane": control});
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -293,6 +295,66 @@ fn main() {
     )
     .unwrap();
     println!("wrote {}", dir.join("bench.json").display());
+}
+
+/// Maglev build, table fill and the swap itself (one outer-map update), M = 65537.
+fn control_plane(dp: &mut TestDataplane) -> serde_json::Value {
+    use lb_userspace::maglev::{self, MaglevBackend};
+    const RUNS: usize = 11;
+    println!(
+        "\ncontrol plane, M = {}, {RUNS} runs: median (min / max)",
+        maglev::DEFAULT_TABLE_SIZE
+    );
+    let mut out = Vec::new();
+    let mut stat = |name: String, samples: &mut Vec<f64>| {
+        samples.sort_by(f64::total_cmp);
+        let (med, min, max) = (
+            samples[samples.len() / 2],
+            samples[0],
+            samples[samples.len() - 1],
+        );
+        println!("  {name:<44} {med:>9.3} ms ({min:.3} / {max:.3})");
+        out.push(serde_json::json!({"what": name, "median_ms": med, "min_ms": min, "max_ms": max}));
+    };
+    let mut table = Vec::new();
+    for n in [10u32, 100, 1_000, 10_000] {
+        let backends: Vec<MaglevBackend> = (1..=n)
+            .map(|id| MaglevBackend {
+                id,
+                weight: 1 + id % 4,
+                key: maglev::backend_key(
+                    std::net::IpAddr::from([10, (id >> 16) as u8, (id >> 8) as u8, id as u8]),
+                    0,
+                ),
+            })
+            .collect();
+        let mut samples = Vec::new();
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            table = maglev::build(&backends, maglev::DEFAULT_TABLE_SIZE).unwrap();
+            samples.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        stat(format!("Maglev build, {n} weighted backends"), &mut samples);
+    }
+    // Ids up to 10,000 exceed nothing in the map (the table only stores ids).
+    let (mut fill, mut swap) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let inner = maps::build_table(&table).unwrap();
+        fill.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        maps::install_table(dp.dp.ebpf_mut(), 9, &inner).unwrap();
+        swap.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    stat(
+        "fill a new inner table (one syscall per slot)".into(),
+        &mut fill,
+    );
+    stat(
+        "swap: make the new table live (one update)".into(),
+        &mut swap,
+    );
+    serde_json::Value::Array(out)
 }
 
 /// DSR services on VIP4:80 and [fd00::100]:80, an IPIP service on VIP4:81.
