@@ -131,7 +131,13 @@ pub struct Config {
     pub encap_src_v4: u32,
     /// Outer source address for IPv6 encapsulation (be32 words); zero = unset.
     pub encap_src_v6: [u32; 4],
+    /// UDP destination port of GUE encapsulation, network order; 0 = GUE refused.
+    pub gue_port_be: u16,
+    pub _pad: [u8; 2],
 }
+
+/// Default GUE destination port (the one `xlb decap` listens for unless told otherwise).
+pub const DEFAULT_GUE_PORT: u16 = 6080;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -1,6 +1,9 @@
-//! IP-in-IP encapsulation towards backends (LVS "TUN", Katran's default) and the
-//! backend-side decapsulation. The outer header gets a fixed source (the balancer's
-//! configured encap address) so backends and firewalls see one well-known sender.
+//! Encapsulation towards backends — IP-in-IP (LVS "TUN", Katran's default) and GUE
+//! (RFC draft "GUE" variant 1: the IP packet directly in UDP, for networks that only
+//! route UDP) — and the backend-side decapsulation of both. The outer header gets a
+//! fixed source (the balancer's configured encap address) so backends and firewalls see
+//! one well-known sender; GUE's UDP source port carries the flow hash so the backend's
+//! RSS and any ECMP on the way spread flows.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{limits::MAX_ENCAP_FRAME, Backend, Stat};
@@ -10,17 +13,77 @@ use crate::{
     maps::XLB_CONFIG,
     parse::{
         header, EthHdr, Ipv4Hdr, Ipv6Hdr, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP,
-        IPPROTO_IPV6,
+        IPPROTO_IPV6, IPPROTO_UDP,
     },
 };
+
+/// UDP header (network order).
+#[repr(C)]
+struct UdpHdr {
+    src: u16,
+    dst: u16,
+    len: u16,
+    check: u16,
+}
+
+const UDP_HLEN: usize = size_of::<UdpHdr>();
 
 const IPV4_HLEN: usize = size_of::<Ipv4Hdr>();
 const IPV6_HLEN: usize = size_of::<Ipv6Hdr>();
 const OUTER_TTL: u8 = 64;
 
-/// Wraps the IPv4 packet in an outer IPv4 header to `backend` and transmits it.
+/// How to wrap: plain IP-in-IP, or GUE with this UDP (source, destination) port pair.
+#[derive(Clone, Copy)]
+pub enum Wrap {
+    Ipip,
+    Gue { sport_be: u16, dport_be: u16 },
+}
+
+impl Wrap {
+    /// GUE towards the configured port, with the flow hash as source port entropy
+    /// (kept in the dynamic range 49152..=65535).
+    #[inline(always)]
+    pub fn gue(hash: u32) -> Result<Self, Stat> {
+        let dport_be = XLB_CONFIG.get(0).map_or(0, |c| c.gue_port_be);
+        if dport_be == 0 {
+            return Err(Stat::EncapError);
+        }
+        Ok(Wrap::Gue {
+            sport_be: (0xc000 | (hash as u16 & 0x3fff)).to_be(),
+            dport_be,
+        })
+    }
+
+    #[inline(always)]
+    fn extra(self) -> usize {
+        match self {
+            Wrap::Ipip => 0,
+            Wrap::Gue { .. } => UDP_HLEN,
+        }
+    }
+}
+
+/// Writes the UDP header of a GUE packet at `offset` (checksum 0: allowed for IPv4, and
+/// for IPv6 tunnels by RFC 6935; our decap strips it in XDP before any socket sees it).
 #[inline(always)]
-pub fn ipip4(ctx: &XdpContext, backend: &Backend) -> Result<u32, Stat> {
+fn write_udp(ctx: &XdpContext, offset: usize, wrap: Wrap, inner_len: u16) -> Result<(), Stat> {
+    if let Wrap::Gue { sport_be, dport_be } = wrap {
+        // SAFETY: `header` bounds-checked the UDP header.
+        unsafe {
+            *header::<UdpHdr>(ctx, offset)? = UdpHdr {
+                src: sport_be,
+                dst: dport_be,
+                len: (inner_len + UDP_HLEN as u16).to_be(),
+                check: 0,
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Wraps the IPv4 packet (IPIP or GUE) towards `backend` and transmits it.
+#[inline(always)]
+pub fn encap4(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Result<u32, Stat> {
     let src = XLB_CONFIG.get(0).map_or(0, |c| c.encap_src_v4);
     if src == 0 {
         return Err(Stat::EncapError);
@@ -31,15 +94,19 @@ pub fn ipip4(ctx: &XdpContext, backend: &Backend) -> Result<u32, Stat> {
         let ip = unsafe { &*header::<Ipv4Hdr>(ctx, ETH_HLEN)? };
         (eth.dst, u16::from_be(ip.tot_len), ip.tos)
     };
-    grow(ctx, IPV4_HLEN)?;
+    let extra = wrap.extra();
+    grow(ctx, IPV4_HLEN + extra, len)?;
     let mut outer = Ipv4Hdr {
         ver_ihl: 0x45,
         tos,
-        tot_len: (inner_len + IPV4_HLEN as u16).to_be(),
+        tot_len: (inner_len + (IPV4_HLEN + extra) as u16).to_be(),
         id: 0,
         frag_off: 0,
         ttl: OUTER_TTL,
-        proto: IPPROTO_IPIP,
+        proto: match wrap {
+            Wrap::Ipip => IPPROTO_IPIP,
+            Wrap::Gue { .. } => IPPROTO_UDP,
+        },
         check: 0,
         src,
         dst: backend.addr[0],
@@ -49,12 +116,13 @@ pub fn ipip4(ctx: &XdpContext, backend: &Backend) -> Result<u32, Stat> {
     write_eth(ctx, our_mac, backend.mac, ETH_P_IP)?;
     // SAFETY: `header` bounds-checked the outer header's room after the grow.
     unsafe { *header::<Ipv4Hdr>(ctx, ETH_HLEN)? = outer };
+    write_udp(ctx, ETH_HLEN + IPV4_HLEN, wrap, inner_len)?;
     Ok(xdp_action::XDP_TX)
 }
 
-/// Wraps the IPv6 packet in an outer IPv6 header to `backend` and transmits it.
+/// Wraps the IPv6 packet (IPv6-in-IPv6 or GUE) towards `backend` and transmits it.
 #[inline(always)]
-pub fn ipip6(ctx: &XdpContext, backend: &Backend) -> Result<u32, Stat> {
+pub fn encap6(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Result<u32, Stat> {
     let Some(src) = XLB_CONFIG.get(0).map(|c| c.encap_src_v6) else {
         return Err(Stat::EncapError);
     };
@@ -72,11 +140,15 @@ pub fn ipip6(ctx: &XdpContext, backend: &Backend) -> Result<u32, Stat> {
             ip.ver_tc_flow & 0xfff0_0000u32.to_be(),
         )
     };
-    grow(ctx, IPV6_HLEN)?;
+    let extra = wrap.extra();
+    grow(ctx, IPV6_HLEN + extra, len)?;
     let outer = Ipv6Hdr {
         ver_tc_flow: vtc,
-        payload_len: inner_len.to_be(),
-        next_hdr: IPPROTO_IPV6,
+        payload_len: (inner_len + extra as u16).to_be(),
+        next_hdr: match wrap {
+            Wrap::Ipip => IPPROTO_IPV6,
+            Wrap::Gue { .. } => IPPROTO_UDP,
+        },
         hop_limit: OUTER_TTL,
         src,
         dst: backend.addr,
@@ -84,13 +156,16 @@ pub fn ipip6(ctx: &XdpContext, backend: &Backend) -> Result<u32, Stat> {
     write_eth(ctx, our_mac, backend.mac, ETH_P_IPV6)?;
     // SAFETY: `header` bounds-checked the outer header's room after the grow.
     unsafe { *header::<Ipv6Hdr>(ctx, ETH_HLEN)? = outer };
+    write_udp(ctx, ETH_HLEN + IPV6_HLEN, wrap, inner_len)?;
     Ok(xdp_action::XDP_TX)
 }
 
-/// Makes room for `outer` bytes in front of the IP header.
+/// Makes room for `outer` bytes in front of the IP header of a `len`-byte frame. (`len`
+/// comes from the caller: recomputing `data_end - data + outer` here lets LLVM reorder it
+/// into `outer - data`, scalar minus pointer, which the verifier rejects.)
 #[inline(always)]
-fn grow(ctx: &XdpContext, outer: usize) -> Result<(), Stat> {
-    if ctx.data_end() - ctx.data() + outer > MAX_ENCAP_FRAME {
+fn grow(ctx: &XdpContext, outer: usize, len: usize) -> Result<(), Stat> {
+    if len + outer > MAX_ENCAP_FRAME {
         return Err(Stat::EncapTooBig);
     }
     // SAFETY: plain helper call on our own context.
@@ -113,9 +188,10 @@ fn write_eth(ctx: &XdpContext, src: [u8; 6], dst: [u8; 6], ether_type: u16) -> R
     Ok(())
 }
 
-/// Backend side: strips one IPIP or IPv6-in-IPv6 header so the inner packet (addressed
-/// to the VIP, which the backend holds on lo) reaches the local stack. Anything else is
-/// passed untouched. `Ok(true)` when a packet was unwrapped.
+/// Backend side: strips one IPIP, IPv6-in-IPv6 or GUE (to the configured port) header so
+/// the inner packet (addressed to the VIP, which the backend holds on lo) reaches the
+/// local stack. Anything else is passed untouched. `Ok(true)` when a packet was
+/// unwrapped.
 #[inline(always)]
 pub fn decap(ctx: &XdpContext) -> Result<bool, Stat> {
     // SAFETY (all derefs): `header` bounds-checked each header.
@@ -125,23 +201,35 @@ pub fn decap(ctx: &XdpContext) -> Result<bool, Stat> {
         ETH_P_IP => {
             let ip = unsafe { &*header::<Ipv4Hdr>(ctx, ETH_HLEN)? };
             // Only option-less, unfragmented outer headers: that is all we send.
-            if ip.proto != IPPROTO_IPIP
-                || ip.ver_ihl != 0x45
-                || u16::from_be(ip.frag_off) & 0x3fff != 0
-            {
+            if ip.ver_ihl != 0x45 || u16::from_be(ip.frag_off) & 0x3fff != 0 {
                 return Ok(false);
             }
-            // The inner header must be whole before we expose it to the stack.
-            header::<Ipv4Hdr>(ctx, ETH_HLEN + IPV4_HLEN)?;
-            (IPV4_HLEN, ETH_P_IP)
+            match ip.proto {
+                IPPROTO_IPIP => {
+                    // The inner header must be whole before we expose it to the stack.
+                    header::<Ipv4Hdr>(ctx, ETH_HLEN + IPV4_HLEN)?;
+                    (IPV4_HLEN, ETH_P_IP)
+                }
+                IPPROTO_UDP => match gue_inner(ctx, ETH_HLEN + IPV4_HLEN)? {
+                    Some(inner_type) => (IPV4_HLEN + UDP_HLEN, inner_type),
+                    None => return Ok(false),
+                },
+                _ => return Ok(false),
+            }
         }
         ETH_P_IPV6 => {
             let ip = unsafe { &*header::<Ipv6Hdr>(ctx, ETH_HLEN)? };
-            if ip.next_hdr != IPPROTO_IPV6 {
-                return Ok(false);
+            match ip.next_hdr {
+                IPPROTO_IPV6 => {
+                    header::<Ipv6Hdr>(ctx, ETH_HLEN + IPV6_HLEN)?;
+                    (IPV6_HLEN, ETH_P_IPV6)
+                }
+                IPPROTO_UDP => match gue_inner(ctx, ETH_HLEN + IPV6_HLEN)? {
+                    Some(inner_type) => (IPV6_HLEN + UDP_HLEN, inner_type),
+                    None => return Ok(false),
+                },
+                _ => return Ok(false),
             }
-            header::<Ipv6Hdr>(ctx, ETH_HLEN + IPV6_HLEN)?;
-            (IPV6_HLEN, ETH_P_IPV6)
         }
         _ => return Ok(false),
     };
@@ -157,4 +245,29 @@ pub fn decap(ctx: &XdpContext) -> Result<bool, Stat> {
         }
     }
     Ok(true)
+}
+
+/// If the UDP datagram at `udp_off` is GUE to our port with a whole inner IP header,
+/// the inner packet's ethertype.
+#[inline(always)]
+fn gue_inner(ctx: &XdpContext, udp_off: usize) -> Result<Option<u16>, Stat> {
+    let port = XLB_CONFIG.get(0).map_or(0, |c| c.gue_port_be);
+    // SAFETY (all derefs): `header` bounds-checked each header.
+    let udp = unsafe { &*header::<UdpHdr>(ctx, udp_off)? };
+    if port == 0 || udp.dst != port {
+        return Ok(None);
+    }
+    // GUE variant 1: the first nibble of the payload is the inner IP version.
+    let first = unsafe { *header::<u8>(ctx, udp_off + UDP_HLEN)? };
+    Ok(match first >> 4 {
+        4 => {
+            header::<Ipv4Hdr>(ctx, udp_off + UDP_HLEN)?;
+            Some(ETH_P_IP)
+        }
+        6 => {
+            header::<Ipv6Hdr>(ctx, udp_off + UDP_HLEN)?;
+            Some(ETH_P_IPV6)
+        }
+        _ => None,
+    })
 }

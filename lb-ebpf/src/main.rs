@@ -75,12 +75,20 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     );
     match ForwardMode::from_u8(svc.mode) {
         Some(ForwardMode::Dsr) => forward::dsr(ctx, &backend),
-        Some(ForwardMode::Ipip) if pkt.flow.family == lb_common::service::AF_INET => {
-            encap::ipip4(ctx, &backend)
+        Some(mode) => {
+            let wrap = match mode {
+                ForwardMode::Gue => {
+                    encap::Wrap::gue(lb_common::service::flow_hash(&pkt.flow, false))?
+                }
+                _ => encap::Wrap::Ipip,
+            };
+            if pkt.flow.family == lb_common::service::AF_INET {
+                encap::encap4(ctx, len as usize, &backend, wrap)
+            } else {
+                encap::encap6(ctx, len as usize, &backend, wrap)
+            }
         }
-        Some(ForwardMode::Ipip) => encap::ipip6(ctx, &backend),
-        // GUE is not implemented yet: refuse rather than mis-forward.
-        _ => Err(Stat::EncapError),
+        None => Err(Stat::EncapError),
     }
 }
 
@@ -92,7 +100,7 @@ fn pass(ctx: &XdpContext, reason: Stat, len: u64) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Backend-side decapsulation: unwraps IPIP / IPv6-in-IPv6 from the balancer and passes
+/// Backend-side decapsulation: unwraps IPIP / IPv6-in-IPv6 / GUE from the balancer and passes
 /// the inner packet to the local stack; everything else passes untouched.
 #[xdp]
 #[expect(

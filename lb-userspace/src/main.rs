@@ -54,6 +54,9 @@ enum Command {
         pin_dir: PathBuf,
         #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
         xdp_mode: AttachMode,
+        /// UDP port of the balancer's GUE packets (its `encap_sources.gue_port`).
+        #[arg(long, default_value_t = lb_common::service::DEFAULT_GUE_PORT)]
+        gue_port: u16,
     },
     /// Validate a configuration file without applying it; prints every problem.
     CheckConfig { file: PathBuf },
@@ -139,6 +142,7 @@ async fn real_main() -> Result<()> {
                 xdp_mode,
                 ebpf_log_level,
                 config,
+                gue_port: None,
             };
             daemon.run().await
         }
@@ -146,6 +150,7 @@ async fn real_main() -> Result<()> {
             ifaces,
             pin_dir,
             xdp_mode,
+            gue_port,
         } => {
             let daemon = Daemon {
                 program: programs::DECAP,
@@ -154,6 +159,7 @@ async fn real_main() -> Result<()> {
                 xdp_mode,
                 ebpf_log_level: EbpfLogLevel::Off,
                 config: None,
+                gue_port: Some(gue_port),
             };
             daemon.run().await
         }
@@ -184,15 +190,20 @@ struct Daemon {
     xdp_mode: AttachMode,
     ebpf_log_level: EbpfLogLevel,
     config: Option<PathBuf>,
+    /// Overrides the config's GUE port (`xlb decap --gue-port`).
+    gue_port: Option<u16>,
 }
 
 impl Daemon {
     async fn run(self) -> Result<()> {
         // Validate before touching the kernel: a bad file must not cost a flap.
-        let config = match &self.config {
+        let mut config = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
+        if let Some(port) = self.gue_port {
+            config.encap_sources.gue_port = port;
+        }
         let opts = LoadOptions {
             pin_dir: self.pin_dir.clone(),
             ebpf_log_level: self.ebpf_log_level.to_aya(),

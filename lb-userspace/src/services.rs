@@ -170,14 +170,32 @@ pub enum ApplyError {
     Maps(#[from] MapsError),
 }
 
-/// Outer source addresses for encapsulating services (the balancer's own addresses).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Encapsulation settings: outer source addresses (the balancer's own addresses) and
+/// the GUE destination port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncapSources {
     #[serde(default)]
     pub v4: Option<std::net::Ipv4Addr>,
     #[serde(default)]
     pub v6: Option<std::net::Ipv6Addr>,
+    /// UDP port GUE packets are sent to (backends' `xlb decap --gue-port`).
+    #[serde(default = "default_gue_port")]
+    pub gue_port: u16,
+}
+
+impl Default for EncapSources {
+    fn default() -> Self {
+        Self {
+            v4: None,
+            v6: None,
+            gue_port: default_gue_port(),
+        }
+    }
+}
+
+fn default_gue_port() -> u16 {
+    lb_common::service::DEFAULT_GUE_PORT
 }
 
 /// Checks a whole service set. Returns every problem found, not just the first.
@@ -215,10 +233,13 @@ pub fn validate(specs: &[ServiceSpec], encap: &EncapSources) -> Result<(), Vec<I
                 ),
             );
         }
-        if s.mode == Mode::Gue {
-            bad(format!("{p}.mode"), "gue is not implemented yet".into());
+        if s.mode == Mode::Gue && encap.gue_port == 0 {
+            bad(
+                format!("{p}.mode"),
+                "gue needs a non-zero encap_sources.gue_port".into(),
+            );
         }
-        if s.mode == Mode::Ipip {
+        if s.mode == Mode::Ipip || s.mode == Mode::Gue {
             let missing = if s.vip.is_ipv4() {
                 encap.v4.is_none()
             } else {
@@ -228,7 +249,8 @@ pub fn validate(specs: &[ServiceSpec], encap: &EncapSources) -> Result<(), Vec<I
                 bad(
                     format!("{p}.mode"),
                     format!(
-                        "ipip needs an encapsulation source address for {} (encap_sources)",
+                        "{} needs an encapsulation source address for {} (encap_sources)",
+                        if s.mode == Mode::Gue { "gue" } else { "ipip" },
                         if s.vip.is_ipv4() { "IPv4" } else { "IPv6" }
                     ),
                 );
@@ -430,6 +452,8 @@ impl Balancer {
         let config = lb_common::Config {
             encap_src_v4: encap.v4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
             encap_src_v6: encap.v6.map_or([0; 4], |a| be_words(IpAddr::V6(a)).0),
+            gue_port_be: encap.gue_port.to_be(),
+            _pad: [0; 2],
         };
         maps::set_config(ebpf, &config)?;
         self.encap = encap;

@@ -280,3 +280,58 @@ pub fn icmp6_echo(
     buf[2..4].copy_from_slice(&csum.to_be_bytes());
     buf
 }
+
+/// What a GUE balancer sends for the IPv4 `input` frame: like [`ipip4_output`] but the
+/// outer protocol is UDP (`sport` → `dport`, checksum 0) carrying the inner IP packet.
+pub fn gue4_output(
+    input: &[u8],
+    backend_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    let inner = &input[ETH_LEN..];
+    let udp = gue_udp(inner, sport, dport);
+    let mut l3 = vec![0u8; IPV4_LEN + udp.len()];
+    let mut ip = MutableIpv4Packet::new(&mut l3).expect("buffer fits");
+    ip.set_version(4);
+    ip.set_header_length(5);
+    ip.set_dscp(inner[1] >> 2);
+    ip.set_ecn(inner[1] & 3);
+    ip.set_total_length((IPV4_LEN + udp.len()) as u16);
+    ip.set_ttl(64);
+    ip.set_next_level_protocol(IpNextHeaderProtocols::Udp);
+    ip.set_source(src);
+    ip.set_destination(dst);
+    ip.payload_mut().copy_from_slice(&udp);
+    let csum = ipv4::checksum(&ip.to_immutable());
+    ip.set_checksum(csum);
+    let our_mac: [u8; 6] = input[0..6].try_into().unwrap();
+    ethernet(our_mac, backend_mac, EtherTypes::Ipv4, &l3)
+}
+
+/// The IPv6 twin of [`gue4_output`].
+pub fn gue6_output(
+    input: &[u8],
+    backend_mac: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    let inner = &input[ETH_LEN..];
+    let udp = gue_udp(inner, sport, dport);
+    let mut l3 = ipv6(src, dst, IpNextHeaderProtocols::Udp, &udp);
+    l3[0] = (l3[0] & 0xf0) | (inner[0] & 0x0f);
+    l3[1] = (l3[1] & 0x0f) | (inner[1] & 0xf0);
+    let our_mac: [u8; 6] = input[0..6].try_into().unwrap();
+    ethernet(our_mac, backend_mac, EtherTypes::Ipv6, &l3)
+}
+
+fn gue_udp(inner: &[u8], sport: u16, dport: u16) -> Vec<u8> {
+    let mut udp = udp_bare(sport, dport, inner);
+    // Checksum 0, as the balancer sends it.
+    udp[6..8].copy_from_slice(&[0, 0]);
+    udp
+}

@@ -428,6 +428,7 @@ fn service_without_live_backend_drops() {
 }
 
 const ENCAP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const GUE_PORT: u16 = 6080;
 
 fn encap6() -> Ipv6Addr {
     "fd00::2".parse().unwrap()
@@ -435,12 +436,20 @@ fn encap6() -> Ipv6Addr {
 
 /// Switches both services of `setup` to IPIP with encap sources ENCAP4 / encap6().
 fn use_ipip(dp: &mut TestDataplane) {
+    use_encap(dp, ForwardMode::Ipip);
+}
+
+/// Switches both services of `setup` to `mode` (IPIP or GUE) with encap sources ENCAP4 /
+/// encap6() and GUE port GUE_PORT.
+fn use_encap(dp: &mut TestDataplane, mode: ForwardMode) {
     let ebpf = dp.dp.ebpf_mut();
     maps::set_config(
         ebpf,
         &lb_common::Config {
             encap_src_v4: be4(ENCAP4)[0],
             encap_src_v6: be6(encap6()),
+            gue_port_be: GUE_PORT.to_be(),
+            _pad: [0; 2],
         },
     )
     .unwrap();
@@ -453,7 +462,7 @@ fn use_ipip(dp: &mut TestDataplane) {
         };
         let svc = Service {
             id,
-            mode: ForwardMode::Ipip as u8,
+            mode: mode as u8,
             ..Default::default()
         };
         maps::set_service(ebpf, &key, &svc).unwrap();
@@ -880,4 +889,78 @@ fn source_affinity_pins_a_client_to_one_backend() {
             );
         }
     }
+}
+
+/// GUE source port the data plane derives from the flow hash.
+fn gue_sport(flow: &FlowKey) -> u16 {
+    0xc000 | (flow_hash(flow, false) as u16 & 0x3fff)
+}
+
+#[test]
+fn gue_encapsulates_both_families_and_decap_unwraps_it() {
+    let mut dp = setup("gue");
+    use_encap(&mut dp, ForwardMode::Gue);
+    let input = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
+    let flow = flow4(40000);
+    let id = expected_backend(&flow, &TABLE);
+    let output = packet::gue4_output(
+        &input,
+        backend_mac(id),
+        ENCAP4,
+        Ipv4Addr::new(10, 0, 1, id as u8),
+        gue_sport(&flow),
+        GUE_PORT,
+    );
+    check(
+        &mut dp,
+        "GUE v4 SYN",
+        &input,
+        XDP_TX,
+        &output,
+        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
+    );
+
+    let input6 = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
+    let flow6 = FlowKey {
+        src: be6(client6()),
+        dst: be6(vip6()),
+        sport_be: 40000u16.to_be(),
+        dport_be: VIP_PORT.to_be(),
+        proto: TCP,
+        family: AF_INET6,
+        _pad: [0; 2],
+    };
+    let id6 = expected_backend(&flow6, &[4, 5, 6, 4, 5, 6, 4]);
+    let backend6: Ipv6Addr = format!("fd00:1::{id6}").parse().unwrap();
+    let output6 = packet::gue6_output(
+        &input6,
+        backend_mac(id6),
+        encap6(),
+        backend6,
+        gue_sport(&flow6),
+        GUE_PORT,
+    );
+    check(
+        &mut dp,
+        "GUE v6 SYN",
+        &input6,
+        XDP_TX,
+        &output6,
+        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
+    );
+
+    // The backend's decap (same object, same config) unwraps both.
+    for (what, wrapped, inner) in [("GUE v4", &output, &input), ("GUE v6", &output6, &input6)] {
+        let out = dp.run_program(lb_common::programs::DECAP, wrapped);
+        assert_eq!(out.action, XDP_PASS, "{what}: verdict");
+        let mut expected = inner.clone();
+        expected[..12].copy_from_slice(&wrapped[..12]);
+        assert_eq!(&out.packet, &expected, "{what}: inner frame");
+    }
+    // UDP to another port is not ours to unwrap.
+    let mut other_port = output.clone();
+    other_port[packet::ETH_LEN + packet::IPV4_LEN + 2..][..2]
+        .copy_from_slice(&6081u16.to_be_bytes());
+    let out = dp.run_program(lb_common::programs::DECAP, &other_port);
+    assert_eq!((out.action, &out.packet), (XDP_PASS, &other_port));
 }
