@@ -72,6 +72,9 @@ stats! {
     Decap = 19, "decap";
     /// Transmitted: an ICMP / ICMPv6 echo request to a VIP answered from XDP.
     IcmpEcho = 20, "icmp_echo";
+    /// An ICMP "fragmentation needed" / ICMPv6 "packet too big" about a VIP flow, sent
+    /// on to the backend that owns the quoted flow (so its path MTU learns).
+    IcmpTooBig = 21, "icmp_too_big";
 }
 
 /// One counter slot. Per CPU in the map; userspace sums the CPUs.

@@ -66,6 +66,9 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     if pkt.ttl <= 1 {
         return Err(Stat::TtlExpired);
     }
+    if pkt.icmp_too_big {
+        stats::count(Stat::IcmpTooBig, len);
+    }
     let backend = lookup::backend(&pkt.flow, &svc, len)?;
     debug!(
         ctx,

@@ -16,6 +16,11 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_ICMPV6: u8 = 58;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
 pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
+const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+/// ICMP / ICMPv6 error header length before the quoted packet.
+const ICMP_ERR_HLEN: usize = 8;
 /// IPv4-in-IP and IPv6-in-IP "protocol" numbers.
 pub const IPPROTO_IPIP: u8 = 4;
 pub const IPPROTO_IPV6: u8 = 41;
@@ -82,6 +87,9 @@ pub struct Packet {
     /// says why (IPv4 options, fragment). Only VIP traffic is affected: everything else
     /// is passed untouched whatever it carries.
     pub unforwardable: Option<Stat>,
+    /// An ICMP "too big" error whose `flow` is the quoted flow, turned around to the
+    /// client→VIP direction: it goes wherever that flow goes.
+    pub icmp_too_big: bool,
 }
 
 /// Why parsing stopped.
@@ -140,6 +148,9 @@ fn ipv4(ctx: &XdpContext) -> Result<Parsed, Stat> {
                 family: AF_INET,
             });
         }
+        if icmp.kind == ICMP_DEST_UNREACH && icmp.code == ICMP_FRAG_NEEDED {
+            return too_big4(ctx, ip.ttl);
+        }
     }
     if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
         return Ok(Parsed::Pass(Stat::NotVip));
@@ -174,6 +185,58 @@ fn ipv4(ctx: &XdpContext) -> Result<Parsed, Stat> {
         },
         ttl: ip.ttl,
         unforwardable,
+        icmp_too_big: false,
+    }))
+}
+
+/// ICMP "fragmentation needed": the quoted packet is one a backend sent (VIP → client);
+/// the flow to look up is its reverse. Quotes with options or without TCP/UDP ports pass.
+#[inline(always)]
+fn too_big4(ctx: &XdpContext, ttl: u8) -> Result<Parsed, Stat> {
+    let quoted_off = ETH_HLEN + 20 + ICMP_ERR_HLEN;
+    let q = unsafe { &*header::<Ipv4Hdr>(ctx, quoted_off)? };
+    if q.ver_ihl != 0x45 || (q.proto != IPPROTO_TCP && q.proto != IPPROTO_UDP) {
+        return Ok(Parsed::Pass(Stat::NotVip));
+    }
+    let p = unsafe { &*header::<Ports>(ctx, quoted_off + 20)? };
+    Ok(Parsed::Ip(Packet {
+        flow: FlowKey {
+            src: [q.dst, 0, 0, 0],
+            dst: [q.src, 0, 0, 0],
+            sport_be: p.dst,
+            dport_be: p.src,
+            proto: q.proto,
+            family: AF_INET,
+            _pad: [0; 2],
+        },
+        ttl,
+        unforwardable: None,
+        icmp_too_big: true,
+    }))
+}
+
+/// ICMPv6 "packet too big": the IPv6 twin of [`too_big4`].
+#[inline(always)]
+fn too_big6(ctx: &XdpContext, hop_limit: u8) -> Result<Parsed, Stat> {
+    let quoted_off = ETH_HLEN + size_of::<Ipv6Hdr>() + ICMP_ERR_HLEN;
+    let q = unsafe { &*header::<Ipv6Hdr>(ctx, quoted_off)? };
+    if q.next_hdr != IPPROTO_TCP && q.next_hdr != IPPROTO_UDP {
+        return Ok(Parsed::Pass(Stat::NotVip));
+    }
+    let p = unsafe { &*header::<Ports>(ctx, quoted_off + size_of::<Ipv6Hdr>())? };
+    Ok(Parsed::Ip(Packet {
+        flow: FlowKey {
+            src: q.dst,
+            dst: q.src,
+            sport_be: p.dst,
+            dport_be: p.src,
+            proto: q.next_hdr,
+            family: AF_INET6,
+            _pad: [0; 2],
+        },
+        ttl: hop_limit,
+        unforwardable: None,
+        icmp_too_big: true,
     }))
 }
 
@@ -198,6 +261,9 @@ fn ipv6(ctx: &XdpContext) -> Result<Parsed, Stat> {
                     family: AF_INET6,
                 });
             }
+            if icmp.kind == ICMPV6_PACKET_TOO_BIG {
+                return too_big6(ctx, ip.hop_limit);
+            }
             return Ok(Parsed::Pass(Stat::NotVip));
         }
         // Hop-by-hop, routing, fragment, destination options, AH, mobility, HIP, shim6:
@@ -218,5 +284,6 @@ fn ipv6(ctx: &XdpContext) -> Result<Parsed, Stat> {
         },
         ttl: ip.hop_limit,
         unforwardable: None,
+        icmp_too_big: false,
     }))
 }

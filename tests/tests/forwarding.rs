@@ -964,3 +964,98 @@ fn gue_encapsulates_both_families_and_decap_unwraps_it() {
     let out = dp.run_program(lb_common::programs::DECAP, &other_port);
     assert_eq!((out.action, &out.packet), (XDP_PASS, &other_port));
 }
+
+/// "Fragmentation needed" / "packet too big" about a VIP flow goes to the backend that
+/// owns the quoted flow (whose replies were too big), not to whoever its own hash picks.
+#[test]
+fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
+    use pnet_packet::{ethernet::EtherTypes, ip::IpNextHeaderProtocols as P};
+    let mut dp = setup("toobig");
+    let router = Ipv4Addr::new(10, 0, 9, 1);
+    for sport in [40000u16, 40001, 40002, 40003] {
+        let syn = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::SYN);
+        dp.run(&syn);
+        let id = expected_backend(&flow4(sport), &TABLE);
+        // The backend's reply VIP:80 → client:sport, quoted (IP header + 8 bytes).
+        let reply = packet::ipv4(
+            VIP4,
+            CLIENT4,
+            P::Tcp,
+            &packet::tcp4(VIP4, CLIENT4, VIP_PORT, sport, packet::Flags::ACK),
+        );
+        let mut icmp = vec![3u8, 4, 0, 0, 0, 0, 0x05, 0x78]; // MTU 1400
+        icmp.extend_from_slice(&reply[..packet::IPV4_LEN + 8]);
+        let csum = pnet_packet::icmp::checksum(&pnet_packet::icmp::IcmpPacket::new(&icmp).unwrap());
+        icmp[2..4].copy_from_slice(&csum.to_be_bytes());
+        let input = packet::ethernet(
+            packet::CLIENT_MAC,
+            packet::LB_MAC,
+            EtherTypes::Ipv4,
+            &packet::ipv4(router, VIP4, P::Icmp, &icmp),
+        );
+        let output = packet::dsr_output(&input, backend_mac(id));
+        check(
+            &mut dp,
+            &format!("frag needed for :{sport}"),
+            &input,
+            XDP_TX,
+            &output,
+            &[Stat::Rx, Stat::Tx, Stat::IcmpTooBig, Stat::ConnHit],
+        );
+    }
+
+    // ICMPv6 packet too big about a v6 flow.
+    let (c6, v6) = (client6(), vip6());
+    let syn6 = packet::tcp6_frame(c6, v6, 40000, VIP_PORT, packet::SYN);
+    let first = dp.run(&syn6);
+    let reply6 = packet::ipv6(
+        v6,
+        c6,
+        P::Tcp,
+        &packet::tcp6(v6, c6, VIP_PORT, 40000, packet::Flags::ACK),
+    );
+    let router6: Ipv6Addr = "fd00:9::1".parse().unwrap();
+    let mut body = vec![0u8, 0, 0x05, 0x00]; // MTU 1280
+    body.extend_from_slice(&reply6[..packet::IPV6_LEN + 8]);
+    let mut icmp6 = vec![2u8, 0, 0, 0];
+    icmp6.extend_from_slice(&body);
+    let csum = pnet_packet::icmpv6::checksum(
+        &pnet_packet::icmpv6::Icmpv6Packet::new(&icmp6).unwrap(),
+        &router6,
+        &v6,
+    );
+    icmp6[2..4].copy_from_slice(&csum.to_be_bytes());
+    let input6 = packet::ethernet(
+        packet::CLIENT_MAC,
+        packet::LB_MAC,
+        EtherTypes::Ipv6,
+        &packet::ipv6(router6, v6, P::Icmpv6, &icmp6),
+    );
+    let mac: [u8; 6] = first.packet[..6].try_into().unwrap();
+    check(
+        &mut dp,
+        "packet too big (v6)",
+        &input6,
+        XDP_TX,
+        &packet::dsr_output(&input6, mac),
+        &[Stat::Rx, Stat::Tx, Stat::IcmpTooBig, Stat::ConnHit],
+    );
+
+    // Other ICMP errors are the stack's business.
+    let mut unreach = vec![3u8, 1, 0, 0, 0, 0, 0, 0];
+    unreach.extend_from_slice(&packet::ipv4(VIP4, CLIENT4, P::Tcp, &[0u8; 20])[..28]);
+    let other = packet::ethernet(
+        packet::CLIENT_MAC,
+        packet::LB_MAC,
+        EtherTypes::Ipv4,
+        &packet::ipv4(router, VIP4, P::Icmp, &unreach),
+    );
+    check(
+        &mut dp,
+        "host unreachable",
+        &other,
+        XDP_PASS,
+        &other,
+        &[Stat::Rx, Stat::Pass, Stat::NotVip],
+    );
+}
