@@ -8,7 +8,7 @@
 pub mod service;
 pub mod stats;
 
-pub use service::{Backend, Config, Conn, FlowKey, ForwardMode, Service, VipAddr, VipKey};
+pub use service::{Backend, Config, Conn, FlowKey, ForwardMode, Service, TxPort, VipAddr, VipKey};
 pub use stats::{Counter, FlowCounter, Stat};
 
 /// Map names as they appear in the object file, in `bpftool map` and under the pin
@@ -35,6 +35,10 @@ pub mod maps {
     /// Exact set of VIP addresses ([`crate::VipAddr`] → number of services using it),
     /// for decisions that have no port (ICMP echo).
     pub const VIPS: &str = "XLB_VIPS";
+    /// Egress interfaces of two-arm services (devmap; slot 0 unused = one-arm XDP_TX).
+    pub const TX_PORTS: &str = "XLB_TX_PORTS";
+    /// Source MAC per egress slot: [`crate::TxPort`].
+    pub const TX_MACS: &str = "XLB_TX_MACS";
     /// Global data-plane settings: one [`crate::Config`] at index 0.
     pub const CONFIG: &str = "XLB_CONFIG";
     /// aya-log's ring buffer; owned by aya-log, named here so the loader can skip pinning it.
@@ -51,6 +55,8 @@ pub mod limits {
     /// Largest Maglev table size M; the inner template has M + 1 slots (slot 0 holds
     /// M). Per-service tables may be smaller (the template carries BPF_F_INNER_MAP).
     pub const MAX_MAGLEV_SIZE: u32 = 65537;
+    /// Egress interfaces (devmap slots; 0 unused).
+    pub const MAX_TX_PORTS: u32 = 64;
     /// Slots of the VIP filter (a power of two).
     pub const VIP_FILTER_SLOTS: u32 = 1 << 16;
     /// Connection-table entries (shared LRU).

@@ -75,7 +75,18 @@ pub struct Service {
     pub flags: u32,
     /// [`ForwardMode`] as u8.
     pub mode: u8,
-    pub _pad: [u8; 3],
+    /// Egress: 0 = back out of the receiving interface (XDP_TX, one-arm); n = the
+    /// interface in `XLB_TX_PORTS[n]` (XDP_REDIRECT, two-arm).
+    pub tx_port: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of `XLB_TX_MACS[n]`: the source MAC for frames leaving through tx port n.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxPort {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// Layout of one Maglev table (an inner map of `XLB_MAGLEV`, `u32` values): slot
@@ -143,6 +154,7 @@ pub const DEFAULT_GUE_PORT: u16 = 6080;
 mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::VipAddr {}
+    unsafe impl aya::Pod for super::TxPort {}
     // SAFETY (all): repr(C), fields are integers/byte arrays, explicit padding fields
     // leave no implicit padding, every bit pattern is valid.
     unsafe impl aya::Pod for super::VipKey {}

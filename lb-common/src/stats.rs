@@ -75,6 +75,9 @@ stats! {
     /// An ICMP "fragmentation needed" / ICMPv6 "packet too big" about a VIP flow, sent
     /// on to the backend that owns the quoted flow (so its path MTU learns).
     IcmpTooBig = 21, "icmp_too_big";
+    /// Drop reason: the service sends out another interface (two-arm) whose devmap slot
+    /// is empty.
+    NoTxPort = 22, "no_tx_port";
 }
 
 /// One counter slot. Per CPU in the map; userspace sums the CPUs.

@@ -5,7 +5,7 @@
 //! one well-known sender; GUE's UDP source port carries the flow hash so the backend's
 //! RSS and any ECMP on the way spread flows.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{limits::MAX_ENCAP_FRAME, Backend, Stat};
 
 use crate::{
@@ -81,9 +81,10 @@ fn write_udp(ctx: &XdpContext, offset: usize, wrap: Wrap, inner_len: u16) -> Res
     Ok(())
 }
 
-/// Wraps the IPv4 packet (IPIP or GUE) towards `backend` and transmits it.
+/// Wraps the IPv4 packet (IPIP or GUE) towards `backend`; [`crate::forward::egress`]
+/// sends it.
 #[inline(always)]
-pub fn encap4(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Result<u32, Stat> {
+pub fn encap4(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Result<(), Stat> {
     let src = XLB_CONFIG.get(0).map_or(0, |c| c.encap_src_v4);
     if src == 0 {
         return Err(Stat::EncapError);
@@ -116,13 +117,12 @@ pub fn encap4(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Re
     write_eth(ctx, our_mac, backend.mac, ETH_P_IP)?;
     // SAFETY: `header` bounds-checked the outer header's room after the grow.
     unsafe { *header::<Ipv4Hdr>(ctx, ETH_HLEN)? = outer };
-    write_udp(ctx, ETH_HLEN + IPV4_HLEN, wrap, inner_len)?;
-    Ok(xdp_action::XDP_TX)
+    write_udp(ctx, ETH_HLEN + IPV4_HLEN, wrap, inner_len)
 }
 
-/// Wraps the IPv6 packet (IPv6-in-IPv6 or GUE) towards `backend` and transmits it.
+/// Wraps the IPv6 packet (IPv6-in-IPv6 or GUE) towards `backend`.
 #[inline(always)]
-pub fn encap6(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Result<u32, Stat> {
+pub fn encap6(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Result<(), Stat> {
     let Some(src) = XLB_CONFIG.get(0).map(|c| c.encap_src_v6) else {
         return Err(Stat::EncapError);
     };
@@ -156,8 +156,7 @@ pub fn encap6(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Re
     write_eth(ctx, our_mac, backend.mac, ETH_P_IPV6)?;
     // SAFETY: `header` bounds-checked the outer header's room after the grow.
     unsafe { *header::<Ipv6Hdr>(ctx, ETH_HLEN)? = outer };
-    write_udp(ctx, ETH_HLEN + IPV6_HLEN, wrap, inner_len)?;
-    Ok(xdp_action::XDP_TX)
+    write_udp(ctx, ETH_HLEN + IPV6_HLEN, wrap, inner_len)
 }
 
 /// Makes room for `outer` bytes in front of the IP header of a `len`-byte frame. (`len`

@@ -76,8 +76,9 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
         svc.id,
         u32::from_be(backend.addr[0])
     );
+    let egress_mac = forward::egress_mac(svc.tx_port)?;
     match ForwardMode::from_u8(svc.mode) {
-        Some(ForwardMode::Dsr) => forward::dsr(ctx, &backend),
+        Some(ForwardMode::Dsr) => forward::dsr(ctx, &backend)?,
         Some(mode) => {
             let wrap = match mode {
                 ForwardMode::Gue => {
@@ -86,13 +87,14 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
                 _ => encap::Wrap::Ipip,
             };
             if pkt.flow.family == lb_common::service::AF_INET {
-                encap::encap4(ctx, len as usize, &backend, wrap)
+                encap::encap4(ctx, len as usize, &backend, wrap)?;
             } else {
-                encap::encap6(ctx, len as usize, &backend, wrap)
+                encap::encap6(ctx, len as usize, &backend, wrap)?;
             }
         }
-        None => Err(Stat::EncapError),
-    }
+        None => return Err(Stat::EncapError),
+    };
+    forward::send(ctx, svc.tx_port, egress_mac)
 }
 
 /// Counts why a packet goes to the stack untouched.

@@ -2,14 +2,15 @@
 //! come from `lb_common` so the control plane can never disagree with the program.
 
 use aya_ebpf::{
-    btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap},
+    btf_maps::{Array, ArrayOfMaps, DevMap, HashMap, LruHashMap},
     macros::btf_map,
 };
 use lb_common::{
     limits::{
-        BPF_F_INNER_MAP, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES, VIP_FILTER_SLOTS,
+        BPF_F_INNER_MAP, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES, MAX_TX_PORTS,
+        VIP_FILTER_SLOTS,
     },
-    Backend, Config, Conn, FlowKey, Service, VipAddr, VipKey,
+    Backend, Config, Conn, FlowKey, Service, TxPort, VipAddr, VipKey,
 };
 
 #[btf_map]
@@ -42,3 +43,11 @@ pub static XLB_CONNS: LruHashMap<FlowKey, Conn, { MAX_CONNS as usize }> = LruHas
 
 #[btf_map]
 pub static XLB_CONFIG: Array<Config, 1> = Array::new();
+
+/// Egress interfaces of two-arm services.
+#[btf_map]
+pub static XLB_TX_PORTS: DevMap<{ MAX_TX_PORTS as usize }> = DevMap::new();
+
+/// Source MAC per egress slot.
+#[btf_map]
+pub static XLB_TX_MACS: Array<TxPort, { MAX_TX_PORTS as usize }> = Array::new();

@@ -27,6 +27,8 @@ pub const PINNED_MAPS: &[&str] = &[
     maps::CONFIG,
     maps::SERVICE_STATS,
     maps::BACKEND_STATS,
+    maps::TX_PORTS,
+    maps::TX_MACS,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -7,14 +7,14 @@
 //! it; map replacement gets that guarantee from the kernel.)
 
 use aya::{
-    maps::{Array, ArrayOfMaps, HashMap, MapData, MapError},
+    maps::{Array, ArrayOfMaps, DevMap, HashMap, MapData, MapError},
     Ebpf,
 };
 use lb_common::{
     limits::{BPF_F_INNER_MAP, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES},
     maps,
     service::{vip_filter_slot, MAGLEV_SIZE_SLOT},
-    Backend, Config, Conn, FlowKey, Service, VipAddr, VipKey,
+    Backend, Config, Conn, FlowKey, Service, TxPort, VipAddr, VipKey,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,12 @@ pub enum MapsError {
     BackendId(u32),
     #[error("table of {0} entries: must be 1..={MAX_MAGLEV_SIZE}")]
     TableSize(usize),
+    #[error("egress slot {slot} -> ifindex {ifindex}: {error}")]
+    TxPort {
+        slot: u32,
+        ifindex: u32,
+        error: String,
+    },
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -185,6 +191,37 @@ fn set_vip_filter(ebpf: &mut Ebpf, addr: &[u32; 4], on: bool) -> Result<(), Maps
     filter
         .set(vip_filter_slot(addr), u8::from(on), 0)
         .map_err(map_err(maps::VIP_FILTER))
+}
+
+/// Points egress slot `slot` (two-arm services) at interface `ifindex`, whose MAC
+/// becomes the source of frames sent there. Must run in the interface's network
+/// namespace (the kernel resolves `ifindex` there).
+pub fn set_tx_port(
+    ebpf: &mut Ebpf,
+    slot: u32,
+    ifindex: u32,
+    mac: [u8; 6],
+) -> Result<(), MapsError> {
+    // Devmap slot first: the data plane treats a set MAC as "slot ready".
+    let mut ports: DevMap<&mut MapData> = DevMap::try_from(
+        ebpf.map_mut(maps::TX_PORTS)
+            .ok_or(MapsError::Missing(maps::TX_PORTS))?,
+    )
+    .map_err(map_err(maps::TX_PORTS))?;
+    ports
+        .set(slot, ifindex, None, 0)
+        .map_err(|e| MapsError::TxPort {
+            slot,
+            ifindex,
+            error: e.to_string(),
+        })?;
+    let mut macs: Array<&mut MapData, TxPort> = Array::try_from(
+        ebpf.map_mut(maps::TX_MACS)
+            .ok_or(MapsError::Missing(maps::TX_MACS))?,
+    )
+    .map_err(map_err(maps::TX_MACS))?;
+    macs.set(slot, TxPort { mac, _pad: [0; 2] }, 0)
+        .map_err(map_err(maps::TX_MACS))
 }
 
 /// Writes the global settings (encapsulation source addresses).

@@ -81,6 +81,10 @@ pub struct ServiceSpec {
     /// Maglev table size: a prime, larger than the number of backends.
     #[serde(default = "default_table_size")]
     pub table_size: u32,
+    /// Two-arm: send to backends out of this interface (XDP_REDIRECT) instead of back
+    /// out of the receiving one (XDP_TX).
+    #[serde(default)]
+    pub egress: Option<String>,
     pub backends: Vec<BackendSpec>,
 }
 
@@ -275,6 +279,14 @@ pub fn validate(specs: &[ServiceSpec], encap: &EncapSources) -> Result<(), Vec<I
                 ),
             );
         }
+        if let Some(iface) = &s.egress {
+            if nix::net::if_::if_nametoindex(iface.as_str()).is_err() {
+                bad(
+                    format!("{p}.egress"),
+                    format!("no interface named {iface:?}"),
+                );
+            }
+        }
         let mut in_service = HashSet::new();
         for (j, b) in s.backends.iter().enumerate() {
             let bp = format!("{p}.backends[{j}]");
@@ -341,6 +353,8 @@ pub struct Balancer {
     services: HashMap<VipKey, (u32, ServiceSpec)>,
     /// Encapsulation sources as applied.
     encap: EncapSources,
+    /// Egress interface name → devmap slot (1-based).
+    tx_ports: BTreeMap<String, u8>,
     /// Where the search for a free backend id starts: ids are handed out round-robin so
     /// a just-freed id is the last to be reused.
     next_backend_id: u32,
@@ -395,6 +409,10 @@ impl Balancer {
                 None => self.free_service_id(),
             };
             let table = self.table_for(spec)?;
+            let tx_port = match &spec.egress {
+                Some(iface) => self.tx_port(ebpf, iface)?,
+                None => 0,
+            };
             maps::swap_table(ebpf, id, &table)?;
             let svc = Service {
                 id,
@@ -404,7 +422,8 @@ impl Balancer {
                     0
                 },
                 mode: ForwardMode::from(spec.mode) as u8,
-                _pad: [0; 3],
+                tx_port,
+                _pad: [0; 2],
             };
             maps::set_service(ebpf, &key, &svc)?;
             self.services.insert(key, (id, spec.clone()));
@@ -440,6 +459,30 @@ impl Balancer {
             }
         }
         Ok(report)
+    }
+
+    /// The devmap slot of egress interface `iface`, set up on first use.
+    fn tx_port(&mut self, ebpf: &mut Ebpf, iface: &str) -> Result<u8, ApplyError> {
+        if let Some(slot) = self.tx_ports.get(iface) {
+            return Ok(*slot);
+        }
+        let invalid = |reason: String| {
+            ApplyError::Invalid(vec![Invalid {
+                path: format!("egress {iface:?}"),
+                reason,
+            }])
+        };
+        let slot = u8::try_from(self.tx_ports.len() + 1)
+            .ok()
+            .filter(|s| u32::from(*s) < lb_common::limits::MAX_TX_PORTS)
+            .ok_or_else(|| invalid("too many egress interfaces".into()))?;
+        let ifindex = nix::net::if_::if_nametoindex(iface)
+            .map_err(|e| invalid(format!("no such interface: {e}")))?;
+        let mac =
+            interface_mac(iface).ok_or_else(|| invalid("interface has no MAC address".into()))?;
+        maps::set_tx_port(ebpf, u32::from(slot), ifindex, mac)?;
+        self.tx_ports.insert(iface.to_owned(), slot);
+        Ok(slot)
     }
 
     /// Sets the outer source addresses for encapsulating services. Call before `apply`
@@ -505,6 +548,16 @@ impl Balancer {
             .find(|id| !used.contains(id))
             .expect("validated below MAX_SERVICES")
     }
+}
+
+/// The MAC address of `iface` in this network namespace.
+fn interface_mac(iface: &str) -> Option<[u8; 6]> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        if ifa.interface_name != iface {
+            return None;
+        }
+        ifa.address?.as_link_addr()?.addr()
+    })
 }
 
 /// The data-plane key of a service.
@@ -590,6 +643,7 @@ mod tests {
             mode: Mode::Dsr,
             source_affinity: false,
             table_size: 7,
+            egress: None,
             backends: backends
                 .iter()
                 .map(|(a, w)| BackendSpec {

@@ -21,6 +21,7 @@ pub mod packet;
 mod process;
 mod servers;
 mod sweep;
+pub mod topology;
 mod veth;
 
 pub use netns::Netns;

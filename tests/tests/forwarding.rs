@@ -620,6 +620,7 @@ fn removed_backend_flows_never_follow_its_id_to_another_backend() {
         mode: Mode::Dsr,
         source_affinity: false,
         table_size: 251,
+        egress: None,
         backends,
     };
     let vip_t = Ipv4Addr::new(10, 0, 0, 200);
@@ -1057,5 +1058,57 @@ fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
         XDP_PASS,
         &other,
         &[Stat::Rx, Stat::Pass, Stat::NotVip],
+    );
+}
+
+/// Two-arm: a service with an egress interface rewrites the source MAC to that
+/// interface's and redirects through the devmap; without a devmap entry it drops.
+#[test]
+fn two_arm_service_redirects_out_of_its_egress_interface() {
+    const XDP_REDIRECT: u32 = 4;
+    let mut dp = setup("twoarm");
+    let key = VipKey {
+        addr: be4(VIP4),
+        port_be: VIP_PORT.to_be(),
+        proto: TCP,
+        family: AF_INET,
+    };
+    let svc = Service {
+        id: 1,
+        mode: ForwardMode::Dsr as u8,
+        tx_port: 1,
+        ..Default::default()
+    };
+    maps::set_service(dp.dp.ebpf_mut(), &key, &svc).unwrap();
+    let syn = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
+    check(
+        &mut dp,
+        "egress slot not set",
+        &syn,
+        XDP_DROP,
+        &syn,
+        &[Stat::Rx, Stat::Drop, Stat::ConnMiss, Stat::NoTxPort],
+    );
+
+    // An egress interface inside a namespace of our own (the devmap resolves the
+    // ifindex in the namespace of the thread that sets it).
+    let a = testbed::Netns::new("twoarm-a");
+    let b = testbed::Netns::new("twoarm-b");
+    let veth = testbed::VethPair::new(&a, &b);
+    let (ifindex, mac) = (a.ifindex(&veth.a), a.mac(&veth.a));
+    let ebpf = dp.dp.ebpf_mut();
+    a.run(|| maps::set_tx_port(ebpf, 1, ifindex, mac)).unwrap();
+
+    let id = expected_backend(&flow4(40001), &TABLE);
+    let syn = packet::tcp4_frame(CLIENT4, VIP4, 40001, VIP_PORT, packet::SYN);
+    let mut expected = packet::dsr_output(&syn, backend_mac(id));
+    expected[6..12].copy_from_slice(&mac);
+    check(
+        &mut dp,
+        "two-arm DSR",
+        &syn,
+        XDP_REDIRECT,
+        &expected,
+        &[Stat::Rx, Stat::Redirect, Stat::ConnMiss],
     );
 }
