@@ -7,7 +7,11 @@ use std::{
 };
 
 use aya::{
-    programs::{links::FdLink, ProgramError, Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        ProgramError, Xdp, XdpMode,
+    },
     Ebpf, EbpfError, EbpfLoader,
 };
 use lb_common::{maps, programs};
@@ -103,8 +107,12 @@ pub struct Dataplane {
 pub struct Attachment {
     pub iface: String,
     pub program: &'static str,
+    /// The mode requested at attach time (`Default` when an existing link was adopted).
     pub mode: XdpMode,
     pub pin_path: PathBuf,
+    /// An earlier daemon's pinned link was taken over (program replaced atomically on
+    /// the live link: no moment without XDP on the interface).
+    pub adopted: bool,
 }
 
 impl Dataplane {
@@ -158,8 +166,10 @@ impl Dataplane {
 
     /// Attaches `program` to `iface` and pins the link as `<pin_dir>/link_<iface>`.
     ///
-    /// A link left pinned by an earlier run is replaced, so a crashed daemon never blocks
-    /// a new one.
+    /// A link left pinned by an earlier run (a restart, or a crash) is adopted: the new
+    /// program replaces the old one on the live link in one `bpf_link_update`, so
+    /// traffic never sees the interface without XDP. If adoption fails the stale link is
+    /// replaced, so a crashed daemon never blocks a new one.
     pub fn attach(
         &mut self,
         program: &'static str,
@@ -172,8 +182,16 @@ impl Dataplane {
         }
         let pin_path = self.pin_dir.join(format!("link_{iface}"));
         if pin_path.exists() {
-            tracing::warn!(path = %pin_path.display(), "replacing a stale pinned XDP link");
-            remove_pin(&pin_path)?;
+            match self.adopt_link(program, iface, &pin_path) {
+                Ok(attachment) => return Ok(attachment),
+                Err(e) => {
+                    tracing::warn!(
+                        path = %pin_path.display(), error = %e,
+                        "cannot adopt the pinned XDP link; replacing it"
+                    );
+                    remove_pin(&pin_path)?;
+                }
+            }
         }
         let xdp = self.xdp(program)?;
         let (link_id, used) = match mode {
@@ -217,6 +235,43 @@ impl Dataplane {
             program,
             mode: used,
             pin_path,
+            adopted: false,
+        })
+    }
+
+    /// Puts `program` on the link pinned at `pin_path` (atomic program replacement) and
+    /// pins the link again under the same name.
+    fn adopt_link(
+        &mut self,
+        program: &'static str,
+        iface: &str,
+        pin_path: &Path,
+    ) -> Result<Attachment, LoadError> {
+        let link_err = |source| LoadError::Link {
+            iface: iface.to_owned(),
+            source,
+        };
+        let pinned = PinnedLink::from_pin(pin_path).map_err(link_err)?;
+        let old = XdpLink::try_from(FdLink::from(pinned)).map_err(link_err)?;
+        let xdp = self.xdp(program)?;
+        let id = xdp
+            .attach_to_link(old)
+            .map_err(|e| program_err(program, e))?;
+        let link = xdp.take_link(id).map_err(|e| program_err(program, e))?;
+        let fd_link = FdLink::try_from(link).map_err(link_err)?;
+        // We hold the link's fd, so it survives the moment between unpin and re-pin.
+        remove_pin(pin_path)?;
+        fd_link.pin(pin_path).map_err(|e| LoadError::Pin {
+            what: format!("XDP link of {iface}"),
+            path: pin_path.to_path_buf(),
+            source: io::Error::other(e),
+        })?;
+        Ok(Attachment {
+            iface: iface.to_owned(),
+            program,
+            mode: XdpMode::Default,
+            pin_path: pin_path.to_path_buf(),
+            adopted: true,
         })
     }
 }

@@ -44,6 +44,10 @@ enum Command {
         /// that fails validation is rejected whole and the running one stays.
         #[arg(long, short = 'c')]
         config: Option<PathBuf>,
+        /// On exit leave program, maps and links pinned (traffic keeps flowing), for a
+        /// restart or upgrade: the next `xlb run` with the same pin directory adopts them.
+        #[arg(long)]
+        keep_attached: bool,
     },
     /// On a backend: unwrap the balancer's IPIP / IPv6-in-IPv6 packets in XDP so the
     /// inner packets (to the VIP on lo) reach the local stack. Runs until SIGINT/SIGTERM.
@@ -134,6 +138,7 @@ async fn real_main() -> Result<()> {
             xdp_mode,
             ebpf_log_level,
             config,
+            keep_attached,
         } => {
             let daemon = Daemon {
                 program: programs::BALANCER,
@@ -143,6 +148,7 @@ async fn real_main() -> Result<()> {
                 ebpf_log_level,
                 config,
                 gue_port: None,
+                keep_attached,
             };
             daemon.run().await
         }
@@ -160,6 +166,7 @@ async fn real_main() -> Result<()> {
                 ebpf_log_level: EbpfLogLevel::Off,
                 config: None,
                 gue_port: Some(gue_port),
+                keep_attached: false,
             };
             daemon.run().await
         }
@@ -192,6 +199,7 @@ struct Daemon {
     config: Option<PathBuf>,
     /// Overrides the config's GUE port (`xlb decap --gue-port`).
     gue_port: Option<u16>,
+    keep_attached: bool,
 }
 
 impl Daemon {
@@ -213,6 +221,10 @@ impl Daemon {
             ebpf_log::spawn(dp.ebpf_mut())?;
         }
         let result = self.serve(&mut dp, config).await;
+        if self.keep_attached && result.is_ok() {
+            tracing::info!(pin_dir = %self.pin_dir.display(), "left attached and pinned for the next xlb run");
+            return Ok(());
+        }
         // Clean up whatever got attached, also when attaching a later interface failed.
         loader::unpin_all(&self.pin_dir).context("detaching on shutdown")?;
         tracing::info!(pin_dir = %self.pin_dir.display(), "detached and unpinned");
@@ -220,11 +232,19 @@ impl Daemon {
     }
 
     async fn serve(&self, dp: &mut Dataplane, config: Config) -> Result<()> {
-        let mut balancer = Balancer::default();
+        // Maps pinned by an earlier daemon (restart, crash) carry backend ids that live
+        // connection-table entries refer to: continue from them, never from scratch.
+        let mut balancer = Balancer::adopt(dp.ebpf()).context("reading pinned state")?;
+        if balancer.service_count() > 0 {
+            tracing::info!(services = balancer.service_count(), "adopted pinned state");
+        }
         apply(&mut balancer, dp, &config)?;
         for iface in &self.ifaces {
             let a = dp.attach(self.program, iface, self.xdp_mode)?;
-            tracing::info!(iface = %a.iface, mode = ?a.mode, link = %a.pin_path.display(), "attached");
+            tracing::info!(
+                iface = %a.iface, mode = ?a.mode, adopted = a.adopted,
+                link = %a.pin_path.display(), "attached"
+            );
         }
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;

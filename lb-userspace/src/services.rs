@@ -349,8 +349,9 @@ fn port_text(port: Option<u16>) -> String {
 pub struct Balancer {
     /// Backend address → id (stable while any service uses the address).
     backend_ids: BTreeMap<IpAddr, u32>,
-    /// Service key → (service id, spec as applied).
-    services: HashMap<VipKey, (u32, ServiceSpec)>,
+    /// Service key → (service id, spec as applied; `None` for a service adopted from
+    /// an earlier daemon's maps, whose spec is unknown until the next `apply`).
+    services: HashMap<VipKey, (u32, Option<ServiceSpec>)>,
     /// Encapsulation sources as applied.
     encap: EncapSources,
     /// Egress interface name → devmap slot (1-based).
@@ -370,6 +371,34 @@ pub struct ApplyReport {
 }
 
 impl Balancer {
+    /// Rebuilds the control plane's view from maps an earlier daemon left pinned, so a
+    /// restart keeps every backend id (and with it every connection-table entry) and
+    /// every service id. The next `apply` re-installs each service's table: with the
+    /// same config it is the same table, so no flow moves.
+    pub fn adopt(ebpf: &Ebpf) -> Result<Self, MapsError> {
+        let (services, backends) =
+            crate::stats::read_loaded_flows(ebpf).map_err(|source| MapsError::Map {
+                name: lb_common::maps::SERVICES,
+                source,
+            })?;
+        let mut balancer = Balancer::default();
+        for b in backends {
+            if let Some(addr) = ip_from_words(b.backend.addr, b.backend.family) {
+                balancer.backend_ids.insert(addr, b.id);
+                balancer.next_backend_id = balancer.next_backend_id.max(b.id + 1);
+            }
+        }
+        for s in services {
+            balancer.services.insert(s.key, (s.id, None));
+        }
+        Ok(balancer)
+    }
+
+    /// Number of services known (adopted or applied).
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
     /// Validates `specs` as a whole, then makes the data plane serve exactly them. Each
     /// service's table is swapped in atomically; services not in `specs` are removed.
     pub fn apply(
@@ -404,7 +433,7 @@ impl Balancer {
             let key = vip_key(spec);
             keep.insert(key);
             let id = match self.services.get(&key) {
-                Some((id, old)) if old == spec => continue,
+                Some((_, Some(old))) if old == spec => continue,
                 Some((id, _)) => *id,
                 None => self.free_service_id(),
             };
@@ -426,7 +455,7 @@ impl Balancer {
                 _pad: [0; 2],
             };
             maps::set_service(ebpf, &key, &svc)?;
-            self.services.insert(key, (id, spec.clone()));
+            self.services.insert(key, (id, Some(spec.clone())));
             report.services_set += 1;
         }
 
