@@ -16,6 +16,7 @@
 
 pub mod dataplane;
 mod ethtool;
+pub mod lab;
 mod netns;
 pub mod packet;
 mod process;
