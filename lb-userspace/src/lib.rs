@@ -1,5 +1,6 @@
 //! xlb control plane library: everything `xlb` does, usable from tests and benchmarks.
 //!
+//! - [`health`]: health checks (TCP connect, HTTP GET) and the rise/fall state machine.
 //! - [`loader`]: load the embedded XDP object, pin maps, attach/detach on interfaces.
 //! - [`config`]: the JSON configuration file, validated whole.
 //! - [`bpffs`]: make sure bpffs is mounted and the pin directory exists.
@@ -12,6 +13,7 @@
 pub mod bpffs;
 pub mod config;
 pub mod ebpf_log;
+pub mod health;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
