@@ -625,6 +625,13 @@ fn host_cidr(addr: IpAddr) -> String {
 /// on the switch's end (a bridge port needs no addresses of its own), and on the host's
 /// end too for an IPv4 address (no ND/MLD chatter).
 fn plug(switch: &Netns, host: &Netns, addr: IpAddr, prefix_len: u8) -> VethPair {
+    if addr.is_ipv6() {
+        // No duplicate address detection for the link-local address either (`nodad`
+        // only covers the configured one): while it is tentative, the first exchanges
+        // get lost and the first connection takes 2 s of SYN retransmissions.
+        host.sysctl("net.ipv6.conf.all.accept_dad", 0);
+        host.sysctl("net.ipv6.conf.default.accept_dad", 0);
+    }
     let veth = VethPair::new(host, switch);
     if addr.is_ipv4() {
         host.disable_ipv6(&veth.a);
@@ -662,9 +669,9 @@ pub struct GreetError {
 }
 
 /// One complete, graceful connection from a kernel-chosen port (run inside the client
-/// namespace): connect, half-close, read the greeting up to the server's EOF. Returns
-/// the source port and the backend that answered.
-pub fn try_greet(vip: SocketAddr) -> Result<(u16, String), GreetError> {
+/// namespace): connect, keep it open for `hold`, half-close, read the greeting up to the
+/// server's EOF. Returns the source port and the backend that answered.
+pub fn try_greet(vip: SocketAddr, hold: Duration) -> Result<(u16, String), GreetError> {
     let fail = |port: Option<u16>, e: io::Error, message: String| GreetError {
         port,
         kind: e.kind(),
@@ -676,6 +683,9 @@ pub fn try_greet(vip: SocketAddr) -> Result<(u16, String), GreetError> {
     })?;
     let port = stream.local_addr().unwrap().port();
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    if !hold.is_zero() {
+        std::thread::sleep(hold);
+    }
     stream
         .shutdown(Shutdown::Write)
         .map_err(|e| fail(Some(port), e, format!("from :{port}: shutdown")))?;
@@ -696,7 +706,7 @@ pub fn try_greet(vip: SocketAddr) -> Result<(u16, String), GreetError> {
 
 /// [`try_greet`], panicking on failure.
 pub fn greet_ephemeral(vip: SocketAddr) -> (u16, String) {
-    try_greet(vip).unwrap_or_else(|e| panic!("{}", e.message))
+    try_greet(vip, Duration::ZERO).unwrap_or_else(|e| panic!("{}", e.message))
 }
 
 /// How many flows each backend got.
