@@ -131,7 +131,7 @@ pub fn xlb_bin() -> PathBuf {
     path
 }
 
-/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+/// Polls `cond` every 5 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     loop {
@@ -141,6 +141,6 @@ pub fn wait_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) 
         if std::time::Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
