@@ -1112,3 +1112,104 @@ fn two_arm_service_redirects_out_of_its_egress_interface() {
         &[Stat::Rx, Stat::Redirect, Stat::ConnMiss],
     );
 }
+
+/// The IPv6 twins of the edge cases: hop limit 0/1, frames cut inside the IPv6 or TCP
+/// header, a payload length beyond the frame, a wrong version nibble, and two-arm
+/// egress.
+#[test]
+fn ipv6_edge_cases_have_defined_verdicts_and_counters() {
+    const XDP_REDIRECT: u32 = 4;
+    let mut dp = setup("edges6");
+    let syn = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
+    let hop_limit_at = packet::ETH_LEN + 7;
+    for hops in [0u8, 1] {
+        let mut low = syn.clone();
+        low[hop_limit_at] = hops;
+        check(
+            &mut dp,
+            &format!("hop limit {hops} to a VIP"),
+            &low,
+            XDP_DROP,
+            &low,
+            &[Stat::Rx, Stat::Drop, Stat::TtlExpired],
+        );
+    }
+    let cut = &syn[..packet::ETH_LEN + packet::IPV6_LEN + 2];
+    check(
+        &mut dp,
+        "frame cut inside the TCP header",
+        cut,
+        XDP_DROP,
+        cut,
+        &[Stat::Rx, Stat::Drop, Stat::Truncated],
+    );
+    let cut = &syn[..packet::ETH_LEN + 20];
+    check(
+        &mut dp,
+        "frame cut inside the IPv6 header",
+        cut,
+        XDP_DROP,
+        cut,
+        &[Stat::Rx, Stat::Drop, Stat::Truncated],
+    );
+    let mut long = syn.clone();
+    long[packet::ETH_LEN + 4..packet::ETH_LEN + 6].copy_from_slice(&1000u16.to_be_bytes());
+    check(
+        &mut dp,
+        "payload length beyond the frame",
+        &long,
+        XDP_DROP,
+        &long,
+        &[Stat::Rx, Stat::Drop, Stat::Truncated],
+    );
+    let mut bad = syn.clone();
+    bad[packet::ETH_LEN] = 0x40 | (bad[packet::ETH_LEN] & 0x0f);
+    check(
+        &mut dp,
+        "version 4 nibble in an IPv6 frame",
+        &bad,
+        XDP_DROP,
+        &bad,
+        &[Stat::Rx, Stat::Drop, Stat::Malformed],
+    );
+
+    // Two-arm egress for the IPv6 service.
+    let a = testbed::Netns::new("edges6-a");
+    let b = testbed::Netns::new("edges6-b");
+    let veth = testbed::VethPair::new(&a, &b);
+    let (ifindex, mac) = (a.ifindex(&veth.a), a.mac(&veth.a));
+    let ebpf = dp.dp.ebpf_mut();
+    a.run(|| maps::set_tx_port(ebpf, 2, ifindex, mac)).unwrap();
+    let key = VipKey {
+        addr: be6(vip6()),
+        port_be: VIP_PORT.to_be(),
+        proto: TCP,
+        family: AF_INET6,
+    };
+    let svc = Service {
+        id: 2,
+        mode: ForwardMode::Dsr as u8,
+        tx_port: 2,
+        ..Default::default()
+    };
+    maps::set_service(dp.dp.ebpf_mut(), &key, &svc).unwrap();
+    let flow = FlowKey {
+        src: be6(client6()),
+        dst: be6(vip6()),
+        sport_be: 40000u16.to_be(),
+        dport_be: VIP_PORT.to_be(),
+        proto: TCP,
+        family: AF_INET6,
+        _pad: [0; 2],
+    };
+    let mut expected = packet::dsr_output(&syn, backend_mac(expected_backend(&flow, &TABLE)));
+    expected[6..12].copy_from_slice(&mac);
+    check(
+        &mut dp,
+        "two-arm DSR (v6)",
+        &syn,
+        XDP_REDIRECT,
+        &expected,
+        &[Stat::Rx, Stat::Redirect, Stat::ConnMiss],
+    );
+}
