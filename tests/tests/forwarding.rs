@@ -83,6 +83,18 @@ fn flow4(sport: u16) -> FlowKey {
     }
 }
 
+fn flow6(sport: u16) -> FlowKey {
+    FlowKey {
+        src: be6(client6()),
+        dst: be6(vip6()),
+        sport_be: sport.to_be(),
+        dport_be: VIP_PORT.to_be(),
+        proto: TCP,
+        family: AF_INET6,
+        _pad: [0; 2],
+    }
+}
+
 /// The backend `table` assigns to `flow` (the data plane's own hash, shared via lb-common).
 fn expected_backend(flow: &FlowKey, table: &[u32]) -> u32 {
     table[(flow_hash(flow, false) % table.len() as u32) as usize]
@@ -166,15 +178,7 @@ fn dsr_forwards_new_and_established_flows_to_the_maglev_backend() {
 fn dsr_forwards_ipv6() {
     let mut dp = setup("dsr6");
     let input = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
-    let flow = FlowKey {
-        src: be6(client6()),
-        dst: be6(vip6()),
-        sport_be: 40000u16.to_be(),
-        dport_be: VIP_PORT.to_be(),
-        proto: TCP,
-        family: AF_INET6,
-        _pad: [0; 2],
-    };
+    let flow = flow6(40000);
     let output = packet::dsr_output(&input, backend_mac(expected_backend(&flow, &TABLE)));
     check(
         &mut dp,
@@ -505,15 +509,7 @@ fn ipip6_encapsulates_to_the_maglev_backend() {
     let mut dp = setup("ipip6");
     use_ipip(&mut dp);
     let input = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
-    let flow = FlowKey {
-        src: be6(client6()),
-        dst: be6(vip6()),
-        sport_be: 40000u16.to_be(),
-        dport_be: VIP_PORT.to_be(),
-        proto: TCP,
-        family: AF_INET6,
-        _pad: [0; 2],
-    };
+    let flow = flow6(40000);
     let id = expected_backend(&flow, &[4, 5, 6, 4, 5, 6, 4]);
     let backend: Ipv6Addr = format!("fd00:1::{id}").parse().unwrap();
     let output = packet::ipip6_output(&input, backend_mac(id), encap6(), backend);
@@ -922,15 +918,7 @@ fn gue_encapsulates_both_families_and_decap_unwraps_it() {
     );
 
     let input6 = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
-    let flow6 = FlowKey {
-        src: be6(client6()),
-        dst: be6(vip6()),
-        sport_be: 40000u16.to_be(),
-        dport_be: VIP_PORT.to_be(),
-        proto: TCP,
-        family: AF_INET6,
-        _pad: [0; 2],
-    };
+    let flow6 = flow6(40000);
     let id6 = expected_backend(&flow6, &[4, 5, 6, 4, 5, 6, 4]);
     let backend6: Ipv6Addr = format!("fd00:1::{id6}").parse().unwrap();
     let output6 = packet::gue6_output(
@@ -1193,15 +1181,7 @@ fn ipv6_edge_cases_have_defined_verdicts_and_counters() {
         ..Default::default()
     };
     maps::set_service(dp.dp.ebpf_mut(), &key, &svc).unwrap();
-    let flow = FlowKey {
-        src: be6(client6()),
-        dst: be6(vip6()),
-        sport_be: 40000u16.to_be(),
-        dport_be: VIP_PORT.to_be(),
-        proto: TCP,
-        family: AF_INET6,
-        _pad: [0; 2],
-    };
+    let flow = flow6(40000);
     let mut expected = packet::dsr_output(&syn, backend_mac(expected_backend(&flow, &TABLE)));
     expected[6..12].copy_from_slice(&mac);
     check(
