@@ -36,6 +36,9 @@ impl ForwardMode {
 pub mod service_flags {
     /// Hash on the source address only (client affinity) instead of the 5-tuple.
     pub const SOURCE_AFFINITY: u32 = 1 << 0;
+    /// With no usable backend, hand new flows to the local stack (XDP_PASS) instead of
+    /// dropping them: keepalived-style fallback to a service running on the balancer.
+    pub const FALLBACK_PASS: u32 = 1 << 1;
 }
 
 /// Key of `XLB_SERVICES`: (VIP, port, protocol). `port_be == 0` is the VIP's

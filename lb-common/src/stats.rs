@@ -78,6 +78,9 @@ stats! {
     /// Drop reason: the service sends out another interface (two-arm) whose devmap slot
     /// is empty.
     NoTxPort = 22, "no_tx_port";
+    /// Passed: the service has no usable backend and its fallback is the local stack
+    /// (`fallback: "pass"`).
+    FallbackPass = 23, "fallback_pass";
 }
 
 /// One counter slot. Per CPU in the map; userspace sums the CPUs.

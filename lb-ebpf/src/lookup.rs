@@ -54,11 +54,17 @@ pub fn is_vip(addr: &[u32; 4], family: u8) -> bool {
 }
 
 /// The backend for this flow: the one recorded in the connection table if it still
-/// exists, otherwise the Maglev choice, which is then recorded.
+/// exists, otherwise the Maglev choice, which is then recorded. A `new_flow` (TCP SYN)
+/// skips the table: a new connection always goes where Maglev says now.
 #[inline(always)]
-pub fn backend(flow: &FlowKey, svc: &Service, len: u64) -> Result<Backend, Stat> {
+pub fn backend(flow: &FlowKey, svc: &Service, len: u64, new_flow: bool) -> Result<Backend, Stat> {
     // SAFETY: LRU values are read by copy right away.
-    if let Some(conn) = unsafe { XLB_CONNS.get(flow) }.copied() {
+    let known = if new_flow {
+        None
+    } else {
+        unsafe { XLB_CONNS.get(flow) }.copied()
+    };
+    if let Some(conn) = known {
         if conn.service_id == svc.id {
             if let Some(b) = live_backend(conn.backend_id) {
                 stats::count(Stat::ConnHit, len);

@@ -17,7 +17,7 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::{debug, trace};
-use lb_common::{ForwardMode, Stat};
+use lb_common::{service::service_flags, ForwardMode, Stat};
 
 use crate::parse::Parsed;
 
@@ -69,7 +69,13 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     if pkt.icmp_too_big {
         stats::count(Stat::IcmpTooBig, len);
     }
-    let backend = lookup::backend(&pkt.flow, &svc, len)?;
+    let backend = match lookup::backend(&pkt.flow, &svc, len, pkt.new_flow) {
+        Ok(b) => b,
+        Err(Stat::NoBackend) if svc.flags & service_flags::FALLBACK_PASS != 0 => {
+            return Ok(pass(ctx, Stat::FallbackPass, len));
+        }
+        Err(reason) => return Err(reason),
+    };
     debug!(
         ctx,
         "service {} -> backend {:i}",

@@ -71,6 +71,22 @@ pub struct IcmpHdr {
     pub check: u16,
 }
 
+/// TCP header flags byte: offset from the start of the TCP header, and its bits.
+const TCP_FLAGS_OFFSET: usize = 13;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// Whether the TCP header at `l4` is a SYN without ACK. A header too short to hold
+/// the flags counts as not a SYN: it follows the connection table like before.
+#[inline(always)]
+fn is_syn(ctx: &XdpContext, l4: usize) -> bool {
+    match header::<u8>(ctx, l4 + TCP_FLAGS_OFFSET) {
+        // SAFETY: `header` checked that the byte lies inside the packet.
+        Ok(flags) => (unsafe { *flags } & (TCP_SYN | TCP_ACK)) == TCP_SYN,
+        Err(_) => false,
+    }
+}
+
 /// Source and destination port, the first four bytes of both TCP and UDP headers.
 #[repr(C)]
 struct Ports {
@@ -90,6 +106,11 @@ pub struct Packet {
     /// An ICMP "too big" error whose `flow` is the quoted flow, turned around to the
     /// client→VIP direction: it goes wherever that flow goes.
     pub icmp_too_big: bool,
+    /// A TCP SYN without ACK: the start of a new connection. It always takes the
+    /// current Maglev choice, whatever the connection table remembers for its 4-tuple:
+    /// a client reusing a port (after a refused or reset attempt, or once TIME_WAIT
+    /// expired) must not be sent back to a backend that is drained or dead.
+    pub new_flow: bool,
 }
 
 /// Why parsing stopped.
@@ -156,6 +177,7 @@ fn ipv4(ctx: &XdpContext) -> Result<Parsed, Stat> {
         return Ok(Parsed::Pass(Stat::NotVip));
     }
     let mut unforwardable = None;
+    let mut new_flow = false;
     if ihl != 20 {
         unforwardable = Some(Stat::Ipv4Options);
     }
@@ -168,6 +190,9 @@ fn ipv4(ctx: &XdpContext) -> Result<Parsed, Stat> {
             unforwardable = Some(Stat::Fragment);
         }
         let p = unsafe { &*header::<Ports>(ctx, ETH_HLEN + ihl)? };
+        if ip.proto == IPPROTO_TCP {
+            new_flow = is_syn(ctx, ETH_HLEN + ihl);
+        }
         Ports {
             src: p.src,
             dst: p.dst,
@@ -186,6 +211,7 @@ fn ipv4(ctx: &XdpContext) -> Result<Parsed, Stat> {
         ttl: ip.ttl,
         unforwardable,
         icmp_too_big: false,
+        new_flow,
     }))
 }
 
@@ -212,6 +238,7 @@ fn too_big4(ctx: &XdpContext, ttl: u8) -> Result<Parsed, Stat> {
         ttl,
         unforwardable: None,
         icmp_too_big: true,
+        new_flow: false,
     }))
 }
 
@@ -237,6 +264,7 @@ fn too_big6(ctx: &XdpContext, hop_limit: u8) -> Result<Parsed, Stat> {
         ttl: hop_limit,
         unforwardable: None,
         icmp_too_big: true,
+        new_flow: false,
     }))
 }
 
@@ -272,6 +300,7 @@ fn ipv6(ctx: &XdpContext) -> Result<Parsed, Stat> {
         _ => return Ok(Parsed::Pass(Stat::NotVip)),
     }
     let p = unsafe { &*header::<Ports>(ctx, ETH_HLEN + size_of::<Ipv6Hdr>())? };
+    let new_flow = ip.next_hdr == IPPROTO_TCP && is_syn(ctx, ETH_HLEN + size_of::<Ipv6Hdr>());
     Ok(Parsed::Ip(Packet {
         flow: FlowKey {
             src: ip.src,
@@ -285,5 +314,6 @@ fn ipv6(ctx: &XdpContext) -> Result<Parsed, Stat> {
         ttl: ip.hop_limit,
         unforwardable: None,
         icmp_too_big: false,
+        new_flow,
     }))
 }

@@ -6,6 +6,7 @@
 //! - [`bpffs`]: make sure bpffs is mounted and the pin directory exists.
 //! - [`maps`]: typed map writes and the atomic Maglev table swap.
 //! - [`services`]: validate a whole service set and apply it (Maglev, stable backend ids).
+//! - [`supervisor`]: the daemon's loop state: config + health → what the data plane serves.
 //! - [`stats`]: read and sum the per-CPU counters (live or from pins).
 //! - [`ebpf_log`]: forward aya-log records from the data plane into `tracing`.
 //! - [`test_run`]: `BPF_PROG_TEST_RUN` for packet tests and benchmarks.
@@ -19,6 +20,7 @@ pub mod maglev;
 pub mod maps;
 pub mod services;
 pub mod stats;
+pub mod supervisor;
 pub mod test_run;
 
 /// The XDP object built from `lb-ebpf` by this crate's build script.

@@ -11,6 +11,7 @@ use lb_userspace::{
     loader::{self, AttachMode, Dataplane, LoadOptions},
     services::{describe_vip, ip_from_words, Balancer},
     stats,
+    supervisor::Supervisor,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -238,7 +239,7 @@ impl Daemon {
         if balancer.service_count() > 0 {
             tracing::info!(services = balancer.service_count(), "adopted pinned state");
         }
-        apply(&mut balancer, dp, &config)?;
+        let (mut sup, mut probes) = Supervisor::start(&mut balancer, dp.ebpf_mut(), config)?;
         for iface in &self.ifaces {
             let a = dp.attach(self.program, iface, self.xdp_mode)?;
             tracing::info!(
@@ -249,40 +250,40 @@ impl Daemon {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        tracing::info!(pin_dir = %dp.pin_dir().display(), "running; SIGHUP reloads, SIGINT/SIGTERM stop");
+        tracing::info!(
+            pin_dir = %dp.pin_dir().display(), checks = sup.checks(),
+            "running; SIGHUP reloads, SIGINT/SIGTERM stop"
+        );
         loop {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(()) }
                 _ = int.recv() => { tracing::info!("SIGINT received"); return Ok(()) }
-                _ = hup.recv() => self.reload(&mut balancer, dp),
+                Some(probe) = probes.recv() => sup.on_probe(&mut balancer, dp.ebpf_mut(), &probe),
+                _ = hup.recv() => self.reload(&mut sup, &mut balancer, dp),
             }
         }
     }
 
-    fn reload(&self, balancer: &mut Balancer, dp: &mut Dataplane) {
+    /// Loads the config file again and applies it; a file that fails validation or
+    /// application changes nothing and the running configuration stays.
+    fn reload(&self, sup: &mut Supervisor, balancer: &mut Balancer, dp: &mut Dataplane) {
         let Some(path) = &self.config else {
             tracing::warn!("SIGHUP without --config: nothing to reload");
             return;
         };
-        match Config::load(path)
+        let result = Config::load(path)
             .map_err(anyhow::Error::from)
-            .and_then(|c| apply(balancer, dp, &c))
-        {
-            Ok(()) => tracing::info!(config = %path.display(), "reloaded"),
+            .and_then(|mut config| {
+                if let Some(port) = self.gue_port {
+                    config.encap_sources.gue_port = port;
+                }
+                sup.reload(balancer, dp.ebpf_mut(), config)
+            });
+        match result {
+            Ok(()) => tracing::info!(config = %path.display(), checks = sup.checks(), "reloaded"),
             Err(e) => tracing::error!("reload rejected, running configuration kept: {e:#}"),
         }
     }
-}
-
-fn apply(balancer: &mut Balancer, dp: &mut Dataplane, config: &Config) -> Result<()> {
-    balancer.set_encap_sources(dp.ebpf_mut(), config.encap_sources)?;
-    let report = balancer.apply(dp.ebpf_mut(), &config.services)?;
-    tracing::info!(
-        ?report,
-        services = config.services.len(),
-        "configuration applied"
-    );
-    Ok(())
 }
 
 fn print_stats(pin_dir: &std::path::Path, json: bool) -> Result<()> {

@@ -21,6 +21,7 @@ use lb_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    health::check::CheckSpec,
     maglev::{self, MaglevBackend},
     maps::{self, MapsError},
 };
@@ -85,7 +86,78 @@ pub struct ServiceSpec {
     /// out of the receiving one (XDP_TX).
     #[serde(default)]
     pub egress: Option<String>,
+    /// Health check of every backend (a backend may override it); none = backends
+    /// are always considered up.
+    #[serde(default)]
+    pub check: Option<CheckSpec>,
+    /// What a failed or disabled backend loses: new flows only, or everything.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// What new flows get when no backend is usable.
+    #[serde(default)]
+    pub fallback: Fallback,
+    /// Command (argv, no shell) run on every health transition of a backend of this
+    /// service; see docs/health.md for its arguments.
+    #[serde(default)]
+    pub notify: Option<Vec<String>>,
     pub backends: Vec<BackendSpec>,
+}
+
+/// What a failed (or administratively disabled) backend loses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Weight 0: no new flows, established flows continue (LVS weight 0, keepalived
+    /// `inhibit_on_failure`). Right for backends that fail their check while still
+    /// serving, or that are taken out for maintenance.
+    #[default]
+    Drain,
+    /// Removed from the service: its flows are re-chosen at once, so clients get a
+    /// reset from another backend and reconnect instead of waiting on a dead one.
+    Reset,
+}
+
+/// What new flows of a service get while none of its backends is usable
+/// (keepalived's `sorry_server`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fallback {
+    /// Dropped (counted `no_backend`): clients retry or time out.
+    #[default]
+    Drop,
+    /// Handed to the balancer's own stack (XDP_PASS, counted `fallback_pass`), e.g. to a
+    /// local "we'll be right back" server bound to the VIP.
+    Pass,
+    /// Sent to this server, which is never health checked and serves only while no
+    /// real backend can.
+    SorryServer(Box<BackendSpec>),
+}
+
+impl ServiceSpec {
+    /// A service with these backends and every optional setting at its default (no
+    /// check, drain on failure, drop when empty, default table size).
+    pub fn new(
+        vip: IpAddr,
+        port: Option<u16>,
+        protocol: Protocol,
+        mode: Mode,
+        backends: Vec<BackendSpec>,
+    ) -> ServiceSpec {
+        ServiceSpec {
+            vip,
+            port,
+            protocol,
+            mode,
+            source_affinity: false,
+            table_size: default_table_size(),
+            egress: None,
+            check: None,
+            on_failure: OnFailure::default(),
+            fallback: Fallback::default(),
+            notify: None,
+            backends,
+        }
+    }
 }
 
 fn default_table_size() -> u32 {
@@ -101,6 +173,26 @@ pub struct BackendSpec {
     /// Relative share of new flows; 0 = drained (keeps established flows only).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Administratively out of service: treated like a failed backend (the service's
+    /// `on_failure` decides whether its flows drain or are cut).
+    #[serde(default)]
+    pub disabled: bool,
+    /// This backend's own check, instead of the service's.
+    #[serde(default)]
+    pub check: Option<CheckSpec>,
+}
+
+impl BackendSpec {
+    /// An enabled backend with no check of its own.
+    pub fn new(address: IpAddr, mac: MacAddr, weight: u32) -> BackendSpec {
+        BackendSpec {
+            address,
+            mac,
+            weight,
+            disabled: false,
+            check: None,
+        }
+    }
 }
 
 fn default_weight() -> u32 {
@@ -287,6 +379,47 @@ pub fn validate(specs: &[ServiceSpec], encap: &EncapSources) -> Result<(), Vec<I
                 );
             }
         }
+        if let Some(check) = &s.check {
+            for (field, reason) in check.problems(s.port) {
+                bad(format!("{p}.check.{field}"), reason);
+            }
+        }
+        if let Some(argv) = &s.notify {
+            if argv.first().is_none_or(String::is_empty) {
+                bad(
+                    format!("{p}.notify"),
+                    "needs a program (argv[0]) to run".into(),
+                );
+            }
+        }
+        if let Fallback::SorryServer(sorry) = &s.fallback {
+            let fp = format!("{p}.fallback.sorry_server");
+            if sorry.address.is_ipv4() != s.vip.is_ipv4() {
+                bad(
+                    format!("{fp}.address"),
+                    format!("{} is not of the VIP's address family", sorry.address),
+                );
+            }
+            if s.backends.iter().any(|b| b.address == sorry.address) {
+                bad(
+                    format!("{fp}.address"),
+                    format!("{} is also a regular backend", sorry.address),
+                );
+            }
+            if sorry.check.is_some() || sorry.disabled {
+                bad(
+                    fp.clone(),
+                    "a sorry server has no check and cannot be disabled".into(),
+                );
+            }
+            if !is_unicast_mac(sorry.mac) {
+                bad(
+                    format!("{fp}.mac"),
+                    format!("{} is not a unicast MAC", sorry.mac),
+                );
+            }
+            addresses.insert(sorry.address);
+        }
         let mut in_service = HashSet::new();
         for (j, b) in s.backends.iter().enumerate() {
             let bp = format!("{p}.backends[{j}]");
@@ -314,7 +447,12 @@ pub fn validate(specs: &[ServiceSpec], encap: &EncapSources) -> Result<(), Vec<I
                     format!("{} exceeds the maximum {MAX_WEIGHT}", b.weight),
                 );
             }
-            if b.mac.0 == [0; 6] || b.mac.0[0] & 1 == 1 {
+            if let Some(check) = &b.check {
+                for (field, reason) in check.problems(s.port) {
+                    bad(format!("{bp}.check.{field}"), reason);
+                }
+            }
+            if !is_unicast_mac(b.mac) {
                 bad(
                     format!("{bp}.mac"),
                     format!("{} is not a unicast MAC", b.mac),
@@ -338,6 +476,10 @@ pub fn validate(specs: &[ServiceSpec], encap: &EncapSources) -> Result<(), Vec<I
     } else {
         Err(errors)
     }
+}
+
+fn is_unicast_mac(mac: MacAddr) -> bool {
+    mac.0 != [0; 6] && mac.0[0] & 1 == 0
 }
 
 fn port_text(port: Option<u16>) -> String {
@@ -445,11 +587,7 @@ impl Balancer {
             maps::swap_table(ebpf, id, &table)?;
             let svc = Service {
                 id,
-                flags: if spec.source_affinity {
-                    service_flags::SOURCE_AFFINITY
-                } else {
-                    0
-                },
+                flags: service_flags_of(spec),
                 mode: ForwardMode::from(spec.mode) as u8,
                 tx_port,
                 _pad: [0; 2],
@@ -579,6 +717,17 @@ impl Balancer {
     }
 }
 
+fn service_flags_of(spec: &ServiceSpec) -> u32 {
+    let mut flags = 0;
+    if spec.source_affinity {
+        flags |= service_flags::SOURCE_AFFINITY;
+    }
+    if spec.fallback == Fallback::Pass {
+        flags |= service_flags::FALLBACK_PASS;
+    }
+    flags
+}
+
 /// The MAC address of `iface` in this network namespace.
 fn interface_mac(iface: &str) -> Option<[u8; 6]> {
     nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
@@ -665,22 +814,19 @@ mod tests {
     use super::*;
 
     fn spec(vip: &str, port: Option<u16>, backends: &[(&str, u32)]) -> ServiceSpec {
+        let backends = backends
+            .iter()
+            .map(|(a, w)| BackendSpec::new(a.parse().unwrap(), MacAddr([2, 0, 0, 0, 0, 1]), *w))
+            .collect();
         ServiceSpec {
-            vip: vip.parse().unwrap(),
-            port,
-            protocol: Protocol::Tcp,
-            mode: Mode::Dsr,
-            source_affinity: false,
             table_size: 7,
-            egress: None,
-            backends: backends
-                .iter()
-                .map(|(a, w)| BackendSpec {
-                    address: a.parse().unwrap(),
-                    mac: MacAddr([2, 0, 0, 0, 0, 1]),
-                    weight: *w,
-                })
-                .collect(),
+            ..ServiceSpec::new(
+                vip.parse().unwrap(),
+                port,
+                Protocol::Tcp,
+                Mode::Dsr,
+                backends,
+            )
         }
     }
 

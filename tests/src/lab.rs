@@ -4,11 +4,16 @@
 //! loads the data plane in-process), here `xlb run --config` owns the data plane.
 
 use std::{
-    io::Read,
+    io::{BufRead, Read, Write},
     net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream},
     path::PathBuf,
     process::Stdio,
-    time::Duration,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
 use crate::{
@@ -64,7 +69,13 @@ impl Lab {
             ns.sysctl("net.ipv4.conf.all.rp_filter", 0);
             ns.sysctl(&format!("net.ipv4.conf.{}.rp_filter", veth.b), 0);
             macs.push(ns.mac(&veth.b));
-            servers.push(TcpServer::start(&ns, SocketAddr::from((VIP, 80)), name));
+            // Listen on every address: clients reach the VIP (on lo), health checks the
+            // backend's own address, as with real DSR servers.
+            servers.push(TcpServer::start(
+                &ns,
+                SocketAddr::from(([0, 0, 0, 0], 80)),
+                name,
+            ));
             backend_ns.push(ns);
         }
         Lab {
@@ -84,29 +95,44 @@ impl Lab {
         }
     }
 
+    /// Backend `i`'s MAC as the config writes it.
+    pub fn mac(&self, i: usize) -> String {
+        self.macs[i]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
     pub fn vip(&self) -> SocketAddr {
         SocketAddr::from((VIP, 80))
     }
 
     /// Writes the config: one DSR service on VIP:80/tcp with these backend weights.
     pub fn write_config(&self, weights: &[u32]) {
+        self.write_config_with(weights, serde_json::json!({}));
+    }
+
+    /// Like [`Lab::write_config`], with `extra` fields merged into the service (e.g. a
+    /// `check`).
+    pub fn write_config_with(&self, weights: &[u32], extra: serde_json::Value) {
         let backends: Vec<serde_json::Value> = BACKENDS
             .iter()
-            .zip(&self.macs)
             .zip(weights)
-            .map(|(((_, addr), mac), w)| {
-                let mac = mac
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":");
-                serde_json::json!({"address": addr.to_string(), "mac": mac, "weight": w})
+            .enumerate()
+            .map(|(i, ((_, addr), w))| {
+                serde_json::json!({"address": addr.to_string(), "mac": self.mac(i), "weight": w})
             })
             .collect();
-        let config = serde_json::json!({"services": [{
+        let mut service = serde_json::json!({
             "vip": VIP.to_string(), "port": 80, "protocol": "tcp", "mode": "dsr",
             "backends": backends,
-        }]});
+        });
+        if let (Some(service), serde_json::Value::Object(extra)) = (service.as_object_mut(), extra)
+        {
+            service.extend(extra);
+        }
+        let config = serde_json::json!({ "services": [service] });
         std::fs::write(
             self.config.path(),
             serde_json::to_vec_pretty(&config).unwrap(),
@@ -189,8 +215,93 @@ impl Lab {
         );
     }
 
+    /// Sends SIGHUP (reload) to daemon `i` (an index [`Lab::start_xlb`] returned).
+    pub fn reload(&self, i: usize) {
+        let pid = nix::unistd::Pid::from_raw(self.daemons[i].pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP xlb");
+    }
+
+    /// Waits until the log holds `n` lines containing every one of `needles`.
+    pub fn wait_log(&self, needles: &[&str], n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log_lines(needles).len() >= n)
+    }
+
+    /// Log lines containing every one of `needles`.
+    pub fn log_lines(&self, needles: &[&str]) -> Vec<String> {
+        self.log
+            .read()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Starts continuous short connections from the client to the VIP.
+    pub fn traffic(&self) -> Traffic {
+        Traffic::start(&self.client, self.vip())
+    }
+
     pub fn link_pin(&self) -> PathBuf {
         self.pins.path().join(format!("link_{}", self.lb_if.b))
+    }
+}
+
+/// One connection's outcome: when it started, and who answered (or the error).
+pub type Attempt = (Instant, Result<String, String>);
+
+/// Short connections to a VIP, one after another on a client-namespace thread, each
+/// recorded with its start time, until [`Traffic::stop`].
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    thread: Option<JoinHandle<Vec<Attempt>>>,
+}
+
+impl Traffic {
+    pub fn start(client: &Netns, vip: SocketAddr) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let (thread_stop, thread_done) = (stop.clone(), done.clone());
+        let thread = client.spawn_thread("traffic", move || {
+            let mut out = Vec::new();
+            while !thread_stop.load(Ordering::Relaxed) {
+                let at = Instant::now();
+                out.push((at, greet(vip).map_err(|e| e.to_string())));
+                thread_done.fetch_add(1, Ordering::Relaxed);
+            }
+            out
+        });
+        Traffic {
+            stop,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until `n` more connections completed (successful or not); false on
+    /// timeout.
+    pub fn progressed(&self, n: u64, timeout: Duration) -> bool {
+        let start = self.done.load(Ordering::Relaxed);
+        wait_until(timeout, || self.done.load(Ordering::Relaxed) >= start + n)
+    }
+
+    /// Stops and returns every attempt in order.
+    pub fn stop(mut self) -> Vec<Attempt> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("stopped once")
+            .join()
+            .expect("traffic thread panicked")
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -203,6 +314,44 @@ pub fn greet(vip: SocketAddr) -> std::io::Result<String> {
     let mut id = String::new();
     s.read_to_string(&mut id)?;
     Ok(id.trim().to_owned())
+}
+
+/// Opens connections to `vip` (run inside the client namespace) until one is served
+/// by each backend named in `wanted`; returns them, greeting read, by backend name.
+pub fn hold(vip: SocketAddr, wanted: &[String]) -> Vec<(String, TcpStream)> {
+    let mut held: Vec<(String, TcpStream)> = Vec::new();
+    for _ in 0..500 {
+        if wanted.iter().all(|w| held.iter().any(|(id, _)| id == w)) {
+            break;
+        }
+        let s = TcpStream::connect_timeout(&vip, Duration::from_secs(2)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(s.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let id = line.trim().to_owned();
+        if wanted.contains(&id) && !held.iter().any(|(h, _)| *h == id) {
+            held.push((id, s));
+        }
+    }
+    assert_eq!(
+        held.len(),
+        wanted.len(),
+        "could not reach every backend of {wanted:?}"
+    );
+    held
+}
+
+/// Finishes a held connection (run inside the client namespace): our data must reach
+/// the same backend (which reads to EOF and closes) and the close complete without a
+/// reset. `Err` says what broke.
+pub fn finish(mut s: TcpStream) -> Result<(), String> {
+    s.write_all(b"still there?\n").map_err(|e| e.to_string())?;
+    s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Connects `ns` to the switch's bridge with `addr`/24; returns the veth (a = switch side).

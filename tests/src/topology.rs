@@ -41,7 +41,6 @@ use lb_common::{
 };
 use lb_userspace::{
     loader::{AttachMode, Dataplane, LoadOptions},
-    maglev,
     services::{self, BackendSpec, Balancer, EncapSources, MacAddr, Mode, Protocol, ServiceSpec},
     stats::{self, GlobalStats},
 };
@@ -425,23 +424,19 @@ impl Testbed {
     /// The service on VIP:80/tcp in the testbed's mode with these `(backend index,
     /// weight)`s, default (production) Maglev table size.
     pub fn spec(&self, weights: &[(usize, u32)]) -> ServiceSpec {
-        ServiceSpec {
-            vip: self.addrs.vip,
-            port: Some(VIP_PORT),
-            protocol: Protocol::Tcp,
-            mode: self.mode,
-            source_affinity: false,
-            table_size: maglev::DEFAULT_TABLE_SIZE,
-            egress: None,
-            backends: weights
-                .iter()
-                .map(|&(i, weight)| BackendSpec {
-                    address: self.backends[i].addr,
-                    mac: MacAddr(self.backends[i].mac),
-                    weight,
-                })
-                .collect(),
-        }
+        let backends = weights
+            .iter()
+            .map(|&(i, weight)| {
+                BackendSpec::new(self.backends[i].addr, MacAddr(self.backends[i].mac), weight)
+            })
+            .collect();
+        ServiceSpec::new(
+            self.addrs.vip,
+            Some(VIP_PORT),
+            Protocol::Tcp,
+            self.mode,
+            backends,
+        )
     }
 
     pub fn apply(&mut self, weights: &[(usize, u32)]) -> services::ApplyReport {

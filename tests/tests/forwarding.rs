@@ -208,9 +208,28 @@ fn table_swap_keeps_established_flows_and_moves_new_ones() {
         packet::dsr_output(&syn, backend_mac(1))
     );
 
+    // A second flow on backend 1, in each family, for the reused-4-tuple checks.
+    let sport_b = (sport + 1..)
+        .find(|p| expected_backend(&flow4(*p), &TABLE) == 1)
+        .unwrap();
+    let syn_b = packet::tcp4_frame(CLIENT4, VIP4, sport_b, VIP_PORT, packet::SYN);
+    assert_eq!(
+        dp.run(&syn_b).packet,
+        packet::dsr_output(&syn_b, backend_mac(1))
+    );
+    let sport6 = (40000u16..)
+        .find(|p| expected_backend(&flow6(*p), &TABLE) == 1)
+        .unwrap();
+    let syn6 = packet::tcp6_frame(client6(), vip6(), sport6, VIP_PORT, packet::SYN);
+    assert_eq!(
+        dp.run(&syn6).packet,
+        packet::dsr_output(&syn6, backend_mac(1))
+    );
+
     // New table without backend 1 (backend 1 still exists: drain semantics).
     let new_table = [2, 3, 2, 3, 2, 3, 2];
     maps::swap_table(dp.dp.ebpf_mut(), 1, &new_table).unwrap();
+    maps::swap_table(dp.dp.ebpf_mut(), 2, &new_table).unwrap();
     let ack = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::Flags::ACK);
     check(
         &mut dp,
@@ -219,6 +238,53 @@ fn table_swap_keeps_established_flows_and_moves_new_ones() {
         XDP_TX,
         &packet::dsr_output(&ack, backend_mac(1)),
         &[Stat::Rx, Stat::Tx, Stat::ConnHit],
+    );
+
+    // A new connection on the same 4-tuple (a client reusing its port) is a SYN: it
+    // follows the new table, never the drained backend the old entry names, and takes
+    // over the entry. Both address families.
+    let reused = expected_backend(&flow4(sport_b), &new_table);
+    check(
+        &mut dp,
+        "SYN on a reused 4-tuple",
+        &syn_b,
+        XDP_TX,
+        &packet::dsr_output(&syn_b, backend_mac(reused)),
+        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
+    );
+    let ack_b = packet::tcp4_frame(CLIENT4, VIP4, sport_b, VIP_PORT, packet::Flags::ACK);
+    check(
+        &mut dp,
+        "its ACK follows the new entry",
+        &ack_b,
+        XDP_TX,
+        &packet::dsr_output(&ack_b, backend_mac(reused)),
+        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
+    );
+    // Only SYN-without-ACK is new: a SYN+ACK follows the entry like any other packet.
+    let synack = packet::tcp4_frame(
+        CLIENT4,
+        VIP4,
+        sport,
+        VIP_PORT,
+        packet::SYN | packet::Flags::ACK,
+    );
+    check(
+        &mut dp,
+        "SYN+ACK follows the entry",
+        &synack,
+        XDP_TX,
+        &packet::dsr_output(&synack, backend_mac(1)),
+        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
+    );
+    let id6 = expected_backend(&flow6(sport6), &new_table);
+    check(
+        &mut dp,
+        "IPv6 SYN on a reused 4-tuple",
+        &syn6,
+        XDP_TX,
+        &packet::dsr_output(&syn6, backend_mac(id6)),
+        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
     );
 
     // A new flow follows the new table.
@@ -421,6 +487,51 @@ fn service_without_live_backend_drops() {
     );
 }
 
+/// `fallback: "pass"`: with no usable backend, new flows go to the local stack untouched
+/// (counted `fallback_pass`), while established flows still reach their backend.
+#[test]
+fn fallback_pass_hands_new_flows_to_the_stack_when_no_backend_is_left() {
+    let mut dp = setup("fallback");
+    let key = VipKey {
+        addr: be4(VIP4),
+        port_be: VIP_PORT.to_be(),
+        proto: TCP,
+        family: AF_INET,
+    };
+    let svc = Service {
+        id: 1,
+        mode: ForwardMode::Dsr as u8,
+        flags: lb_common::service::service_flags::FALLBACK_PASS,
+        ..Default::default()
+    };
+    maps::set_service(dp.dp.ebpf_mut(), &key, &svc).unwrap();
+    let established = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
+    let id = expected_backend(&flow4(40000), &TABLE);
+    assert_eq!(
+        dp.run(&established).packet,
+        packet::dsr_output(&established, backend_mac(id))
+    );
+    // Every backend drained: an all-zero table (what the control plane installs).
+    maps::swap_table(dp.dp.ebpf_mut(), 1, &[0; 7]).unwrap();
+    let syn = packet::tcp4_frame(CLIENT4, VIP4, 40001, VIP_PORT, packet::SYN);
+    unchanged(
+        &mut dp,
+        "new flow, no backend",
+        &syn,
+        XDP_PASS,
+        &[Stat::Rx, Stat::Pass, Stat::ConnMiss, Stat::FallbackPass],
+    );
+    let ack = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::Flags::ACK);
+    check(
+        &mut dp,
+        "established flow of a drained backend",
+        &ack,
+        XDP_TX,
+        &packet::dsr_output(&ack, backend_mac(id)),
+        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
+    );
+}
+
 const ENCAP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const GUE_PORT: u16 = 6080;
 
@@ -592,20 +703,22 @@ fn decap_unwraps_what_the_balancer_wrapped() {
 fn removed_backend_flows_never_follow_its_id_to_another_backend() {
     use lb_userspace::services::{BackendSpec, Balancer, MacAddr, Mode, Protocol, ServiceSpec};
     let mut dp = TestDataplane::load("idreuse");
-    let backend = |last: u8| BackendSpec {
-        address: std::net::IpAddr::V4(Ipv4Addr::new(10, 0, 1, last)),
-        mac: MacAddr([2, 0, 0, 0, 0, last]),
-        weight: 1,
+    let backend = |last: u8| {
+        BackendSpec::new(
+            std::net::IpAddr::V4(Ipv4Addr::new(10, 0, 1, last)),
+            MacAddr([2, 0, 0, 0, 0, last]),
+            1,
+        )
     };
     let service = |vip: Ipv4Addr, backends: Vec<BackendSpec>| ServiceSpec {
-        vip: vip.into(),
-        port: Some(VIP_PORT),
-        protocol: Protocol::Tcp,
-        mode: Mode::Dsr,
-        source_affinity: false,
         table_size: 251,
-        egress: None,
-        backends,
+        ..ServiceSpec::new(
+            vip.into(),
+            Some(VIP_PORT),
+            Protocol::Tcp,
+            Mode::Dsr,
+            backends,
+        )
     };
     let vip_t = Ipv4Addr::new(10, 0, 0, 200);
     let mut balancer = Balancer::default();

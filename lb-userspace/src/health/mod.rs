@@ -8,10 +8,17 @@
 //!
 //! Checks are plain async functions over ordinary sockets: they run in the network
 //! namespace of the thread that polls them and keep no global state, so a caller
-//! decides where (which namespace, which runtime) and how often they run. This module
-//! is not yet wired into the daemon.
+//! decides where (which namespace, which runtime) and how often they run.
+//!
+//! The daemon side: [`check`] (a check as configured, validated, and run once),
+//! [`monitor`] (one scheduled task per checked backend), [`book`] (health of every
+//! backend and the service set it implies), [`notify`] (operator hooks).
 
+pub mod book;
+pub mod check;
 pub mod http;
+pub mod monitor;
+pub mod notify;
 pub mod state;
 pub mod tcp;
 

@@ -28,7 +28,8 @@ impl Default for Thresholds {
 }
 
 /// A backend's health as the tracker sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Health {
     /// Receives traffic.
     Up,
@@ -90,6 +91,15 @@ impl Tracker {
         self.health
     }
 
+    /// Takes new thresholds (a reload), keeping the state; a streak already past a
+    /// lowered threshold completes with the next disagreeing probe.
+    pub fn set_thresholds(&mut self, t: Thresholds) {
+        self.thresholds = Thresholds {
+            rise: t.rise.max(1),
+            fall: t.fall.max(1),
+        };
+    }
+
     /// The thresholds in effect (0s raised to 1).
     pub fn thresholds(&self) -> Thresholds {
         self.thresholds
@@ -111,7 +121,7 @@ impl Tracker {
             (Health::Up, CheckResult::Fail(_)) => (self.thresholds.fall, Health::Down),
             (Health::Down, CheckResult::Ok) => (self.thresholds.rise, Health::Up),
         };
-        self.streak += 1;
+        self.streak = self.streak.saturating_add(1);
         if self.streak < needed {
             return None;
         }

@@ -1,0 +1,223 @@
+//! The daemon's state between the configuration, the health checks and the data plane:
+//! it owns the running config, the [`HealthBook`] and the checker tasks, and turns every
+//! health transition into exactly one apply (one atomic table swap of the service it
+//! touches; `Balancer::apply` skips services whose effective spec did not change).
+//!
+//! Order matters for operators and tests alike: a transition is logged (and its hook
+//! run) only after the data plane serves the new set, so "backend down" in the log
+//! means no new flow goes there any more.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use aya::Ebpf;
+use lb_common::VipKey;
+use tokio::sync::mpsc;
+
+use crate::{
+    config::Config,
+    health::{
+        book::{HealthBook, Probe},
+        monitor::Checkers,
+        notify::{Event, Notifier},
+        CheckResult, Health,
+    },
+    services::{describe_vip, vip_key, Balancer, Fallback},
+};
+
+/// Results queued from checker tasks before they wait for the daemon.
+const PROBE_QUEUE: usize = 4096;
+
+pub struct Supervisor {
+    config: Config,
+    book: HealthBook,
+    checkers: Checkers,
+    tx: mpsc::Sender<Probe>,
+    notifier: Notifier,
+    /// Per service: whether a real backend took new flows at the last apply.
+    available: HashMap<VipKey, bool>,
+}
+
+impl Supervisor {
+    /// Applies `config` (every backend in its check's initial state) and starts the
+    /// checks. Returns the supervisor and the channel its probe results arrive on;
+    /// feed each to [`Supervisor::on_probe`].
+    pub fn start(
+        balancer: &mut Balancer,
+        ebpf: &mut Ebpf,
+        config: Config,
+    ) -> Result<(Supervisor, mpsc::Receiver<Probe>)> {
+        let (tx, rx) = mpsc::channel(PROBE_QUEUE);
+        let mut book = HealthBook::default();
+        book.sync(&config.services);
+        let mut sup = Supervisor {
+            checkers: Checkers::start(&[], &tx),
+            config,
+            book,
+            tx,
+            notifier: Notifier::default(),
+            available: HashMap::new(),
+        };
+        sup.apply(balancer, ebpf)?;
+        sup.checkers = Checkers::start(&sup.config.services, &sup.tx);
+        Ok((sup, rx))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn book(&self) -> &HealthBook {
+        &self.book
+    }
+
+    /// Number of running checks.
+    pub fn checks(&self) -> usize {
+        self.checkers.len()
+    }
+
+    /// What the data plane should serve now.
+    pub fn effective(&self) -> Config {
+        Config {
+            encap_sources: self.config.encap_sources,
+            services: self.book.effective(&self.config.services),
+        }
+    }
+
+    /// Records one probe result; on a transition, applies the new effective set, then
+    /// logs it and runs the service's notify hook.
+    pub fn on_probe(&mut self, balancer: &mut Balancer, ebpf: &mut Ebpf, probe: &Probe) {
+        if let CheckResult::Fail(why) = &probe.result {
+            tracing::debug!(service = %describe_vip(&probe.target.0), backend = %probe.target.1, %why, "probe failed");
+        }
+        let Some(t) = self.book.record(probe) else {
+            return;
+        };
+        let (key, addr) = probe.target;
+        let service = describe_vip(&key);
+        if let Err(e) = self.apply(balancer, ebpf) {
+            tracing::error!(%service, backend = %addr, "applying a health change failed: {e:#}");
+            return;
+        }
+        let (event, policy) = match t.to {
+            Health::Down => (
+                "down",
+                self.spec(&key).map_or("", |s| match s.on_failure {
+                    crate::services::OnFailure::Drain => "drained: no new flows",
+                    crate::services::OnFailure::Reset => "removed: flows reset",
+                }),
+            ),
+            Health::Up => ("up", "back in service"),
+        };
+        if t.to == Health::Down {
+            tracing::warn!(%service, backend = %addr, reason = %t.reason, "backend down ({policy})");
+        } else {
+            tracing::info!(%service, backend = %addr, reason = %t.reason, "backend up ({policy})");
+        }
+        self.notify(
+            &key,
+            &Event {
+                kind: event,
+                service,
+                backend: addr.to_string(),
+                reason: t.reason,
+            },
+        );
+    }
+
+    /// Takes a new configuration (already validated by the caller's load): keeps the
+    /// health of backends it still checks, applies, and restarts the checks. On error
+    /// nothing changed and the running configuration stays.
+    pub fn reload(
+        &mut self,
+        balancer: &mut Balancer,
+        ebpf: &mut Ebpf,
+        config: Config,
+    ) -> Result<()> {
+        let mut next = self.book.clone();
+        next.sync(&config.services);
+        let effective = Config {
+            encap_sources: config.encap_sources,
+            services: next.effective(&config.services),
+        };
+        apply_config(balancer, ebpf, &effective)?;
+        self.book = next;
+        self.config = config;
+        self.note_availability();
+        self.checkers = Checkers::start(&self.config.services, &self.tx);
+        Ok(())
+    }
+
+    fn spec(&self, key: &VipKey) -> Option<&crate::services::ServiceSpec> {
+        self.config.services.iter().find(|s| vip_key(s) == *key)
+    }
+
+    fn apply(&mut self, balancer: &mut Balancer, ebpf: &mut Ebpf) -> Result<()> {
+        let effective = self.effective();
+        apply_config(balancer, ebpf, &effective)?;
+        self.note_availability();
+        Ok(())
+    }
+
+    /// Logs (and notifies) services that just lost or regained all their backends.
+    fn note_availability(&mut self) {
+        let mut now = HashMap::new();
+        for svc in &self.config.services {
+            let key = vip_key(svc);
+            let ok = self.book.available(svc);
+            now.insert(key, ok);
+            let before = self.available.get(&key).copied();
+            if before == Some(ok) || (before.is_none() && ok) {
+                continue;
+            }
+            let service = describe_vip(&key);
+            let (kind, reason) = if ok {
+                ("restored", "a backend takes new flows again".to_owned())
+            } else {
+                let fallback = match &svc.fallback {
+                    Fallback::Drop => "new flows dropped".to_owned(),
+                    Fallback::Pass => "new flows passed to the local stack".to_owned(),
+                    Fallback::SorryServer(s) => format!("new flows to sorry server {}", s.address),
+                };
+                ("fallback", format!("no backend available: {fallback}"))
+            };
+            if ok {
+                tracing::info!(%service, "{reason}");
+            } else {
+                tracing::warn!(%service, "{reason}");
+            }
+            if let Some(argv) = &svc.notify {
+                self.notifier.run(
+                    argv,
+                    &Event {
+                        kind,
+                        service,
+                        backend: "-".into(),
+                        reason,
+                    },
+                );
+            }
+        }
+        self.available = now;
+    }
+
+    fn notify(&self, key: &VipKey, event: &Event) {
+        if let Some(argv) = self.spec(key).and_then(|s| s.notify.as_ref()) {
+            self.notifier.run(argv, event);
+        }
+    }
+}
+
+/// Sets the encapsulation sources and the services of `config`.
+pub fn apply_config(balancer: &mut Balancer, ebpf: &mut Ebpf, config: &Config) -> Result<()> {
+    balancer.set_encap_sources(ebpf, config.encap_sources)?;
+    let report = balancer.apply(ebpf, &config.services)?;
+    if report != crate::services::ApplyReport::default() {
+        tracing::info!(
+            ?report,
+            services = config.services.len(),
+            "configuration applied"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,416 @@
+//! The keepalived model end to end, driven through the real `xlb run` daemon in a DSR
+//! lab (client, balancer, three backends on one bridge; see `testbed::lab`):
+//!
+//! - a backend whose server dies leaves the pool by itself within
+//!   `fall × interval + timeout` and comes back after `rise` good checks once it
+//!   recovers, while connections to the other backends are never disturbed;
+//! - a backend failing its check drains (established flows continue) or is reset,
+//!   per service;
+//! - with every backend down the configured fallback serves (sorry server, local
+//!   stack), and the first backend back takes over again;
+//! - a reload with a bad config is rejected whole and the running one stays.
+//!
+//! Every packet stays inside the lab's namespaces.
+
+use std::{
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use testbed::{
+    dataplane::{wait_until, TempFile},
+    lab::{finish as still_works, hold, Attempt, Lab, VIP},
+    TcpServer,
+};
+
+const INTERVAL_MS: u64 = 300;
+const TIMEOUT_MS: u64 = 200;
+const RISE: u64 = 2;
+const FALL: u64 = 2;
+/// Slack on top of the reaction bound: log writing, a table swap, a busy machine.
+const SLACK: Duration = Duration::from_millis(1500);
+
+fn check(extra: serde_json::Value) -> serde_json::Value {
+    let mut c = serde_json::json!({
+        "type": "tcp", "interval_ms": INTERVAL_MS, "timeout_ms": TIMEOUT_MS,
+        "rise": RISE, "fall": FALL,
+    });
+    if let (Some(c), serde_json::Value::Object(extra)) = (c.as_object_mut(), extra) {
+        c.extend(extra);
+    }
+    c
+}
+
+fn addr(i: usize) -> String {
+    testbed::lab::BACKENDS[i].1.to_string()
+}
+
+/// Who answered each successful attempt that started at or after `from` (and before
+/// `to`, if given), and the failures in that window.
+fn window(attempts: &[Attempt], from: Instant, to: Option<Instant>) -> (Vec<String>, Vec<String>) {
+    let (mut ok, mut failed) = (Vec::new(), Vec::new());
+    for (at, r) in attempts {
+        if *at < from || to.is_some_and(|t| *at >= t) {
+            continue;
+        }
+        match r {
+            Ok(id) => ok.push(id.clone()),
+            Err(e) => failed.push(e.clone()),
+        }
+    }
+    (ok, failed)
+}
+
+fn count(ids: &[String], id: &str) -> usize {
+    ids.iter().filter(|i| *i == id).count()
+}
+
+fn hold_connections(lab: &Lab, wanted: &[&str]) -> Vec<(String, TcpStream)> {
+    let vip = lab.vip();
+    let wanted: Vec<String> = wanted.iter().map(|s| (*s).to_owned()).collect();
+    lab.client.run(move || hold(vip, &wanted))
+}
+
+#[test]
+fn failed_backend_leaves_and_returns_by_itself() {
+    let mut lab = Lab::new("hdown");
+    let hook_log = TempFile::new("hdown-hook.log");
+    let hook = format!(
+        "echo \"$XLB_EVENT $XLB_BACKEND\" >> {}",
+        hook_log.path().display()
+    );
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({
+            "check": check(serde_json::json!({})),
+            "notify": ["/bin/sh", "-c", hook, "xlb-hook"],
+        }),
+    );
+    lab.start_peer();
+    lab.start_xlb(&[]);
+    let held = hold_connections(&lab, &["be1", "be3"]);
+    let traffic = lab.traffic();
+    assert!(
+        traffic.progressed(100, Duration::from_secs(20)),
+        "no traffic"
+    );
+
+    // be2's server dies: its port refuses, and so do its checks.
+    let killed = Instant::now();
+    drop(lab.servers.remove(1));
+    let bound = Duration::from_millis(FALL * INTERVAL_MS + TIMEOUT_MS);
+    assert!(
+        lab.wait_log(&["backend down", &addr(1)], 1, bound + SLACK * 4),
+        "be2 never reported down:\n{}",
+        lab.log.read()
+    );
+    let down = Instant::now();
+    let detected = down - killed;
+    let line = lab.log_lines(&["backend down", &addr(1)]).remove(0);
+    assert!(
+        line.contains("connection refused") && line.contains("drained"),
+        "{line}"
+    );
+    assert!(traffic.progressed(100, Duration::from_secs(20)));
+
+    // It recovers: back after `rise` good checks.
+    let restarted = Instant::now();
+    lab.servers.insert(
+        1,
+        TcpServer::start(
+            &lab.backend_ns[1],
+            SocketAddr::from(([0, 0, 0, 0], 80)),
+            "be2",
+        ),
+    );
+    let rise_bound = Duration::from_millis(RISE * INTERVAL_MS + TIMEOUT_MS);
+    assert!(
+        lab.wait_log(&["backend up", &addr(1)], 1, rise_bound + SLACK * 4),
+        "be2 never came back:\n{}",
+        lab.log.read()
+    );
+    let up = Instant::now();
+    let returned = up - restarted;
+    assert!(traffic.progressed(150, Duration::from_secs(20)));
+    let attempts = traffic.stop();
+
+    let (before, failed_before) = window(
+        &attempts,
+        Instant::now() - Duration::from_secs(3600),
+        Some(killed),
+    );
+    assert!(
+        failed_before.is_empty(),
+        "failures before the kill: {failed_before:?}"
+    );
+    assert!(
+        count(&before, "be2") > 0,
+        "be2 served nothing before: {before:?}"
+    );
+    // Between the kill and the removal, be2's share of new flows is refused: that is
+    // the detection window every active-check balancer has.
+    let (_, failed_detecting) = window(&attempts, killed, Some(down));
+    // Polling the log lags the real transitions: `down` is after the removal, and
+    // be2 may legitimately serve again from its restart on.
+    let (during, failed_during) = window(&attempts, down, Some(restarted));
+    assert!(
+        failed_during.is_empty(),
+        "failures after removal: {failed_during:?}"
+    );
+    assert_eq!(count(&during, "be2"), 0, "be2 got new flows while down");
+    assert!(during.len() >= 50, "{during:?}");
+    let (after, failed_after) = window(&attempts, up, None);
+    assert!(
+        failed_after.is_empty(),
+        "failures after return: {failed_after:?}"
+    );
+    assert!(
+        count(&after, "be2") > 0,
+        "be2 gets no new flows after recovery"
+    );
+
+    for (id, s) in held {
+        lab.client
+            .run(move || still_works(s))
+            .unwrap_or_else(|e| panic!("established connection to {id} disturbed: {e}"));
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let log = hook_log.read();
+            log.contains(&format!("down {}", addr(1))) && log.contains(&format!("up {}", addr(1)))
+        }),
+        "notify hook did not run for down and up: {:?}",
+        hook_log.read()
+    );
+    eprintln!(
+        "health: down detected in {detected:?} (bound fall×interval+timeout = {bound:?}), \
+         back in {returned:?} (rise bound {rise_bound:?}); {} connections refused while \
+         detecting, {} served while down (0 by be2), {} after return ({} by be2)",
+        failed_detecting.len(),
+        during.len(),
+        after.len(),
+        count(&after, "be2")
+    );
+    assert!(
+        detected <= bound + SLACK,
+        "down detected after {detected:?}, bound {bound:?}"
+    );
+    assert!(
+        returned <= rise_bound + SLACK,
+        "up detected after {returned:?}, bound {rise_bound:?}"
+    );
+}
+
+/// be2 fails its check (a separate health port dies) while its service port keeps
+/// serving: with `drain` its established connection continues, with `reset` it is cut.
+fn check_failure_with_policy(policy: &str) -> Result<(), String> {
+    let mut lab = Lab::new(&format!("h{policy}"));
+    let health_servers: Vec<TcpServer> = lab
+        .backend_ns
+        .iter()
+        .map(|ns| TcpServer::start(ns, SocketAddr::from(([0, 0, 0, 0], 81)), "hc"))
+        .collect();
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({"check": check(serde_json::json!({"port": 81})), "on_failure": policy}),
+    );
+    lab.start_peer();
+    lab.start_xlb(&[]);
+    let mut held = hold_connections(&lab, &["be2"]);
+    let mut health_servers = health_servers;
+    drop(health_servers.remove(1));
+    assert!(
+        lab.wait_log(&["backend down", &addr(1)], 1, Duration::from_secs(10)),
+        "be2 never reported down:\n{}",
+        lab.log.read()
+    );
+    let vip = lab.vip();
+    let ids: Vec<String> = lab
+        .client
+        .run(move || (0..50).map(|_| testbed::lab::greet(vip).unwrap()).collect());
+    assert_eq!(count(&ids, "be2"), 0, "be2 still gets new flows: {ids:?}");
+    let (_, s) = held.remove(0);
+    lab.client.run(move || still_works(s))
+}
+
+#[test]
+fn drain_keeps_established_flows_of_a_failed_backend() {
+    check_failure_with_policy("drain").expect("drain must keep the established connection");
+}
+
+#[test]
+fn reset_cuts_established_flows_of_a_failed_backend() {
+    let r = check_failure_with_policy("reset");
+    assert!(r.is_err(), "reset must cut the established connection");
+}
+
+#[test]
+fn all_down_goes_to_the_sorry_server_until_one_returns() {
+    let mut lab = Lab::new("hsorry");
+    // be1 and be2 are the real backends; be3 stands in as the sorry server.
+    lab.write_config_with(
+        &[1, 1],
+        serde_json::json!({
+            "check": check(serde_json::json!({})),
+            "fallback": {"sorry_server": {"address": addr(2), "mac": lab.mac(2)}},
+        }),
+    );
+    lab.start_peer();
+    lab.start_xlb(&[]);
+    let traffic = lab.traffic();
+    assert!(traffic.progressed(50, Duration::from_secs(20)));
+    let killed = Instant::now();
+    drop(lab.servers.drain(0..2).collect::<Vec<_>>());
+    assert!(
+        lab.wait_log(
+            &["no backend available", "sorry server"],
+            1,
+            Duration::from_secs(10)
+        ),
+        "fallback never engaged:\n{}",
+        lab.log.read()
+    );
+    let fallback = Instant::now();
+    assert!(traffic.progressed(50, Duration::from_secs(20)));
+    let restarted = Instant::now();
+    lab.servers.insert(
+        0,
+        TcpServer::start(
+            &lab.backend_ns[0],
+            SocketAddr::from(([0, 0, 0, 0], 80)),
+            "be1",
+        ),
+    );
+    assert!(
+        lab.wait_log(
+            &["a backend takes new flows again"],
+            1,
+            Duration::from_secs(10)
+        ),
+        "never restored:\n{}",
+        lab.log.read()
+    );
+    let restored = Instant::now();
+    assert!(traffic.progressed(50, Duration::from_secs(20)));
+    let attempts = traffic.stop();
+    let (start, _) = window(
+        &attempts,
+        Instant::now() - Duration::from_secs(3600),
+        Some(killed),
+    );
+    assert_eq!(
+        count(&start, "be3"),
+        0,
+        "sorry server used while backends were up"
+    );
+    let (sorry, failed) = window(&attempts, fallback, Some(restarted));
+    assert!(
+        failed.is_empty(),
+        "failures on the sorry server: {failed:?}"
+    );
+    assert!(
+        !sorry.is_empty() && sorry.iter().all(|id| id == "be3"),
+        "{sorry:?}"
+    );
+    let (back, failed) = window(&attempts, restored, None);
+    assert!(failed.is_empty(), "failures after restore: {failed:?}");
+    assert!(
+        !back.is_empty() && back.iter().all(|id| id == "be1"),
+        "{back:?}"
+    );
+}
+
+#[test]
+fn all_down_passes_to_the_local_stack() {
+    let mut lab = Lab::new("hpass");
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({"check": check(serde_json::json!({})), "fallback": "pass"}),
+    );
+    // The balancer's own "be right back" server on the VIP.
+    lab.lb.add_addr("lo", format!("{VIP}/32"));
+    let _local = TcpServer::start(&lab.lb, SocketAddr::from((VIP, 80)), "local");
+    lab.start_peer();
+    lab.start_xlb(&[]);
+    let vip = lab.vip();
+    let greet_n = |n: usize| -> Vec<String> {
+        lab.client
+            .run(move || (0..n).map(|_| testbed::lab::greet(vip).unwrap()).collect())
+    };
+    assert_eq!(
+        count(&greet_n(30), "local"),
+        0,
+        "local stack served while backends were up"
+    );
+    lab.servers.clear();
+    assert!(
+        lab.wait_log(
+            &["no backend available", "local stack"],
+            1,
+            Duration::from_secs(10)
+        ),
+        "fallback never engaged:\n{}",
+        lab.log.read()
+    );
+    let ids = greet_n(30);
+    assert!(ids.iter().all(|id| id == "local"), "{ids:?}");
+}
+
+#[test]
+fn bad_reload_is_rejected_and_the_running_config_stays() {
+    let mut lab = Lab::new("hreload");
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({"check": check(serde_json::json!({}))}),
+    );
+    lab.start_peer();
+    let xlb = lab.start_xlb(&[]);
+    let traffic = lab.traffic();
+    assert!(traffic.progressed(50, Duration::from_secs(20)));
+    // Two problems at once: both are reported, nothing is applied.
+    lab.write_config_with(
+        &[1, 1, 70_000],
+        serde_json::json!({"check": check(serde_json::json!({"interval_ms": 5}))}),
+    );
+    lab.reload(xlb);
+    assert!(
+        lab.wait_log(&["reload rejected"], 1, Duration::from_secs(10)),
+        "no rejection:\n{}",
+        lab.log.read()
+    );
+    let line = lab.log_lines(&["reload rejected"]).remove(0);
+    let text = lab.log.read();
+    assert!(
+        text.contains("services[0].check.interval_ms: 5 is outside")
+            && text.contains("services[0].backends[2].weight: 70000 exceeds the maximum"),
+        "{line}\n{text}"
+    );
+    let rejected = Instant::now();
+    assert!(traffic.progressed(100, Duration::from_secs(20)));
+    // Checks still run under the kept config: a dying backend is still noticed.
+    let killed = Instant::now();
+    drop(lab.servers.remove(2));
+    assert!(
+        lab.wait_log(&["backend down", &addr(2)], 1, Duration::from_secs(10)),
+        "checks stopped after the rejected reload:\n{}",
+        lab.log.read()
+    );
+    let down = Instant::now();
+    assert!(traffic.progressed(50, Duration::from_secs(20)));
+    let attempts = traffic.stop();
+    let (served, failed) = window(&attempts, rejected, Some(killed));
+    assert!(
+        failed.is_empty(),
+        "failures after the rejected reload: {failed:?}"
+    );
+    assert!(
+        ["be1", "be2", "be3"].iter().all(|b| count(&served, b) > 0),
+        "all three backends keep serving after the rejected reload: {served:?}"
+    );
+    let (after, failed) = window(&attempts, down, None);
+    assert!(
+        failed.is_empty(),
+        "failures after be3's removal: {failed:?}"
+    );
+    assert_eq!(count(&after, "be3"), 0);
+}
