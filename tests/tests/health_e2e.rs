@@ -20,7 +20,7 @@ use std::{
 use testbed::{
     dataplane::{wait_until, TempFile},
     lab::{finish as still_works, hold, Attempt, Lab, VIP},
-    TcpServer,
+    HttpServer, TcpServer,
 };
 
 const INTERVAL_MS: u64 = 300;
@@ -413,4 +413,58 @@ fn bad_reload_is_rejected_and_the_running_config_stays() {
         "failures after be3's removal: {failed:?}"
     );
     assert_eq!(count(&after, "be3"), 0);
+}
+
+#[test]
+fn flapping_backend_does_not_churn_the_table() {
+    let mut lab = Lab::new("hflap");
+    // Health endpoints on :8080; be2's alternates 200/500 on every request, faster
+    // than rise = fall = 2 can follow.
+    let health: Vec<HttpServer> = lab
+        .backend_ns
+        .iter()
+        .map(|ns| HttpServer::start(ns, SocketAddr::from(([0, 0, 0, 0], 8080))))
+        .collect();
+    health[1].set_cycle(&[200, 500]);
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({"check": {
+            "type": "http", "port": 8080, "interval_ms": 100, "timeout_ms": 100,
+            "rise": 2, "fall": 2,
+        }}),
+    );
+    lab.start_peer();
+    lab.start_xlb(&[]);
+    let applied = lab.log_lines(&["configuration applied"]).len();
+    assert!(
+        health[1].wait_for(40, Duration::from_secs(20)),
+        "be2 was probed only {} times",
+        health[1].requests()
+    );
+    let text = lab.log.read();
+    assert!(
+        !text.contains("backend down") && !text.contains("backend up"),
+        "a flapping backend changed state:\n{text}"
+    );
+    assert_eq!(
+        lab.log_lines(&["configuration applied"]).len(),
+        applied,
+        "the table was re-applied:\n{text}"
+    );
+    let vip = lab.vip();
+    let ids: Vec<String> = lab
+        .client
+        .run(move || (0..60).map(|_| testbed::lab::greet(vip).unwrap()).collect());
+    assert!(count(&ids, "be2") > 0, "be2 lost its share: {ids:?}");
+    // A steady failure still takes it out.
+    health[1].set_cycle(&[500]);
+    assert!(
+        lab.wait_log(
+            &["backend down", &addr(1), "status 500"],
+            1,
+            Duration::from_secs(10)
+        ),
+        "a steadily failing backend was not taken out:\n{}",
+        lab.log.read()
+    );
 }

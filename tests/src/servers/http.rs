@@ -14,6 +14,8 @@ use crate::Netns;
 #[derive(Debug)]
 struct State {
     status: u16,
+    /// When non-empty, request n is answered with `cycle[n % len]` instead of `status`.
+    cycle: Vec<u16>,
     body: String,
     last_path: Option<String>,
 }
@@ -45,6 +47,7 @@ impl HttpServer {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 status: 200,
+                cycle: Vec::new(),
                 body: "ok".into(),
                 last_path: None,
             }),
@@ -75,12 +78,16 @@ impl HttpServer {
                         continue;
                     }
                 };
+                let n = thread_shared.requests.fetch_add(1, Ordering::SeqCst);
                 let (status, body) = {
                     let mut state = thread_shared.state();
                     state.last_path = Some(request.url().to_owned());
-                    (state.status, state.body.clone())
+                    let status = match state.cycle.len() {
+                        0 => state.status,
+                        len => state.cycle[(n % len as u64) as usize],
+                    };
+                    (status, state.body.clone())
                 };
-                thread_shared.requests.fetch_add(1, Ordering::SeqCst);
                 let response = tiny_http::Response::from_string(body).with_status_code(status);
                 // A client that hung up early is its own problem.
                 let _ = request.respond(response);
@@ -111,6 +118,13 @@ impl HttpServer {
         let mut state = self.shared.state();
         state.status = status;
         state.body = body.to_owned();
+    }
+
+    /// Answers request n with `statuses[n % len]` (e.g. `[200, 500]`: a flapping
+    /// backend, one probe good, the next bad); an empty list goes back to the fixed
+    /// status.
+    pub fn set_cycle(&self, statuses: &[u16]) {
+        self.shared.state().cycle = statuses.to_vec();
     }
 
     /// Requests answered so far (counted before the response is sent).
