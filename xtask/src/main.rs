@@ -39,9 +39,14 @@ enum Command {
     },
     /// Build, then run the demo topology in network namespaces and show what happens.
     Demo,
-    /// Per-packet cost of every data-plane path next to XDP_PASS / XDP_TX floors, and
-    /// verifier instruction counts; writes target/bench/bench.json.
-    Bench,
+    /// Per-packet cost of every data-plane path next to XDP_PASS / XDP_TX floors,
+    /// verifier instruction counts, control-plane timings and the health-check load of
+    /// the real daemon; writes target/bench/bench.json. `cargo xtask bench health` runs
+    /// only the health-check load.
+    Bench {
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -61,19 +66,26 @@ fn main() -> Result<()> {
             run(std::process::Command::new(xlb).args(&full))
         }
         Command::Test { args } => test(&args),
-        Command::Bench => {
+        Command::Bench { args } => {
+            // The health-check load runs the real daemon: build it too.
             cargo(&[
                 "build",
                 "--release",
                 "-p",
+                "lb-userspace",
+                "-p",
                 "xlb-tests",
                 "--bin",
                 "xlb-bench",
+                "--bin",
+                "xlb",
             ])?;
             // One CPU, so runs compete with each other less than with the machine.
             run(std::process::Command::new("taskset")
                 .args(["-c", "1"])
-                .arg(root().join("target/release/xlb-bench")))
+                .arg(root().join("target/release/xlb-bench"))
+                .args(&args)
+                .env("XLB_BIN", root().join("target/release/xlb")))
         }
         Command::Demo => {
             cargo(&[

@@ -56,7 +56,10 @@ impl Checkers {
                             return;
                         };
                         let started = Instant::now();
-                        let result = check.probe(addr, service_port).await;
+                        // Boxed: a probe's state (socket, buffers) lives on the heap
+                        // only while it runs, instead of inline in every one of
+                        // thousands of idle tasks.
+                        let result = Box::pin(check.probe(addr, service_port)).await;
                         drop(permit);
                         let probe = Probe {
                             target,

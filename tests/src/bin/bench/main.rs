@@ -9,6 +9,8 @@
 //! timed as single-shot runs, and so are the floors again, so ratios compare like with
 //! like. Scenarios are interleaved round-robin over several rounds; medians with min/max.
 
+mod health;
+
 use std::{net::Ipv4Addr, time::Instant};
 
 use lb_common::{
@@ -61,6 +63,15 @@ struct Scenario {
 fn main() {
     use Method::{Repeat, SingleShot};
     testbed::require_root();
+    // `xlb-bench health`: only the health-check load (it takes a minute of its own).
+    if std::env::args().nth(1).as_deref() == Some("health") {
+        let health = health::run(&[1_000, 10_000]);
+        write_json(
+            &serde_json::json!({ "health_checks": health }),
+            "health.json",
+        );
+        return;
+    }
     let mut dp = TestDataplane::load("bench");
     for name in [programs::BENCH_PASS, programs::BENCH_TX] {
         dp.dp.xdp(name).unwrap().load().unwrap();
@@ -283,18 +294,21 @@ fn main() {
         );
     }
     let control = control_plane(&mut dp);
+    let health = health::run(&[1_000, 10_000]);
     println!("\n(total bench time {:?})", started.elapsed());
 
-    let out =
-        serde_json::json!({"per_packet": json, "verifier": verifier, "control_plane": control});
+    let out = serde_json::json!({
+        "per_packet": json, "verifier": verifier, "control_plane": control,
+        "health_checks": health,
+    });
+    write_json(&out, "bench.json");
+}
+
+fn write_json(out: &serde_json::Value, name: &str) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("bench.json"),
-        serde_json::to_vec_pretty(&out).unwrap(),
-    )
-    .unwrap();
-    println!("wrote {}", dir.join("bench.json").display());
+    std::fs::write(dir.join(name), serde_json::to_vec_pretty(out).unwrap()).unwrap();
+    println!("wrote {}", dir.join(name).display());
 }
 
 /// Maglev build, table fill and the swap itself (one outer-map update), M = 65537.
