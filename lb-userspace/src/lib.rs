@@ -3,6 +3,7 @@
 //! - [`health`]: health checks (TCP connect, HTTP GET) and the rise/fall state machine.
 //! - [`loader`]: load the embedded XDP object, pin maps, attach/detach on interfaces.
 //! - [`config`]: the JSON configuration file, validated whole.
+//! - [`control`]: the daemon's control socket and what `xlb status/services/backends` show.
 //! - [`bpffs`]: make sure bpffs is mounted and the pin directory exists.
 //! - [`maps`]: typed map writes and the atomic Maglev table swap.
 //! - [`services`]: validate a whole service set and apply it (Maglev, stable backend ids).
@@ -13,6 +14,7 @@
 
 pub mod bpffs;
 pub mod config;
+pub mod control;
 pub mod ebpf_log;
 pub mod health;
 pub mod loader;

@@ -13,6 +13,10 @@ use lb_userspace::{
     stats,
     supervisor::Supervisor,
 };
+use lb_userspace::{
+    control::{self, server::ControlSocket, views, Request, Response},
+    health::Health,
+};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
@@ -72,6 +76,35 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Show the running daemon: interfaces, config, services and health at a glance.
+    Status {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every virtual service: mode, backends taking new flows, fallback, counters. Without
+    /// a daemon, the counters from the pinned maps.
+    Services {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every backend of every service: health state, weight (configured -> in use), last
+    /// check, transitions, counters. Without a daemon, the counters from the pinned maps.
+    Backends {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the running daemon re-read its config file (like SIGHUP) and say whether it
+    /// was applied; a rejected config changes nothing.
+    Reload {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
     },
     /// Detach and unpin everything a crashed daemon left under the pin directory.
     Detach {
@@ -181,6 +214,15 @@ async fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Stats { pin_dir, json } => print_stats(&pin_dir, json),
+        Command::Status { pin_dir, json } => show(&pin_dir, Request::Status, json),
+        Command::Services { pin_dir, json } => show(&pin_dir, Request::Services, json),
+        Command::Backends { pin_dir, json } => show(&pin_dir, Request::Backends, json),
+        Command::Reload { pin_dir } => {
+            let path = control::socket_path(&pin_dir);
+            control::request(&path, Request::Reload, RELOAD_TIMEOUT)?;
+            println!("reloaded");
+            Ok(())
+        }
         Command::Detach { pin_dir } => {
             loader::unpin_all(&pin_dir)
                 .with_context(|| format!("detaching everything under {}", pin_dir.display()))?;
@@ -250,6 +292,15 @@ impl Daemon {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        // The decap program has nothing to report: only the balancer gets a socket.
+        let (_socket, mut requests) = if self.program == programs::BALANCER {
+            let (socket, rx) = ControlSocket::bind(&control::socket_path(&self.pin_dir))?;
+            (Some(socket), rx)
+        } else {
+            (None, tokio::sync::mpsc::channel(1).1)
+        };
+        let started = std::time::Instant::now();
+        let mut last_reload: Option<String> = None;
         tracing::info!(
             pin_dir = %dp.pin_dir().display(), checks = sup.checks(),
             "running; SIGHUP reloads, SIGINT/SIGTERM stop"
@@ -259,17 +310,54 @@ impl Daemon {
                 _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(()) }
                 _ = int.recv() => { tracing::info!("SIGINT received"); return Ok(()) }
                 Some(probe) = probes.recv() => sup.on_probe(&mut balancer, dp.ebpf_mut(), &probe),
-                _ = hup.recv() => self.reload(&mut sup, &mut balancer, dp),
+                _ = hup.recv() => {
+                    last_reload = Some(self.reload(&mut sup, &mut balancer, dp).err().unwrap_or_else(|| "ok".into()));
+                }
+                Some((request, reply)) = requests.recv() => {
+                    let response = match request {
+                        Request::Status => Response::ok(json(&views::Status {
+                            version: env!("CARGO_PKG_VERSION").into(),
+                            pid: std::process::id(),
+                            uptime_s: started.elapsed().as_secs(),
+                            pin_dir: self.pin_dir.display().to_string(),
+                            interfaces: self.ifaces.clone(),
+                            config: self.config.as_ref().map(|p| p.display().to_string()),
+                            services: sup.config().services.len(),
+                            backends: sup.config().services.iter().map(|s| s.backends.len()).sum(),
+                            checks: sup.checks(),
+                            backends_down: sup.book().iter().filter(|(_, h)| h.health() == Health::Down).count(),
+                            last_reload: last_reload.clone(),
+                        })),
+                        Request::Services => Response::ok(json(&views::services(&sup, dp.ebpf()))),
+                        Request::Backends => {
+                            Response::ok(json(&views::backends(&sup, &balancer, dp.ebpf())))
+                        }
+                        Request::Reload => {
+                            let r = self.reload(&mut sup, &mut balancer, dp);
+                            last_reload = Some(r.clone().err().unwrap_or_else(|| "ok".into()));
+                            match r {
+                                Ok(()) => Response::ok(serde_json::json!("reloaded")),
+                                Err(e) => Response::error(e),
+                            }
+                        }
+                    };
+                    let _ = reply.send(response);
+                }
             }
         }
     }
 
     /// Loads the config file again and applies it; a file that fails validation or
-    /// application changes nothing and the running configuration stays.
-    fn reload(&self, sup: &mut Supervisor, balancer: &mut Balancer, dp: &mut Dataplane) {
+    /// application changes nothing and the running configuration stays. `Err` says why.
+    fn reload(
+        &self,
+        sup: &mut Supervisor,
+        balancer: &mut Balancer,
+        dp: &mut Dataplane,
+    ) -> Result<(), String> {
         let Some(path) = &self.config else {
-            tracing::warn!("SIGHUP without --config: nothing to reload");
-            return;
+            tracing::warn!("reload without --config: nothing to reload");
+            return Err("the daemon runs without --config: nothing to reload".into());
         };
         let result = Config::load(path)
             .map_err(anyhow::Error::from)
@@ -280,10 +368,92 @@ impl Daemon {
                 sup.reload(balancer, dp.ebpf_mut(), config)
             });
         match result {
-            Ok(()) => tracing::info!(config = %path.display(), checks = sup.checks(), "reloaded"),
-            Err(e) => tracing::error!("reload rejected, running configuration kept: {e:#}"),
+            Ok(()) => {
+                tracing::info!(config = %path.display(), checks = sup.checks(), "reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("reload rejected, running configuration kept: {e:#}");
+                Err(format!(
+                    "reload rejected, running configuration kept: {e:#}"
+                ))
+            }
         }
     }
+}
+
+/// How long a read command waits for the daemon.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A reload re-applies every service: allow for big configs.
+const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `xlb status|services|backends`: ask the daemon; without one, read the pins.
+fn show(pin_dir: &std::path::Path, request: Request, as_json: bool) -> Result<()> {
+    let path = control::socket_path(pin_dir);
+    let data = match control::request(&path, request, READ_TIMEOUT) {
+        Ok(data) => data,
+        Err(control::ClientError::NotRunning { .. }) => {
+            return show_pinned(pin_dir, request, as_json)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&data)?);
+        return Ok(());
+    }
+    let text = match request {
+        Request::Status => views::status_text(&serde_json::from_value(data)?),
+        Request::Services => views::services_table(&serde_json::from_value::<Vec<_>>(data)?),
+        Request::Backends => views::backends_table(&serde_json::from_value::<Vec<_>>(data)?),
+        Request::Reload => unreachable!("not a read command"),
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// The read commands' fallback while no daemon runs: counters from the pinned maps.
+fn show_pinned(pin_dir: &std::path::Path, request: Request, as_json: bool) -> Result<()> {
+    let pinned = views::from_pins(pin_dir);
+    if request == Request::Status {
+        let attached = pinned.is_ok();
+        if as_json {
+            let v = serde_json::json!({"running": false, "pinned_data_plane": attached});
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else if attached {
+            println!(
+                "xlb daemon not running; the data plane pinned in {} keeps forwarding \
+                 (no health checks until a daemon adopts it)",
+                pin_dir.display()
+            );
+        } else {
+            println!(
+                "xlb is not running (nothing pinned in {})",
+                pin_dir.display()
+            );
+        }
+        return Ok(());
+    }
+    let (services, backends) = pinned.with_context(|| {
+        format!(
+            "no daemon answers on {} and no data plane is pinned in {}",
+            control::socket_path(pin_dir).display(),
+            pin_dir.display()
+        )
+    })?;
+    if !as_json {
+        eprintln!("(daemon not running: counters from the pinned maps, no health)");
+    }
+    match (request, as_json) {
+        (Request::Services, true) => println!("{}", serde_json::to_string_pretty(&services)?),
+        (Request::Services, false) => print!("{}", views::services_table(&services)),
+        (_, true) => println!("{}", serde_json::to_string_pretty(&backends)?),
+        (_, false) => print!("{}", views::backends_table(&backends)),
+    }
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
 fn print_stats(pin_dir: &std::path::Path, json: bool) -> Result<()> {

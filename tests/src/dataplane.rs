@@ -47,6 +47,8 @@ impl Drop for PinDir {
         if let Err(e) = loader::unpin_all(&self.0) {
             eprintln!("cleaning {}: {e}", self.0.display());
         }
+        // A daemon killed with SIGKILL leaves its control socket behind.
+        let _ = std::fs::remove_file(lb_userspace::control::socket_path(&self.0));
     }
 }
 

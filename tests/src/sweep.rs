@@ -51,6 +51,18 @@ fn sweep_pins() {
             Err(e) => eprintln!("testbed: {e}"),
         }
     }
+    // The control sockets of SIGKILLed daemons (named after their pin directories).
+    let Ok(entries) = fs::read_dir(lb_userspace::control::SOCKET_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if matches!(owner_pid(&name), Some(pid) if !process_alive(pid)) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn sweep_netns() {

@@ -1,0 +1,25 @@
+//! VRRP (RFC 5798 v3 for IPv4/IPv6, RFC 3768 v2 for IPv4) so that a pair of xlb nodes
+//! can share virtual addresses without running keepalived beside them.
+//!
+//! This module is the pure core only: no sockets, no clock, no netlink, no XDP. That
+//! split is deliberate. The protocol's correctness lives in two places that are easy
+//! to get subtly wrong and hard to test on a live network: the wire format with its
+//! receive checks, and the timer-driven election. Keeping both free of I/O makes every
+//! RFC rule a plain unit test with exact bytes and a fake clock, and lets whoever
+//! wires it up pick the transport (raw IP socket, `AF_PACKET`, or the XDP program
+//! itself) without touching the protocol.
+//!
+//! - [`packet`]: encode adverts as a VRRP message, an IP packet or an Ethernet frame,
+//!   and decode/validate them per RFC 5798 §7.1 / RFC 3768 §7.1 into a typed drop
+//!   reason.
+//! - [`state`]: the Initialize/Backup/Master state machine of RFC 5798 §6.4 as a
+//!   struct fed events and times, answering with actions (send an advert, take or
+//!   release the virtual addresses) and the next time it wants to be woken.
+//!
+//! The driver that is still to be written owns the I/O: it decodes what the socket
+//! delivers with [`packet`], hands valid adverts and timer expiries to
+//! [`state::VirtualRouter::handle`], and carries out the returned actions (encode and
+//! send adverts; add/remove VIPs and send gratuitous ARP / unsolicited NA).
+
+pub mod packet;
+pub mod state;

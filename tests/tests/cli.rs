@@ -1,0 +1,157 @@
+//! The operator's view: `xlb status`, `xlb services`, `xlb backends` (tables and
+//! `--json`) and `xlb reload` against a running daemon in the DSR lab, and the read
+//! commands' fallback to the pinned maps once the daemon is gone.
+
+use std::{process::Output, time::Duration};
+
+use testbed::{
+    dataplane::{wait_until, xlb_bin},
+    lab::{Lab, BACKENDS},
+};
+
+fn xlb(lab: &Lab, args: &[&str]) -> Output {
+    std::process::Command::new(xlb_bin())
+        .args(args)
+        .arg("--pin-dir")
+        .arg(lab.pins.path())
+        .output()
+        .expect("run xlb")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "xlb failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(lab: &Lab, cmd: &str) -> serde_json::Value {
+    serde_json::from_str(&stdout(&xlb(lab, &[cmd, "--json"]))).expect("valid JSON")
+}
+
+#[test]
+fn read_commands_reload_and_pinned_fallback() {
+    let mut lab = Lab::new("cli");
+    let check = serde_json::json!({"check": {
+        "type": "tcp", "interval_ms": 200, "timeout_ms": 100, "rise": 1, "fall": 1,
+    }});
+    lab.write_config_with(&[1, 2, 1], check.clone());
+    lab.start_peer();
+    let daemon = lab.start_xlb(&[]);
+    let vip = lab.vip();
+    lab.client
+        .run(move || (0..30).for_each(|_| drop(testbed::lab::greet(vip).unwrap())));
+
+    // status
+    let status = json(&lab, "status");
+    assert_eq!(status["services"], 1);
+    assert_eq!(status["backends"], 3);
+    assert_eq!(status["checks"], 3);
+    assert_eq!(status["pin_dir"], lab.pins.path().display().to_string());
+    let text = stdout(&xlb(&lab, &["status"]));
+    assert!(
+        text.contains("running (pid") && text.contains("1 (3 backends, 3 checked, 0 down)"),
+        "{text}"
+    );
+
+    // services: counters of the 30 connections (SYN, ACK, FIN, ACK at least each).
+    let services = json(&lab, "services");
+    let svc = &services[0];
+    assert_eq!(svc["service"], "10.60.0.100:80/tcp");
+    assert_eq!(
+        (svc["mode"].as_str(), svc["available"].as_u64()),
+        (Some("dsr"), Some(3))
+    );
+    assert_eq!(svc["new_flows"], 30);
+    assert!(svc["packets"].as_u64().unwrap() >= 120, "{svc}");
+    let table = stdout(&xlb(&lab, &["services"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("SERVICE") && lines[0].contains("NEW FLOWS"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("10.60.0.100:80/tcp  dsr   3/3  drop"),
+        "{table}"
+    );
+    assert!(lines[1].ends_with("30"), "{table}");
+
+    // backends, then one dies and shows down with its reason.
+    drop(lab.servers.remove(1));
+    assert!(
+        wait_until(Duration::from_secs(10), || json(&lab, "backends")[1]
+            ["state"]
+            == "down"),
+        "be2 never shown down: {}",
+        json(&lab, "backends")
+    );
+    let backends = json(&lab, "backends");
+    assert_eq!(backends.as_array().unwrap().len(), 3);
+    let be2 = &backends[1];
+    assert_eq!(be2["address"], BACKENDS[1].1.to_string());
+    assert_eq!(
+        (be2["weight"].as_u64(), be2["effective_weight"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(be2["last_check"], "connection refused");
+    assert_eq!(be2["transitions"], 1);
+    assert_eq!(backends[0]["state"], "up");
+    let table = stdout(&xlb(&lab, &["backends"]));
+    let row = table.lines().find(|l| l.contains("10.60.0.12")).unwrap();
+    assert!(
+        row.contains(" down ") && row.contains("2->0") && row.contains("connection refused"),
+        "{table}"
+    );
+    assert!(stdout(&xlb(&lab, &["status"])).contains("1 down"));
+
+    // reload: a bad config is refused with the field path; a good one applies.
+    lab.write_config_with(
+        &[1, 2, 1],
+        serde_json::json!({"check": {"type": "tcp", "timeout_ms": 0}}),
+    );
+    let o = xlb(&lab, &["reload"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("reload rejected, running configuration kept")
+            && err.contains("services[0].check.timeout_ms: 0 must be 1..=interval_ms"),
+        "{err}"
+    );
+    assert_eq!(
+        json(&lab, "backends")[1]["weight"],
+        2,
+        "the rejected config was applied"
+    );
+    assert!(json(&lab, "status")["last_reload"]
+        .as_str()
+        .unwrap()
+        .contains("rejected"));
+    lab.write_config_with(&[1, 0, 1], check);
+    assert_eq!(stdout(&xlb(&lab, &["reload"])).trim(), "reloaded");
+    assert_eq!(json(&lab, "backends")[1]["weight"], 0);
+    assert_eq!(json(&lab, "status")["last_reload"], "ok");
+
+    // SIGKILL: the data plane stays pinned; reads fall back to the maps.
+    lab.daemons[daemon].kill();
+    let status = stdout(&xlb(&lab, &["status"]));
+    assert!(
+        status.contains("daemon not running") && status.contains("keeps forwarding"),
+        "{status}"
+    );
+    let o = xlb(&lab, &["services", "--json"]);
+    let services: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(services[0]["service"], "10.60.0.100:80/tcp");
+    assert_eq!(services[0]["new_flows"], 30);
+    assert!(
+        services[0]["mode"].is_null(),
+        "pins carry no config: {services}"
+    );
+    let table = stdout(&xlb(&lab, &["backends"]));
+    assert!(
+        table.contains("10.60.0.11") && table.contains("10.60.0.13"),
+        "{table}"
+    );
+}
