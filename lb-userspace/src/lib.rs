@@ -11,6 +11,7 @@
 //! - [`stats`]: read and sum the per-CPU counters (live or from pins).
 //! - [`ebpf_log`]: forward aya-log records from the data plane into `tracing`.
 //! - [`test_run`]: `BPF_PROG_TEST_RUN` for packet tests and benchmarks.
+//! - [`vrrp`]: VRRP v2/v3 wire format and election state machine, pure (no I/O).
 
 pub mod bpffs;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod services;
 pub mod stats;
 pub mod supervisor;
 pub mod test_run;
+pub mod vrrp;
 
 /// The XDP object built from `lb-ebpf` by this crate's build script.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
