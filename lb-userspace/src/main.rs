@@ -268,7 +268,9 @@ impl Daemon {
             tracing::info!(pin_dir = %self.pin_dir.display(), "left attached and pinned for the next xlb run");
             return Ok(());
         }
-        // Clean up whatever got attached, also when attaching a later interface failed.
+        // Clean up whatever got attached, also when attaching a later interface failed;
+        // with the data plane gone there is no health for a successor to take over.
+        let _ = std::fs::remove_file(control::health_state_path(&self.pin_dir));
         loader::unpin_all(&self.pin_dir).context("detaching on shutdown")?;
         tracing::info!(pin_dir = %self.pin_dir.display(), "detached and unpinned");
         result
@@ -281,7 +283,10 @@ impl Daemon {
         if balancer.service_count() > 0 {
             tracing::info!(services = balancer.service_count(), "adopted pinned state");
         }
-        let (mut sup, mut probes) = Supervisor::start(&mut balancer, dp.ebpf_mut(), config)?;
+        let state_file =
+            (self.program == programs::BALANCER).then(|| control::health_state_path(&self.pin_dir));
+        let (mut sup, mut probes) =
+            Supervisor::start(&mut balancer, dp.ebpf_mut(), config, state_file)?;
         for iface in &self.ifaces {
             let a = dp.attach(self.program, iface, self.xdp_mode)?;
             tracing::info!(

@@ -7,7 +7,10 @@
 //! run) only after the data plane serves the new set, so "backend down" in the log
 //! means no new flow goes there any more.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Result;
 use aya::Ebpf;
@@ -17,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::{
     config::Config,
     health::{
-        book::{HealthBook, Probe},
+        book::{HealthBook, Probe, Saved},
         monitor::Checkers,
         notify::{Event, Notifier},
         CheckResult, Health,
@@ -30,6 +33,8 @@ const PROBE_QUEUE: usize = 4096;
 
 pub struct Supervisor {
     config: Config,
+    /// Where backend health is saved for the next daemon (restart without a flap).
+    state_file: Option<PathBuf>,
     book: HealthBook,
     checkers: Checkers,
     tx: mpsc::Sender<Probe>,
@@ -42,16 +47,32 @@ impl Supervisor {
     /// Applies `config` (every backend in its check's initial state) and starts the
     /// checks. Returns the supervisor and the channel its probe results arrive on;
     /// feed each to [`Supervisor::on_probe`].
+    ///
+    /// `state_file`: health saved by a previous daemon is taken over from it (so a
+    /// backend that was down stays out instead of flapping in and out again), and the
+    /// current health is saved there on every transition.
     pub fn start(
         balancer: &mut Balancer,
         ebpf: &mut Ebpf,
         config: Config,
+        state_file: Option<PathBuf>,
     ) -> Result<(Supervisor, mpsc::Receiver<Probe>)> {
         let (tx, rx) = mpsc::channel(PROBE_QUEUE);
         let mut book = HealthBook::default();
         book.sync(&config.services);
+        if let Some(path) = &state_file {
+            match load_saved(path) {
+                Ok(Some(saved)) => {
+                    let n = book.restore(&saved);
+                    tracing::info!(file = %path.display(), backends = n, "health taken over from the previous daemon");
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(file = %path.display(), "ignoring saved health: {e:#}"),
+            }
+        }
         let mut sup = Supervisor {
             checkers: Checkers::start(&[], &tx),
+            state_file,
             config,
             book,
             tx,
@@ -95,6 +116,7 @@ impl Supervisor {
         };
         let (key, addr) = probe.target;
         let service = describe_vip(&key);
+        self.save();
         if let Err(e) = self.apply(balancer, ebpf) {
             tracing::error!(%service, backend = %addr, "applying a health change failed: {e:#}");
             return;
@@ -146,6 +168,22 @@ impl Supervisor {
         self.note_availability();
         self.checkers = Checkers::start(&self.config.services, &self.tx);
         Ok(())
+    }
+
+    /// Writes the health of every checked backend to the state file (atomically: a
+    /// crash mid-write leaves the previous file).
+    fn save(&self) {
+        let Some(path) = &self.state_file else {
+            return;
+        };
+        let tmp = path.with_extension("tmp");
+        let result = serde_json::to_vec(&self.book.snapshot())
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = result {
+            tracing::warn!(file = %path.display(), "saving health failed: {e}");
+        }
     }
 
     fn spec(&self, key: &VipKey) -> Option<&crate::services::ServiceSpec> {
@@ -205,6 +243,15 @@ impl Supervisor {
         if let Some(argv) = self.spec(key).and_then(|s| s.notify.as_ref()) {
             self.notifier.run(argv, event);
         }
+    }
+}
+
+/// Health saved by a previous daemon; `None` if there is none.
+fn load_saved(path: &Path) -> Result<Option<Vec<Saved>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -49,6 +49,7 @@ impl Drop for PinDir {
         }
         // A daemon killed with SIGKILL leaves its control socket behind.
         let _ = std::fs::remove_file(lb_userspace::control::socket_path(&self.0));
+        let _ = std::fs::remove_file(lb_userspace::control::health_state_path(&self.0));
     }
 }
 

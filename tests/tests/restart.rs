@@ -114,3 +114,54 @@ fn sigkill_and_restart_lose_no_connection() {
         "SIGTERM without --keep-attached detaches"
     );
 }
+
+/// A backend that was down when the daemon died stays out after the restart: the new
+/// daemon takes the health over instead of starting it up again (which would send it
+/// new flows until its checks failed once more).
+#[test]
+fn restart_keeps_a_down_backend_out() {
+    let mut lab = Lab::new("rshealth");
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({"check": {
+            "type": "tcp", "interval_ms": 1000, "timeout_ms": 200, "rise": 2, "fall": 1,
+        }}),
+    );
+    lab.start_peer();
+    let first = lab.start_xlb(&[]);
+    drop(lab.servers.remove(1));
+    assert!(
+        lab.wait_log(&["backend down", "10.60.0.12"], 1, Duration::from_secs(10)),
+        "be2 never down:\n{}",
+        lab.log.read()
+    );
+    lab.daemons[first].kill();
+    lab.start_xlb(&[]);
+    assert_eq!(
+        lab.log_lines(&["health taken over from the previous daemon", "backends=3"])
+            .len(),
+        1,
+        "{}",
+        lab.log.read()
+    );
+    // Right after the restart, before any check could run: no connection may reach be2.
+    let traffic = lab.traffic();
+    assert!(traffic.progressed(200, Duration::from_secs(20)));
+    let attempts = traffic.stop();
+    let failed: Vec<&String> = attempts
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        attempts.len()
+    );
+    assert_eq!(
+        lab.log_lines(&["backend down"]).len(),
+        1,
+        "be2 went down a second time (it was up again after the restart):\n{}",
+        lab.log.read()
+    );
+}

@@ -38,6 +38,13 @@ pub fn socket_path(pin_dir: &Path) -> PathBuf {
     Path::new(SOCKET_DIR).join(format!("{name}.sock"))
 }
 
+/// Where the daemon pinning under `pin_dir` saves backend health for its successor:
+/// next to its socket, `/run/xlb/<name>.health.json` (tmpfs: a reboot forgets it, as
+/// it should, since the pins are gone too).
+pub fn health_state_path(pin_dir: &Path) -> PathBuf {
+    socket_path(pin_dir).with_extension("health.json")
+}
+
 /// What a client asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "lowercase")]

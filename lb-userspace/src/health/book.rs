@@ -30,6 +30,15 @@ pub struct Probe {
     pub took: std::time::Duration,
 }
 
+/// One backend's state as saved for the next daemon.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Saved {
+    /// `vip:port/proto`.
+    pub service: String,
+    pub backend: IpAddr,
+    pub health: Health,
+}
+
 /// What the book knows about one checked backend.
 #[derive(Debug, Clone)]
 pub struct BackendHealth {
@@ -118,6 +127,40 @@ impl HealthBook {
         entry.transitions += 1;
         entry.since = SystemTime::now();
         Some(t)
+    }
+
+    /// The state of every checked backend, to carry over a daemon restart.
+    pub fn snapshot(&self) -> Vec<Saved> {
+        let mut out: Vec<Saved> = self
+            .entries
+            .iter()
+            .map(|((key, addr), e)| Saved {
+                service: crate::services::describe_vip(key),
+                backend: *addr,
+                health: e.health(),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.service, a.backend).cmp(&(&b.service, b.backend)));
+        out
+    }
+
+    /// Takes over the states a previous daemon saved, for backends this book checks
+    /// (call after [`HealthBook::sync`]); others are ignored.
+    pub fn restore(&mut self, saved: &[Saved]) -> usize {
+        let mut restored = 0;
+        for ((key, addr), e) in &mut self.entries {
+            let service = crate::services::describe_vip(key);
+            if let Some(s) = saved
+                .iter()
+                .find(|s| s.backend == *addr && s.service == service)
+            {
+                if s.health != e.health() {
+                    e.tracker = Tracker::new(s.health, e.tracker.thresholds());
+                }
+                restored += 1;
+            }
+        }
+        restored
     }
 
     /// What the book knows about `target`, if it is checked.
@@ -309,6 +352,28 @@ mod tests {
         book.sync(std::slice::from_ref(&svc));
         assert_eq!(book.record(&probe(&svc, 1, false)), None);
         assert!(book.get(&probe(&svc, 1, false).target).is_none());
+    }
+
+    #[test]
+    fn snapshot_restores_into_a_new_book() {
+        let svc = service(vec![backend(1), backend(2)]);
+        let mut book = HealthBook::default();
+        book.sync(std::slice::from_ref(&svc));
+        book.record(&probe(&svc, 2, false));
+        book.record(&probe(&svc, 2, false)).unwrap();
+        let saved = book.snapshot();
+        assert_eq!(saved.len(), 2);
+        let json = serde_json::to_string(&saved).unwrap();
+        let mut next = HealthBook::default();
+        next.sync(std::slice::from_ref(&svc));
+        assert_eq!(
+            next.restore(&serde_json::from_str::<Vec<Saved>>(&json).unwrap()),
+            2
+        );
+        assert_eq!(weights(&next.effective_one(&svc)), [(1, 1), (2, 0)]);
+        // It recovers with `rise` successes like any Down backend.
+        next.record(&probe(&svc, 2, true));
+        assert!(next.record(&probe(&svc, 2, true)).is_some());
     }
 
     #[test]
