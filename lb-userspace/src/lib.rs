@@ -6,6 +6,7 @@
 //! - [`control`]: the daemon's control socket and what `xlb status/services/backends` show.
 //! - [`bpffs`]: make sure bpffs is mounted and the pin directory exists.
 //! - [`maps`]: typed map writes and the atomic Maglev table swap.
+//! - [`metrics`]: the opt-in Prometheus endpoint.
 //! - [`services`]: validate a whole service set and apply it (Maglev, stable backend ids).
 //! - [`supervisor`]: the daemon's loop state: config + health → what the data plane serves.
 //! - [`stats`]: read and sum the per-CPU counters (live or from pins).
@@ -21,6 +22,7 @@ pub mod health;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
+pub mod metrics;
 pub mod services;
 pub mod stats;
 pub mod supervisor;

@@ -16,6 +16,7 @@ use lb_userspace::{
 use lb_userspace::{
     control::{self, server::ControlSocket, views, Request, Response},
     health::Health,
+    metrics,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -49,6 +50,10 @@ enum Command {
         /// that fails validation is rejected whole and the running one stays.
         #[arg(long, short = 'c')]
         config: Option<PathBuf>,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9641): counters per
+        /// verdict, service and backend, backend health, check latencies. Off by default.
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
         /// On exit leave program, maps and links pinned (traffic keeps flowing), for a
         /// restart or upgrade: the next `xlb run` with the same pin directory adopts them.
         #[arg(long)]
@@ -172,6 +177,7 @@ async fn real_main() -> Result<()> {
             xdp_mode,
             ebpf_log_level,
             config,
+            metrics_listen,
             keep_attached,
         } => {
             let daemon = Daemon {
@@ -182,6 +188,7 @@ async fn real_main() -> Result<()> {
                 ebpf_log_level,
                 config,
                 gue_port: None,
+                metrics_listen,
                 keep_attached,
             };
             daemon.run().await
@@ -200,6 +207,7 @@ async fn real_main() -> Result<()> {
                 ebpf_log_level: EbpfLogLevel::Off,
                 config: None,
                 gue_port: Some(gue_port),
+                metrics_listen: None,
                 keep_attached: false,
             };
             daemon.run().await
@@ -242,6 +250,7 @@ struct Daemon {
     config: Option<PathBuf>,
     /// Overrides the config's GUE port (`xlb decap --gue-port`).
     gue_port: Option<u16>,
+    metrics_listen: Option<std::net::SocketAddr>,
     keep_attached: bool,
 }
 
@@ -298,12 +307,19 @@ impl Daemon {
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         // The decap program has nothing to report: only the balancer gets a socket.
-        let (_socket, mut requests) = if self.program == programs::BALANCER {
-            let (socket, rx) = ControlSocket::bind(&control::socket_path(&self.pin_dir))?;
-            (Some(socket), rx)
+        let (requests_tx, mut requests) = tokio::sync::mpsc::channel(16);
+        let _socket = if self.program == programs::BALANCER {
+            Some(ControlSocket::bind(
+                &control::socket_path(&self.pin_dir),
+                requests_tx.clone(),
+            )?)
         } else {
-            (None, tokio::sync::mpsc::channel(1).1)
+            None
         };
+        if let Some(addr) = self.metrics_listen {
+            metrics::serve(addr, requests_tx.clone()).await?;
+        }
+        drop(requests_tx);
         let started = std::time::Instant::now();
         let mut last_reload: Option<String> = None;
         tracing::info!(
@@ -337,6 +353,9 @@ impl Daemon {
                         Request::Backends => {
                             Response::ok(json(&views::backends(&sup, &balancer, dp.ebpf())))
                         }
+                        Request::Metrics => Response::ok(serde_json::Value::String(
+                            metrics::render(&sup, &balancer, dp.ebpf()),
+                        )),
                         Request::Reload => {
                             let r = self.reload(&mut sup, &mut balancer, dp);
                             last_reload = Some(r.clone().err().unwrap_or_else(|| "ok".into()));
@@ -410,7 +429,7 @@ fn show(pin_dir: &std::path::Path, request: Request, as_json: bool) -> Result<()
         Request::Status => views::status_text(&serde_json::from_value(data)?),
         Request::Services => views::services_table(&serde_json::from_value::<Vec<_>>(data)?),
         Request::Backends => views::backends_table(&serde_json::from_value::<Vec<_>>(data)?),
-        Request::Reload => unreachable!("not a read command"),
+        Request::Reload | Request::Metrics => unreachable!("not a table command"),
     };
     print!("{text}");
     Ok(())

@@ -25,6 +25,7 @@ use crate::{
         notify::{Event, Notifier},
         CheckResult, Health,
     },
+    metrics::{ProbeLabels, ProbeLatency},
     services::{describe_vip, vip_key, Balancer, Fallback},
 };
 
@@ -41,6 +42,7 @@ pub struct Supervisor {
     notifier: Notifier,
     /// Per service: whether a real backend took new flows at the last apply.
     available: HashMap<VipKey, bool>,
+    probe_latency: ProbeLatency,
 }
 
 impl Supervisor {
@@ -78,6 +80,7 @@ impl Supervisor {
             tx,
             notifier: Notifier::default(),
             available: HashMap::new(),
+            probe_latency: ProbeLatency::default(),
         };
         sup.apply(balancer, ebpf)?;
         sup.checkers = Checkers::start(&sup.config.services, &sup.tx);
@@ -90,6 +93,11 @@ impl Supervisor {
 
     pub fn book(&self) -> &HealthBook {
         &self.book
+    }
+
+    /// Health-check latencies observed so far (for the metrics endpoint).
+    pub fn probe_latency(&self) -> &ProbeLatency {
+        &self.probe_latency
     }
 
     /// Number of running checks.
@@ -108,6 +116,13 @@ impl Supervisor {
     /// Records one probe result; on a transition, applies the new effective set, then
     /// logs it and runs the service's notify hook.
     pub fn on_probe(&mut self, balancer: &mut Balancer, ebpf: &mut Ebpf, probe: &Probe) {
+        self.probe_latency
+            .0
+            .get_or_create(&ProbeLabels {
+                service: describe_vip(&probe.target.0),
+                result: if probe.result.is_ok() { "ok" } else { "fail" }.into(),
+            })
+            .observe(probe.took.as_secs_f64());
         if let CheckResult::Fail(why) = &probe.result {
             tracing::debug!(service = %describe_vip(&probe.target.0), backend = %probe.target.1, %why, "probe failed");
         }

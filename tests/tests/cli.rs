@@ -155,3 +155,96 @@ fn read_commands_reload_and_pinned_fallback() {
         "{table}"
     );
 }
+
+/// One HTTP GET from inside `ns` (the daemon's namespace): (status line, body).
+fn http_get(ns: &testbed::Netns, addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let (addr, path) = (addr.to_owned(), path.to_owned());
+    ns.run(move || {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect to the metrics endpoint");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (
+            head.lines().next().unwrap_or("").to_owned(),
+            body.to_owned(),
+        )
+    })
+}
+
+/// The value of the sample named exactly `series` (name and labels) in an exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn metrics_endpoint_exposes_counters_and_health() {
+    let mut lab = Lab::new("metrics");
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({"check": {
+            "type": "tcp", "interval_ms": 200, "timeout_ms": 100, "rise": 1, "fall": 1,
+        }}),
+    );
+    lab.start_peer();
+    lab.start_xlb(&["--metrics-listen", "127.0.0.1:9641"]);
+    let vip = lab.vip();
+    lab.client
+        .run(move || (0..20).for_each(|_| drop(testbed::lab::greet(vip).unwrap())));
+    drop(lab.servers.remove(1));
+    assert!(lab.wait_log(&["backend down"], 1, Duration::from_secs(10)));
+
+    let (status, body) = http_get(&lab.lb, "127.0.0.1:9641", "/metrics");
+    assert!(status.contains("200"), "{status}");
+    let svc = r#"service="10.60.0.100:80/tcp""#;
+    let get = |series: &str| {
+        sample(&body, series).unwrap_or_else(|| panic!("no sample {series} in:\n{body}"))
+    };
+    assert!(get(r#"xlb_datapath_packets_total{counter="rx"}"#) >= 80.0);
+    assert_eq!(get(r#"xlb_datapath_packets_total{counter="aborted"}"#), 0.0);
+    assert_eq!(get(&format!("xlb_service_new_flows_total{{{svc}}}")), 20.0);
+    assert_eq!(
+        get(&format!(r#"xlb_backend_up{{{svc},backend="10.60.0.12"}}"#)),
+        0.0
+    );
+    assert_eq!(
+        get(&format!(r#"xlb_backend_up{{{svc},backend="10.60.0.11"}}"#)),
+        1.0
+    );
+    assert_eq!(
+        get(&format!(
+            r#"xlb_backend_weight{{{svc},backend="10.60.0.12"}}"#
+        )),
+        0.0
+    );
+    assert_eq!(
+        get(&format!(
+            r#"xlb_backend_transitions_total{{{svc},backend="10.60.0.12"}}"#
+        )),
+        1.0
+    );
+    assert!(
+        get(&format!(
+            r#"xlb_health_check_duration_seconds_count{{{svc},result="fail"}}"#
+        )) >= 1.0
+    );
+    assert!(
+        get(&format!(
+            r#"xlb_health_check_duration_seconds_count{{{svc},result="ok"}}"#
+        )) >= 2.0
+    );
+    let (status, _) = http_get(&lab.lb, "127.0.0.1:9641", "/other");
+    assert!(status.contains("404"), "{status}");
+}

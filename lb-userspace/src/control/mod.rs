@@ -53,6 +53,8 @@ pub enum Request {
     Services,
     Backends,
     Reload,
+    /// The Prometheus exposition (what the metrics endpoint serves), as a string.
+    Metrics,
 }
 
 /// The daemon's answer.

@@ -28,9 +28,9 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Binds `path` (root-only) and starts accepting; requests arrive on the returned
-    /// channel. Refuses to take over a socket another live daemon answers on.
-    pub fn bind(path: &Path) -> Result<(ControlSocket, mpsc::Receiver<Pending>)> {
+    /// Binds `path` (root-only) and starts accepting; requests go to `tx`. Refuses to
+    /// take over a socket another live daemon answers on.
+    pub fn bind(path: &Path, tx: mpsc::Sender<Pending>) -> Result<ControlSocket> {
         if let Some(dir) = path.parent() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -53,14 +53,10 @@ impl ControlSocket {
             UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("chmod 0600 {}", path.display()))?;
-        let (tx, rx) = mpsc::channel(16);
         tokio::spawn(accept_loop(listener, tx));
-        Ok((
-            ControlSocket {
-                path: path.to_owned(),
-            },
-            rx,
-        ))
+        Ok(ControlSocket {
+            path: path.to_owned(),
+        })
     }
 
     pub fn path(&self) -> &Path {

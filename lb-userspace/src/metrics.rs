@@ -1,0 +1,267 @@
+//! The opt-in Prometheus endpoint (`xlb run --metrics-listen ADDR`): data-plane
+//! counters per verdict and reason, per service and per backend, backend health and
+//! health-check latencies, in the Prometheus text format (prometheus-client).
+//!
+//! Rendered on each scrape by the daemon's main loop (the owner of all state, reached
+//! through the same request channel as the control socket), from the live maps: a
+//! scrape sees the counters as they are, never a cached copy.
+
+use std::{fmt::Write as _, net::SocketAddr};
+
+use anyhow::{Context, Result};
+use aya::Ebpf;
+use http_body_util::Full;
+use hyper::{body::Bytes, server::conn::http1, service::service_fn, Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use tokio::{net::TcpListener, sync::mpsc};
+
+use crate::{
+    control::{server::Pending, Request},
+    health::Health,
+    services::{describe_vip, vip_key, Balancer},
+    stats,
+    supervisor::Supervisor,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CounterLabels {
+    counter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    service: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub service: String,
+    pub result: String,
+}
+
+/// Health-check latency per service and result, observed on every probe.
+#[derive(Clone)]
+pub struct ProbeLatency(pub Family<ProbeLabels, Histogram>);
+
+impl Default for ProbeLatency {
+    fn default() -> Self {
+        ProbeLatency(Family::new_with_constructor(|| {
+            // 1 ms .. ~4 s: loopback answers to timeouts.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.001, 2.0, 13,
+            ))
+        }))
+    }
+}
+
+impl std::fmt::Debug for ProbeLatency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProbeLatency")
+    }
+}
+
+/// The whole exposition, as of now.
+pub fn render(sup: &Supervisor, balancer: &Balancer, ebpf: &Ebpf) -> String {
+    let mut reg = Registry::with_prefix("xlb");
+
+    let packets = Family::<CounterLabels, Counter>::default();
+    let bytes = Family::<CounterLabels, Counter>::default();
+    if let Ok(global) = stats::read_loaded(ebpf) {
+        for (name, c) in global.iter() {
+            let l = CounterLabels {
+                counter: name.into(),
+            };
+            packets.get_or_create(&l).inc_by(c.packets);
+            bytes.get_or_create(&l).inc_by(c.bytes);
+        }
+    }
+    reg.register(
+        "datapath_packets",
+        "Packets by data-plane counter: verdicts (rx, pass, drop, tx, redirect, aborted) and reasons",
+        packets,
+    );
+    reg.register(
+        "datapath_bytes",
+        "Bytes by data-plane counter (frame length as XDP saw it)",
+        bytes,
+    );
+
+    let (svc_stats, be_stats) = stats::read_loaded_flows(ebpf).unwrap_or_default();
+    let svc_packets = Family::<ServiceLabels, Counter>::default();
+    let svc_bytes = Family::<ServiceLabels, Counter>::default();
+    let svc_flows = Family::<ServiceLabels, Counter>::default();
+    for s in &svc_stats {
+        let l = ServiceLabels {
+            service: describe_vip(&s.key),
+        };
+        svc_packets.get_or_create(&l).inc_by(s.counter.packets);
+        svc_bytes.get_or_create(&l).inc_by(s.counter.bytes);
+        svc_flows.get_or_create(&l).inc_by(s.counter.new_flows);
+    }
+    reg.register(
+        "service_packets",
+        "Packets forwarded per service",
+        svc_packets,
+    );
+    reg.register("service_bytes", "Bytes forwarded per service", svc_bytes);
+    reg.register(
+        "service_new_flows",
+        "New flows (connection-table misses) per service",
+        svc_flows,
+    );
+
+    let be_counters: std::collections::HashMap<u32, _> =
+        be_stats.iter().map(|b| (b.id, b.counter)).collect();
+    let be_packets = Family::<BackendLabels, Counter>::default();
+    let be_flows = Family::<BackendLabels, Counter>::default();
+    let up = Family::<BackendLabels, Gauge>::default();
+    let weight = Family::<BackendLabels, Gauge>::default();
+    let transitions = Family::<BackendLabels, Counter>::default();
+    let probes = Family::<BackendLabels, Counter>::default();
+    let failures = Family::<BackendLabels, Counter>::default();
+    let effective = sup.effective().services;
+    for (svc, eff) in sup.config().services.iter().zip(&effective) {
+        let key = vip_key(svc);
+        let service = describe_vip(&key);
+        for b in &svc.backends {
+            let l = BackendLabels {
+                service: service.clone(),
+                backend: b.address.to_string(),
+            };
+            // Counters are per backend (all its services); shown under each service.
+            if let Some(c) = balancer
+                .backend_id(b.address)
+                .and_then(|id| be_counters.get(&id))
+            {
+                be_packets.get_or_create(&l).inc_by(c.packets);
+                be_flows.get_or_create(&l).inc_by(c.new_flows);
+            }
+            let health = sup.book().get(&(key, b.address));
+            let is_up = !b.disabled && health.is_none_or(|h| h.health() == Health::Up);
+            up.get_or_create(&l).set(i64::from(is_up));
+            let w = eff
+                .backends
+                .iter()
+                .find(|e| e.address == b.address)
+                .map_or(0, |e| e.weight);
+            weight.get_or_create(&l).set(i64::from(w));
+            if let Some(h) = health {
+                transitions.get_or_create(&l).inc_by(h.transitions);
+                probes.get_or_create(&l).inc_by(h.probes);
+                failures.get_or_create(&l).inc_by(h.failures);
+            }
+        }
+    }
+    reg.register(
+        "backend_packets",
+        "Packets forwarded to the backend (all its services)",
+        be_packets,
+    );
+    reg.register(
+        "backend_new_flows",
+        "New flows sent to the backend (all its services)",
+        be_flows,
+    );
+    reg.register(
+        "backend_up",
+        "1 if the backend is enabled and passes its check (or has none)",
+        up,
+    );
+    reg.register(
+        "backend_weight",
+        "Weight the data plane uses now (0 while drained)",
+        weight,
+    );
+    reg.register(
+        "backend_transitions",
+        "Health transitions (up <-> down)",
+        transitions,
+    );
+    reg.register("backend_probes", "Health probes run", probes);
+    reg.register(
+        "backend_probe_failures",
+        "Health probes that failed",
+        failures,
+    );
+    reg.register(
+        "health_check_duration_seconds",
+        "Health-check latency per service and result",
+        sup.probe_latency().0.clone(),
+    );
+
+    let mut out = String::new();
+    if let Err(e) = encode(&mut out, &reg) {
+        let _ = writeln!(out, "# encoding failed: {e}");
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `addr`, forwarding each scrape to the main loop.
+pub async fn serve(addr: SocketAddr, tx: mpsc::Sender<Pending>) -> Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    tracing::info!(%addr, "metrics on http://{addr}/metrics");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let tx = tx.clone();
+                    async move { Ok::<_, std::convert::Infallible>(answer(&req, &tx).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn answer(
+    req: &hyper::Request<hyper::body::Incoming>,
+    tx: &mpsc::Sender<Pending>,
+) -> hyper::Response<Full<Bytes>> {
+    let reply = |status: StatusCode, body: String| {
+        let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        );
+        r
+    };
+    if req.method() != Method::GET || req.uri().path() != "/metrics" {
+        return reply(StatusCode::NOT_FOUND, "only GET /metrics\n".into());
+    }
+    let (done, answer) = tokio::sync::oneshot::channel();
+    if tx.send((Request::Metrics, done)).await.is_err() {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    }
+    match answer.await {
+        Ok(r) if r.ok => reply(
+            StatusCode::OK,
+            r.data
+                .and_then(|d| d.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        ),
+        _ => reply(StatusCode::INTERNAL_SERVER_ERROR, "no answer\n".into()),
+    }
+}
