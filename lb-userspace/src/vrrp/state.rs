@@ -25,7 +25,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::packet::{Version, MAX_ADVER_INT_V3_CS};
+use super::packet::{Received, Version, MAX_ADVER_INT_V3_CS};
 
 /// How many transitions [`VirtualRouter::history`] keeps.
 pub const HISTORY_LEN: usize = 32;
@@ -111,6 +111,17 @@ pub enum Event {
     /// tracked health check failed. Clamped to 1..=254; an address owner keeps 255,
     /// since owning the addresses is configuration, not health.
     PriorityChanged(u8),
+}
+
+impl From<&Received> for Event {
+    /// The event for an advert that passed [`super::packet`]'s checks.
+    fn from(rx: &Received) -> Event {
+        Event::AdvertReceived {
+            from: rx.src,
+            priority: rx.advert.priority,
+            max_adver_int_cs: rx.advert.max_adver_int_cs,
+        }
+    }
 }
 
 /// What the caller must do, in order.
@@ -295,6 +306,19 @@ impl VirtualRouter {
 
     /// Feed one event at time `now` (monotonic, same origin for every call) and get
     /// back what to do.
+    ///
+    /// Adverts, per RFC 5798 §6.4.2 / §6.4.3:
+    /// - Backup, priority 0: Master_Down_Timer := Skew_Time.
+    /// - Backup, priority ≥ ours, or `preempt` off (or still inside `preempt_delay`):
+    ///   learn Master_Adver_Interval (v3), Master_Down_Timer := Master_Down_Interval.
+    /// - Backup, lower priority with `preempt` on: discarded, the timer keeps running.
+    /// - Master, priority 0: advertise at once, Adver_Timer := Advertisement_Interval.
+    /// - Master, higher priority, or equal priority from a greater address than our
+    ///   primary address: become Backup.
+    /// - Master, lower priority: discarded. The other master then hears our next
+    ///   scheduled advert, at most one interval later; a caller wanting that sooner may
+    ///   send an advert of its own at once (keepalived does). This type does not, to
+    ///   keep the advert rate fixed.
     pub fn handle(&mut self, now: Duration, event: Event) -> Vec<Action> {
         match (self.state, event) {
             (State::Initialize, Event::Startup) => self.startup(now),
@@ -412,12 +436,7 @@ impl VirtualRouter {
         Vec::new()
     }
 
-    /// §6.4.3 "If an ADVERTISEMENT is received".
-    ///
-    /// A lower-priority advert is discarded, as the RFC says; the other master goes on
-    /// until it hears our next scheduled advert, at most one interval later. A caller
-    /// that wants that quicker may answer such an advert with one of its own at once
-    /// (keepalived does); this type does not, to keep the advert rate fixed.
+    /// §6.4.3 "If an ADVERTISEMENT is received" (lower priority: see [`Self::handle`]).
     fn master_advert(
         &mut self,
         now: Duration,

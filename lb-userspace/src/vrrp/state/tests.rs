@@ -445,6 +445,37 @@ fn v2_keeps_its_interval_and_uses_v2_skew() {
 }
 
 #[test]
+fn decoded_advert_becomes_event() {
+    use crate::vrrp::packet::{self, Advert, Configured, Family};
+    let ad = Advert::v3(7, 150, 250, vec![ip(100)]);
+    let bytes = packet::encode_ip_packet(ip(2), None, &ad).unwrap();
+    let cfg = Configured {
+        vrid: 7,
+        family: Family::V4,
+        version: Version::V3,
+        owner: false,
+        adver_int_cs: 100,
+        auth_type: 0,
+        auth_data: [0; 8],
+        addresses: Some(vec![ip(100)]),
+    };
+    let rx = packet::decode_ip(&bytes, &[cfg]).unwrap();
+    let ev = Event::from(&rx);
+    assert_eq!(
+        ev,
+        Event::AdvertReceived {
+            from: ip(2),
+            priority: 150,
+            max_adver_int_cs: 250
+        }
+    );
+    let mut vr = started(config(100, 1));
+    vr.handle(ms(10), ev);
+    assert_eq!(vr.master_adver_interval_cs(), 250);
+    assert_eq!(vr.master_address(), Some(ip(2)));
+}
+
+#[test]
 fn history_is_bounded() {
     let mut vr = VirtualRouter::new(config(100, 1)).unwrap();
     for i in 0..40u64 {
