@@ -246,6 +246,9 @@ impl Lab {
     }
 }
 
+/// At most one [`Traffic`] connection per this long (200 per second).
+const PACE: Duration = Duration::from_millis(5);
+
 /// One connection's outcome: when it started, and who answered (or the error).
 pub type Attempt = (Instant, Result<String, String>);
 
@@ -268,6 +271,9 @@ impl Traffic {
                 let at = Instant::now();
                 out.push((at, greet(vip).map_err(|e| e.to_string())));
                 thread_done.fetch_add(1, Ordering::Relaxed);
+                // Paced: every closed connection holds a client port in TIME_WAIT for
+                // 60 s, and an unpaced loop would run out of ports in long tests.
+                std::thread::sleep(PACE.saturating_sub(at.elapsed()));
             }
             out
         });
