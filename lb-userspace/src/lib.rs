@@ -4,6 +4,7 @@
 //! - [`loader`]: load the embedded XDP object, pin maps, attach/detach on interfaces.
 //! - [`config`]: the JSON configuration file, validated whole.
 //! - [`control`]: the daemon's control socket and what `xlb status/services/backends` show.
+//! - [`import`]: convert other balancers' configs (keepalived.conf) into an xlb config.
 //! - [`bpffs`]: make sure bpffs is mounted and the pin directory exists.
 //! - [`maps`]: typed map writes and the atomic Maglev table swap.
 //! - [`metrics`]: the opt-in Prometheus endpoint.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod ebpf_log;
 pub mod health;
+pub mod import;
 pub mod loader;
 pub mod maglev;
 pub mod maps;

@@ -74,6 +74,22 @@ enum Command {
     },
     /// Validate a configuration file without applying it; prints every problem.
     CheckConfig { file: PathBuf },
+    /// Convert a keepalived.conf (its virtual_server part) into an xlb config: the JSON
+    /// to stdout (or --output), every keyword not carried over to stderr as
+    /// `FILE:LINE: KEYWORD: reason`. See docs/keepalived-import.md.
+    ImportKeepalived {
+        file: PathBuf,
+        /// Next-hop MAC of a real or sorry server, `IP=MAC` (repeat); without one the
+        /// placeholder 02:00:00:00:00:00 is written and reported.
+        #[arg(long = "mac", value_name = "IP=MAC")]
+        macs: Vec<String>,
+        /// The balancer's own address, outer source for TUN services (one per family).
+        #[arg(long = "encap-source", value_name = "IP")]
+        encap_sources: Vec<std::net::IpAddr>,
+        /// Write the config here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Print the global data-plane counters from the pinned maps.
     Stats {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
@@ -221,6 +237,17 @@ async fn real_main() -> Result<()> {
             );
             Ok(())
         }
+        Command::ImportKeepalived {
+            file,
+            macs,
+            encap_sources,
+            output,
+        } => lb_userspace::import::import_keepalived_cli(
+            &file,
+            &macs,
+            &encap_sources,
+            output.as_deref(),
+        ),
         Command::Stats { pin_dir, json } => print_stats(&pin_dir, json),
         Command::Status { pin_dir, json } => show(&pin_dir, Request::Status, json),
         Command::Services { pin_dir, json } => show(&pin_dir, Request::Services, json),
