@@ -292,8 +292,16 @@ fn tracker_follows_a_real_backend_down_and_up() {
     assert_eq!((up.from, up.to), (Health::Down, Health::Up));
     assert_eq!(up.reason, "2 consecutive successes");
 
-    // The server vanishing altogether is a failure too (refused).
+    // The server vanishing altogether is a failure too (refused). tiny_http's accept
+    // thread may hold the listening socket a moment after the server is dropped:
+    // wait for it to close before counting.
     drop(server);
+    assert!(
+        testbed::dataplane::wait_until(Duration::from_secs(2), || {
+            tcp_check(&lab.checker, addr, TIMEOUT) == CheckResult::Fail(FailReason::Refused)
+        }),
+        "the server's port still accepts connections"
+    );
     let mut last = None;
     for _ in 0..fall {
         let result = tcp_check(&lab.checker, addr, TIMEOUT);
@@ -763,6 +771,7 @@ fn http_digest_matches_the_whole_body() {
 /// `backend.test` and 10.71.0.2: answers any request with 200 "ok". Stops on drop.
 struct TlsServer {
     addr: SocketAddr,
+    /// Requests received (after a completed handshake).
     served: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -802,10 +811,9 @@ impl TlsServer {
                     Err(e) => panic!("TLS server accept: {e}"),
                 };
                 // A failed handshake (the verifying client rejects the certificate)
-                // is part of the test, not a server error.
-                if serve_tls(&config, stream).is_ok() {
-                    count.fetch_add(1, Ordering::SeqCst);
-                }
+                // is part of the test, not a server error; so is a client that
+                // resets the connection as soon as it has the response.
+                let _ = serve_tls(&config, stream, &count);
             }
         });
         TlsServer {
@@ -817,8 +825,13 @@ impl TlsServer {
     }
 }
 
-/// One HTTPS exchange: read the request head (bounded), answer 200 "ok", close.
-fn serve_tls(config: &Arc<rustls::ServerConfig>, tcp: std::net::TcpStream) -> io::Result<()> {
+/// One HTTPS exchange: read the request head (bounded), count it in `served`,
+/// answer 200 "ok", close.
+fn serve_tls(
+    config: &Arc<rustls::ServerConfig>,
+    tcp: std::net::TcpStream,
+    served: &AtomicU64,
+) -> io::Result<()> {
     tcp.set_nonblocking(false)?;
     tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
     let conn = rustls::ServerConnection::new(config.clone()).map_err(io::Error::other)?;
@@ -832,6 +845,7 @@ fn serve_tls(config: &Arc<rustls::ServerConfig>, tcp: std::net::TcpStream) -> io
         }
         head.extend_from_slice(&buf[..n]);
     }
+    served.fetch_add(1, Ordering::SeqCst);
     tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")?;
     tls.conn.send_close_notify();
     tls.flush()
@@ -877,7 +891,13 @@ fn https_check_insecure_ok_verified_fails() {
         http_check_with(&lab.checker, &http("/", None), &insecure, addr),
         CheckResult::Ok
     );
-    assert_eq!(server.served.load(Ordering::SeqCst), 2);
+    // Counted by the server thread, which the client may beat to it.
+    let served = || server.served.load(Ordering::SeqCst);
+    assert!(
+        testbed::dataplane::wait_until(Duration::from_secs(2), || served() == 2),
+        "served {}",
+        served()
+    );
 
     // Verified (the default for HTTPS): a self-signed certificate is not trusted.
     for check in [&check, &http("/", None)] {
@@ -893,7 +913,9 @@ fn https_check_insecure_ok_verified_fails() {
             "TLS: invalid peer certificate: UnknownIssuer"
         );
     }
-    assert_eq!(server.served.load(Ordering::SeqCst), 2);
+    // The rejected handshakes never got to a request.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(served(), 2);
 
     // Plain HTTP to the TLS server, and TLS to a server that is not TLS.
     let result = http_check_with(&lab.checker, &check, &https(http::Tls::Off), addr);
