@@ -100,30 +100,47 @@ pub struct ParseError {
     pub message: String,
 }
 
-/// The config as JSON for people: pretty, without the fields that are null, false or
-/// at their default table size (the file reads back to exactly the same [`Config`]).
+/// The config as JSON for people: pretty, without the fields that are null, false,
+/// empty lists or at their default table size or GUE port. Should that ever not read
+/// back to exactly the same [`Config`] (a field whose absence means something else),
+/// every field is written.
 pub fn to_json(config: &Config) -> String {
-    let mut value = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
+    let full = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
+    let mut value = full.clone();
     prune(&mut value);
+    if serde_json::from_value::<Config>(value.clone())
+        .ok()
+        .as_ref()
+        != Some(config)
+    {
+        value = full;
+    }
     let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
     text
 }
 
 fn prune(value: &mut serde_json::Value) {
+    use serde_json::Value;
     match value {
-        serde_json::Value::Object(map) => {
-            map.retain(|key, v| {
-                !(v.is_null()
-                    || *v == serde_json::Value::Bool(false)
-                    || (key == "table_size"
-                        && v.as_u64() == Some(u64::from(crate::maglev::DEFAULT_TABLE_SIZE)))
-                    || (key == "gue_port"
-                        && v.as_u64() == Some(u64::from(lb_common::service::DEFAULT_GUE_PORT))))
+        Value::Object(map) => {
+            map.retain(|key, v| match v {
+                Value::Null | Value::Bool(false) => false,
+                // Required (`backends`) or the point of the file (`services`).
+                Value::Array(items) => !items.is_empty() || key == "services" || key == "backends",
+                Value::Number(n) => {
+                    let default = match key.as_str() {
+                        "table_size" => Some(u64::from(crate::maglev::DEFAULT_TABLE_SIZE)),
+                        "gue_port" => Some(u64::from(lb_common::service::DEFAULT_GUE_PORT)),
+                        _ => None,
+                    };
+                    default.is_none() || n.as_u64() != default
+                }
+                _ => true,
             });
             map.values_mut().for_each(prune);
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(prune),
+        Value::Array(items) => items.iter_mut().for_each(prune),
         _ => {}
     }
 }
@@ -176,4 +193,17 @@ pub fn import_keepalived_cli(
         report.notes.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruned_json_reads_back_to_the_same_config() {
+        let config = Config::parse(include_str!("../../../examples/xlb.json")).unwrap();
+        let json = to_json(&config);
+        assert_eq!(Config::parse(&json).unwrap(), config);
+        assert!(!json.contains("null") && !json.contains("false"), "{json}");
+    }
 }
