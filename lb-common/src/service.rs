@@ -39,6 +39,8 @@ pub mod service_flags {
     /// With no usable backend, hand new flows to the local stack (XDP_PASS) instead of
     /// dropping them: keepalived-style fallback to a service running on the balancer.
     pub const FALLBACK_PASS: u32 = 1 << 1;
+    /// The VIP is held by a VRRP peer (this host is backup): do not balance, pass.
+    pub const STANDBY: u32 = 1 << 2;
 }
 
 /// Key of `XLB_SERVICES`: (VIP, port, protocol). `port_be == 0` is the VIP's

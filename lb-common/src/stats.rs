@@ -81,6 +81,10 @@ stats! {
     /// Passed: the service has no usable backend and its fallback is the local stack
     /// (`fallback: "pass"`).
     FallbackPass = 23, "fallback_pass";
+    /// Passed: the service's VIP belongs to a VRRP instance that is not master here, so
+    /// this host must not balance it (the stack, which no longer holds the VIP, drops
+    /// it).
+    Standby = 24, "standby";
 }
 
 /// One counter slot. Per CPU in the map; userspace sums the CPUs.

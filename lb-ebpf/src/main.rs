@@ -60,6 +60,9 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     let Some(svc) = lookup::service(&pkt.flow) else {
         return Ok(pass(ctx, Stat::NotVip, len));
     };
+    if svc.flags & service_flags::STANDBY != 0 {
+        return Ok(pass(ctx, Stat::Standby, len));
+    }
     if let Some(reason) = pkt.unforwardable {
         return Err(reason);
     }

@@ -5,7 +5,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::services::{self, EncapSources, Invalid, ServiceSpec};
+use crate::{
+    services::{self, describe_vip, vip_key, EncapSources, Invalid, ServiceSpec},
+    vrrp::config::VrrpSpec,
+};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,6 +18,9 @@ pub struct Config {
     pub encap_sources: EncapSources,
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
+    /// VRRP instances: which virtual addresses this host holds while it is master.
+    #[serde(default)]
+    pub vrrp: Vec<VrrpSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,12 +78,21 @@ impl Config {
             path: "<config>".into(),
             error,
         })?;
-        services::validate(&config.services, &config.encap_sources).map_err(|errors| {
-            ConfigError::Invalid {
+        let mut errors = services::validate(&config.services, &config.encap_sources)
+            .err()
+            .unwrap_or_default();
+        let names: Vec<String> = config
+            .services
+            .iter()
+            .map(|s| describe_vip(&vip_key(s)))
+            .collect();
+        errors.extend(crate::vrrp::config::validate(&config.vrrp, &names));
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid {
                 path: "<config>".into(),
                 errors,
-            }
-        })?;
+            });
+        }
         Ok(config)
     }
 }

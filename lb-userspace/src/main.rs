@@ -15,8 +15,10 @@ use lb_userspace::{
 };
 use lb_userspace::{
     control::{self, server::ControlSocket, views, Request, Response},
+    health::notify::Notifier,
     health::Health,
     metrics,
+    vrrp::runtime::Vrrp,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -116,6 +118,14 @@ enum Command {
     /// Every backend of every service: health state, weight (configured -> in use), last
     /// check, transitions, counters. Without a daemon, the counters from the pinned maps.
     Backends {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// VRRP instances: state, priority (configured/effective), master, adverts, drops,
+    /// recent transitions.
+    Vrrp {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
         #[arg(long)]
@@ -252,6 +262,7 @@ async fn real_main() -> Result<()> {
         Command::Status { pin_dir, json } => show(&pin_dir, Request::Status, json),
         Command::Services { pin_dir, json } => show(&pin_dir, Request::Services, json),
         Command::Backends { pin_dir, json } => show(&pin_dir, Request::Backends, json),
+        Command::Vrrp { pin_dir, json } => show(&pin_dir, Request::Vrrp, json),
         Command::Reload { pin_dir } => {
             let path = control::socket_path(&pin_dir);
             control::request(&path, Request::Reload, RELOAD_TIMEOUT)?;
@@ -323,6 +334,10 @@ impl Daemon {
             (self.program == programs::BALANCER).then(|| control::health_state_path(&self.pin_dir));
         let (mut sup, mut probes) =
             Supervisor::start(&mut balancer, dp.ebpf_mut(), config, state_file)?;
+        // Until an instance is master here, its VIPs belong to whichever peer is.
+        let vrrp_specs = sup.config().vrrp.clone();
+        let vips = vrrp_specs.iter().flat_map(|s| s.addresses.iter().copied());
+        sup.set_standby(&mut balancer, dp.ebpf_mut(), vips.collect())?;
         for iface in &self.ifaces {
             let a = dp.attach(self.program, iface, self.xdp_mode)?;
             tracing::info!(
@@ -347,6 +362,10 @@ impl Daemon {
             metrics::serve(addr, requests_tx.clone()).await?;
         }
         drop(requests_tx);
+        let (vrrp_tx, mut vrrp_events) = tokio::sync::mpsc::channel(16);
+        let vrrp = Vrrp::start(&vrrp_specs, &vrrp_tx).context("starting VRRP")?;
+        track(&sup, &vrrp);
+        let notifier = Notifier::default();
         let started = std::time::Instant::now();
         let mut last_reload: Option<String> = None;
         tracing::info!(
@@ -355,9 +374,37 @@ impl Daemon {
         );
         loop {
             tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(()) }
-                _ = int.recv() => { tracing::info!("SIGINT received"); return Ok(()) }
-                Some(probe) = probes.recv() => sup.on_probe(&mut balancer, dp.ebpf_mut(), &probe),
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM received");
+                    vrrp.shutdown().await;
+                    return Ok(());
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT received");
+                    vrrp.shutdown().await;
+                    return Ok(());
+                }
+                Some(probe) = probes.recv() => {
+                    if sup.on_probe(&mut balancer, dp.ebpf_mut(), &probe) {
+                        track(&sup, &vrrp);
+                    }
+                }
+                Some(ev) = vrrp_events.recv() => {
+                    if let Err(e) = sup.set_standby(&mut balancer, dp.ebpf_mut(), vrrp.standby_addresses()) {
+                        tracing::error!("applying a VRRP state change failed: {e:#}");
+                    }
+                    let _ = ev.applied.send(());
+                    let (from, to) = (ev.from.to_string(), ev.to.to_string());
+                    tracing::warn!(instance = %ev.name, %from, %to, reason = %ev.reason, "VRRP {to}");
+                    if let Some(argv) = &vrrp_specs[ev.instance].notify {
+                        notifier.spawn(
+                            argv,
+                            "vrrp",
+                            &[&to, &ev.name, &ev.reason],
+                            &[("XLB_VRRP_STATE", &to), ("XLB_VRRP_INSTANCE", &ev.name), ("XLB_REASON", &ev.reason)],
+                        );
+                    }
+                }
                 _ = hup.recv() => {
                     last_reload = Some(self.reload(&mut sup, &mut balancer, dp).err().unwrap_or_else(|| "ok".into()));
                 }
@@ -381,8 +428,9 @@ impl Daemon {
                             Response::ok(json(&views::backends(&sup, &balancer, dp.ebpf())))
                         }
                         Request::Metrics => Response::ok(serde_json::Value::String(
-                            metrics::render(&sup, &balancer, dp.ebpf()),
+                            metrics::render(&sup, &balancer, dp.ebpf(), &vrrp.status()),
                         )),
+                        Request::Vrrp => Response::ok(json(&vrrp.status())),
                         Request::Reload => {
                             let r = self.reload(&mut sup, &mut balancer, dp);
                             last_reload = Some(r.clone().err().unwrap_or_else(|| "ok".into()));
@@ -456,6 +504,7 @@ fn show(pin_dir: &std::path::Path, request: Request, as_json: bool) -> Result<()
         Request::Status => views::status_text(&serde_json::from_value(data)?),
         Request::Services => views::services_table(&serde_json::from_value::<Vec<_>>(data)?),
         Request::Backends => views::backends_table(&serde_json::from_value::<Vec<_>>(data)?),
+        Request::Vrrp => views::vrrp_table(&serde_json::from_value::<Vec<_>>(data)?),
         Request::Reload | Request::Metrics => unreachable!("not a table command"),
     };
     print!("{text}");
@@ -464,6 +513,12 @@ fn show(pin_dir: &std::path::Path, request: Request, as_json: bool) -> Result<()
 
 /// The read commands' fallback while no daemon runs: counters from the pinned maps.
 fn show_pinned(pin_dir: &std::path::Path, request: Request, as_json: bool) -> Result<()> {
+    if request == Request::Vrrp {
+        anyhow::bail!(
+            "no daemon answers on {}: VRRP state lives in the daemon only",
+            control::socket_path(pin_dir).display()
+        );
+    }
     let pinned = views::from_pins(pin_dir);
     if request == Request::Status {
         let attached = pinned.is_ok();
@@ -501,6 +556,22 @@ fn show_pinned(pin_dir: &std::path::Path, request: Request, as_json: bool) -> Re
         (_, false) => print!("{}", views::backends_table(&backends)),
     }
     Ok(())
+}
+
+/// VRRP priority tracking: each instance loses the weight of every tracked service
+/// that has no backend taking new flows, so a master with nothing to serve yields.
+fn track(sup: &Supervisor, vrrp: &Vrrp) {
+    let available = sup.availability();
+    for (i, spec) in vrrp.specs().enumerate() {
+        let lost: u32 = spec
+            .track_services
+            .iter()
+            .filter(|t| available.get(&t.service) == Some(&false))
+            .map(|t| u32::from(t.weight))
+            .sum();
+        let priority = u32::from(spec.priority).saturating_sub(lost).max(1);
+        vrrp.set_priority(i, u8::try_from(priority).unwrap_or(spec.priority));
+    }
 }
 
 fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {

@@ -45,6 +45,17 @@ struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    instance: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    instance: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
     pub service: String,
     pub result: String,
@@ -72,7 +83,12 @@ impl std::fmt::Debug for ProbeLatency {
 }
 
 /// The whole exposition, as of now.
-pub fn render(sup: &Supervisor, balancer: &Balancer, ebpf: &Ebpf) -> String {
+pub fn render(
+    sup: &Supervisor,
+    balancer: &Balancer,
+    ebpf: &Ebpf,
+    vrrp: &[crate::vrrp::runtime::InstanceStatus],
+) -> String {
     let mut reg = Registry::with_prefix("xlb");
 
     let packets = Family::<CounterLabels, Counter>::default();
@@ -198,6 +214,55 @@ pub fn render(sup: &Supervisor, balancer: &Balancer, ebpf: &Ebpf) -> String {
         "health_check_duration_seconds",
         "Health-check latency per service and result",
         sup.probe_latency().0.clone(),
+    );
+
+    let state = Family::<InstanceLabels, Gauge>::default();
+    let priority = Family::<InstanceLabels, Gauge>::default();
+    let sent = Family::<InstanceLabels, Counter>::default();
+    let received = Family::<InstanceLabels, Counter>::default();
+    let dropped = Family::<DropLabels, Counter>::default();
+    for v in vrrp {
+        let l = InstanceLabels {
+            instance: v.name.clone(),
+        };
+        let code = match v.state.as_str() {
+            "master" => 2,
+            "backup" => 1,
+            _ => 0,
+        };
+        state.get_or_create(&l).set(code);
+        priority.get_or_create(&l).set(i64::from(v.priority));
+        sent.get_or_create(&l).inc_by(v.adverts_sent);
+        received.get_or_create(&l).inc_by(v.adverts_received);
+        for (reason, n) in &v.invalid {
+            dropped
+                .get_or_create(&DropLabels {
+                    instance: v.name.clone(),
+                    reason: reason.clone(),
+                })
+                .inc_by(*n);
+        }
+    }
+    reg.register(
+        "vrrp_state",
+        "VRRP state: 0 initialize, 1 backup, 2 master",
+        state,
+    );
+    reg.register(
+        "vrrp_priority",
+        "Effective VRRP priority (after tracking)",
+        priority,
+    );
+    reg.register("vrrp_adverts_sent", "VRRP adverts sent", sent);
+    reg.register(
+        "vrrp_adverts_received",
+        "Valid VRRP adverts received",
+        received,
+    );
+    reg.register(
+        "vrrp_adverts_dropped",
+        "VRRP adverts dropped, by reason",
+        dropped,
     );
 
     let mut out = String::new();

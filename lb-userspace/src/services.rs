@@ -101,6 +101,10 @@ pub struct ServiceSpec {
     #[serde(default)]
     pub notify: Option<Vec<String>>,
     pub backends: Vec<BackendSpec>,
+    /// Runtime only (never in the file): a VRRP peer holds this VIP, so the data plane
+    /// passes its traffic instead of balancing it.
+    #[serde(skip)]
+    pub standby: bool,
 }
 
 /// What a failed (or administratively disabled) backend loses.
@@ -156,6 +160,7 @@ impl ServiceSpec {
             fallback: Fallback::default(),
             notify: None,
             backends,
+            standby: false,
         }
     }
 }
@@ -724,6 +729,9 @@ fn service_flags_of(spec: &ServiceSpec) -> u32 {
     }
     if spec.fallback == Fallback::Pass {
         flags |= service_flags::FALLBACK_PASS;
+    }
+    if spec.standby {
+        flags |= service_flags::STANDBY;
     }
     flags
 }

@@ -43,6 +43,8 @@ pub struct Supervisor {
     /// Per service: whether a real backend took new flows at the last apply.
     available: HashMap<VipKey, bool>,
     probe_latency: ProbeLatency,
+    /// VIPs a VRRP peer holds: their services are not balanced here.
+    standby: Vec<std::net::IpAddr>,
 }
 
 impl Supervisor {
@@ -81,6 +83,7 @@ impl Supervisor {
             notifier: Notifier::default(),
             available: HashMap::new(),
             probe_latency: ProbeLatency::default(),
+            standby: Vec::new(),
         };
         sup.apply(balancer, ebpf)?;
         sup.checkers = Checkers::start(&sup.config.services, &sup.tx);
@@ -107,15 +110,21 @@ impl Supervisor {
 
     /// What the data plane should serve now.
     pub fn effective(&self) -> Config {
+        let mut services = self.book.effective(&self.config.services);
+        for s in &mut services {
+            s.standby = self.standby.contains(&s.vip);
+        }
         Config {
             encap_sources: self.config.encap_sources,
-            services: self.book.effective(&self.config.services),
+            services,
+            vrrp: Vec::new(),
         }
     }
 
     /// Records one probe result; on a transition, applies the new effective set, then
     /// logs it and runs the service's notify hook.
-    pub fn on_probe(&mut self, balancer: &mut Balancer, ebpf: &mut Ebpf, probe: &Probe) {
+    /// Returns whether the probe changed a backend's state.
+    pub fn on_probe(&mut self, balancer: &mut Balancer, ebpf: &mut Ebpf, probe: &Probe) -> bool {
         self.probe_latency
             .0
             .get_or_create(&ProbeLabels {
@@ -127,14 +136,14 @@ impl Supervisor {
             tracing::debug!(service = %describe_vip(&probe.target.0), backend = %probe.target.1, %why, "probe failed");
         }
         let Some(t) = self.book.record(probe) else {
-            return;
+            return false;
         };
         let (key, addr) = probe.target;
         let service = describe_vip(&key);
         self.save();
         if let Err(e) = self.apply(balancer, ebpf) {
             tracing::error!(%service, backend = %addr, "applying a health change failed: {e:#}");
-            return;
+            return true;
         }
         let (event, policy) = match t.to {
             Health::Down => (
@@ -160,6 +169,7 @@ impl Supervisor {
                 reason: t.reason,
             },
         );
+        true
     }
 
     /// Takes a new configuration (already validated by the caller's load): keeps the
@@ -171,11 +181,22 @@ impl Supervisor {
         ebpf: &mut Ebpf,
         config: Config,
     ) -> Result<()> {
+        if config.vrrp != self.config.vrrp {
+            anyhow::bail!(
+                "vrrp: changes to VRRP instances take effect on restart, not on reload \
+                 (restart xlb, or put the old vrrp section back)"
+            );
+        }
         let mut next = self.book.clone();
         next.sync(&config.services);
+        let mut services = next.effective(&config.services);
+        for s in &mut services {
+            s.standby = self.standby.contains(&s.vip);
+        }
         let effective = Config {
             encap_sources: config.encap_sources,
-            services: next.effective(&config.services),
+            services,
+            vrrp: Vec::new(),
         };
         apply_config(balancer, ebpf, &effective)?;
         self.book = next;
@@ -199,6 +220,28 @@ impl Supervisor {
         if let Err(e) = result {
             tracing::warn!(file = %path.display(), "saving health failed: {e}");
         }
+    }
+
+    /// Marks the services of these VIPs as held by a VRRP peer (or, with the VIPs
+    /// removed from the list, as ours again) and applies.
+    pub fn set_standby(
+        &mut self,
+        balancer: &mut Balancer,
+        ebpf: &mut Ebpf,
+        standby: Vec<std::net::IpAddr>,
+    ) -> Result<()> {
+        self.standby = standby;
+        self.apply(balancer, ebpf)
+    }
+
+    /// Per configured service name (`vip:port/proto`): whether a backend takes new
+    /// flows (VRRP priority tracking).
+    pub fn availability(&self) -> HashMap<String, bool> {
+        self.config
+            .services
+            .iter()
+            .map(|s| (describe_vip(&vip_key(s)), self.book.available(s)))
+            .collect()
     }
 
     fn spec(&self, key: &VipKey) -> Option<&crate::services::ServiceSpec> {

@@ -52,6 +52,7 @@ pub enum Request {
     Status,
     Services,
     Backends,
+    Vrrp,
     Reload,
     /// The Prometheus exposition (what the metrics endpoint serves), as a string.
     Metrics,

@@ -248,7 +248,8 @@ fn pinned_backend(b: &BackendStats) -> Option<BackendView> {
     })
 }
 
-/// Left-aligned first column, right-aligned numbers: an aligned text table.
+/// An aligned text table: columns whose cells are all numbers (or `-`) are
+/// right-aligned, header included; the others are left-aligned.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
@@ -256,6 +257,10 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
+    let is_number = |c: &str| c == "-" || (!c.is_empty() && c.chars().all(|c| c.is_ascii_digit()));
+    let numeric: Vec<bool> = (0..header.len())
+        .map(|i| !rows.is_empty() && rows.iter().all(|r| r.get(i).is_none_or(|c| is_number(c))))
+        .collect();
     let mut out = String::new();
     let mut line = |cells: &[String]| {
         let mut text = String::new();
@@ -263,8 +268,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             if i > 0 {
                 text.push_str("  ");
             }
-            let numeric = !cell.is_empty() && cell.chars().all(|c| c.is_ascii_digit());
-            if numeric {
+            if numeric[i] {
                 let _ = write!(text, "{cell:>w$}");
             } else {
                 let _ = write!(text, "{cell:<w$}");
@@ -351,6 +355,54 @@ pub fn backends_table(rows: &[BackendView]) -> String {
             "CHANGES",
             "PACKETS",
             "NEW FLOWS",
+        ],
+        &rows,
+    )
+}
+
+pub fn vrrp_table(rows: &[crate::vrrp::runtime::InstanceStatus]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|v| {
+            let invalid: u64 = v.invalid.values().sum();
+            vec![
+                v.name.clone(),
+                v.interface.clone(),
+                v.vrid.to_string(),
+                v.state.to_uppercase(),
+                if v.priority == v.base_priority {
+                    v.priority.to_string()
+                } else {
+                    format!("{}->{}", v.base_priority, v.priority)
+                },
+                opt(v.master),
+                v.addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                v.adverts_sent.to_string(),
+                v.adverts_received.to_string(),
+                invalid.to_string(),
+                v.history
+                    .last()
+                    .map_or_else(|| "-".into(), |(_, _, _, why)| why.clone()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "INSTANCE",
+            "IFACE",
+            "VRID",
+            "STATE",
+            "PRIO",
+            "MASTER",
+            "ADDRESSES",
+            "SENT",
+            "RECV",
+            "DROPPED",
+            "LAST CHANGE",
         ],
         &rows,
     )

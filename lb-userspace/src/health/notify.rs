@@ -45,28 +45,40 @@ impl Notifier {
     /// Starts `argv` for `event` in the background. Must be called inside a tokio
     /// runtime.
     pub fn run(&self, argv: &[String], event: &Event) {
-        let Some((program, args)) = argv.split_first() else {
+        self.spawn(
+            argv,
+            event.kind,
+            &[event.kind, &event.service, &event.backend, &event.reason],
+            &[
+                ("XLB_EVENT", event.kind),
+                ("XLB_SERVICE", &event.service),
+                ("XLB_BACKEND", &event.backend),
+                ("XLB_REASON", &event.reason),
+            ],
+        );
+    }
+
+    /// Starts `argv` with `args` appended and `envs` set, in the background (the
+    /// general form of [`Notifier::run`], e.g. for VRRP state changes).
+    pub fn spawn(&self, argv: &[String], kind: &'static str, args: &[&str], envs: &[(&str, &str)]) {
+        let Some((program, fixed)) = argv.split_first() else {
             return;
         };
         if self.running.fetch_add(1, Ordering::SeqCst) >= MAX_RUNNING_HOOKS {
             self.running.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(hook = %program, event = event.kind, "{MAX_RUNNING_HOOKS} notify hooks already running: skipped");
+            tracing::warn!(hook = %program, event = kind, "{MAX_RUNNING_HOOKS} notify hooks already running: skipped");
             return;
         }
         let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .args([event.kind, &event.service, &event.backend, &event.reason])
-            .env("XLB_EVENT", event.kind)
-            .env("XLB_SERVICE", &event.service)
-            .env("XLB_BACKEND", &event.backend)
-            .env("XLB_REASON", &event.reason)
+        cmd.args(fixed)
+            .args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
         let running = self.running.clone();
         let program = program.clone();
-        let kind = event.kind;
         tokio::spawn(async move {
             let outcome = match cmd.spawn() {
                 Err(e) => Err(format!("cannot start: {e}")),

@@ -21,5 +21,8 @@
 //! [`state::VirtualRouter::handle`], and carries out the returned actions (encode and
 //! send adverts; add/remove VIPs and send gratuitous ARP / unsolicited NA).
 
+pub mod config;
+pub mod net;
 pub mod packet;
+pub mod runtime;
 pub mod state;

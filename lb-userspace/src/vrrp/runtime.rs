@@ -1,0 +1,452 @@
+//! The VRRP driver: one tokio task per configured instance, feeding the pure
+//! [`super::state::VirtualRouter`] with received adverts, timer expiries and priority
+//! changes, and carrying out its actions (send adverts, take or release the virtual
+//! addresses, gratuitous ARP).
+//!
+//! The daemon learns every state change as a [`VrrpEvent`] and must acknowledge it
+//! before a new master adds its addresses: the data plane is switched to forward the
+//! VIPs first, so the first client packet after the gratuitous ARP is already balanced
+//! (a backup's data plane hands VIP traffic to the stack instead).
+//!
+//! IPv4 (VRRPv3 and v2) is driven here; IPv6 instances are refused at start with a
+//! clear error (the codec supports them; the socket side is not written yet).
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+
+use super::{
+    config::VrrpSpec,
+    net::{self, AdvertSocket, Netlink},
+    packet::{self, Advert, Configured, Family, Version, MULTICAST_V4},
+    state::{Action, Event, RouterConfig, State, VirtualRouter},
+};
+
+/// A state change, for the daemon; `applied` must be answered once the data plane
+/// follows it.
+#[derive(Debug)]
+pub struct VrrpEvent {
+    pub instance: usize,
+    pub name: String,
+    pub from: State,
+    pub to: State,
+    pub reason: String,
+    pub applied: oneshot::Sender<()>,
+}
+
+/// What `xlb vrrp` shows for one instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub version: u8,
+    pub state: String,
+    pub base_priority: u8,
+    pub priority: u8,
+    pub master: Option<IpAddr>,
+    pub addresses: Vec<IpAddr>,
+    /// Seconds since the epoch of the last state change.
+    pub since_unix_s: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Adverts dropped, by reason (ttl, checksum, unknown_vrid, ...).
+    pub invalid: BTreeMap<String, u64>,
+    /// The last transitions, oldest first: (seconds since start, from, to, reason).
+    pub history: Vec<(f64, String, String, String)>,
+}
+
+enum Cmd {
+    Priority(u8),
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Instance {
+    spec: VrrpSpec,
+    cmd: mpsc::Sender<Cmd>,
+    status: Arc<Mutex<InstanceStatus>>,
+    task: JoinHandle<()>,
+}
+
+/// Every running instance.
+pub struct Vrrp {
+    instances: Vec<Instance>,
+}
+
+impl Vrrp {
+    /// Starts every instance; state changes arrive on `events`.
+    pub fn start(specs: &[VrrpSpec], events: &mpsc::Sender<VrrpEvent>) -> Result<Vrrp> {
+        let netlink = if specs.is_empty() {
+            None
+        } else {
+            Some(Netlink::new()?)
+        };
+        let mut instances = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if spec.addresses.iter().any(IpAddr::is_ipv6) {
+                bail!(
+                    "vrrp[{i}] ({}): IPv6 instances are not supported yet by the driver",
+                    spec.name
+                );
+            }
+            let ifc = net::iface(&spec.interface, &spec.addresses)?;
+            let primary = ifc.primary_v4.with_context(|| {
+                format!(
+                    "vrrp[{i}] ({}): {} has no IPv4 address",
+                    spec.name, spec.interface
+                )
+            })?;
+            let router = VirtualRouter::new(RouterConfig {
+                vrid: spec.vrid,
+                priority: spec.priority,
+                adver_int_cs: spec.adver_int_cs(),
+                preempt: spec.preempt,
+                preempt_delay: Duration::from_millis(spec.preempt_delay_ms),
+                accept_mode: true,
+                version: spec.version(),
+                primary_address: IpAddr::V4(primary),
+            })
+            .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
+            let socket = AdvertSocket::open_v4(&ifc)
+                .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
+            let status = Arc::new(Mutex::new(InstanceStatus {
+                name: spec.name.clone(),
+                interface: spec.interface.clone(),
+                vrid: spec.vrid,
+                version: spec.version,
+                state: State::Initialize.to_string(),
+                base_priority: spec.priority,
+                priority: spec.priority,
+                master: None,
+                addresses: spec.addresses.clone(),
+                since_unix_s: unix_now(),
+                adverts_sent: 0,
+                adverts_received: 0,
+                invalid: BTreeMap::new(),
+                history: Vec::new(),
+            }));
+            let (cmd, cmd_rx) = mpsc::channel(16);
+            let driver = Driver {
+                index: i,
+                spec: spec.clone(),
+                ifc,
+                socket,
+                router,
+                netlink: netlink.clone().expect("created when specs exist"),
+                events: events.clone(),
+                status: status.clone(),
+                started: Instant::now(),
+            };
+            let task = tokio::spawn(driver.run(cmd_rx));
+            instances.push(Instance {
+                spec: spec.clone(),
+                cmd,
+                status,
+                task,
+            });
+        }
+        Ok(Vrrp { instances })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty()
+    }
+
+    /// Every instance's status.
+    pub fn status(&self) -> Vec<InstanceStatus> {
+        self.instances
+            .iter()
+            .map(|i| {
+                i.status
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            })
+            .collect()
+    }
+
+    /// Virtual addresses of instances that are not master now: the data plane must not
+    /// balance them.
+    pub fn standby_addresses(&self) -> Vec<IpAddr> {
+        self.instances
+            .iter()
+            .filter(|i| {
+                i.status
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .state
+                    != State::Master.to_string()
+            })
+            .flat_map(|i| i.spec.addresses.iter().copied())
+            .collect()
+    }
+
+    /// The configured instances.
+    pub fn specs(&self) -> impl Iterator<Item = &VrrpSpec> {
+        self.instances.iter().map(|i| &i.spec)
+    }
+
+    /// Sets the effective priority of instance `index` (tracking).
+    pub fn set_priority(&self, index: usize, priority: u8) {
+        if let Some(i) = self.instances.get(index) {
+            let _ = i.cmd.try_send(Cmd::Priority(priority));
+        }
+    }
+
+    /// Graceful stop: every master resigns with a priority-0 advert (its backup takes
+    /// over after only its skew time) and releases the addresses.
+    pub async fn shutdown(self) {
+        for i in self.instances {
+            let (done, wait) = oneshot::channel();
+            if i.cmd.send(Cmd::Shutdown(done)).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+            }
+            i.task.abort();
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+struct Driver {
+    index: usize,
+    spec: VrrpSpec,
+    ifc: net::Iface,
+    socket: AdvertSocket,
+    router: VirtualRouter,
+    netlink: Netlink,
+    events: mpsc::Sender<VrrpEvent>,
+    status: Arc<Mutex<InstanceStatus>>,
+    started: Instant,
+}
+
+impl Driver {
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, InstanceStatus> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
+        let configured = [Configured {
+            vrid: self.spec.vrid,
+            family: Family::V4,
+            version: self.spec.version(),
+            owner: self.spec.priority == 255,
+            adver_int_cs: self.spec.adver_int_cs(),
+            auth_type: 0,
+            auth_data: [0; 8],
+            addresses: None,
+        }];
+        let mut actions = self.router.handle(self.now(), Event::Startup);
+        let mut buf = vec![0u8; 2048];
+        let mut link = tokio::time::interval(Duration::from_secs(1));
+        let mut running = self.ifc.running;
+        loop {
+            self.perform(&actions).await;
+            let wake = self
+                .router
+                .next_deadline()
+                .map_or(Duration::from_secs(3600), |d| d.saturating_sub(self.now()));
+            actions = tokio::select! {
+                r = self.socket.recv(&mut buf) => match r {
+                    Ok(n) => self.received(&buf[..n], &configured),
+                    Err(e) => {
+                        tracing::warn!(instance = %self.spec.name, "VRRP receive failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Vec::new()
+                    }
+                },
+                () = tokio::time::sleep(wake) => self.router.handle(self.now(), Event::Timer),
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Priority(p)) => {
+                        let a = self.router.handle(self.now(), Event::PriorityChanged(p));
+                        self.status().priority = self.router.priority();
+                        a
+                    }
+                    Some(Cmd::Shutdown(done)) => {
+                        let a = self.router.handle(self.now(), Event::Shutdown);
+                        self.perform(&a).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+                _ = link.tick() => {
+                    // Neighbours may have flushed their caches while the link was down:
+                    // a master announces itself again when it comes back.
+                    let now = net::iface(&self.spec.interface, &self.spec.addresses)
+                        .map(|i| i.running)
+                        .unwrap_or(false);
+                    if now && !running && self.router.state() == State::Master {
+                        tracing::info!(instance = %self.spec.name, "link back up: gratuitous ARP again");
+                        self.garp();
+                    }
+                    running = now;
+                    Vec::new()
+                }
+            };
+        }
+    }
+
+    fn received(&mut self, packet: &[u8], configured: &[Configured]) -> Vec<Action> {
+        match packet::decode_ip(packet, configured) {
+            Ok(rx) if Some(rx.src) == self.ifc.primary_v4.map(IpAddr::V4) => Vec::new(),
+            Ok(rx) => {
+                self.status().adverts_received += 1;
+                self.router.handle(self.now(), Event::from(&rx))
+            }
+            Err(invalid) => {
+                *self
+                    .status()
+                    .invalid
+                    .entry(invalid.reason().to_owned())
+                    .or_insert(0) += 1;
+                tracing::debug!(instance = %self.spec.name, "VRRP advert dropped: {invalid}");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn perform(&mut self, actions: &[Action]) {
+        for action in actions {
+            match *action {
+                Action::SendAdvert {
+                    priority,
+                    max_adver_int_cs,
+                } => self.send_advert(priority, max_adver_int_cs).await,
+                Action::BecomeMaster => {
+                    self.changed().await;
+                    for addr in &self.spec.addresses {
+                        if let Err(e) = self.netlink.add(self.ifc.index, *addr).await {
+                            tracing::error!(instance = %self.spec.name, "{e:#}");
+                        }
+                    }
+                    self.garp();
+                }
+                Action::BecomeBackup | Action::BecomeInitialize => {
+                    for addr in &self.spec.addresses {
+                        if let Err(e) = self.netlink.remove(self.ifc.index, *addr).await {
+                            tracing::error!(instance = %self.spec.name, "{e:#}");
+                        }
+                    }
+                    self.changed().await;
+                }
+            }
+        }
+        let mut st = self.status();
+        st.master = self.router.master_address();
+        st.priority = self.router.priority();
+    }
+
+    async fn send_advert(&mut self, priority: u8, max_adver_int_cs: u16) {
+        let Some(src) = self.ifc.primary_v4 else {
+            return;
+        };
+        let advert = match self.spec.version() {
+            Version::V3 => Advert::v3(
+                self.spec.vrid,
+                priority,
+                max_adver_int_cs,
+                self.spec.addresses.clone(),
+            ),
+            Version::V2 => Advert::v2(
+                self.spec.vrid,
+                priority,
+                u8::try_from(max_adver_int_cs / 100).unwrap_or(u8::MAX),
+                self.spec
+                    .addresses
+                    .iter()
+                    .filter_map(|a| match a {
+                        IpAddr::V4(v4) => Some(*v4),
+                        IpAddr::V6(_) => None,
+                    })
+                    .collect(),
+            ),
+        };
+        let dst = IpAddr::V4(MULTICAST_V4);
+        match packet::encode(IpAddr::V4(src), dst, &advert) {
+            Ok(msg) => match self.socket.send(&msg, dst).await {
+                Ok(()) => self.status().adverts_sent += 1,
+                Err(e) => {
+                    tracing::warn!(instance = %self.spec.name, "sending an advert failed: {e}");
+                }
+            },
+            Err(e) => tracing::error!(instance = %self.spec.name, "encoding an advert failed: {e}"),
+        }
+    }
+
+    /// Reports the state change to the daemon and waits until its data plane follows.
+    async fn changed(&mut self) {
+        let Some(t) = self.router.history().last().cloned() else {
+            return;
+        };
+        {
+            let mut st = self.status();
+            st.state = t.to.to_string();
+            st.since_unix_s = unix_now();
+            st.history.push((
+                t.at.as_secs_f64(),
+                t.from.to_string(),
+                t.to.to_string(),
+                t.reason.clone(),
+            ));
+            let excess = st.history.len().saturating_sub(super::state::HISTORY_LEN);
+            st.history.drain(..excess);
+        }
+        let (applied, done) = oneshot::channel();
+        let event = VrrpEvent {
+            instance: self.index,
+            name: self.spec.name.clone(),
+            from: t.from,
+            to: t.to,
+            reason: t.reason,
+            applied,
+        };
+        if self.events.send(event).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+        }
+    }
+
+    /// Gratuitous ARP for every address, `garp.repeat` times `garp.delay_ms` apart, in
+    /// the background.
+    fn garp(&self) {
+        let frames: Vec<Vec<u8>> = self
+            .spec
+            .addresses
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v4) => Some(net::garp_frame(self.ifc.mac, *v4)),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let (index, garp, name) = (self.ifc.index, self.spec.garp, self.spec.name.clone());
+        tokio::spawn(async move {
+            for round in 0..garp.repeat {
+                if round > 0 {
+                    tokio::time::sleep(Duration::from_millis(garp.delay_ms)).await;
+                }
+                if let Err(e) = net::send_frames(index, &frames) {
+                    tracing::warn!(instance = %name, "gratuitous ARP failed: {e}");
+                    return;
+                }
+            }
+        });
+    }
+}
