@@ -71,7 +71,9 @@ fn measure(n: u32) -> Measured {
     ns.ip(&["link", "set", "lo", "up"]);
     ns.ip(&["route", "add", "local", "10.99.0.0/16", "dev", "lo"]);
     // Something to attach to (no traffic crosses it; this kernel has no dummy module).
-    ns.ip(&["link", "add", "xlbhc0", "type", "veth", "peer", "name", "xlbhc1"]);
+    ns.ip(&[
+        "link", "add", "xlbhc0", "type", "veth", "peer", "name", "xlbhc1",
+    ]);
     ns.ip(&["link", "set", "xlbhc0", "up"]);
     let served = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
