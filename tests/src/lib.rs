@@ -24,6 +24,7 @@ mod servers;
 mod sweep;
 pub mod topology;
 mod veth;
+pub mod vrrp_lab;
 
 pub use netns::Netns;
 pub use process::ChildGuard;

@@ -12,8 +12,9 @@ use anyhow::{bail, Context as _, Result};
 use crate::util::{root, run};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// Debian packages the tests and tools use.
-const DEBIAN_PACKAGES: &[&str] = &["bpftool", "iproute2", "util-linux"];
+/// Debian packages the tests and tools use (keepalived: the VRRP interop tests run a
+/// real keepalived against xlb).
+const DEBIAN_PACKAGES: &[&str] = &["bpftool", "iproute2", "util-linux", "keepalived"];
 
 /// `cargo xtask setup`: every step, then a confirmation.
 pub fn run_all() -> Result<()> {

@@ -146,6 +146,7 @@ impl Vrrp {
                 events: events.clone(),
                 status: status.clone(),
                 started: Instant::now(),
+                exiting: false,
             };
             let task = tokio::spawn(driver.run(cmd_rx));
             instances.push(Instance {
@@ -232,6 +233,7 @@ struct Driver {
     events: mpsc::Sender<VrrpEvent>,
     status: Arc<Mutex<InstanceStatus>>,
     started: Instant,
+    exiting: bool,
 }
 
 impl Driver {
@@ -281,6 +283,8 @@ impl Driver {
                         a
                     }
                     Some(Cmd::Shutdown(done)) => {
+                        // The daemon is exiting and will not acknowledge state changes.
+                        self.exiting = true;
                         let a = self.router.handle(self.now(), Event::Shutdown);
                         self.perform(&a).await;
                         let _ = done.send(());
@@ -419,7 +423,9 @@ impl Driver {
             reason: t.reason,
             applied,
         };
-        if self.events.send(event).await.is_ok() {
+        if self.exiting {
+            let _ = self.events.try_send(event);
+        } else if self.events.send(event).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
         }
     }

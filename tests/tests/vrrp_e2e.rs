@@ -1,0 +1,302 @@
+//! VRRP between two real `xlb` daemons (and against keepalived), on a bridge in
+//! network namespaces: election, failover timing, preemption, graceful handover,
+//! split brain, and a client that keeps reaching the VIP throughout.
+
+use std::time::{Duration, Instant};
+
+use testbed::{dataplane::wait_until, vrrp_lab::VrrpLab};
+
+/// Advertisement interval of the timing tests, ms.
+const INTERVAL: u64 = 100;
+/// Slack for timing assertions: log polling, a busy 2-core machine.
+const SLACK: Duration = Duration::from_millis(400);
+
+/// RFC 5798 §6.1, in ms: Skew_Time and Master_Down_Interval for a priority.
+fn skew(priority: u64, interval: u64) -> u64 {
+    (256 - priority) * (interval / 10) / 256 * 10
+}
+fn master_down(priority: u64, interval: u64) -> u64 {
+    3 * interval + skew(priority, interval)
+}
+
+fn instance(priority: u8, interval: u64, preempt: bool) -> serde_json::Value {
+    serde_json::json!({"priority": priority, "advert_int_ms": interval, "preempt": preempt})
+}
+
+/// Starts both nodes (lb0 with `p0`, lb1 with `p1`) and waits for lb0 to be master.
+fn elect(lab: &mut VrrpLab, p0: serde_json::Value, p1: serde_json::Value) {
+    lab.write_config(0, p0);
+    lab.write_config(1, p1);
+    lab.start_xlb(0);
+    assert!(
+        lab.nodes[0]
+            .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+            .is_some(),
+        "lb0 never became master:\n{}",
+        lab.nodes[0].log.read()
+    );
+    lab.start_xlb(1);
+    assert!(
+        lab.nodes[1]
+            .wait_log(&["VRRP backup"], 1, Duration::from_secs(10))
+            .is_some(),
+        "lb1 never became backup:\n{}",
+        lab.nodes[1].log.read()
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || lab.nodes[0].holds_vip()),
+        "the master does not hold the VIP"
+    );
+    let master = lab.nodes[0].addr.to_string();
+    assert!(
+        wait_until(Duration::from_secs(2), || lab.nodes[1].vrrp()[0]["master"]
+            == master),
+        "lb1 does not know its master: {}",
+        lab.nodes[1].vrrp()
+    );
+    assert_eq!(lab.nodes[1].vrrp()[0]["state"], "backup");
+    assert!(!lab.nodes[1].holds_vip(), "the backup holds the VIP");
+}
+
+#[test]
+fn master_failure_takeover_and_preemption() {
+    let mut lab = VrrpLab::new("vrfail");
+    elect(
+        &mut lab,
+        instance(150, INTERVAL, true),
+        instance(100, INTERVAL, true),
+    );
+    let traffic = lab.traffic();
+    assert!(
+        traffic.progressed(50, Duration::from_secs(20)),
+        "no traffic through the master"
+    );
+
+    // lb0's host dies: daemon gone, link gone.
+    let killed = Instant::now();
+    lab.nodes[0].daemons[0].kill();
+    lab.nodes[0].set_link(false);
+    let took_over = lab.nodes[1]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never took over:\n{}", lab.nodes[1].log.read()));
+    let takeover = took_over - killed;
+    let bound = Duration::from_millis(master_down(100, INTERVAL));
+    // The log line comes as the data plane switches; the address follows right after.
+    assert!(wait_until(Duration::from_secs(2), || lab.nodes[1].holds_vip()));
+    assert!(
+        traffic.progressed(100, Duration::from_secs(20)),
+        "no traffic through the new master"
+    );
+
+    // lb0 comes back and preempts (higher priority, preempt on).
+    lab.nodes[0].set_link(true);
+    let restarted = Instant::now();
+    lab.start_xlb(0);
+    let preempted = lab.nodes[0]
+        .wait_log(&["VRRP master"], 2, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb0 did not preempt:\n{}", lab.nodes[0].log.read()));
+    assert!(
+        lab.nodes[1]
+            .wait_log(&["VRRP backup"], 2, Duration::from_secs(5))
+            .is_some(),
+        "lb1 did not step back:\n{}",
+        lab.nodes[1].log.read()
+    );
+    assert!(traffic.progressed(100, Duration::from_secs(20)));
+    let attempts = traffic.stop();
+    let failed = attempts.iter().filter(|(_, r)| r.is_err()).count();
+    let after = attempts
+        .iter()
+        .filter(|(at, r)| *at > preempted + Duration::from_secs(1) && r.is_err())
+        .count();
+    eprintln!(
+        "vrrp: takeover {takeover:?} after the master died (bound 3×{INTERVAL} ms + skew = \
+         {bound:?}); preempted {:?} after restart; {failed} of {} client connections failed \
+         across both transitions",
+        preempted - restarted,
+        attempts.len()
+    );
+    assert!(
+        takeover <= bound + SLACK,
+        "takeover {takeover:?}, bound {bound:?}"
+    );
+    assert_eq!(after, 0, "connections still fail a second after preemption");
+}
+
+#[test]
+fn graceful_stop_hands_over_within_skew_time() {
+    let mut lab = VrrpLab::new("vrstop");
+    // A longer interval separates the two timers clearly: skew 120 ms vs 720 ms.
+    let interval = 200;
+    elect(
+        &mut lab,
+        instance(150, interval, true),
+        instance(100, interval, true),
+    );
+    // SIGTERM without waiting for the exit: the handover is measured from the signal.
+    let pid = nix::unistd::Pid::from_raw(lab.nodes[0].daemons[0].pid() as i32);
+    let stopped = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let took_over = lab.nodes[1]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never took over:\n{}", lab.nodes[1].log.read()));
+    let handover = took_over - stopped;
+    let skew = Duration::from_millis(skew(100, interval));
+    let down = Duration::from_millis(master_down(100, interval));
+    eprintln!(
+        "vrrp: graceful handover in {handover:?} (skew {skew:?}, master down interval {down:?})"
+    );
+    assert!(
+        handover < down,
+        "handover {handover:?} took as long as a failure ({down:?}): the priority-0 advert did not help"
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || !lab.nodes[0].holds_vip()),
+        "a stopped master keeps the VIP"
+    );
+}
+
+#[test]
+fn nopreempt_keeps_the_current_master() {
+    let mut lab = VrrpLab::new("vrnopre");
+    elect(
+        &mut lab,
+        instance(150, INTERVAL, false),
+        instance(100, INTERVAL, true),
+    );
+    lab.nodes[0].daemons[0].terminate(Duration::from_secs(5));
+    assert!(lab.nodes[1]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .is_some());
+    lab.start_xlb(0);
+    assert!(lab.nodes[0]
+        .wait_log(&["VRRP backup"], 2, Duration::from_secs(5))
+        .is_some());
+    // Many master-down intervals later, lb0 still lets lb1 be master.
+    std::thread::sleep(Duration::from_millis(10 * master_down(150, INTERVAL)));
+    assert_eq!(lab.nodes[0].vrrp()[0]["state"], "backup");
+    assert_eq!(lab.nodes[1].vrrp()[0]["state"], "master");
+    assert_eq!(
+        lab.nodes[0].log_lines(&["VRRP master"]).len(),
+        1,
+        "{}",
+        lab.nodes[0].log.read()
+    );
+}
+
+#[test]
+fn split_brain_heals_to_one_master() {
+    let mut lab = VrrpLab::new("vrsplit");
+    elect(
+        &mut lab,
+        instance(150, INTERVAL, true),
+        instance(100, INTERVAL, true),
+    );
+    // Cut lb1 off (its switch port down): it hears no master and takes over too.
+    lab.switch
+        .ip(&["link", "set", &lab.nodes[1].veth.a, "down"]);
+    assert!(
+        lab.nodes[1]
+            .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+            .is_some(),
+        "the cut-off backup did not become master"
+    );
+    assert_eq!(
+        lab.nodes[0].vrrp()[0]["state"],
+        "master",
+        "both are master now"
+    );
+    let healed = Instant::now();
+    lab.switch.ip(&["link", "set", &lab.nodes[1].veth.a, "up"]);
+    let backed = lab.nodes[1]
+        .wait_log(&["VRRP backup"], 2, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("split brain did not heal:\n{}", lab.nodes[1].log.read()));
+    let heal = backed - healed;
+    eprintln!("vrrp: split brain healed {heal:?} after the link came back");
+    assert!(
+        heal <= Duration::from_millis(INTERVAL) + SLACK,
+        "{heal:?} to heal, more than one interval"
+    );
+    assert_eq!(lab.nodes[0].vrrp()[0]["state"], "master");
+    assert!(wait_until(Duration::from_secs(2), || !lab.nodes[1].holds_vip()));
+}
+
+/// keepalived on lb1, xlb on lb0, VRRP `version`, 1 s adverts.
+/// 1. keepalived has the higher priority: it is master, xlb backs off and knows it;
+///    when keepalived's host dies, xlb takes over within 3 × interval + skew.
+/// 2. Then keepalived comes back with a lower priority than xlb: it stays backup.
+fn keepalived_interop(version: u8) {
+    let mut lab = VrrpLab::new(&format!("vrka{version}"));
+    let xlb = |priority: u8| serde_json::json!({"priority": priority, "advert_int_ms": 1000, "version": version});
+    lab.start_keepalived(1, version, 200);
+    assert!(
+        lab.nodes[1]
+            .wait_log(&["Entering MASTER STATE"], 1, Duration::from_secs(15))
+            .is_some(),
+        "keepalived never became master:\n{}",
+        lab.nodes[1].log.read()
+    );
+    lab.write_config(0, xlb(100));
+    lab.start_xlb(0);
+    let keepalived = lab.nodes[1].addr.to_string();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let v = lab.nodes[0].vrrp();
+            v[0]["state"] == "backup" && v[0]["master"] == keepalived
+        }),
+        "xlb does not follow keepalived as master: {}\n{}",
+        lab.nodes[0].vrrp(),
+        lab.nodes[0].log.read()
+    );
+    assert!(lab.nodes[0].log_lines(&["VRRP master"]).is_empty());
+    assert_eq!(lab.nodes[0].vrrp()[0]["invalid"], serde_json::json!({}));
+
+    // keepalived's host dies: off the network first (killing keepalived alone makes its
+    // VRRP child resign gracefully with a priority-0 advert).
+    let killed = Instant::now();
+    lab.nodes[1].set_link(false);
+    lab.nodes[1].kill_keepalived();
+    let took_over = lab.nodes[0]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("xlb never took over:\n{}", lab.nodes[0].log.read()));
+    let takeover = took_over - killed;
+    let bound = Duration::from_millis(master_down(100, 1000));
+    let vip = lab.vip();
+    assert!(wait_until(Duration::from_secs(2), || lab.nodes[0].holds_vip()));
+    assert!(
+        wait_until(Duration::from_secs(5), || lab
+            .client
+            .run(move || testbed::lab::greet(vip))
+            .is_ok()),
+        "no traffic through xlb after the takeover"
+    );
+
+    // keepalived returns with priority 50: it must not take the VIP from xlb (200).
+    lab.nodes[1].set_link(true);
+    lab.start_keepalived(1, version, 50);
+    std::thread::sleep(Duration::from_millis(4 * 1000 + 500));
+    assert!(
+        lab.nodes[1].log_lines(&["Entering MASTER STATE"]).len() == 1,
+        "keepalived took over from a higher-priority xlb:\n{}",
+        lab.nodes[1].log.read()
+    );
+    assert!(!lab.nodes[1].holds_vip(), "keepalived holds the VIP");
+    assert_eq!(lab.nodes[0].vrrp()[0]["state"], "master");
+    eprintln!(
+        "vrrp v{version} interop: xlb took over from keepalived in {takeover:?} (bound {bound:?})"
+    );
+    assert!(
+        takeover <= bound + SLACK,
+        "takeover {takeover:?}, bound {bound:?}"
+    );
+}
+
+#[test]
+fn keepalived_interop_vrrpv3() {
+    keepalived_interop(3);
+}
+
+#[test]
+fn keepalived_interop_vrrpv2() {
+    keepalived_interop(2);
+}
