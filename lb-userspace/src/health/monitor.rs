@@ -19,7 +19,7 @@ use tokio::{
 };
 
 use super::book::{check_of, Probe, Target};
-use crate::services::{vip_key, ServiceSpec};
+use crate::services::{describe_vip, vip_key, ServiceSpec};
 
 /// At most this many probes in flight, whatever the number of backends.
 pub const MAX_CONCURRENT_PROBES: usize = 256;
@@ -36,12 +36,15 @@ impl Checkers {
         let mut tasks = JoinSet::new();
         for svc in services {
             let key = vip_key(svc);
+            // `vip:port/proto`, for exec checks' XLB_SERVICE.
+            let service: Arc<str> = describe_vip(&key).into();
             for b in &svc.backends {
                 let Some(check) = check_of(svc, b) else {
                     continue;
                 };
                 let target: Target = (key, b.address);
                 let (check, tx, limit) = (check.clone(), tx.clone(), limit.clone());
+                let service = service.clone();
                 let (addr, service_port) = (b.address, svc.port);
                 tasks.spawn(async move {
                     let interval = check.interval();
@@ -59,7 +62,7 @@ impl Checkers {
                         // Boxed: a probe's state (socket, buffers) lives on the heap
                         // only while it runs, instead of inline in every one of
                         // thousands of idle tasks.
-                        let result = Box::pin(check.probe(addr, service_port)).await;
+                        let result = Box::pin(check.probe(addr, service_port, &service)).await;
                         drop(permit);
                         let probe = Probe {
                             target,

@@ -269,7 +269,6 @@ impl Converter<'_> {
             "connect_port",
             "path",
             "digest",
-            "misc_path",
             "misc_timeout",
         ];
         if ONE.contains(&n.keyword.as_str()) && n.args.len() > 1 {
@@ -774,17 +773,15 @@ impl Converter<'_> {
         let (kind, default_retry) = match ck.keyword.as_str() {
             "TCP_CHECK" => (CheckKind::Tcp, 1),
             "HTTP_GET" => (CheckKind::Http, 1),
+            "SSL_GET" => (CheckKind::Https, 1),
+            "PING_CHECK" => (CheckKind::Icmp, 1),
+            "MISC_CHECK" => (CheckKind::Exec, 0),
             other => {
-                let reason = match other {
-                    "SSL_GET" | "PING_CHECK" | "MISC_CHECK" => {
-                        "not carried over: xlb has no such check type yet"
-                    }
-                    _ => "not carried over: xlb has no such check type",
-                };
                 self.note(
                     ck.line,
                     other,
-                    format!("{reason} (this backend gets no check from it)"),
+                    "not carried over: xlb has no such check type (this backend gets no \
+                     check from it)",
                 );
                 return None;
             }
@@ -797,19 +794,24 @@ impl Converter<'_> {
         let mut retry = defaults.retry;
         let mut host = defaults.host.clone();
         let mut url: Option<&Node> = None;
+        let http = matches!(kind, CheckKind::Http | CheckKind::Https);
+        // keepalived's MISC_CHECK times out after delay_loop unless misc_timeout says.
+        let mut misc_timeout: Option<u64> = None;
         for n in ck.block.iter().flatten() {
             self.extra_args(n);
             let arg = n.args.first().map(String::as_str);
             let k = n.keyword.as_str();
             match k {
-                "connect_timeout" => match arg.and_then(seconds_ms) {
+                "connect_timeout" if kind != CheckKind::Exec => match arg.and_then(seconds_ms) {
                     Some(ms) => check.timeout_ms = ms,
                     None => self.note(n.line, k, "not a number of seconds: ignored"),
                 },
-                "connect_port" => match arg.and_then(|p| p.parse::<u16>().ok()) {
-                    Some(p) if p != 0 => check.port = Some(p),
-                    _ => self.note(n.line, k, "not a port: ignored"),
-                },
+                "connect_port" if !matches!(kind, CheckKind::Icmp | CheckKind::Exec) => {
+                    match arg.and_then(|p| p.parse::<u16>().ok()) {
+                        Some(p) if p != 0 => check.port = Some(p),
+                        _ => self.note(n.line, k, "not a port: ignored"),
+                    }
+                }
                 "retry" | "nb_get_retry" => match arg.and_then(|a| a.parse().ok()) {
                     Some(r) => retry = Some(r),
                     None => self.note(n.line, k, "not a number: ignored"),
@@ -821,7 +823,7 @@ impl Converter<'_> {
                 "delay_before_retry" => self.note(n.line, k, delay_before_retry_reason()),
                 "warmup" => self.note(n.line, k, warmup_reason()),
                 "alpha" => check.initial = Health::Down,
-                "url" if kind == CheckKind::Http => {
+                "url" if http => {
                     if let Some(first) = url {
                         self.note(
                             n.line,
@@ -835,7 +837,31 @@ impl Converter<'_> {
                         url = Some(n);
                     }
                 }
-                "virtualhost" if kind == CheckKind::Http => host = arg.map(str::to_owned),
+                "virtualhost" if http => host = arg.map(str::to_owned),
+                "misc_path" if kind == CheckKind::Exec => {
+                    // keepalived splits the script line into words itself: quoted as
+                    // one argument or not, it is one command line.
+                    match split_command(&n.args.join(" ")) {
+                        Ok(argv) => check.command = Some(argv),
+                        Err(e) => self.note(n.line, k, format!("cannot split the command: {e}")),
+                    }
+                }
+                "misc_timeout" if kind == CheckKind::Exec => match arg.and_then(seconds_ms) {
+                    Some(ms) => misc_timeout = Some(ms),
+                    None => self.note(n.line, k, "not a number of seconds: ignored"),
+                },
+                "misc_dynamic" if kind == CheckKind::Exec => self.note(
+                    n.line,
+                    k,
+                    "not carried over: xlb's exec check has no dynamic weight; exit status 0 \
+                     is up and any other is down, so exit codes 2-255 (keepalived: up with \
+                     weight code-2) take the backend out",
+                ),
+                "user" if kind == CheckKind::Exec => self.note(
+                    n.line,
+                    k,
+                    "not carried over: xlb runs exec checks as the daemon's user",
+                ),
                 "connect_ip" | "bindto" | "bind_port" | "bind_if" | "fwmark" => self.note(
                     n.line,
                     k,
@@ -851,11 +877,24 @@ impl Converter<'_> {
             }
         }
         check.fall = retry.unwrap_or(default_retry).saturating_add(1).max(1);
-        if kind == CheckKind::Http {
+        if http {
             check.host = host;
             if let Some(url) = url {
                 self.url(url, &mut check);
             }
+        }
+        if kind == CheckKind::Https {
+            check.tls_insecure = true;
+            self.note(
+                ck.line,
+                &ck.keyword,
+                "keepalived does not verify the server's certificate: tls_insecure written; \
+                 remove it to have xlb verify the certificate (Mozilla roots, for `host` or \
+                 the backend address)",
+            );
+        }
+        if kind == CheckKind::Exec {
+            check.timeout_ms = misc_timeout.unwrap_or(check.interval_ms);
         }
         if check.port == spec.port && spec.port.is_some() {
             check.port = None;
@@ -933,12 +972,12 @@ impl Converter<'_> {
                     ),
                 },
                 "virtualhost" => check.host = n.args.first().cloned(),
-                "digest" => self.note(
-                    n.line,
-                    k,
-                    "not carried over: xlb http checks compare the status (and optionally \
-                     body text), not an MD5 digest of the body",
-                ),
+                "digest" => match n.args.first() {
+                    Some(d) if d.len() == 32 && d.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                        check.digest = Some(d.to_ascii_lowercase());
+                    }
+                    _ => self.note(n.line, k, "not an MD5 (32 hex digits): ignored"),
+                },
                 "regex" | "regex_no_match" | "regex_max_offset" | "regex_min_offset"
                 | "regex_stack" | "regex_options" => self.note(
                     n.line,
@@ -1261,23 +1300,37 @@ mod tests {
                     {
                         "vip": "10.10.10.2", "port": 1358, "protocol": "tcp", "mode": "dsr",
                         "source_affinity": true,
-                        "check": {
-                            "type": "http", "path": "/testurl/test.jsp",
-                            "interval_ms": 6000, "timeout_ms": 3000,
-                            "rise": 1, "fall": 4, "initial": "up"
-                        },
                         "on_failure": "reset",
                         "fallback": {"sorry_server": {
                             "address": "192.168.200.200", "mac": placeholder, "weight": 1
                         }},
+                        // Different digests: each backend carries its own check.
                         "backends": [
-                            {"address": "192.168.200.2", "mac": "52:54:00:c8:00:02", "weight": 1},
-                            {"address": "192.168.200.3", "mac": placeholder, "weight": 1}
+                            {"address": "192.168.200.2", "mac": "52:54:00:c8:00:02", "weight": 1,
+                             "check": {
+                                "type": "http", "path": "/testurl/test.jsp",
+                                "digest": "640205b7b0fc66c1ea91c463fac6334d",
+                                "interval_ms": 6000, "timeout_ms": 3000,
+                                "rise": 1, "fall": 4, "initial": "up"
+                             }},
+                            {"address": "192.168.200.3", "mac": placeholder, "weight": 1,
+                             "check": {
+                                "type": "http", "path": "/testurl/test.jsp",
+                                "digest": "640205b7b0fc66c1ea91c463fac6334c",
+                                "interval_ms": 6000, "timeout_ms": 3000,
+                                "rise": 1, "fall": 4, "initial": "up"
+                             }}
                         ]
                     },
                     {
                         "vip": "10.10.10.3", "port": 443, "protocol": "tcp", "mode": "dsr",
                         "source_affinity": true,
+                        "check": {
+                            "type": "https", "path": "/testurl/test.jsp",
+                            "expect_status": [200], "tls_insecure": true,
+                            "interval_ms": 3000, "timeout_ms": 3000,
+                            "rise": 1, "fall": 4, "initial": "up"
+                        },
                         "on_failure": "reset",
                         "fallback": "drop",
                         "backends": [
@@ -1292,16 +1345,15 @@ mod tests {
             (33, "lb_algo"),
             (35, "persistence_timeout"),
             (38, "sorry_server"),
-            (45, "digest"),
             (47, "url"),
             (53, "delay_before_retry"),
             (57, "real_server"),
-            (62, "digest"),
             (66, "delay_before_retry"),
             (73, "lb_algo"),
             (75, "persistence_timeout"),
             (78, "real_server"),
             (80, "SSL_GET"),
+            (87, "delay_before_retry"),
         ]));
         assert_eq!(notes, want);
         assert_eq!(
@@ -1310,6 +1362,12 @@ mod tests {
              next-hop MAC (or pass --mac 192.168.200.200=MAC)"
         );
         assert!(reason(&report, 33, "lb_algo").starts_with("rr replaced by weighted Maglev"));
+        assert!(
+            reason(&report, 80, "SSL_GET")
+                .starts_with("keepalived does not verify the server's certificate"),
+            "{}",
+            reason(&report, 80, "SSL_GET")
+        );
     }
 
     #[test]
@@ -1427,8 +1485,19 @@ mod tests {
                         "on_failure": "reset",
                         "fallback": "drop",
                         "backends": [
-                            {"address": "10.20.0.5", "mac": placeholder, "weight": 2},
-                            {"address": "10.20.0.6", "mac": placeholder, "weight": 2}
+                            {"address": "10.20.0.5", "mac": placeholder, "weight": 2,
+                             "check": {
+                                "type": "exec",
+                                "command": ["/usr/local/bin/check_smtp", "--host", "10.20.0.5",
+                                            "--banner", "ESMTP ready"],
+                                "interval_ms": 15000, "timeout_ms": 5000,
+                                "rise": 1, "fall": 1, "initial": "up"
+                             }},
+                            {"address": "10.20.0.6", "mac": placeholder, "weight": 2,
+                             "check": {
+                                "type": "icmp", "interval_ms": 15000, "timeout_ms": 5000,
+                                "rise": 1, "fall": 2, "initial": "up"
+                             }}
                         ]
                     },
                     {
@@ -1449,14 +1518,19 @@ mod tests {
                 (2, "router_id"),
                 (7, "lvs_sched"),
                 (11, "real_server"),
-                (13, "MISC_CHECK"),
+                (16, "misc_dynamic"),
                 (19, "real_server"),
                 (21, "notify_up"),
                 (22, "notify_down"),
-                (23, "PING_CHECK"),
                 (35, "real_server"),
                 (41, "lvs_method"),
             ])
+        );
+        let (_, _, report) = run(TUN_MISC, &options);
+        assert!(
+            reason(&report, 16, "misc_dynamic").contains("exit codes 2-255"),
+            "{}",
+            reason(&report, 16, "misc_dynamic")
         );
 
         // Without --encap-source: a placeholder that validates but is reported.
@@ -1467,6 +1541,115 @@ mod tests {
         );
         assert!(notes.contains(&(5, "virtual_server".to_owned())));
         assert!(reason(&report, 5, "virtual_server").contains("pass --encap-source IP"));
+    }
+
+    #[test]
+    fn misc_ping_ssl_and_digest_details() {
+        let text = "virtual_server 10.0.0.100 443 {
+    lb_kind DR
+    delay_loop 4
+    real_server 10.0.0.1 443 {
+        MISC_CHECK {
+            misc_path /bin/check 10.0.0.1 'two words'
+            user nobody
+            connect_timeout 1
+        }
+    }
+    real_server 10.0.0.2 443 {
+        MISC_CHECK {
+            misc_path \"/bin/check 'unterminated\"
+        }
+    }
+    real_server 10.0.0.3 443 {
+        PING_CHECK {
+            connect_port 7
+            connect_timeout 0.5
+        }
+    }
+    real_server 10.0.0.4 443 {
+        SSL_GET {
+            virtualhost www.example.com
+            url {
+                path /health
+                digest 640205B7B0FC66C1EA91C463FAC6334D
+            }
+        }
+    }
+    real_server 10.0.0.5 443 {
+        HTTP_GET {
+            url {
+                digest 640205b7
+            }
+        }
+    }
+}
+";
+        let (config, notes, report) = run(text, &Options::default());
+        let backends = &config["services"][0]["backends"];
+        // Unquoted words are the arguments; without misc_timeout, keepalived's
+        // MISC_CHECK times out after delay_loop.
+        assert_eq!(
+            backends[0]["check"],
+            json!({
+                "type": "exec", "command": ["/bin/check", "10.0.0.1", "two words"],
+                "interval_ms": 4000, "timeout_ms": 4000, "rise": 1, "fall": 1,
+                "initial": "up"
+            })
+        );
+        assert_eq!(backends[1].get("check"), None);
+        assert_eq!(
+            backends[2]["check"],
+            json!({
+                "type": "icmp", "interval_ms": 4000, "timeout_ms": 500, "rise": 1,
+                "fall": 2, "initial": "up"
+            })
+        );
+        assert_eq!(
+            backends[3]["check"],
+            json!({
+                "type": "https", "host": "www.example.com", "path": "/health",
+                "digest": "640205b7b0fc66c1ea91c463fac6334d", "tls_insecure": true,
+                "interval_ms": 4000, "timeout_ms": 4000, "rise": 1, "fall": 2,
+                "initial": "up"
+            })
+        );
+        assert_eq!(
+            backends[4]["check"],
+            json!({
+                "type": "http", "interval_ms": 4000, "timeout_ms": 4000, "rise": 1,
+                "fall": 2, "initial": "up"
+            })
+        );
+        let keywords: Vec<(usize, &str)> = notes.iter().map(|(l, k)| (*l, k.as_str())).collect();
+        assert_eq!(
+            keywords,
+            [
+                (4, "real_server"),
+                (7, "user"),
+                (8, "connect_timeout"),
+                (11, "real_server"),
+                (12, "MISC_CHECK"),
+                (13, "misc_path"),
+                (16, "real_server"),
+                (18, "connect_port"),
+                (22, "real_server"),
+                (23, "SSL_GET"),
+                (23, "SSL_GET"),
+                (31, "real_server"),
+                (32, "HTTP_GET"),
+                (34, "digest"),
+            ]
+        );
+        assert!(reason(&report, 13, "misc_path").contains("unterminated"));
+        assert!(
+            reason(&report, 12, "MISC_CHECK").contains("command: required"),
+            "{}",
+            reason(&report, 12, "MISC_CHECK")
+        );
+        assert_eq!(
+            reason(&report, 34, "digest"),
+            "not an MD5 (32 hex digits): ignored"
+        );
     }
 
     #[test]
