@@ -468,3 +468,168 @@ fn flapping_backend_does_not_churn_the_table() {
         lab.log.read()
     );
 }
+
+/// A fast check of `kind` with `extra` fields: every probe decides (rise = fall = 1).
+fn fast_check(kind: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut c = serde_json::json!({
+        "type": kind, "interval_ms": 200, "timeout_ms": 150, "rise": 1, "fall": 1,
+    });
+    if let (Some(c), serde_json::Value::Object(extra)) = (c.as_object_mut(), extra) {
+        c.extend(extra);
+    }
+    c
+}
+
+/// The one "backend down" or "backend up" line for `backend`, waited for.
+fn wait_transition(lab: &Lab, what: &str, backend: &str, n: usize) -> String {
+    assert!(
+        lab.wait_log(&[what, backend], n, Duration::from_secs(10)),
+        "no {what:?} #{n} for {backend}:\n{}",
+        lab.log.read()
+    );
+    lab.log_lines(&[what, backend]).remove(n - 1)
+}
+
+/// No other backend than be2 changed state.
+fn only_be2_changed(lab: &Lab) {
+    for i in [0, 2] {
+        assert!(
+            lab.log_lines(&["backend down", &addr(i)]).is_empty(),
+            "be{} went down:\n{}",
+            i + 1,
+            lab.log.read()
+        );
+    }
+}
+
+/// `xlb backends --json` of the lab's daemon.
+fn backends_json(lab: &Lab) -> serde_json::Value {
+    let out = std::process::Command::new(testbed::dataplane::xlb_bin())
+        .args(["backends", "--json", "--pin-dir"])
+        .arg(lab.pins.path())
+        .output()
+        .expect("run xlb backends");
+    assert!(
+        out.status.success(),
+        "xlb backends: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("xlb backends --json")
+}
+
+#[test]
+fn exec_check_follows_the_script_exit_code() {
+    let mut lab = Lab::new("hexec");
+    // Flag files `<base>-<backend address>`: present means down.
+    let base = TempFile::new("hexec-flag");
+    let script = format!("test ! -e {}-$XLB_BACKEND", base.path().display());
+    let flag = std::path::PathBuf::from(format!("{}-{}", base.path().display(), addr(1)));
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({
+            "check": fast_check("exec", serde_json::json!({"command": ["/bin/sh", "-c", script]})),
+        }),
+    );
+    lab.start_peer();
+    lab.start_xlb(&[]);
+    /// Removes the flag file on drop, even if the test fails.
+    struct Flag(std::path::PathBuf);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let flag = Flag(flag);
+    std::fs::write(&flag.0, b"down\n").unwrap();
+    let line = wait_transition(&lab, "backend down", &addr(1), 1);
+    assert!(line.contains("exit status 1"), "{line}");
+    std::fs::remove_file(&flag.0).unwrap();
+    wait_transition(&lab, "backend up", &addr(1), 1);
+    only_be2_changed(&lab);
+    let vip = lab.vip();
+    let ids: Vec<String> = lab
+        .client
+        .run(move || (0..60).map(|_| testbed::lab::greet(vip).unwrap()).collect());
+    assert!(count(&ids, "be2") > 0, "be2 gets no flows once up: {ids:?}");
+}
+
+#[test]
+fn icmp_check_notices_a_downed_interface() {
+    let mut lab = Lab::new("hicmp");
+    // be2's side of its veth: the interface holding its address.
+    let ns = &lab.backend_ns[1];
+    let shown = ns.ip(&["-o", "-4", "addr", "show", "to", &format!("{}/32", addr(1))]);
+    let iface = shown
+        .split_whitespace()
+        .nth(1)
+        .and_then(|name| name.split('@').next())
+        .unwrap_or_else(|| panic!("no interface with {} in be2: {shown:?}", addr(1)))
+        .to_owned();
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({"check": fast_check("icmp", serde_json::json!({}))}),
+    );
+    lab.start_peer();
+    lab.start_xlb(&[]);
+    // Let a few rounds of pings succeed first.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        lab.log_lines(&["backend down"]).is_empty(),
+        "{}",
+        lab.log.read()
+    );
+    lab.backend_ns[1].ip(&["link", "set", &iface, "down"]);
+    let line = wait_transition(&lab, "backend down", &addr(1), 1);
+    assert!(
+        line.contains("timeout") || line.contains("unreachable"),
+        "{line}"
+    );
+    lab.backend_ns[1].ip(&["link", "set", &iface, "up"]);
+    wait_transition(&lab, "backend up", &addr(1), 1);
+    only_be2_changed(&lab);
+}
+
+#[test]
+fn http_check_notices_500_and_wrong_body() {
+    let mut lab = Lab::new("hhttp");
+    let health: Vec<HttpServer> = lab
+        .backend_ns
+        .iter()
+        .map(|ns| HttpServer::start(ns, SocketAddr::from(([0, 0, 0, 0], 8080))))
+        .collect();
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({
+            "check": fast_check("http", serde_json::json!({"port": 8080, "body_contains": "ok"})),
+        }),
+    );
+    lab.start_peer();
+    lab.start_xlb(&[]);
+    assert!(
+        health[1].wait_for(3, Duration::from_secs(10)),
+        "be2 not probed"
+    );
+    health[1].set_response(500, "ok");
+    let line = wait_transition(&lab, "backend down", &addr(1), 1);
+    assert!(line.contains("status 500"), "{line}");
+
+    // 200 with the wrong body: still down, now for the body.
+    health[1].set_response(200, "nope");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let be2 = &backends_json(&lab)[1];
+            be2["state"] == "down"
+                && be2["last_check"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("body does not contain \"ok\""))
+        }),
+        "be2 not down for its body: {}",
+        backends_json(&lab)
+    );
+    assert!(lab.log_lines(&["backend up", &addr(1)]).is_empty());
+
+    health[1].set_response(200, "all ok");
+    wait_transition(&lab, "backend up", &addr(1), 1);
+    assert_eq!(lab.log_lines(&["backend down", &addr(1)]).len(), 1);
+    only_be2_changed(&lab);
+}
