@@ -300,3 +300,69 @@ fn keepalived_interop_vrrpv3() {
 fn keepalived_interop_vrrpv2() {
     keepalived_interop(2);
 }
+
+/// A master whose tracked service loses every backend lowers its priority below its
+/// peer's and hands over; the notify hook sees every state change.
+#[test]
+fn tracking_yields_a_master_with_nothing_to_serve() {
+    let mut lab = VrrpLab::new("vrtrack");
+    let hook = testbed::dataplane::TempFile::new("vrtrack-hook.log");
+    let notify = serde_json::json!([
+        "/bin/sh",
+        "-c",
+        format!("echo \"$XLB_VRRP_STATE $2\" >> {}", hook.path().display()),
+        "hook",
+    ]);
+    // lb0 checks its backends on a port nobody listens on: after `fall` probes none
+    // is left, and tracking takes 60 off its priority (150 → 90 < lb1's 100).
+    lab.write_config(
+        0,
+        serde_json::json!({
+            "priority": 150, "advert_int_ms": INTERVAL,
+            "track_services": [{"service": "10.70.0.100:80/tcp", "weight": 60}],
+            "notify": notify,
+        }),
+    );
+    lab.write_config(1, instance(100, INTERVAL, true));
+    // The check goes into lb0's service (the lab writes the service; patch it in).
+    let path = lab.nodes[0].config.path().to_owned();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["services"][0]["check"] = serde_json::json!({
+        "type": "tcp", "port": 81, "interval_ms": 1000, "timeout_ms": 200,
+        "rise": 1, "fall": 1, "initial": "up",
+    });
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    lab.start_xlb(0);
+    lab.start_xlb(1);
+    assert!(
+        lab.nodes[0]
+            .wait_log(&["VRRP backup"], 2, Duration::from_secs(15))
+            .is_some(),
+        "lb0 never yielded:\n{}",
+        lab.nodes[0].log.read()
+    );
+    assert!(lab.nodes[0].log_lines(&["no backend available"]).len() == 1);
+    let v = lab.nodes[0].vrrp();
+    assert_eq!(
+        (v[0]["base_priority"].as_u64(), v[0]["priority"].as_u64()),
+        (Some(150), Some(90)),
+        "{v}"
+    );
+    assert!(wait_until(Duration::from_secs(5), || lab.nodes[1].vrrp()
+        [0]["state"]
+        == "master"));
+    assert!(
+        wait_until(Duration::from_secs(5), || hook
+            .read()
+            .lines()
+            .any(|l| l == "backup VI_1")),
+        "notify hook lines: {:?}",
+        hook.read()
+    );
+    assert!(
+        hook.read().lines().any(|l| l == "master VI_1"),
+        "{}",
+        hook.read()
+    );
+}
