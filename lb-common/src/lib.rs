@@ -7,9 +7,11 @@
 
 pub mod service;
 pub mod stats;
+pub mod vrrp;
 
 pub use service::{Backend, Config, Conn, FlowKey, ForwardMode, Service, TxPort, VipAddr, VipKey};
 pub use stats::{Counter, FlowCounter, Stat};
+pub use vrrp::{VrrpKey, VrrpRouter, VrrpSeen};
 
 /// Map names as they appear in the object file, in `bpftool map` and under the pin
 /// directory. Kept here so the loader never spells a name differently from the program.
@@ -41,6 +43,13 @@ pub mod maps {
     pub const TX_MACS: &str = "XLB_TX_MACS";
     /// Global data-plane settings: one [`crate::Config`] at index 0.
     pub const CONFIG: &str = "XLB_CONFIG";
+    /// VRRP virtual routers configured by userspace: [`crate::VrrpKey`] →
+    /// [`crate::VrrpRouter`], plus one marker key per interface in use
+    /// ([`crate::VrrpKey::marker`]).
+    pub const VRRP_ROUTERS: &str = "XLB_VRRP_ROUTERS";
+    /// Last valid VRRP advert seen by XDP per router: [`crate::VrrpKey`] →
+    /// [`crate::VrrpSeen`].
+    pub const VRRP_SEEN: &str = "XLB_VRRP_SEEN";
     /// aya-log's ring buffer; owned by aya-log, named here so the loader can skip pinning it.
     pub const LOGS: &str = "AYA_LOGS";
 }
@@ -64,6 +73,9 @@ pub mod limits {
     /// Largest frame an encapsulating service sends (a 1500-byte MTU plus Ethernet):
     /// bigger ones are dropped and counted rather than sent to be dropped by the NIC.
     pub const MAX_ENCAP_FRAME: usize = 1514;
+    /// `XLB_VRRP_ROUTERS` entries (virtual routers plus one marker per interface) and
+    /// `XLB_VRRP_SEEN` entries.
+    pub const MAX_VRRP_ROUTERS: u32 = 256;
     /// `BPF_F_INNER_MAP`: inner maps may differ in max_entries from the template.
     pub const BPF_F_INNER_MAP: u32 = 1 << 12;
 }

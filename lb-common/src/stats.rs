@@ -85,6 +85,22 @@ stats! {
     /// this host must not balance it (the stack, which no longer holds the VIP, drops
     /// it).
     Standby = 24, "standby";
+    /// Passed: a valid VRRP advert for a configured virtual router, left to the
+    /// userspace election (docs/vrrp-xdp.md).
+    VrrpAdvert = 25, "vrrp_advert";
+    /// Transmitted: a lower-priority or priority-0 VRRP advert answered from XDP with our
+    /// own advertisement while we are master.
+    VrrpAnswered = 26, "vrrp_answered";
+    /// Drop reason: invalid VRRP advert on an interface running VRRP (TTL/hop limit not
+    /// 255, IPv4 options/fragment/bad header checksum, bad version/type, length, address
+    /// count or checksum, version differing from the router's).
+    VrrpInvalid = 27, "vrrp_invalid";
+    /// Drop reason: VRRP advert for a VRID/family with no router configured on an
+    /// interface that runs VRRP.
+    VrrpUnknownVrid = 28, "vrrp_unknown_vrid";
+    /// Passed: a VRRP advert that would have been answered, but this router answered less
+    /// than 10 ms ago.
+    VrrpRateLimited = 29, "vrrp_rate_limited";
 }
 
 /// One counter slot. Per CPU in the map; userspace sums the CPUs.
