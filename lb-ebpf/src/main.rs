@@ -14,6 +14,7 @@ mod lookup;
 mod maps;
 mod parse;
 mod stats;
+mod vrrp;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::{debug, trace};
@@ -55,6 +56,17 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
             }
             stats::count(Stat::IcmpEcho, len);
             return icmp::echo_reply(ctx, family);
+        }
+        // Before any VIP lookup: adverts are addressed to the VRRP group, never a VIP.
+        Parsed::Vrrp { family } => {
+            return Ok(match vrrp::advert(ctx, family)? {
+                vrrp::Verdict::Pass(reason) => pass(ctx, reason, len),
+                vrrp::Verdict::Answered => {
+                    stats::count(Stat::VrrpAnswered, len);
+                    xdp_action::XDP_TX
+                }
+                vrrp::Verdict::Aborted => xdp_action::XDP_ABORTED,
+            });
         }
     };
     let Some(svc) = lookup::service(&pkt.flow) else {

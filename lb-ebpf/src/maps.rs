@@ -8,9 +8,10 @@ use aya_ebpf::{
 use lb_common::{
     limits::{
         BPF_F_INNER_MAP, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES, MAX_TX_PORTS,
-        VIP_FILTER_SLOTS,
+        MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
     },
-    Backend, Config, Conn, FlowKey, Service, TxPort, VipAddr, VipKey,
+    Backend, Config, Conn, FlowKey, Service, TxPort, VipAddr, VipKey, VrrpKey, VrrpRouter,
+    VrrpSeen,
 };
 
 #[btf_map]
@@ -60,3 +61,14 @@ pub static XLB_TX_PORTS: DevMap<{ MAX_TX_PORTS as usize }> = DevMap::new();
 /// Source MAC per egress slot.
 #[btf_map]
 pub static XLB_TX_MACS: Array<TxPort, { MAX_TX_PORTS as usize }> = Array::new();
+
+/// VRRP virtual routers (written by userspace) plus one marker key per interface that
+/// runs VRRP (`VrrpKey::marker`): see docs/vrrp-xdp.md.
+#[btf_map]
+pub static XLB_VRRP_ROUTERS: HashMap<VrrpKey, VrrpRouter, { MAX_VRRP_ROUTERS as usize }> =
+    HashMap::new();
+
+/// Last valid advert per virtual router (written by XDP, read by the election).
+#[btf_map]
+pub static XLB_VRRP_SEEN: HashMap<VrrpKey, VrrpSeen, { MAX_VRRP_ROUTERS as usize }> =
+    HashMap::new();

@@ -14,6 +14,8 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_ICMPV6: u8 = 58;
+/// VRRP (RFC 5798 §5.1.1.3).
+pub const IPPROTO_VRRP: u8 = 112;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
 pub const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -120,6 +122,9 @@ pub enum Parsed {
     /// An ICMP / ICMPv6 echo request (option-less, unfragmented) to `dst`, answered
     /// from XDP when `dst` is a VIP.
     Echo { dst: [u32; 4], family: u8 },
+    /// A VRRP packet (IPv4 protocol / IPv6 next header 112, the IP header's lengths
+    /// checked against the frame), handled by `vrrp::advert`.
+    Vrrp { family: u8 },
     /// Not for the balancer; pass to the stack and count the reason.
     Pass(Stat),
 }
@@ -159,6 +164,9 @@ fn ipv4(ctx: &XdpContext) -> Result<Parsed, Stat> {
     }
     if ETH_HLEN + tot_len > ctx.data_end() - ctx.data() {
         return Err(Stat::Truncated);
+    }
+    if ip.proto == IPPROTO_VRRP {
+        return Ok(Parsed::Vrrp { family: AF_INET });
     }
     let frag = u16::from_be(ip.frag_off);
     if ip.proto == IPPROTO_ICMP && ihl == 20 && frag & (IP_MF | IP_OFFSET) == 0 {
@@ -281,6 +289,7 @@ fn ipv6(ctx: &XdpContext) -> Result<Parsed, Stat> {
     }
     match ip.next_hdr {
         IPPROTO_TCP | IPPROTO_UDP => {}
+        IPPROTO_VRRP => return Ok(Parsed::Vrrp { family: AF_INET6 }),
         IPPROTO_ICMPV6 => {
             let icmp = unsafe { &*header::<IcmpHdr>(ctx, ETH_HLEN + size_of::<Ipv6Hdr>())? };
             if icmp.kind == ICMPV6_ECHO_REQUEST && icmp.code == 0 {
