@@ -33,6 +33,8 @@ pub const PINNED_MAPS: &[&str] = &[
     maps::BACKEND_STATS,
     maps::TX_PORTS,
     maps::TX_MACS,
+    maps::VRRP_ROUTERS,
+    maps::VRRP_SEEN,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,9 @@ use lb_common::{
     limits::{BPF_F_INNER_MAP, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES},
     maps,
     service::{vip_filter_slot, MAGLEV_SIZE_SLOT},
-    Backend, Config, Conn, FlowKey, Service, TxPort, VipAddr, VipKey,
+    vrrp::VRRP_FRAME_MAX,
+    Backend, Config, Conn, FlowKey, Service, TxPort, VipAddr, VipKey, VrrpKey, VrrpRouter,
+    VrrpSeen,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,8 @@ pub enum MapsError {
     BackendId(u32),
     #[error("table of {0} entries: must be 1..={MAX_MAGLEV_SIZE}")]
     TableSize(usize),
+    #[error("VRRP router {0:?}: VRID must be 1..=255, family AF_INET/AF_INET6, version 2 (IPv4) or 3, frame 14..={VRRP_FRAME_MAX} bytes")]
+    VrrpRouter(VrrpKey),
     #[error("egress slot {slot} -> ifindex {ifindex}: {error}")]
     TxPort {
         slot: u32,
@@ -255,4 +259,105 @@ pub fn forget_backend_flows(ebpf: &mut Ebpf, id: u32) -> Result<usize, MapsError
         let _ = conns.remove(key);
     }
     Ok(stale.len())
+}
+
+/// Configures (or replaces) the VRRP virtual router `key` for the data plane, and marks
+/// its interface as running VRRP (docs/vrrp-xdp.md). Replacing a value is one
+/// `bpf_map_update_elem`, so XDP never reads a half-written router.
+pub fn set_vrrp_router(
+    ebpf: &mut Ebpf,
+    key: &VrrpKey,
+    router: &VrrpRouter,
+) -> Result<(), MapsError> {
+    let v2_ok = router.version == 2 && key.family == lb_common::service::AF_INET;
+    if key.is_marker()
+        || key.vrid == 0
+        || !matches!(
+            key.family,
+            lb_common::service::AF_INET | lb_common::service::AF_INET6
+        )
+        || !(v2_ok || router.version == 3)
+        || !(14..=VRRP_FRAME_MAX).contains(&usize::from(router.frame_len))
+    {
+        return Err(MapsError::VrrpRouter(*key));
+    }
+    let mut routers = vrrp_routers(ebpf)?;
+    let marker = VrrpKey::marker(key.ifindex);
+    // Router first, marker second: a packet never finds the marker without its router
+    // (it would drop the router's adverts as unknown VRID).
+    routers
+        .insert(key, router, 0)
+        .map_err(map_err(maps::VRRP_ROUTERS))?;
+    routers
+        .insert(marker, VrrpRouter::default(), 0)
+        .map_err(map_err(maps::VRRP_ROUTERS))
+}
+
+/// Removes the VRRP virtual router `key` and what XDP saw of it; the interface marker
+/// goes with the interface's last router, after which adverts there pass untouched.
+pub fn remove_vrrp_router(ebpf: &mut Ebpf, key: &VrrpKey) -> Result<(), MapsError> {
+    let mut routers = vrrp_routers(ebpf)?;
+    ignore_missing(routers.remove(key), maps::VRRP_ROUTERS)?;
+    let last = !routers
+        .keys()
+        .filter_map(Result::ok)
+        .any(|k| k.ifindex == key.ifindex && !k.is_marker());
+    if last {
+        ignore_missing(
+            routers.remove(&VrrpKey::marker(key.ifindex)),
+            maps::VRRP_ROUTERS,
+        )?;
+    }
+    let mut seen: HashMap<&mut MapData, VrrpKey, VrrpSeen> = HashMap::try_from(
+        ebpf.map_mut(maps::VRRP_SEEN)
+            .ok_or(MapsError::Missing(maps::VRRP_SEEN))?,
+    )
+    .map_err(map_err(maps::VRRP_SEEN))?;
+    ignore_missing(seen.remove(key), maps::VRRP_SEEN)
+}
+
+/// Every `XLB_VRRP_SEEN` entry: the last valid advert XDP saw per virtual router.
+pub fn read_vrrp_seen(ebpf: &Ebpf) -> Result<Vec<(VrrpKey, VrrpSeen)>, MapsError> {
+    let seen: HashMap<&MapData, VrrpKey, VrrpSeen> = HashMap::try_from(
+        ebpf.map(maps::VRRP_SEEN)
+            .ok_or(MapsError::Missing(maps::VRRP_SEEN))?,
+    )
+    .map_err(map_err(maps::VRRP_SEEN))?;
+    collect_seen(&seen)
+}
+
+/// [`read_vrrp_seen`] from the map pinned under `pin_dir` (another process's data plane).
+pub fn read_pinned_vrrp_seen(
+    pin_dir: &std::path::Path,
+) -> Result<Vec<(VrrpKey, VrrpSeen)>, MapsError> {
+    let data =
+        MapData::from_pin(pin_dir.join(maps::VRRP_SEEN)).map_err(map_err(maps::VRRP_SEEN))?;
+    let seen: HashMap<MapData, VrrpKey, VrrpSeen> =
+        HashMap::try_from(aya::maps::Map::HashMap(data)).map_err(map_err(maps::VRRP_SEEN))?;
+    collect_seen(&seen)
+}
+
+fn collect_seen<T: std::borrow::Borrow<MapData>>(
+    seen: &HashMap<T, VrrpKey, VrrpSeen>,
+) -> Result<Vec<(VrrpKey, VrrpSeen)>, MapsError> {
+    seen.iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(map_err(maps::VRRP_SEEN))
+}
+
+fn vrrp_routers(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, VrrpKey, VrrpRouter>, MapsError> {
+    HashMap::try_from(
+        ebpf.map_mut(maps::VRRP_ROUTERS)
+            .ok_or(MapsError::Missing(maps::VRRP_ROUTERS))?,
+    )
+    .map_err(map_err(maps::VRRP_ROUTERS))
+}
+
+/// A delete of a key that is not there is fine (aya reports it as ENOENT).
+fn ignore_missing(result: Result<(), MapError>, name: &'static str) -> Result<(), MapsError> {
+    match result {
+        Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(map_err(name)(e)),
+    }
 }

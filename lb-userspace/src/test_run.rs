@@ -54,9 +54,52 @@ pub fn run_xdp(
     repeat: u32,
     flags: u32,
 ) -> io::Result<TestRunOutput> {
+    run(prog, packet, repeat, flags, None)
+}
+
+/// `struct xdp_md` (kernel ABI) as `ctx_in`: `data`/`data_end` are offsets into the
+/// frame; `data_meta`, `rx_queue_index` and `egress_ifindex` must be 0.
+#[repr(C)]
+#[derive(Default)]
+struct XdpMd {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
+
+/// [`run_xdp`] once, as if `packet` arrived on `ingress_ifindex` (an interface of the
+/// caller's network namespace; without a context the kernel uses its loopback, ifindex 1).
+pub fn run_xdp_on(
+    prog: &impl AsFd,
+    packet: &[u8],
+    ingress_ifindex: u32,
+) -> io::Result<TestRunOutput> {
+    let ctx = XdpMd {
+        data_end: packet.len() as u32,
+        ingress_ifindex,
+        ..Default::default()
+    };
+    run(prog, packet, 1, 0, Some(&ctx))
+}
+
+fn run(
+    prog: &impl AsFd,
+    packet: &[u8],
+    repeat: u32,
+    flags: u32,
+    ctx: Option<&XdpMd>,
+) -> io::Result<TestRunOutput> {
     // Room for encapsulation headers the program may push in front of the frame.
     let mut out = vec![0u8; packet.len() + 256];
+    let (ctx_in, ctx_size_in) = ctx.map_or((0, 0), |c| {
+        (c as *const XdpMd as u64, size_of::<XdpMd>() as u32)
+    });
     let mut attr = TestRunAttr {
+        ctx_in,
+        ctx_size_in,
         prog_fd: prog.as_fd().as_raw_fd() as u32,
         data_size_in: packet.len() as u32,
         data_size_out: out.len() as u32,

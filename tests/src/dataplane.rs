@@ -110,6 +110,17 @@ impl TestDataplane {
         test_run::run_xdp(fd, packet, 1, 0).expect("BPF_PROG_TEST_RUN")
     }
 
+    /// Runs the balancer program once on `packet` as if it arrived on `ingress_ifindex`
+    /// (an interface of this thread's network namespace).
+    pub fn run_on(&mut self, ingress_ifindex: u32, packet: &[u8]) -> TestRunOutput {
+        let prog = self
+            .dp
+            .xdp(programs::BALANCER)
+            .expect("program in the object");
+        let fd = prog.fd().expect("loaded program has an fd");
+        test_run::run_xdp_on(fd, packet, ingress_ifindex).expect("BPF_PROG_TEST_RUN")
+    }
+
     pub fn stats(&self) -> GlobalStats {
         stats::read_loaded(self.dp.ebpf()).expect("reading XLB_STATS")
     }
