@@ -365,6 +365,11 @@ impl Daemon {
         let (vrrp_tx, mut vrrp_events) = tokio::sync::mpsc::channel(16);
         let vrrp = Vrrp::start(&vrrp_specs, &vrrp_tx).context("starting VRRP")?;
         track(&sup, &vrrp);
+        // The XDP side of VRRP follows the instances: on every state change, and each
+        // second for priority changes from tracking.
+        let mut xdp_vrrp = Vec::new();
+        sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
+        let mut vrrp_tick = tokio::time::interval(std::time::Duration::from_secs(1));
         let notifier = Notifier::default();
         let started = std::time::Instant::now();
         let mut last_reload: Option<String> = None;
@@ -376,14 +381,17 @@ impl Daemon {
             tokio::select! {
                 _ = term.recv() => {
                     tracing::info!("SIGTERM received");
+                    clear_xdp_vrrp(dp, &xdp_vrrp);
                     vrrp.shutdown().await;
                     return Ok(());
                 }
                 _ = int.recv() => {
                     tracing::info!("SIGINT received");
+                    clear_xdp_vrrp(dp, &xdp_vrrp);
                     vrrp.shutdown().await;
                     return Ok(());
                 }
+                _ = vrrp_tick.tick(), if !vrrp.is_empty() => sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp),
                 Some(probe) = probes.recv() => {
                     if sup.on_probe(&mut balancer, dp.ebpf_mut(), &probe) {
                         track(&sup, &vrrp);
@@ -393,6 +401,7 @@ impl Daemon {
                     if let Err(e) = sup.set_standby(&mut balancer, dp.ebpf_mut(), vrrp.standby_addresses()) {
                         tracing::error!("applying a VRRP state change failed: {e:#}");
                     }
+                    sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
                     let _ = ev.applied.send(());
                     let (from, to) = (ev.from.to_string(), ev.to.to_string());
                     tracing::warn!(instance = %ev.name, %from, %to, reason = %ev.reason, "VRRP {to}");
@@ -556,6 +565,31 @@ fn show_pinned(pin_dir: &std::path::Path, request: Request, as_json: bool) -> Re
         (_, false) => print!("{}", views::backends_table(&backends)),
     }
     Ok(())
+}
+
+/// Writes the instances' XDP records where they changed since `last`.
+fn sync_xdp_vrrp(
+    vrrp: &Vrrp,
+    dp: &mut Dataplane,
+    last: &mut Vec<(lb_common::VrrpKey, lb_common::VrrpRouter)>,
+) {
+    let now = vrrp.xdp_routers();
+    if now == *last {
+        return;
+    }
+    for (key, router) in &now {
+        if let Err(e) = lb_userspace::maps::set_vrrp_router(dp.ebpf_mut(), key, router) {
+            tracing::warn!("updating the XDP VRRP record failed: {e}");
+        }
+    }
+    *last = now;
+}
+
+/// On the way out nobody answers for us any more: XDP must stop answering too.
+fn clear_xdp_vrrp(dp: &mut Dataplane, last: &[(lb_common::VrrpKey, lb_common::VrrpRouter)]) {
+    for (key, _) in last {
+        let _ = lb_userspace::maps::remove_vrrp_router(dp.ebpf_mut(), key);
+    }
 }
 
 /// VRRP priority tracking: each instance loses the weight of every tracked service

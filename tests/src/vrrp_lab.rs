@@ -137,6 +137,8 @@ pub struct VrrpLab {
     pub nodes: Vec<Node>,
     pub servers: Vec<TcpServer>,
     macs: Vec<[u8; 6]>,
+    /// The client's interface (inside `client`).
+    pub client_if: String,
     pub client: Netns,
     pub backend_ns: Vec<Netns>,
     pub switch: Netns,
@@ -193,6 +195,7 @@ impl VrrpLab {
             nodes,
             servers,
             macs,
+            client_if: client_if.b.clone(),
             client,
             backend_ns,
             switch,
@@ -235,6 +238,12 @@ impl VrrpLab {
 
     /// Writes node `i`'s config: the DSR service on VIP:80 and one VRRP instance.
     pub fn write_config(&self, i: usize, vrrp: serde_json::Value) {
+        self.write_config_with(i, vrrp, serde_json::json!({}));
+    }
+
+    /// Like [`VrrpLab::write_config`], with `service` fields merged into the service
+    /// (e.g. a `check`).
+    pub fn write_config_with(&self, i: usize, vrrp: serde_json::Value, service: serde_json::Value) {
         let node = &self.nodes[i];
         let backends: Vec<serde_json::Value> = BACKENDS
             .iter()
@@ -251,13 +260,14 @@ impl VrrpLab {
         if let (Some(o), serde_json::Value::Object(extra)) = (instance.as_object_mut(), vrrp) {
             o.extend(extra);
         }
-        let config = serde_json::json!({
-            "services": [{
-                "vip": VIP.to_string(), "port": 80, "protocol": "tcp", "mode": "dsr",
-                "backends": backends,
-            }],
-            "vrrp": [instance],
+        let mut svc = serde_json::json!({
+            "vip": VIP.to_string(), "port": 80, "protocol": "tcp", "mode": "dsr",
+            "backends": backends,
         });
+        if let (Some(o), serde_json::Value::Object(extra)) = (svc.as_object_mut(), service) {
+            o.extend(extra);
+        }
+        let config = serde_json::json!({ "services": [svc], "vrrp": [instance] });
         std::fs::write(
             node.config.path(),
             serde_json::to_vec_pretty(&config).unwrap(),

@@ -366,3 +366,115 @@ fn tracking_yields_a_master_with_nothing_to_serve() {
         hook.read()
     );
 }
+
+/// The data-plane counter `name` of node `i` (`xlb stats --json`).
+fn counter(lab: &VrrpLab, i: usize, name: &str) -> u64 {
+    let o = std::process::Command::new(testbed::dataplane::xlb_bin())
+        .args(["stats", "--json", "--pin-dir"])
+        .arg(lab.nodes[i].pins.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["global"][name]["packets"].as_u64().unwrap_or(0)
+}
+
+/// Recomputes an IPv4 header checksum after a test edited the header (RFC 1071).
+fn fix_ipv4_checksum(frame: &mut [u8]) {
+    frame[24] = 0;
+    frame[25] = 0;
+    let mut sum: u32 = frame[14..34]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// Adverts a stranger on the segment sends: malformed or spoofed ones (TTL 254, bad
+/// checksum, another VRID, the other VRRP version) claiming priority 254 are dropped
+/// in XDP and counted, and never move the election; a flood of valid lower-priority
+/// adverts is answered from XDP at most once per 10 ms and never moves it either.
+#[test]
+fn spoofed_and_malformed_adverts_never_change_the_election() {
+    use lb_userspace::vrrp::packet::{encode_frame, Advert};
+    let mut lab = VrrpLab::new("vrspoof");
+    elect(
+        &mut lab,
+        instance(150, INTERVAL, true),
+        instance(100, INTERVAL, true),
+    );
+    let rogue = std::net::IpAddr::from([10, 70, 0, 66]);
+    let mac = Some([0x02, 0, 0, 0, 0, 0x66]);
+    let vips = vec![std::net::IpAddr::V4(testbed::vrrp_lab::VIP)];
+    let frame = |vrid: u8, priority: u8| {
+        encode_frame(mac, rogue, &Advert::v3(vrid, priority, 10, vips.clone())).unwrap()
+    };
+    let mut ttl = frame(51, 254);
+    ttl[22] = 254;
+    fix_ipv4_checksum(&mut ttl);
+    let mut checksum = frame(51, 254);
+    checksum[34 + 6] ^= 0xff;
+    let other_vrid = frame(52, 254);
+    let v2 = encode_frame(
+        mac,
+        rogue,
+        &Advert::v2(51, 254, 1, vec![testbed::vrrp_lab::VIP]),
+    )
+    .unwrap();
+    let bad = [ttl, checksum, other_vrid, v2];
+    let before: Vec<(u64, u64)> = (0..2)
+        .map(|i| {
+            (
+                counter(&lab, i, "vrrp_invalid"),
+                counter(&lab, i, "vrrp_unknown_vrid"),
+            )
+        })
+        .collect();
+    let answered_before = counter(&lab, 0, "vrrp_answered");
+    let index = lab.client.ifindex(&lab.client_if);
+    let lower = frame(51, 50);
+    lab.client.run(move || {
+        for _ in 0..100 {
+            lb_userspace::vrrp::net::send_frames(index, &bad).unwrap();
+        }
+        // A flood of valid lower-priority adverts: 10,000 as fast as we can send.
+        let flood = vec![lower; 100];
+        for _ in 0..100 {
+            lb_userspace::vrrp::net::send_frames(index, &flood).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(5 * INTERVAL));
+    for i in 0..2 {
+        let (invalid, unknown) = (
+            counter(&lab, i, "vrrp_invalid"),
+            counter(&lab, i, "vrrp_unknown_vrid"),
+        );
+        assert!(
+            invalid - before[i].0 >= 300,
+            "lb{i}: vrrp_invalid {invalid}"
+        );
+        assert!(
+            unknown - before[i].1 >= 100,
+            "lb{i}: vrrp_unknown_vrid {unknown}"
+        );
+    }
+    let answered = counter(&lab, 0, "vrrp_answered") - answered_before;
+    assert!(
+        answered >= 1,
+        "the master never answered a lower-priority advert"
+    );
+    assert!(
+        answered < 10_000,
+        "every flood advert was answered: {answered}"
+    );
+    assert_eq!(lab.nodes[0].vrrp()[0]["state"], "master");
+    assert_eq!(lab.nodes[1].vrrp()[0]["state"], "backup");
+    assert_eq!(lab.nodes[0].log_lines(&["VRRP master"]).len(), 1);
+    assert!(lab.nodes[1].log_lines(&["VRRP master"]).is_empty());
+    eprintln!(
+        "vrrp spoof: 400 bad adverts dropped in XDP on each node, 10,000 lower-priority \
+         adverts: {answered} answered from XDP, election unchanged"
+    );
+}

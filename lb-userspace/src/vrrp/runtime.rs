@@ -73,6 +73,7 @@ enum Cmd {
 
 struct Instance {
     spec: VrrpSpec,
+    ifc: net::Iface,
     cmd: mpsc::Sender<Cmd>,
     status: Arc<Mutex<InstanceStatus>>,
     task: JoinHandle<()>,
@@ -139,7 +140,7 @@ impl Vrrp {
             let driver = Driver {
                 index: i,
                 spec: spec.clone(),
-                ifc,
+                ifc: ifc.clone(),
                 socket,
                 router,
                 netlink: netlink.clone().expect("created when specs exist"),
@@ -151,6 +152,7 @@ impl Vrrp {
             let task = tokio::spawn(driver.run(cmd_rx));
             instances.push(Instance {
                 spec: spec.clone(),
+                ifc,
                 cmd,
                 status,
                 task,
@@ -195,6 +197,64 @@ impl Vrrp {
     /// The configured instances.
     pub fn specs(&self) -> impl Iterator<Item = &VrrpSpec> {
         self.instances.iter().map(|i| &i.spec)
+    }
+
+    /// What the XDP program needs per instance to answer lower-priority adverts at line
+    /// rate (docs/vrrp-xdp.md): state, priority and our own advert frame.
+    pub fn xdp_routers(&self) -> Vec<(lb_common::VrrpKey, lb_common::VrrpRouter)> {
+        let mut out = Vec::new();
+        for i in &self.instances {
+            let Some(primary) = i.ifc.primary_v4 else {
+                continue;
+            };
+            let st = i
+                .status
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let cs = i.spec.adver_int_cs();
+            let advert = match i.spec.version() {
+                Version::V3 => Advert::v3(i.spec.vrid, st.priority, cs, i.spec.addresses.clone()),
+                Version::V2 => Advert::v2(
+                    i.spec.vrid,
+                    st.priority,
+                    u8::try_from(cs / 100).unwrap_or(u8::MAX),
+                    i.spec
+                        .addresses
+                        .iter()
+                        .filter_map(|a| match a {
+                            IpAddr::V4(v4) => Some(*v4),
+                            IpAddr::V6(_) => None,
+                        })
+                        .collect(),
+                ),
+            };
+            let Ok(frame) = packet::encode_frame(Some(i.ifc.mac), IpAddr::V4(primary), &advert)
+            else {
+                continue;
+            };
+            let mut router = lb_common::VrrpRouter {
+                state: if st.state == State::Master.to_string() {
+                    lb_common::vrrp::VRRP_STATE_MASTER
+                } else {
+                    lb_common::vrrp::VRRP_STATE_NOT_MASTER
+                },
+                priority: st.priority,
+                version: i.spec.version,
+                adver_int_cs: cs,
+                addr: [u32::from_ne_bytes(primary.octets()), 0, 0, 0],
+                ..Default::default()
+            };
+            // A frame that does not fit is left out (frame_len 0): XDP then never answers.
+            if frame.len() <= router.frame.len() {
+                router.frame[..frame.len()].copy_from_slice(&frame);
+                router.frame_len = u16::try_from(frame.len()).unwrap_or(0);
+            }
+            let key =
+                lb_common::VrrpKey::new(i.ifc.index, i.spec.vrid, lb_common::service::AF_INET);
+            out.push((key, router));
+        }
+        out
     }
 
     /// Sets the effective priority of instance `index` (tracking).
