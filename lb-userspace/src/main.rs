@@ -48,8 +48,10 @@ enum Command {
         /// above it are removed by the verifier and cost nothing.
         #[arg(long, value_enum, default_value_t = EbpfLogLevel::Info)]
         ebpf_log_level: EbpfLogLevel,
-        /// Services to serve (JSON, see examples/xlb.json). Re-read on SIGHUP; a config
-        /// that fails validation is rejected whole and the running one stays.
+        /// Services, checks and VRRP instances (JSON, see examples/xlb.json); default
+        /// /etc/xlb/xlb.json when that file exists, else nothing is served. Re-read on
+        /// SIGHUP or `xlb reload`; a config that fails validation is rejected whole and
+        /// the running one stays.
         #[arg(long, short = 'c')]
         config: Option<PathBuf>,
         /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9641): counters per
@@ -99,6 +101,9 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Seconds between the two readings the rates come from; 0 = no rates.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
     },
     /// Show the running daemon: interfaces, config, services and health at a glance.
     Status {
@@ -202,10 +207,14 @@ async fn real_main() -> Result<()> {
             pin_dir,
             xdp_mode,
             ebpf_log_level,
-            config,
+            mut config,
             metrics_listen,
             keep_attached,
         } => {
+            let default = std::path::Path::new(DEFAULT_CONFIG);
+            if config.is_none() && default.exists() {
+                config = Some(default.to_owned());
+            }
             let daemon = Daemon {
                 program: programs::BALANCER,
                 ifaces,
@@ -258,7 +267,11 @@ async fn real_main() -> Result<()> {
             &encap_sources,
             output.as_deref(),
         ),
-        Command::Stats { pin_dir, json } => print_stats(&pin_dir, json),
+        Command::Stats {
+            pin_dir,
+            json,
+            interval,
+        } => print_stats(&pin_dir, json, interval),
         Command::Status { pin_dir, json } => show(&pin_dir, Request::Status, json),
         Command::Services { pin_dir, json } => show(&pin_dir, Request::Services, json),
         Command::Backends { pin_dir, json } => show(&pin_dir, Request::Backends, json),
@@ -490,6 +503,9 @@ impl Daemon {
     }
 }
 
+/// Where `xlb run` looks for its config when `--config` is not given.
+const DEFAULT_CONFIG: &str = "/etc/xlb/xlb.json";
+
 /// How long a read command waits for the daemon.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// A reload re-applies every service: allow for big configs.
@@ -612,7 +628,14 @@ fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
-fn print_stats(pin_dir: &std::path::Path, json: bool) -> Result<()> {
+/// One reading of every counter in the pins.
+struct Snapshot {
+    global: stats::GlobalStats,
+    services: Vec<stats::ServiceStats>,
+    backends: Vec<stats::BackendStats>,
+}
+
+fn snapshot(pin_dir: &std::path::Path) -> Result<Snapshot> {
     let map = stats::open_pinned(pin_dir).with_context(|| {
         format!(
             "opening the pinned stats map in {} (is `xlb run` running?)",
@@ -622,53 +645,147 @@ fn print_stats(pin_dir: &std::path::Path, json: bool) -> Result<()> {
     let global = stats::read_global(&map).context("reading counters")?;
     let (services, backends) =
         stats::read_pinned_flows(pin_dir).context("reading per-service counters")?;
+    Ok(Snapshot {
+        global,
+        services,
+        backends,
+    })
+}
+
+/// `xlb stats`: every counter, and its rate over `interval` (0: no rates).
+fn print_stats(pin_dir: &std::path::Path, json: bool, interval: f64) -> Result<()> {
+    let first = snapshot(pin_dir)?;
+    let (now, secs) = if interval > 0.0 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(interval));
+        (snapshot(pin_dir)?, interval)
+    } else {
+        (
+            Snapshot {
+                global: first.global.clone(),
+                services: first.services.clone(),
+                backends: first.backends.clone(),
+            },
+            0.0,
+        )
+    };
+    let rate = |new: u64, old: u64| {
+        if secs > 0.0 {
+            new.saturating_sub(old) as f64 / secs
+        } else {
+            0.0
+        }
+    };
+    let service_before = |id: u32| {
+        first
+            .services
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.counter)
+            .unwrap_or_default()
+    };
+    let backend_before = |id: u32| {
+        first
+            .backends
+            .iter()
+            .find(|b| b.id == id)
+            .map(|b| b.counter)
+            .unwrap_or_default()
+    };
     if json {
-        let flows = |c: &lb_common::FlowCounter| serde_json::json!({"packets": c.packets, "bytes": c.bytes, "new_flows": c.new_flows});
+        let flows = |c: &lb_common::FlowCounter, old: &lb_common::FlowCounter| {
+            serde_json::json!({
+                "packets": c.packets, "bytes": c.bytes, "new_flows": c.new_flows,
+                "packets_per_s": rate(c.packets, old.packets),
+                "bits_per_s": rate(c.bytes, old.bytes) * 8.0,
+                "new_flows_per_s": rate(c.new_flows, old.new_flows),
+            })
+        };
+        let global: serde_json::Map<String, serde_json::Value> = Stat::ALL
+            .iter()
+            .map(|&stat| {
+                let (c, old) = (now.global.get(stat), first.global.get(stat));
+                (
+                    stat.name().to_owned(),
+                    serde_json::json!({
+                        "packets": c.packets, "bytes": c.bytes,
+                        "packets_per_s": rate(c.packets, old.packets),
+                    }),
+                )
+            })
+            .collect();
         let out = serde_json::json!({
-            "global": global.to_json(),
-            "services": services.iter().map(|s| serde_json::json!({
-                "id": s.id, "service": describe_vip(&s.key), "counters": flows(&s.counter),
+            "interval_s": secs,
+            "global": global,
+            "services": now.services.iter().map(|s| serde_json::json!({
+                "id": s.id, "service": describe_vip(&s.key),
+                "counters": flows(&s.counter, &service_before(s.id)),
             })).collect::<Vec<_>>(),
-            "backends": backends.iter().map(|b| serde_json::json!({
+            "backends": now.backends.iter().map(|b| serde_json::json!({
                 "id": b.id,
                 "address": ip_from_words(b.backend.addr, b.backend.family),
-                "counters": flows(&b.counter),
+                "counters": flows(&b.counter, &backend_before(b.id)),
             })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("{:<16} {:>14} {:>16}", "counter", "packets", "bytes");
-    for &stat in Stat::ALL {
-        let c = global.get(stat);
-        println!("{:<16} {:>14} {:>16}", stat.name(), c.packets, c.bytes);
-    }
-    println!(
-        "\n{:>4} {:<32} {:>12} {:>14} {:>10}",
-        "id", "service", "packets", "bytes", "new flows"
+    let per_s = |v: f64| format!("{v:.0}");
+    let rows: Vec<Vec<String>> = Stat::ALL
+        .iter()
+        .map(|&stat| {
+            let (c, old) = (now.global.get(stat), first.global.get(stat));
+            vec![
+                stat.name().to_owned(),
+                c.packets.to_string(),
+                c.bytes.to_string(),
+                per_s(rate(c.packets, old.packets)),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        views::table(&["COUNTER", "PACKETS", "BYTES", "PKT/S"], &rows)
     );
-    for s in &services {
-        let c = s.counter;
-        println!(
-            "{:>4} {:<32} {:>12} {:>14} {:>10}",
-            s.id,
-            describe_vip(&s.key),
-            c.packets,
-            c.bytes,
-            c.new_flows
-        );
-    }
-    println!(
-        "\n{:>4} {:<32} {:>12} {:>14} {:>10}",
-        "id", "backend", "packets", "bytes", "new flows"
+    let flow_row = |name: String, c: lb_common::FlowCounter, old: lb_common::FlowCounter| {
+        vec![
+            name,
+            c.packets.to_string(),
+            c.bytes.to_string(),
+            c.new_flows.to_string(),
+            per_s(rate(c.packets, old.packets)),
+            per_s(rate(c.bytes, old.bytes) * 8.0),
+            per_s(rate(c.new_flows, old.new_flows)),
+        ]
+    };
+    let header = ["PACKETS", "BYTES", "NEW FLOWS", "PKT/S", "BIT/S", "FLOWS/S"];
+    let rows: Vec<Vec<String>> = now
+        .services
+        .iter()
+        .map(|s| flow_row(describe_vip(&s.key), s.counter, service_before(s.id)))
+        .collect();
+    println!();
+    print!(
+        "{}",
+        views::table(&[&["SERVICE"][..], &header[..]].concat(), &rows)
     );
-    for b in &backends {
-        let c = b.counter;
-        let addr = ip_from_words(b.backend.addr, b.backend.family)
-            .map_or_else(|| "?".into(), |a| a.to_string());
+    let rows: Vec<Vec<String>> = now
+        .backends
+        .iter()
+        .map(|b| {
+            let addr = ip_from_words(b.backend.addr, b.backend.family)
+                .map_or_else(|| "?".into(), |a| a.to_string());
+            flow_row(addr, b.counter, backend_before(b.id))
+        })
+        .collect();
+    println!();
+    print!(
+        "{}",
+        views::table(&[&["BACKEND"][..], &header[..]].concat(), &rows)
+    );
+    if secs > 0.0 {
         println!(
-            "{:>4} {:<32} {:>12} {:>14} {:>10}",
-            b.id, addr, c.packets, c.bytes, c.new_flows
+            "
+(rates over {secs} s)"
         );
     }
     Ok(())

@@ -370,7 +370,7 @@ fn tracking_yields_a_master_with_nothing_to_serve() {
 /// The data-plane counter `name` of node `i` (`xlb stats --json`).
 fn counter(lab: &VrrpLab, i: usize, name: &str) -> u64 {
     let o = std::process::Command::new(testbed::dataplane::xlb_bin())
-        .args(["stats", "--json", "--pin-dir"])
+        .args(["stats", "--json", "--interval", "0", "--pin-dir"])
         .arg(lab.nodes[i].pins.path())
         .output()
         .unwrap();
