@@ -661,7 +661,7 @@ fn print_stats(pin_dir: &std::path::Path, json: bool, interval: f64) -> Result<(
     } else {
         (
             Snapshot {
-                global: first.global.clone(),
+                global: first.global,
                 services: first.services.clone(),
                 backends: first.backends.clone(),
             },
