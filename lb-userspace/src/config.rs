@@ -13,6 +13,9 @@ use crate::{
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Interfaces `xlb run` attaches the balancer to (`--iface` overrides them).
+    #[serde(default)]
+    pub interfaces: Vec<String>,
     /// The balancer's own addresses used as outer source for ipip services.
     #[serde(default)]
     pub encap_sources: EncapSources,
@@ -87,6 +90,21 @@ impl Config {
             .map(|s| describe_vip(&vip_key(s)))
             .collect();
         errors.extend(crate::vrrp::config::validate(&config.vrrp, &names));
+        let mut seen = std::collections::HashSet::new();
+        for (i, name) in config.interfaces.iter().enumerate() {
+            // IFNAMSIZ is 16 with the terminating NUL.
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+                errors.push(Invalid {
+                    path: format!("interfaces[{i}]"),
+                    reason: format!("{name:?} is not a valid interface name"),
+                });
+            } else if !seen.insert(name) {
+                errors.push(Invalid {
+                    path: format!("interfaces[{i}]"),
+                    reason: format!("{name:?} is listed twice"),
+                });
+            }
+        }
         if !errors.is_empty() {
             return Err(ConfigError::Invalid {
                 path: "<config>".into(),
@@ -119,5 +137,13 @@ mod tests {
         );
         let err = Config::parse(r#"{"servics":[]}"#).unwrap_err().to_string();
         assert!(err.contains("unknown field `servics`"), "{err}");
+        let err = Config::parse(r#"{"interfaces":["eth0","eth0","a/b"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("interfaces[1]: \"eth0\" is listed twice")
+                && err.contains("interfaces[2]: \"a/b\" is not a valid interface name"),
+            "{err}"
+        );
     }
 }

@@ -35,8 +35,9 @@ enum Command {
     /// Run the daemon: load the XDP program, attach it, pin its maps, and stay up until
     /// SIGINT/SIGTERM, then detach and remove the pins.
     Run {
-        /// Interface to attach the balancer to (repeat for several).
-        #[arg(long = "iface", short = 'i', required = true)]
+        /// Interface to attach the balancer to (repeat for several); overrides the
+        /// config's `interfaces`.
+        #[arg(long = "iface", short = 'i')]
         ifaces: Vec<String>,
         /// Directory under bpffs for pinned maps and links.
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
@@ -306,12 +307,20 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn run(self) -> Result<()> {
+    async fn run(mut self) -> Result<()> {
         // Validate before touching the kernel: a bad file must not cost a flap.
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
+        if self.ifaces.is_empty() {
+            self.ifaces.clone_from(&config.interfaces);
+        }
+        if self.ifaces.is_empty() {
+            anyhow::bail!(
+                "no interface to attach to: give --iface IF or list \"interfaces\" in the config"
+            );
+        }
         if let Some(port) = self.gue_port {
             config.encap_sources.gue_port = port;
         }

@@ -118,6 +118,7 @@ impl Supervisor {
             encap_sources: self.config.encap_sources,
             services,
             vrrp: Vec::new(),
+            interfaces: Vec::new(),
         }
     }
 
@@ -181,6 +182,11 @@ impl Supervisor {
         ebpf: &mut Ebpf,
         config: Config,
     ) -> Result<()> {
+        if config.interfaces != self.config.interfaces {
+            anyhow::bail!(
+                "interfaces: attaching to other interfaces takes effect on restart, not on reload"
+            );
+        }
         if config.vrrp != self.config.vrrp {
             anyhow::bail!(
                 "vrrp: changes to VRRP instances take effect on restart, not on reload \
@@ -197,6 +203,7 @@ impl Supervisor {
             encap_sources: config.encap_sources,
             services,
             vrrp: Vec::new(),
+            interfaces: Vec::new(),
         };
         apply_config(balancer, ebpf, &effective)?;
         self.book = next;
