@@ -356,9 +356,17 @@ impl Daemon {
             (self.program == programs::BALANCER).then(|| control::health_state_path(&self.pin_dir));
         let (mut sup, mut probes) =
             Supervisor::start(&mut balancer, dp.ebpf_mut(), config, state_file)?;
-        // Until an instance is master here, its VIPs belong to whichever peer is.
+        // Until an instance is master here, its VIPs belong to whichever peer is; an
+        // instance that still holds its addresses (its daemon restarted) resumes as
+        // master, so its pinned data plane keeps forwarding them without a gap.
         let vrrp_specs = sup.config().vrrp.clone();
-        let vips = vrrp_specs.iter().flat_map(|s| s.addresses.iter().copied());
+        let vips = vrrp_specs
+            .iter()
+            .filter(|s| {
+                !lb_userspace::vrrp::net::iface(&s.interface, &s.addresses)
+                    .is_ok_and(|i| i.holds_all(&s.addresses))
+            })
+            .flat_map(|s| s.addresses.iter().copied());
         sup.set_standby(&mut balancer, dp.ebpf_mut(), vips.collect())?;
         for iface in &self.ifaces {
             let a = dp.attach(self.program, iface, self.xdp_mode)?;

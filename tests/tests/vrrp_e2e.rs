@@ -475,3 +475,50 @@ fn spoofed_and_malformed_adverts_never_change_the_election() {
          adverts: {answered} answered from XDP, election unchanged"
     );
 }
+
+/// The master's daemon is killed (-9) and restarted under traffic: its pinned data plane
+/// keeps forwarding, the restarted daemon resumes as master because it still holds the
+/// VIP, and the backup never takes over: no failover, no failed connection.
+#[test]
+fn master_daemon_restart_resumes_without_a_failover() {
+    let mut lab = VrrpLab::new("vrresume");
+    // 1 s adverts: the backup's master-down interval (3.6 s) is longer than a restart.
+    elect(
+        &mut lab,
+        serde_json::json!({"priority": 150, "advert_int_ms": 1000}),
+        serde_json::json!({"priority": 100, "advert_int_ms": 1000}),
+    );
+    let traffic = lab.traffic();
+    assert!(traffic.progressed(50, Duration::from_secs(20)));
+    lab.nodes[0].daemons[0].kill();
+    assert!(lab.nodes[0].holds_vip(), "kill -9 released the VIP");
+    lab.start_xlb(0);
+    assert!(
+        lab.nodes[0]
+            .wait_log(&["VRRP master", "resumed"], 1, Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        lab.nodes[0].log.read()
+    );
+    assert!(traffic.progressed(200, Duration::from_secs(20)));
+    // Longer than the backup's master-down interval: it would have taken over by now.
+    std::thread::sleep(Duration::from_millis(master_down(100, 1000) + 500));
+    assert!(traffic.progressed(50, Duration::from_secs(20)));
+    let attempts = traffic.stop();
+    let failed: Vec<&String> = attempts
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err())
+        .collect();
+    assert!(
+        lab.nodes[1].log_lines(&["VRRP master"]).is_empty(),
+        "the backup took over during the restart:\n{}",
+        lab.nodes[1].log.read()
+    );
+    assert!(lab.nodes[0].holds_vip());
+    eprintln!(
+        "vrrp: master daemon kill -9 + restart: {} connections, {} failed, no failover",
+        attempts.len(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+}

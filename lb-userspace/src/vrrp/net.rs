@@ -35,6 +35,15 @@ pub struct Iface {
     pub primary_v4: Option<Ipv4Addr>,
     /// Whether the link is up and running (carrier).
     pub running: bool,
+    /// Every address on the interface.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl Iface {
+    /// Whether every one of `addrs` is on the interface (a non-empty list).
+    pub fn holds_all(&self, addrs: &[IpAddr]) -> bool {
+        !addrs.is_empty() && addrs.iter().all(|a| self.addresses.contains(a))
+    }
 }
 
 /// Looks `name` up in the current network namespace; `virtual_addrs` are skipped when
@@ -48,6 +57,7 @@ pub fn iface(name: &str, virtual_addrs: &[IpAddr]) -> Result<Iface> {
         mac: [0; 6],
         primary_v4: None,
         running: false,
+        addresses: Vec::new(),
     };
     for ifa in nix::ifaddrs::getifaddrs().context("listing interface addresses")? {
         if ifa.interface_name != name {
@@ -63,8 +73,12 @@ pub fn iface(name: &str, virtual_addrs: &[IpAddr]) -> Result<Iface> {
         {
             out.mac = link;
         }
+        if let Some(v6) = addr.as_sockaddr_in6() {
+            out.addresses.push(IpAddr::V6(v6.ip()));
+        }
         if let Some(v4) = addr.as_sockaddr_in() {
             let ip = v4.ip();
+            out.addresses.push(IpAddr::V4(ip));
             if out.primary_v4.is_none() && !virtual_addrs.contains(&IpAddr::V4(ip)) {
                 out.primary_v4 = Some(ip);
             }

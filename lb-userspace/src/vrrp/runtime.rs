@@ -316,7 +316,14 @@ impl Driver {
             auth_data: [0; 8],
             addresses: None,
         }];
-        let mut actions = self.router.handle(self.now(), Event::Startup);
+        // A master whose daemon restarted (crash, upgrade) still holds the addresses and
+        // its pinned data plane still forwards: it resumes instead of flapping.
+        let start = if self.ifc.holds_all(&self.spec.addresses) {
+            Event::Resume
+        } else {
+            Event::Startup
+        };
+        let mut actions = self.router.handle(self.now(), start);
         let mut buf = vec![0u8; 2048];
         let mut link = tokio::time::interval(Duration::from_secs(1));
         let mut running = self.ifc.running;

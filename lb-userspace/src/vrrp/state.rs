@@ -107,6 +107,13 @@ pub enum Event {
     },
     /// [`VirtualRouter::next_deadline`] has passed. Spurious or early calls are harmless.
     Timer,
+    /// Startup of a router that was Master before its process restarted and still
+    /// holds the virtual addresses (not in the RFC): it resumes as Master at once and
+    /// advertises, instead of dropping the addresses and waiting a Master_Down_Interval
+    /// as Backup, which would make its peer take over and then be preempted back: two
+    /// failovers for one restart. If the peer did take over meanwhile, the ordinary
+    /// rules settle it with the first adverts (higher priority, then higher address).
+    Resume,
     /// Priority tracking (not in the RFC): the effective priority changed, e.g. because a
     /// tracked health check failed. Clamped to 1..=254; an address owner keeps 255,
     /// since owning the addresses is configuration, not health.
@@ -322,9 +329,14 @@ impl VirtualRouter {
     pub fn handle(&mut self, now: Duration, event: Event) -> Vec<Action> {
         match (self.state, event) {
             (State::Initialize, Event::Startup) => self.startup(now),
+            (State::Initialize, Event::Resume) => {
+                self.started_at = now;
+                self.master_adver_int_cs = self.config.adver_int_cs;
+                self.become_master(now, "resumed: addresses still held after a restart".into())
+            }
             (_, Event::PriorityChanged(p)) => self.priority_changed(now, p),
             (State::Initialize, _) => Vec::new(),
-            (_, Event::Startup) => Vec::new(),
+            (_, Event::Startup | Event::Resume) => Vec::new(),
             (State::Backup, Event::Shutdown) => {
                 // §6.4.2: cancel the Master_Down_Timer, go to Initialize.
                 self.deadline = None;

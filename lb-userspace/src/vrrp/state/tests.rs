@@ -752,3 +752,18 @@ fn sim_split_brain_heals_within_one_interval() {
     assert_eq!(sim.masters(), [0]);
     sim.run_checking(secs(60), ms(50), |s| assert_eq!(s.masters(), [0]));
 }
+
+#[test]
+fn resume_after_restart_is_master_at_once_and_yields_to_a_higher_peer() {
+    let mut r = VirtualRouter::new(config(100, 1)).unwrap();
+    let actions = r.handle(ms(0), Event::Resume);
+    assert_eq!(actions, [send(100), Action::BecomeMaster]);
+    assert_eq!(r.state(), State::Master);
+    assert_eq!(r.next_deadline(), Some(ms(1000)));
+    // Resume is a startup: ignored once running.
+    assert!(r.handle(ms(5), Event::Resume).is_empty());
+    // The peer took over meanwhile with a higher priority: ordinary rules apply.
+    let actions = r.handle(ms(10), advert(ip(2), 150));
+    assert_eq!(actions, [Action::BecomeBackup]);
+    assert_eq!(r.state(), State::Backup);
+}
