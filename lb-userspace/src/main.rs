@@ -421,7 +421,11 @@ impl Daemon {
                     vrrp.shutdown().await;
                     return Ok(());
                 }
-                _ = vrrp_tick.tick(), if !vrrp.is_empty() => sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp),
+                _ = vrrp_tick.tick(), if !vrrp.is_empty() => {
+                    // Interfaces have no event here: their state is polled with the tick.
+                    track(&sup, &vrrp);
+                    sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
+                }
                 Some(probe) = probes.recv() => {
                     if sup.on_probe(&mut balancer, dp.ebpf_mut(), &probe) {
                         track(&sup, &vrrp);
@@ -626,16 +630,24 @@ fn clear_xdp_vrrp(dp: &mut Dataplane, last: &[(lb_common::VrrpKey, lb_common::Vr
 }
 
 /// VRRP priority tracking: each instance loses the weight of every tracked service
-/// that has no backend taking new flows, so a master with nothing to serve yields.
+/// that has no backend taking new flows and of every tracked interface that is down, so
+/// a master with nothing to serve (or no way to reach it) yields.
 fn track(sup: &Supervisor, vrrp: &Vrrp) {
     let available = sup.availability();
     for (i, spec) in vrrp.specs().enumerate() {
-        let lost: u32 = spec
+        let services: u32 = spec
             .track_services
             .iter()
             .filter(|t| available.get(&t.service) == Some(&false))
             .map(|t| u32::from(t.weight))
             .sum();
+        let interfaces: u32 = spec
+            .track_interfaces
+            .iter()
+            .filter(|t| !lb_userspace::vrrp::net::iface(&t.interface, &[]).is_ok_and(|i| i.running))
+            .map(|t| u32::from(t.weight))
+            .sum();
+        let lost = services + interfaces;
         let priority = u32::from(spec.priority).saturating_sub(lost).max(1);
         vrrp.set_priority(i, u8::try_from(priority).unwrap_or(spec.priority));
     }

@@ -522,3 +522,101 @@ fn master_daemon_restart_resumes_without_a_failover() {
     );
     assert!(failed.is_empty(), "{failed:?}");
 }
+
+/// A master whose tracked interface loses its carrier drops below its peer (150 - 60)
+/// and hands over; when the interface comes back it preempts again.
+#[test]
+fn tracked_interface_down_hands_over_and_back() {
+    let mut lab = VrrpLab::new("vrtrkif");
+    // An uplink stand-in inside lb0: a veth pair whose carrier the test controls.
+    let uplink = testbed::VethPair::new(&lab.nodes[0].ns, &lab.nodes[0].ns);
+    lab.nodes[0].ns.link_up(&uplink.a);
+    lab.nodes[0].ns.link_up(&uplink.b);
+    elect(
+        &mut lab,
+        serde_json::json!({"priority": 150, "advert_int_ms": INTERVAL,
+            "track_interfaces": [{"interface": uplink.a, "weight": 60}]}),
+        instance(100, INTERVAL, true),
+    );
+    lab.nodes[0].ns.ip(&["link", "set", &uplink.b, "down"]);
+    assert!(
+        lab.nodes[1]
+            .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+            .is_some(),
+        "lb1 did not take over when lb0's tracked interface went down:\n{}",
+        lab.nodes[0].log.read()
+    );
+    let v = lab.nodes[0].vrrp();
+    assert_eq!(
+        (v[0]["state"].as_str(), v[0]["priority"].as_u64()),
+        (Some("backup"), Some(90)),
+        "{v}"
+    );
+    lab.nodes[0].ns.ip(&["link", "set", &uplink.b, "up"]);
+    assert!(
+        lab.nodes[0]
+            .wait_log(&["VRRP master"], 2, Duration::from_secs(10))
+            .is_some(),
+        "lb0 did not take back over:\n{}",
+        lab.nodes[0].log.read()
+    );
+    assert_eq!(lab.nodes[0].vrrp()[0]["priority"], 150);
+}
+
+/// Unicast peers: adverts go to the peer's address, strangers' adverts are ignored
+/// (counted `unknown_peer`), and failover works as with multicast.
+#[test]
+fn unicast_peers_elect_ignore_strangers_and_fail_over() {
+    use lb_userspace::vrrp::packet::{encode_frame, Advert};
+    let mut lab = VrrpLab::new("vrucast");
+    let (a0, a1) = (lab.nodes[0].addr.to_string(), lab.nodes[1].addr.to_string());
+    elect(
+        &mut lab,
+        serde_json::json!({"priority": 150, "advert_int_ms": INTERVAL, "unicast_peers": [a1]}),
+        serde_json::json!({"priority": 100, "advert_int_ms": INTERVAL, "unicast_peers": [a0]}),
+    );
+    // A stranger claims priority 254, validly: only a configured peer may win.
+    let stranger = encode_frame(
+        Some([2, 0, 0, 0, 0, 0x66]),
+        std::net::IpAddr::from([10, 70, 0, 66]),
+        &Advert::v3(
+            51,
+            254,
+            10,
+            vec![std::net::IpAddr::V4(testbed::vrrp_lab::VIP)],
+        ),
+    )
+    .unwrap();
+    let index = lab.client.ifindex(&lab.client_if);
+    lab.client.run(move || {
+        for _ in 0..20 {
+            lb_userspace::vrrp::net::send_frames(index, std::slice::from_ref(&stranger)).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    for i in 0..2 {
+        let v = lab.nodes[i].vrrp();
+        assert!(
+            v[0]["invalid"]["unknown_peer"].as_u64().unwrap_or(0) >= 10,
+            "lb{i}: {v}"
+        );
+    }
+    assert_eq!(lab.nodes[0].vrrp()[0]["state"], "master");
+    assert_eq!(
+        lab.nodes[1].vrrp()[0]["master"],
+        lab.nodes[0].addr.to_string()
+    );
+    let killed = Instant::now();
+    lab.nodes[0].set_link(false);
+    lab.nodes[0].daemons[0].kill();
+    assert!(
+        lab.nodes[1]
+            .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+            .is_some(),
+        "lb1 never took over:\n{}",
+        lab.nodes[1].log.read()
+    );
+    let takeover = killed.elapsed();
+    eprintln!("vrrp unicast: takeover {takeover:?}");
+    assert!(takeover <= Duration::from_millis(master_down(100, INTERVAL)) + SLACK);
+}

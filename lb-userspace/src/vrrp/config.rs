@@ -39,6 +39,15 @@ pub struct VrrpSpec {
     /// (keepalived `track_script`-like, driven by our own health checks).
     #[serde(default)]
     pub track_services: Vec<TrackService>,
+    /// Lower the priority by `weight` while an interface is down (no carrier), e.g. the
+    /// uplink a master needs to reach its backends (keepalived `track_interface`).
+    #[serde(default)]
+    pub track_interfaces: Vec<TrackInterface>,
+    /// Send adverts to these peers by unicast instead of to 224.0.0.18, and accept
+    /// adverts from them only (keepalived `unicast_peer`), for networks without
+    /// multicast. Empty: multicast, from anyone on the segment.
+    #[serde(default)]
+    pub unicast_peers: Vec<IpAddr>,
     /// Gratuitous ARP after becoming master (and after the link comes back).
     #[serde(default)]
     pub garp: Garp,
@@ -53,6 +62,13 @@ pub struct VrrpSpec {
 pub struct TrackService {
     /// `vip:port/proto` as `xlb services` shows it, e.g. `10.0.0.100:80/tcp`.
     pub service: String,
+    pub weight: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackInterface {
+    pub interface: String,
     pub weight: u8,
 }
 
@@ -191,6 +207,28 @@ pub fn validate(specs: &[VrrpSpec], services: &[String]) -> Vec<Invalid> {
                 bad(
                     format!("{p}.track_services[{j}].service"),
                     format!("{:?} is not a configured service", t.service),
+                );
+            }
+        }
+        for (j, t) in s.track_interfaces.iter().enumerate() {
+            if t.weight == 0 {
+                bad(
+                    format!("{p}.track_interfaces[{j}].weight"),
+                    "must be 1..=255 (the priority drops by it while the interface is down)".into(),
+                );
+            }
+            if nix::net::if_::if_nametoindex(t.interface.as_str()).is_err() {
+                bad(
+                    format!("{p}.track_interfaces[{j}].interface"),
+                    format!("no interface named {:?}", t.interface),
+                );
+            }
+        }
+        for (j, peer) in s.unicast_peers.iter().enumerate() {
+            if peer.is_ipv4() != family_v4 || peer.is_multicast() || peer.is_unspecified() {
+                bad(
+                    format!("{p}.unicast_peers[{j}]"),
+                    format!("{peer} is not a unicast address of the instance's family"),
                 );
             }
         }

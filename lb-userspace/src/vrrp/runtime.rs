@@ -246,7 +246,9 @@ impl Vrrp {
                 ..Default::default()
             };
             // A frame that does not fit is left out (frame_len 0): XDP then never answers.
-            if frame.len() <= router.frame.len() {
+            // So is the multicast frame of a unicast-peers instance: its peers may not
+            // listen to the group, and the answer must come from the election instead.
+            if frame.len() <= router.frame.len() && i.spec.unicast_peers.is_empty() {
                 router.frame[..frame.len()].copy_from_slice(&frame);
                 router.frame_len = u16::try_from(frame.len()).unwrap_or(0);
             }
@@ -379,6 +381,18 @@ impl Driver {
     fn received(&mut self, packet: &[u8], configured: &[Configured]) -> Vec<Action> {
         match packet::decode_ip(packet, configured) {
             Ok(rx) if Some(rx.src) == self.ifc.primary_v4.map(IpAddr::V4) => Vec::new(),
+            Ok(rx)
+                if !self.spec.unicast_peers.is_empty()
+                    && !self.spec.unicast_peers.contains(&rx.src) =>
+            {
+                // With unicast peers configured, only they take part in the election.
+                *self
+                    .status()
+                    .invalid
+                    .entry("unknown_peer".to_owned())
+                    .or_insert(0) += 1;
+                Vec::new()
+            }
             Ok(rx) => {
                 self.status().adverts_received += 1;
                 self.router.handle(self.now(), Event::from(&rx))
@@ -451,15 +465,24 @@ impl Driver {
                     .collect(),
             ),
         };
-        let dst = IpAddr::V4(MULTICAST_V4);
-        match packet::encode(IpAddr::V4(src), dst, &advert) {
-            Ok(msg) => match self.socket.send(&msg, dst).await {
-                Ok(()) => self.status().adverts_sent += 1,
+        let destinations: Vec<IpAddr> = if self.spec.unicast_peers.is_empty() {
+            vec![IpAddr::V4(MULTICAST_V4)]
+        } else {
+            self.spec.unicast_peers.clone()
+        };
+        for dst in destinations {
+            // The v3 checksum covers the destination (pseudo-header): one per peer.
+            match packet::encode(IpAddr::V4(src), dst, &advert) {
+                Ok(msg) => match self.socket.send(&msg, dst).await {
+                    Ok(()) => self.status().adverts_sent += 1,
+                    Err(e) => {
+                        tracing::warn!(instance = %self.spec.name, %dst, "sending an advert failed: {e}");
+                    }
+                },
                 Err(e) => {
-                    tracing::warn!(instance = %self.spec.name, "sending an advert failed: {e}");
+                    tracing::error!(instance = %self.spec.name, "encoding an advert failed: {e}");
                 }
-            },
-            Err(e) => tracing::error!(instance = %self.spec.name, "encoding an advert failed: {e}"),
+            }
         }
     }
 
