@@ -9,16 +9,26 @@
 //! timed as single-shot runs, and so are the floors again, so ratios compare like with
 //! like. Scenarios are interleaved round-robin over several rounds; medians with min/max.
 
+mod e2e;
 mod health;
+mod scaling;
 
-use std::{net::Ipv4Addr, time::Instant};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Instant,
+};
 
+use aya::maps::{HashMap as BpfHashMap, MapData};
 use lb_common::{
     programs,
     service::{AF_INET, AF_INET6},
-    Backend, Config, ForwardMode, Service, Stat, VipKey,
+    vrrp::VRRP_STATE_MASTER,
+    Backend, Config, ForwardMode, Service, Stat, VipKey, VrrpKey, VrrpRouter, VrrpSeen,
 };
-use lb_userspace::{maps, test_run};
+use lb_userspace::{
+    maps, test_run,
+    vrrp::packet::{encode_frame, Advert},
+};
 use testbed::{dataplane::TestDataplane, packet};
 
 const REPEAT: u32 = 1_000_000;
@@ -29,12 +39,23 @@ const SHOTS: u32 = 20_000;
 const CLIENT4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const VIP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 const ENCAP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// Ports of the services on each VIP: DSR, IPIP, GUE.
+const PORT_DSR: u16 = 80;
+const PORT_IPIP: u16 = 81;
+const PORT_GUE: u16 = 82;
+/// VRRP: our router on `lo` (where a context-less BPF_PROG_TEST_RUN frame arrives), as
+/// in tests/tests/vrrp_xdp.rs.
+const LO: u32 = 1;
+const VRID: u8 = 7;
+const OUR_PRIORITY: u8 = 150;
+const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x33];
+const PEER4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
 
 fn be4(a: Ipv4Addr) -> [u32; 4] {
     [u32::from_ne_bytes(a.octets()), 0, 0, 0]
 }
 
-fn be6(a: std::net::Ipv6Addr) -> [u32; 4] {
+fn be6(a: Ipv6Addr) -> [u32; 4] {
     let o = a.octets();
     std::array::from_fn(|i| u32::from_ne_bytes(o[i * 4..i * 4 + 4].try_into().unwrap()))
 }
@@ -55,52 +76,96 @@ struct Scenario {
     /// Counter that must move by exactly the number of iterations (path proof).
     proof: Option<Stat>,
     packet: Vec<u8>,
-    /// For single-shot new-flow scenarios: a new client address per shot.
-    new_flow_each_shot: bool,
+    /// What to do before each single shot (outside the timed part).
+    prep: Prep,
     samples: Vec<f64>,
+}
+
+/// Per-shot preparation of a single-shot scenario.
+#[derive(Clone, Copy, PartialEq)]
+enum Prep {
+    None,
+    /// A new IPv4 client address per shot (a new flow every time).
+    NewClient4,
+    /// A new IPv6 client address per shot.
+    NewClient6,
+    /// Clear the router's last-answer time, so the 10 ms answer rate limit never
+    /// applies (the entry itself stays, as in steady state).
+    ResetVrrpAnswer,
 }
 
 fn main() {
     use Method::{Repeat, SingleShot};
     testbed::require_root();
-    // `xlb-bench health`: only the health-check load (it takes a minute of its own).
-    if std::env::args().nth(1).as_deref() == Some("health") {
-        let health = health::run(&[1_000, 10_000]);
-        write_json(
-            &serde_json::json!({ "health_checks": health }),
-            "health.json",
-        );
-        return;
+    // `xlb-bench health|scaling|e2e|packets`: one part only (each writes its own JSON);
+    // no argument: per-packet, verifier, control plane and health checks.
+    match std::env::args().nth(1).as_deref() {
+        Some("health") => {
+            let health = health::run(&[1_000, 10_000]);
+            write_json(
+                &serde_json::json!({ "health_checks": health }),
+                "health.json",
+            );
+            return;
+        }
+        Some("scaling") => {
+            write_json(&scaling::run(), "scaling.json");
+            return;
+        }
+        Some("e2e") => {
+            write_json(&e2e::run(), "e2e.json");
+            return;
+        }
+        Some("packets") | None => {}
+        Some(other) => panic!("unknown bench part {other:?}: health, scaling, e2e, packets"),
     }
+    let only_packets = std::env::args().nth(1).as_deref() == Some("packets");
     let mut dp = TestDataplane::load("bench");
     for name in [programs::BENCH_PASS, programs::BENCH_TX] {
         dp.dp.xdp(name).unwrap().load().unwrap();
     }
     configure(&mut dp);
 
-    let syn = packet::tcp4_frame(CLIENT4, VIP4, 40000, 80, packet::SYN);
-    let ack = packet::tcp4_frame(CLIENT4, VIP4, 40000, 80, packet::Flags::ACK);
-    let ack_ipip = packet::tcp4_frame(CLIENT4, VIP4, 40001, 81, packet::Flags::ACK);
-    let c6: std::net::Ipv6Addr = "fd00::1".parse().unwrap();
-    let v6: std::net::Ipv6Addr = "fd00::100".parse().unwrap();
-    let ack6 = packet::tcp6_frame(c6, v6, 40000, 80, packet::Flags::ACK);
+    let ack = |port| packet::tcp4_frame(CLIENT4, VIP4, 40000, port, packet::Flags::ACK);
+    let ack6 = |port| packet::tcp6_frame(client6(), vip6(), 40000, port, packet::Flags::ACK);
+    let syn = packet::tcp4_frame(CLIENT4, VIP4, 40000, PORT_DSR, packet::SYN);
+    let syn6 = packet::tcp6_frame(client6(), vip6(), 40000, PORT_DSR, packet::SYN);
+    let (ack_dsr, ack_ipip, ack_gue) = (ack(PORT_DSR), ack(PORT_IPIP), ack(PORT_GUE));
+    let (ack6_dsr, ack6_ipip, ack6_gue) = (ack6(PORT_DSR), ack6(PORT_IPIP), ack6(PORT_GUE));
     let non_vip = packet::udp4_frame(CLIENT4, Ipv4Addr::new(10, 0, 0, 5), 40000, 53, &[0u8; 32]);
-    let mut malformed = ack.clone();
+    let mut malformed = ack_dsr.clone();
     packet::tweak_ipv4(&mut malformed, |ip| ip.set_header_length(4));
-    // Establish the flows the "established" scenarios hit.
-    for p in [&syn, &ack_ipip, &ack6] {
-        dp.run(p);
+    // VRRP: a peer above us (passed and recorded) and one below us (answered with our
+    // advert: the output is a different packet, so single shots only).
+    let vrrp_higher = peer_advert4(200);
+    let vrrp_lower = peer_advert4(100);
+    // Establish the flows the "established" scenarios hit, and check each takes the
+    // path its name says before anything is timed.
+    for (p, action) in [
+        (&ack_dsr, XDP_TX),
+        (&ack_ipip, XDP_TX),
+        (&ack_gue, XDP_TX),
+        (&ack6_dsr, XDP_TX),
+        (&ack6_ipip, XDP_TX),
+        (&ack6_gue, XDP_TX),
+        (&vrrp_higher, XDP_PASS),
+        (&vrrp_lower, XDP_TX),
+    ] {
+        assert_eq!(dp.run(p).action, action, "warm-up verdict");
     }
 
-    let scenario = |name, program, method, proof, packet: &Vec<u8>, new_flow| Scenario {
+    let scenario = |name, program, method, proof, packet: &Vec<u8>, prep| Scenario {
         name,
         program,
         method,
         proof,
         packet: packet.clone(),
-        new_flow_each_shot: new_flow,
+        prep,
         samples: Vec::new(),
     };
+    let (new4, new6, vrrp_reset) = (Prep::NewClient4, Prep::NewClient6, Prep::ResetVrrpAnswer);
+    let no = Prep::None;
+    let b = programs::BALANCER;
     let mut scenarios = vec![
         scenario(
             "floor: XDP_PASS",
@@ -108,94 +173,153 @@ fn main() {
             Repeat,
             None,
             &non_vip,
-            false,
+            no,
         ),
         scenario(
             "floor: MAC swap + XDP_TX",
             programs::BENCH_TX,
             Repeat,
             None,
-            &ack,
-            false,
+            &ack_dsr,
+            no,
         ),
-        scenario(
-            "non-VIP pass",
-            programs::BALANCER,
-            Repeat,
-            Some(Stat::NotVip),
-            &non_vip,
-            false,
-        ),
+        scenario("non-VIP pass", b, Repeat, Some(Stat::NotVip), &non_vip, no),
         scenario(
             "VIP TCP established, DSR (v4)",
-            programs::BALANCER,
+            b,
             Repeat,
             Some(Stat::ConnHit),
-            &ack,
-            false,
+            &ack_dsr,
+            no,
         ),
         scenario(
             "VIP TCP established, DSR (v6)",
-            programs::BALANCER,
+            b,
             Repeat,
             Some(Stat::ConnHit),
-            &ack6,
-            false,
+            &ack6_dsr,
+            no,
         ),
         scenario(
             "malformed (IHL 4)",
-            programs::BALANCER,
+            b,
             Repeat,
             Some(Stat::Malformed),
             &malformed,
-            false,
+            no,
         ),
         scenario(
-            "single-shot floor: XDP_PASS",
+            "VRRP advert, higher priority (passed, recorded)",
+            b,
+            Repeat,
+            Some(Stat::VrrpAdvert),
+            &vrrp_higher,
+            no,
+        ),
+        scenario(
+            SS_PASS,
             programs::BENCH_PASS,
             SingleShot,
             None,
             &non_vip,
-            false,
+            no,
         ),
-        scenario(
-            "single-shot floor: MAC swap + XDP_TX",
-            programs::BENCH_TX,
-            SingleShot,
-            None,
-            &ack,
-            false,
-        ),
+        scenario(SS_TX, programs::BENCH_TX, SingleShot, None, &ack_dsr, no),
         scenario(
             "single-shot VIP established, DSR (v4)",
-            programs::BALANCER,
+            b,
             SingleShot,
             Some(Stat::ConnHit),
-            &ack,
-            false,
+            &ack_dsr,
+            no,
         ),
         scenario(
-            "single-shot VIP new flow (SYN, Maglev, conn insert)",
-            programs::BALANCER,
+            "single-shot VIP established, DSR (v6)",
+            b,
             SingleShot,
-            Some(Stat::ConnMiss),
-            &syn,
-            true,
+            Some(Stat::ConnHit),
+            &ack6_dsr,
+            no,
         ),
         scenario(
             "single-shot VIP established, IPIP encap (v4)",
-            programs::BALANCER,
+            b,
             SingleShot,
             Some(Stat::ConnHit),
             &ack_ipip,
-            false,
+            no,
+        ),
+        scenario(
+            "single-shot VIP established, IPIP encap (v6)",
+            b,
+            SingleShot,
+            Some(Stat::ConnHit),
+            &ack6_ipip,
+            no,
+        ),
+        scenario(
+            "single-shot VIP established, GUE encap (v4)",
+            b,
+            SingleShot,
+            Some(Stat::ConnHit),
+            &ack_gue,
+            no,
+        ),
+        scenario(
+            "single-shot VIP established, GUE encap (v6)",
+            b,
+            SingleShot,
+            Some(Stat::ConnHit),
+            &ack6_gue,
+            no,
+        ),
+        scenario(
+            "single-shot VIP new flow v4 (SYN, Maglev, conn insert)",
+            b,
+            SingleShot,
+            Some(Stat::ConnMiss),
+            &syn,
+            new4,
+        ),
+        scenario(
+            "single-shot VIP new flow v6 (SYN, Maglev, conn insert)",
+            b,
+            SingleShot,
+            Some(Stat::ConnMiss),
+            &syn6,
+            new6,
+        ),
+        scenario(
+            "single-shot malformed (IHL 4)",
+            b,
+            SingleShot,
+            Some(Stat::Malformed),
+            &malformed,
+            no,
+        ),
+        scenario(
+            "single-shot VRRP advert, higher priority (passed)",
+            b,
+            SingleShot,
+            Some(Stat::VrrpAdvert),
+            &vrrp_higher,
+            no,
+        ),
+        scenario(
+            "single-shot VRRP advert, lower priority (answered, TX)",
+            b,
+            SingleShot,
+            Some(Stat::VrrpAnswered),
+            &vrrp_lower,
+            vrrp_reset,
         ),
     ];
 
     let started = Instant::now();
-    // New flows get fresh client addresses from 11.0.0.0/8, disjoint from every flow
-    // established above.
+    // New flows get fresh client addresses from 11.0.0.0/8 (and fd0b::/96), disjoint
+    // from every flow established above.
     let mut next_client: u32 = 0x0b00_0000;
+    let vrrp_key = VrrpKey::new(LO, VRID, AF_INET);
     for round in 0..ROUNDS {
         for s in scenarios.iter_mut() {
             let before = dp.stats();
@@ -209,11 +333,20 @@ fn main() {
                     let mut total = 0u64;
                     let mut packet = s.packet.clone();
                     for _ in 0..SHOTS {
-                        if s.new_flow_each_shot {
-                            next_client += 1;
-                            // IPv4 source address (the program does not verify the
-                            // IP checksum, so it is left stale).
-                            packet[26..30].copy_from_slice(&next_client.to_be_bytes());
+                        match s.prep {
+                            Prep::None => {}
+                            // IPv4 source address (the program does not verify the IP
+                            // checksum, so it is left stale).
+                            Prep::NewClient4 => {
+                                next_client += 1;
+                                packet[26..30].copy_from_slice(&next_client.to_be_bytes());
+                            }
+                            // Last word of the IPv6 source address.
+                            Prep::NewClient6 => {
+                                next_client += 1;
+                                packet[34..38].copy_from_slice(&next_client.to_be_bytes());
+                            }
+                            Prep::ResetVrrpAnswer => reset_vrrp_answer(&mut dp, &vrrp_key),
                         }
                         let fd = dp.dp.xdp(s.program).unwrap().fd().unwrap();
                         let out = test_run::run_xdp(fd, &packet, 1, 0).expect("test run");
@@ -236,8 +369,9 @@ fn main() {
     }
 
     let med = |s: &Scenario| median(&s.samples);
-    let (floor_pass, floor_tx) = (med(&scenarios[0]), med(&scenarios[1]));
-    let (ss_pass, ss_tx) = (med(&scenarios[6]), med(&scenarios[7]));
+    let floor = |name: &str| med(scenarios.iter().find(|s| s.name == name).unwrap());
+    let (floor_pass, floor_tx) = (floor("floor: XDP_PASS"), floor("floor: MAC swap + XDP_TX"));
+    let (ss_pass, ss_tx) = (floor(SS_PASS), floor(SS_TX));
     println!(
         "\nper-packet cost, BPF_PROG_TEST_RUN, {ROUNDS} interleaved rounds (repeat {REPEAT} / {SHOTS} single shots)\n"
     );
@@ -293,6 +427,13 @@ fn main() {
             serde_json::json!({"program": name, "verified_insns": insns, "xlated_bytes": size}),
         );
     }
+    if only_packets {
+        write_json(
+            &serde_json::json!({"per_packet": json, "verifier": verifier}),
+            "packets.json",
+        );
+        return;
+    }
     let control = control_plane(&mut dp);
     let health = health::run(&[1_000, 10_000]);
     println!("\n(total bench time {:?})", started.elapsed());
@@ -302,6 +443,51 @@ fn main() {
         "health_checks": health,
     });
     write_json(&out, "bench.json");
+}
+
+const SS_PASS: &str = "single-shot floor: XDP_PASS";
+const SS_TX: &str = "single-shot floor: MAC swap + XDP_TX";
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+fn client6() -> Ipv6Addr {
+    "fd00::1".parse().unwrap()
+}
+
+fn vip6() -> Ipv6Addr {
+    "fd00::100".parse().unwrap()
+}
+
+/// A peer's VRRPv3 advert for our VRID (one virtual address).
+fn peer_advert4(priority: u8) -> Vec<u8> {
+    let advert = Advert::v3(VRID, priority, 100, vec![VIP4.into()]);
+    encode_frame(Some(PEER_MAC), PEER4.into(), &advert).unwrap()
+}
+
+/// Our VRRPv3 IPv4 router on `lo`, master at priority 150 (as in tests/tests/vrrp_xdp.rs).
+fn configure_vrrp(dp: &mut TestDataplane) {
+    let advert = Advert::v3(VRID, OUR_PRIORITY, 100, vec![VIP4.into()]);
+    let frame = encode_frame(None, IpAddr::V4(ENCAP4), &advert).unwrap();
+    let mut router = VrrpRouter {
+        state: VRRP_STATE_MASTER,
+        priority: OUR_PRIORITY,
+        version: 3,
+        adver_int_cs: 100,
+        frame_len: frame.len() as u16,
+        addr: be4(ENCAP4),
+        ..Default::default()
+    };
+    router.frame[..frame.len()].copy_from_slice(&frame);
+    maps::set_vrrp_router(dp.dp.ebpf_mut(), &VrrpKey::new(LO, VRID, AF_INET), &router).unwrap();
+}
+
+/// Sets the router's last-answer time to 0 (untimed, before a single shot).
+fn reset_vrrp_answer(dp: &mut TestDataplane, key: &VrrpKey) {
+    let mut seen: BpfHashMap<&mut MapData, VrrpKey, VrrpSeen> =
+        BpfHashMap::try_from(dp.dp.ebpf_mut().map_mut("XLB_VRRP_SEEN").unwrap()).unwrap();
+    let mut s = seen.get(key, 0).expect("the router has seen an advert");
+    s.answered_ns = 0;
+    seen.insert(key, s, 0).unwrap();
 }
 
 fn write_json(out: &serde_json::Value, name: &str) {
@@ -337,7 +523,7 @@ fn control_plane(dp: &mut TestDataplane) -> serde_json::Value {
                 id,
                 weight: 1 + id % 4,
                 key: maglev::backend_key(
-                    std::net::IpAddr::from([10, (id >> 16) as u8, (id >> 8) as u8, id as u8]),
+                    IpAddr::from([10, (id >> 16) as u8, (id >> 8) as u8, id as u8]),
                     0,
                 ),
             })
@@ -371,13 +557,17 @@ fn control_plane(dp: &mut TestDataplane) -> serde_json::Value {
     serde_json::Value::Array(out)
 }
 
-/// DSR services on VIP4:80 and [fd00::100]:80, an IPIP service on VIP4:81.
+/// On VIP4 and [fd00::100], TCP: DSR on port 80, IPIP on 81, GUE on 82 (IPv4 backends
+/// 1-3, IPv6 backends 4-6); a VRRP router on `lo`.
 fn configure(dp: &mut TestDataplane) {
+    configure_vrrp(dp);
     let ebpf = dp.dp.ebpf_mut();
     maps::set_config(
         ebpf,
         &Config {
             encap_src_v4: be4(ENCAP4)[0],
+            encap_src_v6: be6("fd00::2".parse().unwrap()),
+            gue_port_be: lb_common::service::DEFAULT_GUE_PORT.to_be(),
             ..Default::default()
         },
     )
@@ -400,36 +590,35 @@ fn configure(dp: &mut TestDataplane) {
     }
     let table: Vec<u32> = (0..65537u32).map(|i| 1 + i % 3).collect();
     let table6: Vec<u32> = (0..65537u32).map(|i| 4 + i % 3).collect();
-    let services = [
-        (1, be4(VIP4), AF_INET, 80u16, ForwardMode::Dsr, &table),
-        (
-            2,
-            be6("fd00::100".parse().unwrap()),
-            AF_INET6,
-            80,
-            ForwardMode::Dsr,
-            &table6,
-        ),
-        (3, be4(VIP4), AF_INET, 81, ForwardMode::Ipip, &table),
-    ];
-    for (id, addr, family, port, mode, table) in services {
-        maps::swap_table(ebpf, id, table).unwrap();
-        let key = VipKey {
-            addr,
-            port_be: port.to_be(),
-            proto: 6,
-            family,
-        };
-        maps::set_service(
-            ebpf,
-            &key,
-            &Service {
-                id,
-                mode: mode as u8,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let mut id = 0;
+    for (port, mode) in [
+        (PORT_DSR, ForwardMode::Dsr),
+        (PORT_IPIP, ForwardMode::Ipip),
+        (PORT_GUE, ForwardMode::Gue),
+    ] {
+        for (addr, family, table) in [
+            (be4(VIP4), AF_INET, &table),
+            (be6(vip6()), AF_INET6, &table6),
+        ] {
+            id += 1;
+            maps::swap_table(ebpf, id, table).unwrap();
+            let key = VipKey {
+                addr,
+                port_be: port.to_be(),
+                proto: 6,
+                family,
+            };
+            maps::set_service(
+                ebpf,
+                &key,
+                &Service {
+                    id,
+                    mode: mode as u8,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        }
     }
 }
 
