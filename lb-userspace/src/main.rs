@@ -363,8 +363,9 @@ impl Daemon {
         let vips = vrrp_specs
             .iter()
             .filter(|s| {
-                !lb_userspace::vrrp::net::iface(&s.interface, &s.addresses)
-                    .is_ok_and(|i| i.holds_all(&s.addresses))
+                !(s.preempt
+                    && lb_userspace::vrrp::net::iface(&s.interface, &s.addresses)
+                        .is_ok_and(|i| i.holds_all(&s.addresses)))
             })
             .flat_map(|s| s.addresses.iter().copied());
         sup.set_standby(&mut balancer, dp.ebpf_mut(), vips.collect())?;

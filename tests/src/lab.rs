@@ -261,7 +261,21 @@ pub struct Traffic {
 }
 
 impl Traffic {
+    /// TCP greetings ([`greet`]) to `vip`.
     pub fn start(client: &Netns, vip: SocketAddr) -> Traffic {
+        Traffic::start_with(client, vip, greet)
+    }
+
+    /// HTTP GETs ([`http_get`]) to `vip`.
+    pub fn start_http(client: &Netns, vip: SocketAddr) -> Traffic {
+        Traffic::start_with(client, vip, http_get)
+    }
+
+    fn start_with(
+        client: &Netns,
+        vip: SocketAddr,
+        one: fn(SocketAddr) -> std::io::Result<String>,
+    ) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
         let (thread_stop, thread_done) = (stop.clone(), done.clone());
@@ -269,7 +283,7 @@ impl Traffic {
             let mut out = Vec::new();
             while !thread_stop.load(Ordering::Relaxed) {
                 let at = Instant::now();
-                out.push((at, greet(vip).map_err(|e| e.to_string())));
+                out.push((at, one(vip).map_err(|e| e.to_string())));
                 thread_done.fetch_add(1, Ordering::Relaxed);
                 // Paced: every closed connection holds a client port in TIME_WAIT for
                 // 60 s, and an unpaced loop would run out of ports in long tests.
@@ -320,6 +334,23 @@ pub fn greet(vip: SocketAddr) -> std::io::Result<String> {
     let mut id = String::new();
     s.read_to_string(&mut id)?;
     Ok(id.trim().to_owned())
+}
+
+/// One HTTP/1.1 `GET /` to `vip` (run inside the client namespace): the body, trimmed,
+/// for a 200; an error naming the status otherwise.
+pub fn http_get(vip: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {vip}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.lines().next().unwrap_or_default();
+    if status.split(' ').nth(1) == Some("200") {
+        Ok(body.trim().to_owned())
+    } else {
+        Err(std::io::Error::other(format!("HTTP {status:?}")))
+    }
 }
 
 /// Opens connections to `vip` (run inside the client namespace) until one is served

@@ -20,7 +20,7 @@ use std::{
 use crate::{
     dataplane::{wait_until, xlb_bin, PinDir, TempFile},
     lab::{plug, Traffic},
-    ChildGuard, Netns, TcpServer, VethPair,
+    ChildGuard, HttpServer, Netns, TcpServer, VethPair,
 };
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 100);
@@ -135,7 +135,10 @@ impl Drop for Node {
 pub struct VrrpLab {
     peers: Vec<ChildGuard>,
     pub nodes: Vec<Node>,
+    /// The backends' TCP greeters ([`VrrpLab::new`]) …
     pub servers: Vec<TcpServer>,
+    /// … or their HTTP servers ([`VrrpLab::new_http`]), answering with their name.
+    pub http: Vec<HttpServer>,
     macs: Vec<[u8; 6]>,
     /// The client's interface (inside `client`).
     pub client_if: String,
@@ -145,7 +148,17 @@ pub struct VrrpLab {
 }
 
 impl VrrpLab {
+    /// Backends run [`TcpServer`]s greeting with their name.
     pub fn new(tag: &str) -> VrrpLab {
+        VrrpLab::build(tag, false)
+    }
+
+    /// Backends run [`HttpServer`]s answering every request with their name.
+    pub fn new_http(tag: &str) -> VrrpLab {
+        VrrpLab::build(tag, true)
+    }
+
+    fn build(tag: &str, http: bool) -> VrrpLab {
         crate::require_root();
         let switch = Netns::new(&format!("{tag}-sw"));
         switch.add_bridge("br0");
@@ -174,6 +187,7 @@ impl VrrpLab {
             });
         }
         let (mut backend_ns, mut servers, mut macs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut https = Vec::new();
         for (name, addr) in BACKENDS {
             let ns = Netns::new(&format!("{tag}-{name}"));
             let veth = plug(&switch, &ns, addr);
@@ -183,17 +197,21 @@ impl VrrpLab {
             ns.sysctl("net.ipv4.conf.all.rp_filter", 0);
             ns.sysctl(&format!("net.ipv4.conf.{}.rp_filter", veth.b), 0);
             macs.push(ns.mac(&veth.b));
-            servers.push(TcpServer::start(
-                &ns,
-                SocketAddr::from(([0, 0, 0, 0], 80)),
-                name,
-            ));
+            let any = SocketAddr::from(([0, 0, 0, 0], 80));
+            if http {
+                let server = HttpServer::start(&ns, any);
+                server.set_response(200, name);
+                https.push(server);
+            } else {
+                servers.push(TcpServer::start(&ns, any, name));
+            }
             backend_ns.push(ns);
         }
         let mut lab = VrrpLab {
             peers: Vec::new(),
             nodes,
             servers,
+            http: https,
             macs,
             client_if: client_if.b.clone(),
             client,
@@ -354,7 +372,13 @@ impl VrrpLab {
         node.daemons.push(guard);
     }
 
+    /// Continuous connections from the client: TCP greetings or HTTP GETs, whichever
+    /// the backends serve.
     pub fn traffic(&self) -> Traffic {
-        Traffic::start(&self.client, self.vip())
+        if self.http.is_empty() {
+            Traffic::start(&self.client, self.vip())
+        } else {
+            Traffic::start_http(&self.client, self.vip())
+        }
     }
 }

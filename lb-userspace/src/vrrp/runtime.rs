@@ -320,7 +320,9 @@ impl Driver {
         }];
         // A master whose daemon restarted (crash, upgrade) still holds the addresses and
         // its pinned data plane still forwards: it resumes instead of flapping.
-        let start = if self.ifc.holds_all(&self.spec.addresses) {
+        // Not with nopreempt: resuming would take the addresses back from a peer that
+        // took over meanwhile, which is exactly what nopreempt forbids.
+        let start = if self.spec.preempt && self.ifc.holds_all(&self.spec.addresses) {
             Event::Resume
         } else {
             Event::Startup

@@ -1,17 +1,18 @@
-//! `cargo xtask demo`: two xlb balancers sharing a VIP by VRRP, health-checking three
-//! DSR backends, with a client's real TCP connections throughout, in network
-//! namespaces on one bridge.
+//! `cargo xtask demo`: two xlb balancers sharing a VIP by VRRP, HTTP-checking three DSR
+//! HTTP backends, with a client's real HTTP requests throughout, in network namespaces
+//! on one bridge.
 //!
 //! ```text
 //!   client 10.70.0.1 ─┐
 //!   lb0    10.70.0.2 ─┤ br0       VIP 10.70.0.100:80/tcp, held by the VRRP master
 //!   lb1    10.70.0.3 ─┤           (lb0: priority 150, lb1: 100, adverts every 100 ms)
-//!   be1..3 10.70.0.11-13 ─┘       DSR: backends hold the VIP on lo; TCP checks every 300 ms
+//!   be1..3 10.70.0.11-13 ─┘       DSR: backends hold the VIP on lo; HTTP checks every 300 ms
 //! ```
 //!
 //! Runs the real `xlb` binary on both balancers, then: the election, the spread of
-//! connections, what an operator sees (`xlb vrrp/services/backends/stats`), a backend
-//! that dies and comes back by itself, a bad reload that is rejected, the master
+//! requests, what an operator sees (`xlb vrrp/services/backends/stats`), a backend whose
+//! health check starts failing (HTTP 503) and that comes back by itself, a bad reload that
+//! is rejected, the master
 //! balancer's host failing (takeover, measured) and coming back (preemption), and a
 //! clean shutdown. Every step prints what happened; everything is removed at the end.
 
@@ -24,9 +25,9 @@ use std::{
 
 use testbed::{
     dataplane::xlb_bin,
-    lab::{greet, Attempt},
+    lab::{http_get, Attempt},
     vrrp_lab::{VrrpLab, VIP},
-    Netns, TcpServer,
+    Netns,
 };
 
 const INTERVAL_MS: u64 = 100;
@@ -37,7 +38,7 @@ fn main() {
     let started = Instant::now();
 
     step("topology: a client, two balancers and three backends on one L2 segment");
-    let mut lab = VrrpLab::new("demo");
+    let mut lab = VrrpLab::new_http("demo");
     println!(
         "  client 10.70.0.1, lb0 10.70.0.2 ({}), lb1 10.70.0.3 ({}), be1..be3 10.70.0.11-13, \
          VIP {VIP}:80/tcp",
@@ -45,7 +46,8 @@ fn main() {
         lab.nodes[1].iface()
     );
     let check = serde_json::json!({"check": {
-        "type": "tcp", "interval_ms": 300, "timeout_ms": 200, "rise": 2, "fall": 2,
+        "type": "http", "path": "/healthz", "expect_status": [200],
+        "interval_ms": 300, "timeout_ms": 200, "rise": 2, "fall": 2,
     }});
     for (i, priority) in [(0, 150), (1, 100)] {
         lab.write_config_with(
@@ -65,38 +67,35 @@ fn main() {
     xlb(&lab, 0, &["vrrp"]);
     xlb(&lab, 1, &["vrrp"]);
 
-    step("600 short TCP connections from the client to the VIP");
+    step("600 HTTP requests from the client to the VIP (one connection each)");
     show_spread(&connect_many(&lab.client, 600));
     xlb(&lab, 0, &["services"]);
     xlb(&lab, 0, &["backends"]);
 
-    step("be2's server dies; continuous traffic meanwhile");
+    step("be2 starts answering 503 (its health check fails); continuous traffic meanwhile");
     let traffic = lab.traffic();
     traffic.progressed(50, Duration::from_secs(10));
-    let killed = Instant::now();
-    drop(lab.servers.remove(1));
+    let failing = Instant::now();
+    lab.http[1].set_response(503, "be2 is unwell");
     wait(&lab, 0, "backend down", 1);
     println!(
-        "  be2 out of the pool {:?} after it died (bound fall × interval + timeout = 800 ms)",
-        killed.elapsed()
+        "  be2 out of the pool {:?} after it started failing (bound fall × interval + timeout \
+         = 800 ms); it keeps its established connections (drain)",
+        failing.elapsed()
     );
     traffic.progressed(200, Duration::from_secs(10));
     let back = Instant::now();
-    lab.servers.insert(
-        1,
-        TcpServer::start(
-            &lab.backend_ns[1],
-            SocketAddr::from(([0, 0, 0, 0], 80)),
-            "be2",
-        ),
-    );
+    lab.http[1].set_response(200, "be2");
     wait(&lab, 0, "backend up", 1);
     println!(
         "  be2 back in the pool {:?} after it recovered (rise 2 × 300 ms)",
         back.elapsed()
     );
     traffic.progressed(200, Duration::from_secs(10));
-    summarize(&traffic.stop(), "while be2 died and came back");
+    summarize(
+        &traffic.stop(),
+        "while be2 failed and recovered (503s counted as failed)",
+    );
     show_logs(&lab, &mut seen);
     xlb(&lab, 0, &["backends"]);
 
@@ -124,7 +123,7 @@ fn main() {
     );
     traffic.progressed(300, Duration::from_secs(10));
 
-    step("lb0 comes back and takes over again (higher priority, preempt)");
+    step("lb0 comes back and takes over again (higher priority, preempt; it still holds the VIP, so it resumes at once)");
     lab.nodes[0].set_link(true);
     let restarted = Instant::now();
     lab.start_xlb(0);
@@ -186,7 +185,7 @@ fn connect_many(client: &Netns, n: usize) -> BTreeMap<String, usize> {
     let spread = client.run(|| {
         let mut spread = BTreeMap::new();
         for _ in 0..n {
-            let id = greet(vip).unwrap_or_else(|e| format!("failed ({e})"));
+            let id = http_get(vip).unwrap_or_else(|e| format!("failed ({e})"));
             *spread.entry(id).or_insert(0) += 1;
         }
         spread
