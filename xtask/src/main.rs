@@ -41,8 +41,8 @@ enum Command {
     Demo,
     /// Per-packet cost of every data-plane path next to XDP_PASS / XDP_TX floors,
     /// verifier instruction counts, control-plane timings and the health-check load of
-    /// the real daemon; writes target/bench/bench.json. `cargo xtask bench health` runs
-    /// only the health-check load.
+    /// the real daemon; writes target/bench/bench.json. Parts alone: `cargo xtask bench
+    /// packets | scaling | e2e | health` (docs/benchmarks.md).
     Bench {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
