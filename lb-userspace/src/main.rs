@@ -308,6 +308,19 @@ struct Daemon {
 
 impl Daemon {
     async fn run(mut self) -> Result<()> {
+        let missing = missing_capabilities();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "xlb {} needs CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN and \
+                 CAP_PERFMON (missing: {}); run it as root",
+                if self.program == programs::BALANCER {
+                    "run"
+                } else {
+                    "decap"
+                },
+                missing.join(", ")
+            );
+        }
         // Validate before touching the kernel: a bad file must not cost a flap.
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
@@ -525,6 +538,36 @@ impl Daemon {
     }
 }
 
+/// The capabilities `xlb run` needs that this process lacks (from /proc/self/status):
+/// loading and pinning BPF objects, attaching XDP, raw sockets for ICMP checks and
+/// VRRP, netlink for the VIPs, bpffs mounts. Checked first, so a missing privilege is
+/// named instead of surfacing as an EPERM from deep inside map creation.
+fn missing_capabilities() -> Vec<&'static str> {
+    const NEEDED: [(u32, &str); 5] = [
+        (12, "CAP_NET_ADMIN"),
+        (13, "CAP_NET_RAW"),
+        (21, "CAP_SYS_ADMIN"),
+        (38, "CAP_PERFMON"),
+        (39, "CAP_BPF"),
+    ];
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        });
+    match effective {
+        // Unknown (no procfs): let the kernel decide and report.
+        None => Vec::new(),
+        Some(caps) => NEEDED
+            .iter()
+            .filter(|(bit, _)| caps & (1u64 << bit) == 0)
+            .map(|(_, name)| *name)
+            .collect(),
+    }
+}
+
 /// Where `xlb run` looks for its config when `--config` is not given.
 const DEFAULT_CONFIG: &str = "/etc/xlb/xlb.json";
 
@@ -538,6 +581,14 @@ fn show(pin_dir: &std::path::Path, request: Request, as_json: bool) -> Result<()
     let path = control::socket_path(pin_dir);
     let data = match control::request(&path, request, READ_TIMEOUT) {
         Ok(data) => data,
+        Err(control::ClientError::NotRunning { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            anyhow::bail!(
+                "permission denied on {}: the control socket is root-only (run as root)",
+                path.display()
+            )
+        }
         Err(control::ClientError::NotRunning { .. }) => {
             return show_pinned(pin_dir, request, as_json)
         }

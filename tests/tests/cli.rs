@@ -270,3 +270,43 @@ fn metrics_endpoint_exposes_counters_and_health() {
     let (status, _) = http_get(&lab.lb, "127.0.0.1:9641", "/other");
     assert!(status.contains("404"), "{status}");
 }
+
+/// Without privileges, `xlb run` refuses at once naming what is missing (no EPERM from
+/// deep inside map creation, no panic), and the read commands say the control socket is
+/// root-only instead of claiming no daemon runs.
+#[test]
+fn unprivileged_commands_are_refused_with_the_reason() {
+    let mut lab = Lab::new("unpriv");
+    lab.write_config(&[1, 1, 1]);
+    lab.start_peer();
+    lab.start_xlb(&[]);
+    let nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(xlb_bin())
+            .args(args)
+            .arg("--pin-dir")
+            .arg(lab.pins.path())
+            .output()
+            .expect("run setpriv (util-linux)")
+    };
+    let o = nobody(&["run", "--iface", "lo"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("xlb run needs CAP_BPF") && err.contains("missing: CAP_NET_ADMIN"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let o = nobody(&["status"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("the control socket is root-only"), "{err}");
+    // The daemon itself is untouched.
+    assert_eq!(json(&lab, "status")["services"], 1);
+}
