@@ -16,7 +16,9 @@
 
 pub mod dataplane;
 mod ethtool;
+pub mod fuzz;
 pub mod lab;
+pub mod model;
 mod netns;
 pub mod packet;
 mod process;

@@ -1,0 +1,791 @@
+//! A plain-Rust reference model of the balancer program's forwarding decision (`xlb` in
+//! lb-ebpf), for differential testing ([`crate::fuzz`]).
+//!
+//! Given the configured tables ([`Tables`]: services by (VIP, port, proto) with the
+//! all-ports fallback, service flags and mode, Maglev tables, backends, encap config,
+//! egress MACs) plus the connection table it keeps itself ([`Model::conns`]), and an
+//! input frame, [`Model::step`] returns what the program must do: the verdict, the exact
+//! output bytes and the set of [`Stat`] counters that move by one packet. The output
+//! frames are built here byte by byte (the model parses with its own offsets and writes
+//! its own headers and checksums); the only code shared with the data plane is
+//! `lb_common::service::flow_hash`, which is the hash *contract* between control and
+//! data plane (the same function `forwarding.rs`'s `expected_backend` uses), and the
+//! plain data types of `lb_common`.
+//!
+//! # Decision rules, in order (each one deliberate program behaviour)
+//!
+//! Counters: `rx` and exactly one verdict counter for every packet, plus the reasons
+//! listed below. `len` is the whole frame length.
+//!
+//! 1. **Ethernet.** Frames shorter than 14 bytes: drop `truncated` (BPF_PROG_TEST_RUN
+//!    refuses such frames, so the fuzzer never sends them). Ethertype 0x0800 → IPv4,
+//!    0x86dd → IPv6, 0x8100 / 0x88a8 (802.1Q / 802.1ad, single or stacked) → pass `vlan`
+//!    (tags are not parsed), anything else (ARP, LLDP, ...) → pass `not_vip`.
+//! 2. **IPv4 header.** Fewer than 20 bytes after Ethernet: drop `truncated`. Version ≠ 4,
+//!    IHL < 5 or total length < IHL×4: drop `malformed` — *whatever the destination*
+//!    (the kernel would drop it too). 14 + total length > frame: drop `truncated`.
+//!    Bytes after the datagram (Ethernet padding) are allowed and kept.
+//! 3. **VRRP** (protocol / next header 112) after the length checks: with no VRRP router
+//!    configured on the ingress interface (the fuzzer configures none) → pass `not_vip`.
+//! 4. **ICMP (IPv4)**, option-less and unfragmented only: the 4-byte ICMP header must be
+//!    in the frame (else drop `truncated`). Echo request (8/0) → answered if the
+//!    destination is exactly a VIP address (any service, any port), else pass `not_vip`.
+//!    Destination unreachable / fragmentation needed (3/4) → the quoted header (must be
+//!    in the frame, else `truncated`) must be exactly 0x45 and TCP/UDP (else pass
+//!    `not_vip`), its ports in the frame (else `truncated`); the flow looked up is the
+//!    quoted one turned around (client → VIP), with the *outer* TTL, never a new flow.
+//!    Every other ICMP (and ICMP with options / fragments) → pass `not_vip`.
+//! 5. Other non-TCP/UDP protocols → pass `not_vip`.
+//! 6. **TCP/UDP over IPv4.** IHL ≠ 5 marks the packet unforwardable (`ipv4_options`); a
+//!    fragment (MF set or offset ≠ 0) marks it `fragment` (this wins over options). A
+//!    later fragment (offset ≠ 0) has no ports: it is looked up with ports 0, so it only
+//!    matches an all-ports service. Otherwise the 4 port bytes must be in the frame
+//!    (else drop `truncated`, whatever the destination). A TCP packet is a new flow iff
+//!    its flags byte (offset 13) is in the frame and has SYN without ACK.
+//! 7. **IPv6.** Fewer than 40 bytes: drop `truncated`; version ≠ 6: drop `malformed`;
+//!    54 + payload length > frame: drop `truncated`. Next header TCP/UDP → ports (in the
+//!    frame, else `truncated`) and SYN as for IPv4; 112 → VRRP (rule 3); 58 → ICMPv6
+//!    header in the frame (else `truncated`): echo request (128/0) as rule 4, packet too
+//!    big (type 2, any code) → quoted IPv6 header + ports in the frame (else
+//!    `truncated`), quoted next header TCP/UDP (else pass `not_vip`; the quoted version
+//!    nibble is not checked), flow turned around; other ICMPv6 → pass `not_vip`.
+//!    Extension headers (0, 43, 44, 60, 51, 135, 139, 140) → pass `ipv6_ext_header`,
+//!    whatever the destination (never walked); anything else → pass `not_vip`.
+//! 8. **Service lookup**: exact (VIP, port, proto, family), then (VIP, 0, proto,
+//!    family). None → pass `not_vip`. (The VIP filter is only a fast path: it never
+//!    changes the answer, so the model has none.)
+//! 9. Service flag STANDBY → pass `standby` (before anything else, even for fragments).
+//! 10. Unforwardable (options / fragment) → drop `ipv4_options` / `fragment`.
+//! 11. TTL / hop limit ≤ 1 → drop `ttl_expired`.
+//! 12. An ICMP too-big flow counts `icmp_too_big` (and is then forwarded like the flow).
+//! 13. **Backend.** Unless the packet is a new flow (TCP SYN without ACK), a
+//!     connection-table entry for the flow that names this service and a live backend
+//!     (family ≠ 0) is used: `conn_hit`. Otherwise `conn_miss`, and the Maglev choice
+//!     `table[flow_hash(flow, source_affinity) % M]`: no table, id 0 or a dead backend →
+//!     `no_backend` (drop, or pass `fallback_pass` with FALLBACK_PASS). A successful
+//!     Maglev choice is written to the connection table **before** the steps below, so
+//!     it stays even when the packet is then dropped (no_tx_port, encap errors).
+//! 14. **Egress.** `tx_port` ≠ 0 without a configured MAC → drop `no_tx_port` (the model
+//!     does not cover a *configured* two-arm port: that needs a devmap target).
+//! 15. **Mode.** DSR: destination MAC = backend MAC, source MAC = the input's
+//!     destination MAC, XDP_TX. IPIP / GUE: GUE needs a GUE port (else drop
+//!     `encap_error`), both need the family's encap source (else `encap_error`), and the
+//!     frame plus the outer header (20 / 40, GUE +8) must be ≤ 1514 bytes (else drop
+//!     `encap_too_big`). The output is Ethernet (backend MAC ← our MAC, outer ethertype),
+//!     the outer IPv4 header (TOS copied, id 0, no flags, TTL 64, proto 4 / 17, fresh
+//!     checksum, total length = inner *total length* + outer) or IPv6 header (version
+//!     and traffic class copied, flow label 0, hop limit 64, next header 41 / 17,
+//!     payload length = inner IPv6 length + UDP), for GUE a UDP header (source port
+//!     `0xc000 | (flow_hash(flow, false) & 0x3fff)`, destination the GUE port, length
+//!     inner + 8, checksum 0), then the input frame from the IP header on, padding
+//!     included. Any other mode value → drop `encap_error`.
+//!
+//! Echo replies (rule 4): MACs swapped; IPv4: addresses swapped, TTL 64, header checksum
+//! recomputed from scratch; IPv6: addresses swapped, hop limit 64; type 0 / 129 and the
+//! ICMP checksum updated incrementally (RFC 1624 eqn. 3), so a wrong input checksum stays
+//! wrong by the same amount. Counted `icmp_echo` + `tx`.
+//!
+//! # Known program deviations ([`Finding`])
+//!
+//! Where the program does something the model considers wrong but the behaviour is
+//! reported and not (yet) changed, the model predicts what the program does and tags
+//! the packet with the finding, so the fuzzer keeps testing everything else and counts
+//! how often the finding is hit. See docs/fuzzing.md.
+//!
+//! # Not modelled
+//!
+//! Configured two-arm ports (XDP_REDIRECT), VRRP routers on the ingress interface,
+//! per-service / per-backend counters, counter byte counts (only packets), LRU
+//! eviction (the fuzzer keeps the table far below its capacity), the decap program,
+//! backends of the other family than their service, and frames under 14 bytes.
+
+use std::collections::HashMap;
+
+use lb_common::{
+    limits::{MAX_ENCAP_FRAME, MAX_TX_PORTS},
+    service::{flow_hash, service_flags, AF_INET, AF_INET6},
+    Backend, Config, Conn, FlowKey, Service, Stat, VipKey,
+};
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+const ETH: usize = 14;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const ICMP: u8 = 1;
+const ICMPV6: u8 = 58;
+const VRRP: u8 = 112;
+
+/// A program behaviour the model considers a defect, reported and reproduced by a
+/// fixture in tests/tests/fuzz_datapath.rs; the model predicts the program's behaviour
+/// for it and tags the packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Finding {
+    /// L4 bytes (ports, TCP flags, ICMP header, quoted header) are read up to the end
+    /// of the *frame*, not of the IP datagram: with an IP total length / payload length
+    /// that ends before them, the program reads Ethernet padding (or trailing garbage)
+    /// as ports and flags and acts on it (forwards, answers, drops as `truncated`
+    /// instead of treating the datagram as too short).
+    L4BeyondIpLength,
+    /// An echo request to a VIP all of whose services are STANDBY (this host is VRRP
+    /// backup for it) is still answered from XDP: `is_vip` ignores the flag, so a
+    /// backup claims the VIP's reachability while passing (to a stack that does not
+    /// hold the VIP) all of its connection traffic.
+    EchoForStandbyVip,
+    /// A frame addressed to a group (broadcast / multicast) destination MAC is sent
+    /// with that group address as its *source* MAC (DSR, IPIP/GUE and echo replies
+    /// all take the source MAC from the input's destination MAC): a frame with a
+    /// group source address is invalid on Ethernet (IEEE 802.3 §3.2.3).
+    GroupSourceMac,
+}
+
+impl Finding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Finding::L4BeyondIpLength => "l4-beyond-ip-length",
+            Finding::EchoForStandbyVip => "echo-for-standby-vip",
+            Finding::GroupSourceMac => "group-source-mac",
+        }
+    }
+}
+
+/// What the program must do with one frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub action: u32,
+    /// The frame as the program leaves it (the input itself for pass / drop).
+    pub packet: Vec<u8>,
+    /// Counters that move by exactly one packet; all others stay.
+    pub counted: Vec<Stat>,
+}
+
+/// Everything the model predicts for one frame.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub expected: Expected,
+    /// The connection-table write the program makes (rule 13).
+    pub insert: Option<(FlowKey, Conn)>,
+    /// Known program deviations this packet exercises.
+    pub finding: Option<Finding>,
+}
+
+/// The configured data plane, as the control plane writes it (lb-userspace/src/maps.rs).
+#[derive(Clone, Debug, Default)]
+pub struct Tables {
+    pub services: HashMap<VipKey, Service>,
+    /// Maglev table per service id (slot i of the list = inner slot i + 1).
+    pub maglev: HashMap<u32, Vec<u32>>,
+    pub backends: HashMap<u32, Backend>,
+    pub config: Config,
+    /// Source MAC per egress slot (`XLB_TX_MACS`); absent = not configured.
+    pub tx_macs: HashMap<u8, [u8; 6]>,
+}
+
+impl Tables {
+    /// Writes everything into a loaded data plane (tables first, then services, the
+    /// order the control plane uses).
+    pub fn install(&self, dp: &mut crate::dataplane::TestDataplane) {
+        use lb_userspace::maps;
+        let ebpf = dp.dp.ebpf_mut();
+        maps::set_config(ebpf, &self.config).expect("config");
+        for (&id, b) in &self.backends {
+            maps::set_backend(ebpf, id, b).expect("backend");
+        }
+        for (&id, table) in &self.maglev {
+            maps::swap_table(ebpf, id, table).expect("maglev table");
+        }
+        for (key, svc) in &self.services {
+            maps::set_service(ebpf, key, svc).expect("service");
+        }
+        assert!(
+            self.tx_macs.is_empty(),
+            "configured two-arm ports need a devmap target: not modelled"
+        );
+    }
+
+    fn is_vip(&self, addr: &[u32; 4], family: u8) -> bool {
+        self.services
+            .keys()
+            .any(|k| k.addr == *addr && k.family == family)
+    }
+
+    fn all_standby(&self, addr: &[u32; 4], family: u8) -> bool {
+        self.services
+            .iter()
+            .filter(|(k, _)| k.addr == *addr && k.family == family)
+            .all(|(_, s)| s.flags & service_flags::STANDBY != 0)
+    }
+
+    fn service(&self, flow: &FlowKey) -> Option<Service> {
+        let mut key = VipKey {
+            addr: flow.dst,
+            port_be: flow.dport_be,
+            proto: flow.proto,
+            family: flow.family,
+        };
+        if let Some(s) = self.services.get(&key) {
+            return Some(*s);
+        }
+        key.port_be = 0;
+        self.services.get(&key).copied()
+    }
+
+    fn live(&self, id: u32) -> Option<Backend> {
+        self.backends.get(&id).copied().filter(|b| b.family != 0)
+    }
+}
+
+/// The reference model: tables plus its own view of the connection table.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub tables: Tables,
+    pub conns: HashMap<FlowKey, Conn>,
+}
+
+/// Intermediate result of parsing.
+enum Parse {
+    Pass(Stat),
+    Drop(Stat),
+    Echo { dst: [u32; 4], family: u8 },
+    Flow(Flow),
+}
+
+struct Flow {
+    key: FlowKey,
+    ttl: u8,
+    unforwardable: Option<Stat>,
+    too_big: bool,
+    syn: bool,
+}
+
+fn words(b: &[u8]) -> [u32; 4] {
+    let mut w = [0u32; 4];
+    for (i, chunk) in b.chunks(4).take(4).enumerate() {
+        w[i] = u32::from_ne_bytes(chunk.try_into().expect("4 bytes"));
+    }
+    w
+}
+
+fn be16(f: &[u8], off: usize) -> u16 {
+    u16::from_be_bytes([f[off], f[off + 1]])
+}
+
+fn ne16(f: &[u8], off: usize) -> u16 {
+    u16::from_ne_bytes([f[off], f[off + 1]])
+}
+
+/// One's-complement sum of big-endian 16-bit words, folded.
+fn ones_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in bytes.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+fn ones_add(a: u16, b: u16) -> u16 {
+    let s = u32::from(a) + u32::from(b);
+    ((s & 0xffff) + (s >> 16)) as u16
+}
+
+/// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m').
+fn csum_replace(hc: u16, m: u16, m_new: u16) -> u16 {
+    !ones_add(ones_add(!hc, !m), m_new)
+}
+
+impl Model {
+    pub fn new(tables: Tables) -> Self {
+        Self {
+            tables,
+            conns: HashMap::new(),
+        }
+    }
+
+    /// Predicts the program's handling of `frame` and applies its connection-table write.
+    pub fn step(&mut self, frame: &[u8]) -> Outcome {
+        let out = self.predict(frame);
+        if let Some((k, c)) = out.insert {
+            self.conns.insert(k, c);
+        }
+        out
+    }
+
+    /// Predicts without changing the model.
+    pub fn predict(&self, frame: &[u8]) -> Outcome {
+        let mut finding = None;
+        let parsed = parse(frame, &mut finding);
+        let mut insert = None;
+        let (action, packet, reasons) = self.decide(frame, parsed, &mut insert, &mut finding);
+        if let Some(out) = &packet {
+            if matches!(action, XDP_TX | XDP_REDIRECT) && out[6] & 1 != 0 {
+                finding = Some(Finding::GroupSourceMac);
+            }
+        }
+        let verdict = match action {
+            XDP_PASS => Stat::Pass,
+            XDP_DROP => Stat::Drop,
+            XDP_TX => Stat::Tx,
+            XDP_REDIRECT => Stat::Redirect,
+            _ => Stat::Aborted,
+        };
+        let mut counted = vec![Stat::Rx, verdict];
+        counted.extend(reasons);
+        counted.sort_by_key(|s| *s as u32);
+        Outcome {
+            expected: Expected {
+                action,
+                packet: packet.unwrap_or_else(|| frame.to_vec()),
+                counted,
+            },
+            insert,
+            finding,
+        }
+    }
+
+    fn decide(
+        &self,
+        frame: &[u8],
+        parsed: Parse,
+        insert: &mut Option<(FlowKey, Conn)>,
+        finding: &mut Option<Finding>,
+    ) -> (u32, Option<Vec<u8>>, Vec<Stat>) {
+        let t = &self.tables;
+        let flow = match parsed {
+            Parse::Pass(r) => return (XDP_PASS, None, vec![r]),
+            Parse::Drop(r) => return (XDP_DROP, None, vec![r]),
+            Parse::Echo { dst, family } => {
+                if !t.is_vip(&dst, family) {
+                    return (XDP_PASS, None, vec![Stat::NotVip]);
+                }
+                if t.all_standby(&dst, family) {
+                    *finding = Some(Finding::EchoForStandbyVip);
+                }
+                return (
+                    XDP_TX,
+                    Some(echo_reply(frame, family)),
+                    vec![Stat::IcmpEcho],
+                );
+            }
+            Parse::Flow(f) => f,
+        };
+        let Some(svc) = t.service(&flow.key) else {
+            return (XDP_PASS, None, vec![Stat::NotVip]);
+        };
+        if svc.flags & service_flags::STANDBY != 0 {
+            return (XDP_PASS, None, vec![Stat::Standby]);
+        }
+        if let Some(r) = flow.unforwardable {
+            return (XDP_DROP, None, vec![r]);
+        }
+        if flow.ttl <= 1 {
+            return (XDP_DROP, None, vec![Stat::TtlExpired]);
+        }
+        let mut reasons = Vec::new();
+        if flow.too_big {
+            reasons.push(Stat::IcmpTooBig);
+        }
+        // Rule 13.
+        let known = if flow.syn {
+            None
+        } else {
+            self.conns.get(&flow.key).copied()
+        };
+        let hit = known
+            .filter(|c| c.service_id == svc.id)
+            .and_then(|c| t.live(c.backend_id));
+        let backend = if let Some(b) = hit {
+            reasons.push(Stat::ConnHit);
+            b
+        } else {
+            reasons.push(Stat::ConnMiss);
+            let choice = t.maglev.get(&svc.id).and_then(|table| {
+                let affinity = svc.flags & service_flags::SOURCE_AFFINITY != 0;
+                let h = flow_hash(&flow.key, affinity);
+                let id = table[(h % table.len() as u32) as usize];
+                (id != 0).then_some(id)
+            });
+            match choice.and_then(|id| t.live(id).map(|b| (id, b))) {
+                Some((id, b)) => {
+                    *insert = Some((
+                        flow.key,
+                        Conn {
+                            backend_id: id,
+                            service_id: svc.id,
+                        },
+                    ));
+                    b
+                }
+                None if svc.flags & service_flags::FALLBACK_PASS != 0 => {
+                    reasons.push(Stat::FallbackPass);
+                    return (XDP_PASS, None, reasons);
+                }
+                None => {
+                    reasons.push(Stat::NoBackend);
+                    return (XDP_DROP, None, reasons);
+                }
+            }
+        };
+        // Rule 14.
+        let egress = if svc.tx_port == 0 {
+            None
+        } else {
+            match t.tx_macs.get(&svc.tx_port) {
+                Some(mac) if *mac != [0; 6] && u32::from(svc.tx_port) < MAX_TX_PORTS => Some(*mac),
+                _ => {
+                    reasons.push(Stat::NoTxPort);
+                    return (XDP_DROP, None, reasons);
+                }
+            }
+        };
+        // Rule 15.
+        let out = match svc.mode {
+            1 => {
+                let mut out = frame.to_vec();
+                out[6..12].copy_from_slice(&frame[0..6]);
+                out[0..6].copy_from_slice(&backend.mac);
+                Ok(out)
+            }
+            2 | 3 => encap(t, frame, &flow.key, &backend, svc.mode == 3),
+            _ => Err(Stat::EncapError),
+        };
+        match out {
+            Ok(mut out) => match egress {
+                None => (XDP_TX, Some(out), reasons),
+                Some(mac) => {
+                    out[6..12].copy_from_slice(&mac);
+                    (XDP_REDIRECT, Some(out), reasons)
+                }
+            },
+            Err(r) => {
+                reasons.push(r);
+                (XDP_DROP, None, reasons)
+            }
+        }
+    }
+}
+
+/// Rules 1–7. `finding` is set when a read goes past the IP datagram's end.
+fn parse(f: &[u8], finding: &mut Option<Finding>) -> Parse {
+    if f.len() < ETH {
+        return Parse::Drop(Stat::Truncated);
+    }
+    match be16(f, 12) {
+        0x0800 => parse4(f, finding),
+        0x86dd => parse6(f, finding),
+        0x8100 | 0x88a8 => Parse::Pass(Stat::Vlan),
+        _ => Parse::Pass(Stat::NotVip),
+    }
+}
+
+/// Whether `need` bytes at `off` are in the frame; notes the finding when they are in
+/// the frame but not inside the IP datagram that ends at `ip_end`.
+fn has(f: &[u8], off: usize, need: usize, ip_end: usize, finding: &mut Option<Finding>) -> bool {
+    let ok = off + need <= f.len();
+    if ok && off + need > ip_end {
+        *finding = Some(Finding::L4BeyondIpLength);
+    }
+    ok
+}
+
+fn parse4(f: &[u8], finding: &mut Option<Finding>) -> Parse {
+    if f.len() < ETH + 20 {
+        return Parse::Drop(Stat::Truncated);
+    }
+    let ver_ihl = f[ETH];
+    let ihl = usize::from(ver_ihl & 0x0f) * 4;
+    let tot = usize::from(be16(f, ETH + 2));
+    if ver_ihl >> 4 != 4 || ihl < 20 || tot < ihl {
+        return Parse::Drop(Stat::Malformed);
+    }
+    if ETH + tot > f.len() {
+        return Parse::Drop(Stat::Truncated);
+    }
+    let end = ETH + tot;
+    let proto = f[ETH + 9];
+    let ttl = f[ETH + 8];
+    if proto == VRRP {
+        return Parse::Pass(Stat::NotVip);
+    }
+    let frag = be16(f, ETH + 6);
+    let (mf, offset) = (frag & 0x2000 != 0, frag & 0x1fff);
+    let src = words(&f[ETH + 12..ETH + 16]);
+    let dst = words(&f[ETH + 16..ETH + 20]);
+    if proto == ICMP && ihl == 20 && !mf && offset == 0 {
+        let icmp = ETH + 20;
+        if !has(f, icmp, 4, end, finding) {
+            return Parse::Drop(Stat::Truncated);
+        }
+        match (f[icmp], f[icmp + 1]) {
+            (8, 0) => {
+                return Parse::Echo {
+                    dst,
+                    family: AF_INET,
+                }
+            }
+            (3, 4) => {
+                let q = icmp + 8;
+                if !has(f, q, 20, end, finding) {
+                    return Parse::Drop(Stat::Truncated);
+                }
+                let qproto = f[q + 9];
+                if f[q] != 0x45 || (qproto != TCP && qproto != UDP) {
+                    return Parse::Pass(Stat::NotVip);
+                }
+                if !has(f, q + 20, 4, end, finding) {
+                    return Parse::Drop(Stat::Truncated);
+                }
+                return Parse::Flow(Flow {
+                    key: FlowKey {
+                        src: words(&f[q + 16..q + 20]),
+                        dst: words(&f[q + 12..q + 16]),
+                        sport_be: ne16(f, q + 22),
+                        dport_be: ne16(f, q + 20),
+                        proto: qproto,
+                        family: AF_INET,
+                        _pad: [0; 2],
+                    },
+                    ttl,
+                    unforwardable: None,
+                    too_big: true,
+                    syn: false,
+                });
+            }
+            _ => {}
+        }
+    }
+    if proto != TCP && proto != UDP {
+        return Parse::Pass(Stat::NotVip);
+    }
+    let mut unforwardable = (ihl != 20).then_some(Stat::Ipv4Options);
+    let l4 = ETH + ihl;
+    let (sport_be, dport_be, syn) = if offset != 0 {
+        unforwardable = Some(Stat::Fragment);
+        (0, 0, false)
+    } else {
+        if mf {
+            unforwardable = Some(Stat::Fragment);
+        }
+        if !has(f, l4, 4, end, finding) {
+            return Parse::Drop(Stat::Truncated);
+        }
+        (
+            ne16(f, l4),
+            ne16(f, l4 + 2),
+            proto == TCP && syn_at(f, l4, end, finding),
+        )
+    };
+    Parse::Flow(Flow {
+        key: FlowKey {
+            src,
+            dst,
+            sport_be,
+            dport_be,
+            proto,
+            family: AF_INET,
+            _pad: [0; 2],
+        },
+        ttl,
+        unforwardable,
+        too_big: false,
+        syn,
+    })
+}
+
+fn syn_at(f: &[u8], l4: usize, end: usize, finding: &mut Option<Finding>) -> bool {
+    has(f, l4 + 13, 1, end, finding) && f[l4 + 13] & 0x12 == 0x02
+}
+
+fn parse6(f: &[u8], finding: &mut Option<Finding>) -> Parse {
+    if f.len() < ETH + 40 {
+        return Parse::Drop(Stat::Truncated);
+    }
+    if f[ETH] >> 4 != 6 {
+        return Parse::Drop(Stat::Malformed);
+    }
+    let end = ETH + 40 + usize::from(be16(f, ETH + 4));
+    if end > f.len() {
+        return Parse::Drop(Stat::Truncated);
+    }
+    let next = f[ETH + 6];
+    let hop = f[ETH + 7];
+    let l4 = ETH + 40;
+    match next {
+        TCP | UDP => {}
+        VRRP => return Parse::Pass(Stat::NotVip),
+        ICMPV6 => {
+            if !has(f, l4, 4, end, finding) {
+                return Parse::Drop(Stat::Truncated);
+            }
+            if f[l4] == 128 && f[l4 + 1] == 0 {
+                return Parse::Echo {
+                    dst: words(&f[ETH + 24..ETH + 40]),
+                    family: AF_INET6,
+                };
+            }
+            if f[l4] == 2 {
+                let q = l4 + 8;
+                if !has(f, q, 40, end, finding) {
+                    return Parse::Drop(Stat::Truncated);
+                }
+                let qnext = f[q + 6];
+                if qnext != TCP && qnext != UDP {
+                    return Parse::Pass(Stat::NotVip);
+                }
+                if !has(f, q + 40, 4, end, finding) {
+                    return Parse::Drop(Stat::Truncated);
+                }
+                return Parse::Flow(Flow {
+                    key: FlowKey {
+                        src: words(&f[q + 24..q + 40]),
+                        dst: words(&f[q + 8..q + 24]),
+                        sport_be: ne16(f, q + 42),
+                        dport_be: ne16(f, q + 40),
+                        proto: qnext,
+                        family: AF_INET6,
+                        _pad: [0; 2],
+                    },
+                    ttl: hop,
+                    unforwardable: None,
+                    too_big: true,
+                    syn: false,
+                });
+            }
+            return Parse::Pass(Stat::NotVip);
+        }
+        0 | 43 | 44 | 60 | 51 | 135 | 139 | 140 => return Parse::Pass(Stat::Ipv6ExtHeader),
+        _ => return Parse::Pass(Stat::NotVip),
+    }
+    if !has(f, l4, 4, end, finding) {
+        return Parse::Drop(Stat::Truncated);
+    }
+    Parse::Flow(Flow {
+        key: FlowKey {
+            src: words(&f[ETH + 8..ETH + 24]),
+            dst: words(&f[ETH + 24..ETH + 40]),
+            sport_be: ne16(f, l4),
+            dport_be: ne16(f, l4 + 2),
+            proto: next,
+            family: AF_INET6,
+            _pad: [0; 2],
+        },
+        ttl: hop,
+        unforwardable: None,
+        too_big: false,
+        syn: next == TCP && syn_at(f, l4, end, finding),
+    })
+}
+
+/// The echo reply built in place from the request (see the module docs).
+fn echo_reply(f: &[u8], family: u8) -> Vec<u8> {
+    let mut out = f.to_vec();
+    out[0..6].copy_from_slice(&f[6..12]);
+    out[6..12].copy_from_slice(&f[0..6]);
+    let icmp = if family == AF_INET {
+        out[ETH + 12..ETH + 16].copy_from_slice(&f[ETH + 16..ETH + 20]);
+        out[ETH + 16..ETH + 20].copy_from_slice(&f[ETH + 12..ETH + 16]);
+        out[ETH + 8] = 64;
+        out[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
+        let c = !ones_sum(&out[ETH..ETH + 20]);
+        out[ETH + 10..ETH + 12].copy_from_slice(&c.to_be_bytes());
+        ETH + 20
+    } else {
+        out[ETH + 8..ETH + 24].copy_from_slice(&f[ETH + 24..ETH + 40]);
+        out[ETH + 24..ETH + 40].copy_from_slice(&f[ETH + 8..ETH + 24]);
+        out[ETH + 7] = 64;
+        ETH + 40
+    };
+    let old = be16(&out, icmp);
+    out[icmp] = if family == AF_INET { 0 } else { 129 };
+    let new = be16(&out, icmp);
+    let c = csum_replace(be16(&out, icmp + 2), old, new);
+    out[icmp + 2..icmp + 4].copy_from_slice(&c.to_be_bytes());
+    out
+}
+
+/// IPIP / GUE output (rule 15), or the drop reason.
+fn encap(t: &Tables, f: &[u8], flow: &FlowKey, b: &Backend, gue: bool) -> Result<Vec<u8>, Stat> {
+    let extra = if gue { 8 } else { 0 };
+    let gue_port = t.config.gue_port_be;
+    if gue && gue_port == 0 {
+        return Err(Stat::EncapError);
+    }
+    let v4 = flow.family == AF_INET;
+    let (outer_len, inner_len) = if v4 {
+        if t.config.encap_src_v4 == 0 {
+            return Err(Stat::EncapError);
+        }
+        (20, be16(f, ETH + 2))
+    } else {
+        if t.config.encap_src_v6 == [0; 4] {
+            return Err(Stat::EncapError);
+        }
+        (40, be16(f, ETH + 4) + 40)
+    };
+    if f.len() + outer_len + extra > MAX_ENCAP_FRAME {
+        return Err(Stat::EncapTooBig);
+    }
+    let mut out = Vec::with_capacity(f.len() + outer_len + extra);
+    out.extend_from_slice(&b.mac);
+    out.extend_from_slice(&f[0..6]);
+    out.extend_from_slice(&(if v4 { 0x0800u16 } else { 0x86dd }).to_be_bytes());
+    let proto = if gue {
+        UDP
+    } else if v4 {
+        4
+    } else {
+        41
+    };
+    if v4 {
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[1] = f[ETH + 1];
+        ip[2..4].copy_from_slice(&(inner_len + 20 + extra as u16).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = proto;
+        ip[12..16].copy_from_slice(&t.config.encap_src_v4.to_ne_bytes());
+        ip[16..20].copy_from_slice(&b.addr[0].to_ne_bytes());
+        let c = !ones_sum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        out.extend_from_slice(&ip);
+    } else {
+        out.extend_from_slice(&[f[ETH], f[ETH + 1] & 0xf0, 0, 0]);
+        out.extend_from_slice(&(inner_len + extra as u16).to_be_bytes());
+        out.extend_from_slice(&[proto, 64]);
+        for w in t.config.encap_src_v6.iter().chain(b.addr.iter()) {
+            out.extend_from_slice(&w.to_ne_bytes());
+        }
+    }
+    if gue {
+        let sport = 0xc000 | (flow_hash(flow, false) as u16 & 0x3fff);
+        out.extend_from_slice(&sport.to_be_bytes());
+        out.extend_from_slice(&gue_port.to_ne_bytes());
+        out.extend_from_slice(&(inner_len + 8).to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+    }
+    out.extend_from_slice(&f[ETH..]);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incremental_checksum_matches_a_full_recompute() {
+        // ICMP echo request header with payload, valid checksum.
+        let mut icmp = vec![8u8, 0, 0, 0, 0x12, 0x34, 0, 1, b'a', b'b', b'c', b'd'];
+        let c = !ones_sum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let new = csum_replace(c, 0x0800, 0x0000);
+        icmp[0] = 0;
+        icmp[2..4].copy_from_slice(&[0, 0]);
+        assert_eq!(new, !ones_sum(&icmp));
+    }
+}
