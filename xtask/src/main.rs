@@ -47,6 +47,18 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Differential fuzzing of the XDP program against the reference model
+    /// (tests/src/model.rs, docs/fuzzing.md): N generated and mutated packets through
+    /// BPF_PROG_TEST_RUN and the model; prints packets/s, disagreements (saved under
+    /// target/fuzz) and a per-class summary. Needs root.
+    FuzzDatapath {
+        /// Packets to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        packets: u64,
+        /// PRNG seed (the same seed replays the same packets).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -86,6 +98,20 @@ fn main() -> Result<()> {
                 .arg(root().join("target/release/xlb-bench"))
                 .args(&args)
                 .env("XLB_BIN", root().join("target/release/xlb")))
+        }
+        Command::FuzzDatapath { packets, seed } => {
+            if !nix_is_root() {
+                bail!("fuzz-datapath loads the XDP program (BPF_PROG_TEST_RUN): run it as root");
+            }
+            cargo(&["build", "--release", "-p", "xlb-tests", "--bin", "xlb-fuzz"])?;
+            run(
+                std::process::Command::new(root().join("target/release/xlb-fuzz")).args([
+                    "--packets",
+                    &packets.to_string(),
+                    "--seed",
+                    &seed.to_string(),
+                ]),
+            )
         }
         Command::Demo => {
             cargo(&[
