@@ -246,6 +246,14 @@ impl Lab {
     }
 }
 
+/// The errors among `attempts`.
+pub fn failures(attempts: &[Attempt]) -> Vec<&String> {
+    attempts
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err())
+        .collect()
+}
+
 /// At most one [`Traffic`] connection per this long (200 per second).
 const PACE: Duration = Duration::from_millis(5);
 

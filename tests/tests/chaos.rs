@@ -82,10 +82,7 @@ fn reload_storm_keeps_serving_and_ends_on_the_last_valid_config() {
     let storm = started.elapsed();
     assert!(traffic.progressed(50, Duration::from_secs(20)));
     let attempts = traffic.stop();
-    let failed: Vec<&String> = attempts
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().err())
-        .collect();
+    let failed: Vec<&String> = testbed::lab::failures(&attempts);
     assert!(
         lab.daemons[daemon].try_wait().is_none(),
         "xlb died in the storm:\n{}",
@@ -149,10 +146,7 @@ fn health_flap_storm_loses_nothing_but_the_flapping_backends_own_errors() {
     assert!(traffic.progressed(50, Duration::from_secs(20)));
     let attempts = traffic.stop();
     let transitions = lab.nodes[0].log_lines(&["backend down"]).len();
-    let errors: Vec<&String> = attempts
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().err())
-        .collect();
+    let errors: Vec<&String> = testbed::lab::failures(&attempts);
     let not_503: Vec<&&String> = errors.iter().filter(|e| !e.contains("503")).collect();
     eprintln!(
         "chaos flap: {flips} flips, {transitions} down transitions, {} requests, {} got be2's \

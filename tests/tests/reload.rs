@@ -126,10 +126,7 @@ fn reloads_under_traffic_leave_untouched_services_alone() {
         assert!(traffic.progressed(20, Duration::from_secs(20)));
     }
     let attempts = traffic.stop();
-    let failed: Vec<&String> = attempts
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().err())
-        .collect();
+    let failed: Vec<&String> = testbed::lab::failures(&attempts);
     assert!(
         failed.is_empty(),
         "{} of {} connections to the untouched service failed across 20 reloads: {failed:?}",

@@ -148,10 +148,7 @@ fn restart_keeps_a_down_backend_out() {
     let traffic = lab.traffic();
     assert!(traffic.progressed(200, Duration::from_secs(20)));
     let attempts = traffic.stop();
-    let failed: Vec<&String> = attempts
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().err())
-        .collect();
+    let failed: Vec<&String> = testbed::lab::failures(&attempts);
     assert!(
         failed.is_empty(),
         "{} of {} failed: {failed:?}",

@@ -505,10 +505,7 @@ fn master_daemon_restart_resumes_without_a_failover() {
     std::thread::sleep(Duration::from_millis(master_down(100, 1000) + 500));
     assert!(traffic.progressed(50, Duration::from_secs(20)));
     let attempts = traffic.stop();
-    let failed: Vec<&String> = attempts
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().err())
-        .collect();
+    let failed: Vec<&String> = testbed::lab::failures(&attempts);
     assert!(
         lab.nodes[1].log_lines(&["VRRP master"]).is_empty(),
         "the backup took over during the restart:\n{}",

@@ -213,22 +213,7 @@ impl Vrrp {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             let cs = i.spec.adver_int_cs();
-            let advert = match i.spec.version() {
-                Version::V3 => Advert::v3(i.spec.vrid, st.priority, cs, i.spec.addresses.clone()),
-                Version::V2 => Advert::v2(
-                    i.spec.vrid,
-                    st.priority,
-                    u8::try_from(cs / 100).unwrap_or(u8::MAX),
-                    i.spec
-                        .addresses
-                        .iter()
-                        .filter_map(|a| match a {
-                            IpAddr::V4(v4) => Some(*v4),
-                            IpAddr::V6(_) => None,
-                        })
-                        .collect(),
-                ),
-            };
+            let advert = advert_of(&i.spec, st.priority, cs);
             let Ok(frame) = packet::encode_frame(Some(i.ifc.mac), IpAddr::V4(primary), &advert)
             else {
                 continue;
@@ -276,6 +261,30 @@ impl Vrrp {
             }
             i.task.abort();
         }
+    }
+}
+
+/// The advert `spec` sends with this priority and interval, in its VRRP version.
+fn advert_of(spec: &VrrpSpec, priority: u8, max_adver_int_cs: u16) -> Advert {
+    match spec.version() {
+        Version::V3 => Advert::v3(
+            spec.vrid,
+            priority,
+            max_adver_int_cs,
+            spec.addresses.clone(),
+        ),
+        Version::V2 => Advert::v2(
+            spec.vrid,
+            priority,
+            u8::try_from(max_adver_int_cs / 100).unwrap_or(u8::MAX),
+            spec.addresses
+                .iter()
+                .filter_map(|a| match a {
+                    IpAddr::V4(v4) => Some(*v4),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -446,27 +455,7 @@ impl Driver {
         let Some(src) = self.ifc.primary_v4 else {
             return;
         };
-        let advert = match self.spec.version() {
-            Version::V3 => Advert::v3(
-                self.spec.vrid,
-                priority,
-                max_adver_int_cs,
-                self.spec.addresses.clone(),
-            ),
-            Version::V2 => Advert::v2(
-                self.spec.vrid,
-                priority,
-                u8::try_from(max_adver_int_cs / 100).unwrap_or(u8::MAX),
-                self.spec
-                    .addresses
-                    .iter()
-                    .filter_map(|a| match a {
-                        IpAddr::V4(v4) => Some(*v4),
-                        IpAddr::V6(_) => None,
-                    })
-                    .collect(),
-            ),
-        };
+        let advert = advert_of(&self.spec, priority, max_adver_int_cs);
         let destinations: Vec<IpAddr> = if self.spec.unicast_peers.is_empty() {
             vec![IpAddr::V4(MULTICAST_V4)]
         } else {
