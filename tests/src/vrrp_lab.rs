@@ -10,9 +10,16 @@
 //!
 //! The client reaches the VIP on-link: it ARPs for it, and only the master holds it,
 //! so failover is exactly what clients of a real VRRP pair see.
+//!
+//! [`VrrpLab::new_v6`] builds the same topology dual-stack: every host also gets
+//! fd70::<last IPv4 byte in hex>/64 (e.g. lb0 fd70::2, be1 fd70::11), nothing runs
+//! duplicate address detection (link-local addresses included, so the daemons can bind
+//! theirs at once), the backends hold the IPv6 VIP fd70::100 on lo, the client reaches
+//! it on-link (neighbour discovery: only the master answers), and the configs written
+//! are for the IPv6 VIP.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -24,6 +31,8 @@ use crate::{
 };
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 100);
+/// The VIP of [`VrrpLab::new_v6`].
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd70, 0, 0, 0, 0, 0, 0, 0x100);
 pub const VRID: u8 = 51;
 const BACKENDS: [(&str, Ipv4Addr); 3] = [
     ("be1", Ipv4Addr::new(10, 70, 0, 11)),
@@ -41,6 +50,8 @@ pub struct Node {
     pub config: TempFile,
     pub log: TempFile,
     pub addr: Ipv4Addr,
+    /// The VIP of this lab (IPv4, or IPv6 for [`VrrpLab::new_v6`]).
+    pub vip: IpAddr,
     /// a = switch side, b = inside `ns`.
     pub veth: VethPair,
     pub ns: Netns,
@@ -69,9 +80,36 @@ impl Node {
 
     /// Whether the VIP is on the node's interface.
     pub fn holds_vip(&self) -> bool {
+        let (family, len) = if self.vip.is_ipv4() {
+            ("-4", 32)
+        } else {
+            ("-6", 128)
+        };
         self.ns
-            .ip(&["-4", "addr", "show", "dev", self.iface()])
-            .contains(&format!("{VIP}/32"))
+            .ip(&[family, "addr", "show", "dev", self.iface()])
+            .contains(&format!("{}/{len}", self.vip))
+    }
+
+    /// The interface's IPv6 link-local address: our identity in an IPv6 election.
+    pub fn link_local(&self) -> Ipv6Addr {
+        let out = self.ns.ip(&[
+            "-6",
+            "-j",
+            "addr",
+            "show",
+            "dev",
+            self.iface(),
+            "scope",
+            "link",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j addr JSON");
+        // `ip -j` leaves an empty object for every address the filter skipped.
+        v[0]["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|a| a["local"].as_str()?.parse().ok())
+            .unwrap_or_else(|| panic!("no link-local address on {}: {out}", self.iface()))
     }
 
     /// `xlb vrrp --json` of the node's daemon.
@@ -140,6 +178,8 @@ pub struct VrrpLab {
     /// … or their HTTP servers ([`VrrpLab::new_http`]), answering with their name.
     pub http: Vec<HttpServer>,
     macs: Vec<[u8; 6]>,
+    /// Dual-stack, configs for the IPv6 VIP ([`VrrpLab::new_v6`]).
+    v6: bool,
     /// The client's interface (inside `client`).
     pub client_if: String,
     pub client: Netns,
@@ -147,31 +187,89 @@ pub struct VrrpLab {
     pub switch: Netns,
 }
 
+/// The IPv6 address of a host of [`VrrpLab::new_v6`]: fd70:: + its IPv4 address's last
+/// byte written in hex digits (10.70.0.11 → fd70::11).
+fn v6_of(addr: Ipv4Addr) -> Ipv6Addr {
+    let last = addr.octets()[3];
+    let word = u16::from_str_radix(&last.to_string(), 16).expect("decimal digits are hex");
+    Ipv6Addr::new(0xfd70, 0, 0, 0, 0, 0, 0, word)
+}
+
+/// A namespace for the lab; in IPv6 mode without duplicate address detection (set
+/// before any interface exists, so link-local addresses are usable at once too).
+fn host(tag: &str, v6: bool) -> Netns {
+    let ns = Netns::new(tag);
+    if v6 {
+        ns.sysctl("net.ipv6.conf.all.accept_dad", 0);
+        ns.sysctl("net.ipv6.conf.default.accept_dad", 0);
+    }
+    ns
+}
+
+/// [`plug`], plus the host's IPv6 address in IPv6 mode.
+fn plug_host(switch: &Netns, ns: &Netns, addr: Ipv4Addr, v6: bool) -> VethPair {
+    let veth = plug(switch, ns, addr);
+    if v6 {
+        ns.add_addr(&veth.b, format!("{}/64", v6_of(addr)));
+    }
+    veth
+}
+
 impl VrrpLab {
     /// Backends run [`TcpServer`]s greeting with their name.
     pub fn new(tag: &str) -> VrrpLab {
-        VrrpLab::build(tag, false)
+        VrrpLab::build(tag, false, false)
     }
 
     /// Backends run [`HttpServer`]s answering every request with their name.
     pub fn new_http(tag: &str) -> VrrpLab {
-        VrrpLab::build(tag, true)
+        VrrpLab::build(tag, true, false)
     }
 
-    fn build(tag: &str, http: bool) -> VrrpLab {
+    /// The TCP lab dual-stack, with the IPv6 VIP [`VIP6`] (see the module docs).
+    pub fn new_v6(tag: &str) -> VrrpLab {
+        VrrpLab::build(tag, false, true)
+    }
+
+    fn build(tag: &str, http: bool, v6: bool) -> VrrpLab {
         crate::require_root();
         let switch = Netns::new(&format!("{tag}-sw"));
         switch.add_bridge("br0");
-        let client = Netns::new(&format!("{tag}-cli"));
-        let client_if = plug(&switch, &client, Ipv4Addr::new(10, 70, 0, 1));
+        if v6 {
+            // Flood every multicast frame (ff02::12, solicitations): no MLD querier runs
+            // here, and snooping only adds a way for IPv6 to fail.
+            switch.ip(&[
+                "link",
+                "set",
+                "dev",
+                "br0",
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ]);
+        }
+        let vip: IpAddr = if v6 { VIP6.into() } else { VIP.into() };
+        let client = host(&format!("{tag}-cli"), v6);
+        let client_if = plug_host(&switch, &client, Ipv4Addr::new(10, 70, 0, 1), v6);
         client.ip(&["route", "add", &format!("{VIP}/32"), "dev", &client_if.b]);
+        if v6 {
+            client.ip(&[
+                "-6",
+                "route",
+                "add",
+                &format!("{VIP6}/128"),
+                "dev",
+                &client_if.b,
+            ]);
+        }
         let mut nodes = Vec::new();
         for (i, addr) in [Ipv4Addr::new(10, 70, 0, 2), Ipv4Addr::new(10, 70, 0, 3)]
             .into_iter()
             .enumerate()
         {
-            let ns = Netns::new(&format!("{tag}-lb{i}"));
-            let veth = plug(&switch, &ns, addr);
+            let ns = host(&format!("{tag}-lb{i}"), v6);
+            let veth = plug_host(&switch, &ns, addr, v6);
             // veth quirk: native XDP_TX loses a pending TX checksum (docs/kernel-notes.md).
             switch.set_tx_checksumming(&veth.a, false);
             nodes.push(Node {
@@ -182,6 +280,7 @@ impl VrrpLab {
                 config: TempFile::new(&format!("{tag}{i}.json")),
                 log: TempFile::new(&format!("{tag}{i}.log")),
                 addr,
+                vip,
                 veth,
                 ns,
             });
@@ -189,15 +288,26 @@ impl VrrpLab {
         let (mut backend_ns, mut servers, mut macs) = (Vec::new(), Vec::new(), Vec::new());
         let mut https = Vec::new();
         for (name, addr) in BACKENDS {
-            let ns = Netns::new(&format!("{tag}-{name}"));
-            let veth = plug(&switch, &ns, addr);
+            let ns = host(&format!("{tag}-{name}"), v6);
+            let veth = plug_host(&switch, &ns, addr, v6);
             ns.add_addr("lo", format!("{VIP}/32"));
+            if v6 {
+                // DSR return path; Linux answers neighbour solicitations only for
+                // addresses on the receiving interface, so one on lo stays silent.
+                ns.add_addr("lo", format!("{VIP6}/128"));
+            }
             ns.sysctl("net.ipv4.conf.all.arp_ignore", 1);
             ns.sysctl("net.ipv4.conf.all.arp_announce", 2);
             ns.sysctl("net.ipv4.conf.all.rp_filter", 0);
             ns.sysctl(&format!("net.ipv4.conf.{}.rp_filter", veth.b), 0);
             macs.push(ns.mac(&veth.b));
-            let any = SocketAddr::from(([0, 0, 0, 0], 80));
+            // [::] takes IPv4 too (dual-stack socket).
+            let any: IpAddr = if v6 {
+                Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                Ipv4Addr::UNSPECIFIED.into()
+            };
+            let any = SocketAddr::new(any, 80);
             if http {
                 let server = HttpServer::start(&ns, any);
                 server.set_response(200, name);
@@ -213,6 +323,7 @@ impl VrrpLab {
             servers,
             http: https,
             macs,
+            v6,
             client_if: client_if.b.clone(),
             client,
             backend_ns,
@@ -225,8 +336,17 @@ impl VrrpLab {
         lab
     }
 
+    /// The lab's VIP address (IPv4, or [`VIP6`] for [`VrrpLab::new_v6`]).
+    pub fn vip_addr(&self) -> IpAddr {
+        if self.v6 {
+            VIP6.into()
+        } else {
+            VIP.into()
+        }
+    }
+
     pub fn vip(&self) -> SocketAddr {
-        SocketAddr::from((VIP, 80))
+        SocketAddr::new(self.vip_addr(), 80)
     }
 
     /// The switch-side peer of a balancer's veth needs an XDP program before native
@@ -268,18 +388,24 @@ impl VrrpLab {
             .zip(&self.macs)
             .map(|((_, addr), mac)| {
                 let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+                let addr: IpAddr = if self.v6 {
+                    v6_of(*addr).into()
+                } else {
+                    (*addr).into()
+                };
                 serde_json::json!({"address": addr.to_string(), "mac": mac.join(":")})
             })
             .collect();
+        let vip = self.vip_addr();
         let mut instance = serde_json::json!({
             "name": "VI_1", "interface": node.iface(), "vrid": VRID,
-            "addresses": [VIP.to_string()],
+            "addresses": [vip.to_string()],
         });
         if let (Some(o), serde_json::Value::Object(extra)) = (instance.as_object_mut(), vrrp) {
             o.extend(extra);
         }
         let mut svc = serde_json::json!({
-            "vip": VIP.to_string(), "port": 80, "protocol": "tcp", "mode": "dsr",
+            "vip": vip.to_string(), "port": 80, "protocol": "tcp", "mode": "dsr",
             "backends": backends,
         });
         if let (Some(o), serde_json::Value::Object(extra)) = (svc.as_object_mut(), service) {

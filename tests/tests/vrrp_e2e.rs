@@ -617,3 +617,215 @@ fn unicast_peers_elect_ignore_strangers_and_fail_over() {
     eprintln!("vrrp unicast: takeover {takeover:?}");
     assert!(takeover <= Duration::from_millis(master_down(100, INTERVAL)) + SLACK);
 }
+
+/// The client's neighbour entry for `vip` names `mac`.
+fn client_neighbour_is(lab: &VrrpLab, vip: std::net::IpAddr, mac: [u8; 6]) -> bool {
+    let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    lab.client
+        .ip(&[
+            "-6",
+            "neigh",
+            "show",
+            &vip.to_string(),
+            "dev",
+            &lab.client_if,
+        ])
+        .contains(&mac.join(":"))
+}
+
+/// VRRPv3 over IPv6 between two xlb daemons: the election runs on link-local addresses
+/// over ff02::12, the master holds the IPv6 VIP (/128) and serves DSR IPv6 traffic; when
+/// its host dies the backup takes over within Master_Down_Interval, announces the VIP
+/// with unsolicited neighbour advertisements (the client's neighbour entry moves to its
+/// MAC at once), and serves the client; the first node preempts when it returns.
+#[test]
+fn ipv6_election_takeover_and_preemption() {
+    let mut lab = VrrpLab::new_v6("vr6");
+    let vip = lab.vip_addr();
+    lab.write_config(0, instance(150, INTERVAL, true));
+    lab.write_config(1, instance(100, INTERVAL, true));
+    lab.start_xlb(0);
+    assert!(
+        lab.nodes[0]
+            .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+            .is_some(),
+        "lb0 never became master:\n{}",
+        lab.nodes[0].log.read()
+    );
+    lab.start_xlb(1);
+    assert!(
+        lab.nodes[1]
+            .wait_log(&["VRRP backup"], 1, Duration::from_secs(10))
+            .is_some(),
+        "lb1 never became backup:\n{}",
+        lab.nodes[1].log.read()
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || lab.nodes[0].holds_vip()),
+        "the master does not hold {vip}"
+    );
+    let master = lab.nodes[0].link_local().to_string();
+    assert!(
+        wait_until(Duration::from_secs(2), || lab.nodes[1].vrrp()[0]["master"]
+            == master),
+        "lb1 does not know its master {master}: {}",
+        lab.nodes[1].vrrp()
+    );
+    let backup = lab.nodes[1].vrrp();
+    assert_eq!(backup[0]["state"], "backup");
+    assert!(backup[0]["adverts_received"].as_u64().unwrap() > 0);
+    assert_eq!(backup[0]["invalid"], serde_json::json!({}), "{backup}");
+    assert!(!lab.nodes[1].holds_vip(), "the backup holds the VIP");
+    // XDP checked every IPv6 advert (hop limit, length, the checksum the sender's kernel
+    // wrote over the pseudo-header) and passed them all.
+    assert!(counter(&lab, 1, "vrrp_advert") > 0);
+    assert_eq!(counter(&lab, 1, "vrrp_invalid"), 0);
+
+    // A weaker router appears: the master's XDP answers it with the IPv6 advert frame
+    // userspace prebuilt (link-local source, ff02::12), which the backup accepts.
+    {
+        use lb_userspace::vrrp::packet::{encode_frame, Advert};
+        let rogue: std::net::IpAddr = "fe80::66".parse().unwrap();
+        let weaker = encode_frame(
+            Some([0x02, 0, 0, 0, 0, 0x66]),
+            rogue,
+            &Advert::v3(testbed::vrrp_lab::VRID, 50, 10, vec![vip]),
+        )
+        .unwrap();
+        let answered = counter(&lab, 0, "vrrp_answered");
+        let received = lab.nodes[1].vrrp()[0]["adverts_received"].as_u64().unwrap();
+        let index = lab.client.ifindex(&lab.client_if);
+        // One advert every 50 ms until answered (as a real peer would keep sending), so
+        // a frame lost on a loaded machine does not fail the test.
+        let mut sent = 0;
+        let answered_now = || counter(&lab, 0, "vrrp_answered") > answered;
+        while !answered_now() && sent < 40 {
+            let frame = weaker.clone();
+            lab.client.run(move || {
+                lb_userspace::vrrp::net::send_frames(index, &[frame]).unwrap();
+            });
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            answered_now(),
+            "the master's XDP never answered a weaker IPv6 advert ({sent} sent): {:?} {}",
+            [
+                "vrrp_advert",
+                "vrrp_invalid",
+                "vrrp_unknown_vrid",
+                "vrrp_rate_limited",
+                "not_vip",
+            ]
+            .map(|c| (c, counter(&lab, 0, c))),
+            lab.nodes[0].vrrp()
+        );
+        eprintln!("vrrp ipv6: XDP answered a weaker advert after {sent} sent");
+        std::thread::sleep(Duration::from_millis(2 * INTERVAL));
+        let backup = lab.nodes[1].vrrp();
+        assert!(backup[0]["adverts_received"].as_u64().unwrap() > received);
+        assert_eq!(backup[0]["invalid"], serde_json::json!({}), "{backup}");
+        assert_eq!(backup[0]["master"], master, "{backup}");
+        assert_eq!(lab.nodes[0].vrrp()[0]["state"], "master");
+    }
+
+    let traffic = lab.traffic();
+    assert!(
+        traffic.progressed(50, Duration::from_secs(20)),
+        "no IPv6 traffic through the master"
+    );
+    let lb1_mac = lab.nodes[1].ns.mac(lab.nodes[1].iface());
+    assert!(!client_neighbour_is(&lab, vip, lb1_mac));
+
+    // lb0's host dies: daemon gone, link gone.
+    let killed = Instant::now();
+    lab.nodes[0].daemons[0].kill();
+    lab.nodes[0].set_link(false);
+    let took_over = lab.nodes[1]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never took over:\n{}", lab.nodes[1].log.read()));
+    let takeover = took_over - killed;
+    let bound = Duration::from_millis(master_down(100, INTERVAL));
+    assert!(wait_until(Duration::from_secs(2), || lab.nodes[1].holds_vip()));
+    // The unsolicited NA (Override) moves the client's entry: no waiting for NUD.
+    let moved = wait_until(Duration::from_secs(1), || {
+        client_neighbour_is(&lab, vip, lb1_mac)
+    })
+    .then(|| killed.elapsed());
+    assert!(
+        moved.is_some(),
+        "the client's neighbour entry did not move to lb1: {}",
+        lab.client
+            .ip(&["-6", "neigh", "show", "dev", &lab.client_if])
+    );
+    assert!(
+        traffic.progressed(100, Duration::from_secs(20)),
+        "no IPv6 traffic through the new master"
+    );
+
+    // lb0 comes back and preempts.
+    lab.nodes[0].set_link(true);
+    let restarted = Instant::now();
+    lab.start_xlb(0);
+    let preempted = lab.nodes[0]
+        .wait_log(&["VRRP master"], 2, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb0 did not preempt:\n{}", lab.nodes[0].log.read()));
+    assert!(
+        lab.nodes[1]
+            .wait_log(&["VRRP backup"], 2, Duration::from_secs(5))
+            .is_some(),
+        "lb1 did not step back:\n{}",
+        lab.nodes[1].log.read()
+    );
+    assert!(traffic.progressed(100, Duration::from_secs(20)));
+    let attempts = traffic.stop();
+    let failed = attempts.iter().filter(|(_, r)| r.is_err()).count();
+    let late = |from: Instant| {
+        attempts
+            .iter()
+            .filter(|(at, r)| *at > from + Duration::from_secs(1) && r.is_err())
+            .count()
+    };
+    let (after_takeover, after_preempt) = (
+        attempts
+            .iter()
+            .filter(|(at, r)| {
+                *at > took_over + Duration::from_secs(1) && *at < restarted && r.is_err()
+            })
+            .count(),
+        late(preempted),
+    );
+    eprintln!(
+        "vrrp ipv6: takeover {takeover:?} after the master died (bound 3×{INTERVAL} ms + skew = \
+         {bound:?}); client neighbour entry on lb1 {:?} after the kill; preempted {:?} after \
+         restart; {failed} of {} client connections failed across both transitions",
+        moved.unwrap_or_default(),
+        preempted - restarted,
+        attempts.len()
+    );
+    assert!(
+        takeover <= bound + SLACK,
+        "takeover {takeover:?}, bound {bound:?}"
+    );
+    assert_eq!(
+        after_takeover, 0,
+        "connections still fail a second after the takeover"
+    );
+    assert_eq!(
+        after_preempt, 0,
+        "connections still fail a second after preemption"
+    );
+    for (i, node) in lab.nodes.iter().enumerate() {
+        for problem in [
+            "VRRP receive failed",
+            "sending an advert failed",
+            "neighbour advertisement failed",
+        ] {
+            assert!(
+                node.log_lines(&[problem]).is_empty(),
+                "lb{i}:\n{}",
+                node.log.read()
+            );
+        }
+    }
+}

@@ -43,7 +43,8 @@ pub struct VrrpSpec {
     /// uplink a master needs to reach its backends (keepalived `track_interface`).
     #[serde(default)]
     pub track_interfaces: Vec<TrackInterface>,
-    /// Send adverts to these peers by unicast instead of to 224.0.0.18, and accept
+    /// Send adverts to these peers by unicast instead of to 224.0.0.18 / ff02::12 (IPv6:
+    /// their link-local addresses), and accept
     /// adverts from them only (keepalived `unicast_peer`), for networks without
     /// multicast. Empty: multicast, from anyone on the segment.
     #[serde(default)]
@@ -230,6 +231,15 @@ pub fn validate(specs: &[VrrpSpec], services: &[String]) -> Vec<Invalid> {
                     format!("{p}.unicast_peers[{j}]"),
                     format!("{peer} is not a unicast address of the instance's family"),
                 );
+            } else if let IpAddr::V6(v6) = peer {
+                // The IPv6 advert socket is bound to our link-local address: adverts go
+                // from it and are only received on it (RFC 5798 §5.1.2.1).
+                if !v6.is_unicast_link_local() {
+                    bad(
+                        format!("{p}.unicast_peers[{j}]"),
+                        format!("{peer}: IPv6 peers are link-local addresses (fe80::/10)"),
+                    );
+                }
             }
         }
         if s.garp.repeat > 100 || s.garp.delay_ms > 10_000 {
@@ -292,6 +302,25 @@ mod tests {
                 "vrrp[0].version: VRRPv2 is IPv4 only",
                 "vrrp[0].track_services[0].service: \"10.0.0.1:80/tcp\" is not a configured service",
                 "vrrp[0].interface: no interface named \"nope0\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv6_unicast_peers_are_link_local() {
+        let s = spec(
+            r#"{"name":"VI_6","interface":"lo","vrid":51,"addresses":["fd00::100"],
+                "unicast_peers":["fe80::2","fd00::3","10.0.0.3"]}"#,
+        );
+        let got: Vec<String> = validate(&[s], &[])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "vrrp[0].unicast_peers[1]: fd00::3: IPv6 peers are link-local addresses (fe80::/10)",
+                "vrrp[0].unicast_peers[2]: 10.0.0.3 is not a unicast address of the instance's family",
             ]
         );
     }

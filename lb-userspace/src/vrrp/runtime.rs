@@ -1,15 +1,19 @@
 //! The VRRP driver: one tokio task per configured instance, feeding the pure
 //! [`super::state::VirtualRouter`] with received adverts, timer expiries and priority
 //! changes, and carrying out its actions (send adverts, take or release the virtual
-//! addresses, gratuitous ARP).
+//! addresses, gratuitous ARP / unsolicited neighbour advertisements).
 //!
 //! The daemon learns every state change as a [`VrrpEvent`] and must acknowledge it
 //! before a new master adds its addresses: the data plane is switched to forward the
 //! VIPs first, so the first client packet after the gratuitous ARP is already balanced
 //! (a backup's data plane hands VIP traffic to the stack instead).
 //!
-//! IPv4 (VRRPv3 and v2) is driven here; IPv6 instances are refused at start with a
-//! clear error (the codec supports them; the socket side is not written yet).
+//! IPv4 (VRRPv3 and v2) and IPv6 (VRRPv3) are driven alike: the state machine is
+//! family-agnostic; what differs is the socket ([`AdvertSocket::open_v4`] /
+//! [`AdvertSocket::open_v6`]), our identity (the interface's IPv4 address, or its
+//! link-local IPv6 address: RFC 5798 §5.1.2.1), the group (224.0.0.18 / ff02::12), and
+//! how a new master announces itself (gratuitous ARP / unsolicited neighbour
+//! advertisements, RFC 5798 §6.4.1 / RFC 4861 §7.2.6).
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +22,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tokio::{
     sync::{mpsc, oneshot},
@@ -27,8 +31,8 @@ use tokio::{
 
 use super::{
     config::VrrpSpec,
-    net::{self, AdvertSocket, Netlink},
-    packet::{self, Advert, Configured, Family, Version, MULTICAST_V4},
+    net::{self, AdvertSocket, Datagram, Netlink},
+    packet::{self, Advert, Configured, Family, Version},
     state::{Action, Event, RouterConfig, State, VirtualRouter},
 };
 
@@ -94,17 +98,17 @@ impl Vrrp {
         };
         let mut instances = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
-            if spec.addresses.iter().any(IpAddr::is_ipv6) {
-                bail!(
-                    "vrrp[{i}] ({}): IPv6 instances are not supported yet by the driver",
-                    spec.name
-                );
-            }
             let ifc = net::iface(&spec.interface, &spec.addresses)?;
-            let primary = ifc.primary_v4.with_context(|| {
+            let family = family_of(spec);
+            let primary = primary(&ifc, family).with_context(|| {
                 format!(
-                    "vrrp[{i}] ({}): {} has no IPv4 address",
-                    spec.name, spec.interface
+                    "vrrp[{i}] ({}): {} has no {}",
+                    spec.name,
+                    spec.interface,
+                    match family {
+                        Family::V4 => "IPv4 address",
+                        Family::V6 => "IPv6 link-local address",
+                    }
                 )
             })?;
             let router = VirtualRouter::new(RouterConfig {
@@ -115,11 +119,14 @@ impl Vrrp {
                 preempt_delay: Duration::from_millis(spec.preempt_delay_ms),
                 accept_mode: true,
                 version: spec.version(),
-                primary_address: IpAddr::V4(primary),
+                primary_address: primary,
             })
             .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
-            let socket = AdvertSocket::open_v4(&ifc)
-                .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
+            let socket = match family {
+                Family::V4 => AdvertSocket::open_v4(&ifc),
+                Family::V6 => AdvertSocket::open_v6(&ifc),
+            }
+            .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
             let status = Arc::new(Mutex::new(InstanceStatus {
                 name: spec.name.clone(),
                 interface: spec.interface.clone(),
@@ -204,7 +211,8 @@ impl Vrrp {
     pub fn xdp_routers(&self) -> Vec<(lb_common::VrrpKey, lb_common::VrrpRouter)> {
         let mut out = Vec::new();
         for i in &self.instances {
-            let Some(primary) = i.ifc.primary_v4 else {
+            let family = family_of(&i.spec);
+            let Some(primary) = primary(&i.ifc, family) else {
                 continue;
             };
             let st = i
@@ -214,8 +222,7 @@ impl Vrrp {
                 .clone();
             let cs = i.spec.adver_int_cs();
             let advert = advert_of(&i.spec, st.priority, cs);
-            let Ok(frame) = packet::encode_frame(Some(i.ifc.mac), IpAddr::V4(primary), &advert)
-            else {
+            let Ok(frame) = packet::encode_frame(Some(i.ifc.mac), primary, &advert) else {
                 continue;
             };
             let mut router = lb_common::VrrpRouter {
@@ -227,7 +234,7 @@ impl Vrrp {
                 priority: st.priority,
                 version: i.spec.version,
                 adver_int_cs: cs,
-                addr: [u32::from_ne_bytes(primary.octets()), 0, 0, 0],
+                addr: xdp_words(primary),
                 ..Default::default()
             };
             // A frame that does not fit is left out (frame_len 0): XDP then never answers.
@@ -237,8 +244,11 @@ impl Vrrp {
                 router.frame[..frame.len()].copy_from_slice(&frame);
                 router.frame_len = u16::try_from(frame.len()).unwrap_or(0);
             }
-            let key =
-                lb_common::VrrpKey::new(i.ifc.index, i.spec.vrid, lb_common::service::AF_INET);
+            let af = match family {
+                Family::V4 => lb_common::service::AF_INET,
+                Family::V6 => lb_common::service::AF_INET6,
+            };
+            let key = lb_common::VrrpKey::new(i.ifc.index, i.spec.vrid, af);
             out.push((key, router));
         }
         out
@@ -288,6 +298,36 @@ fn advert_of(spec: &VrrpSpec, priority: u8, max_adver_int_cs: u16) -> Advert {
     }
 }
 
+/// The family of an instance (validation keeps its addresses of one family).
+fn family_of(spec: &VrrpSpec) -> Family {
+    match spec.addresses.first() {
+        Some(IpAddr::V6(_)) => Family::V6,
+        _ => Family::V4,
+    }
+}
+
+/// Our address in an election of `family`: the interface's IPv4 address, or its IPv6
+/// link-local address (RFC 5798 §5.1.2.1).
+fn primary(ifc: &net::Iface, family: Family) -> Option<IpAddr> {
+    match family {
+        Family::V4 => ifc.primary_v4.map(IpAddr::V4),
+        Family::V6 => ifc.primary_v6.map(IpAddr::V6),
+    }
+}
+
+/// An address as the XDP maps hold it: big-endian words in memory order, IPv4 in word 0.
+fn xdp_words(addr: IpAddr) -> [u32; 4] {
+    match addr {
+        IpAddr::V4(v4) => [u32::from_ne_bytes(v4.octets()), 0, 0, 0],
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            std::array::from_fn(|w| {
+                u32::from_ne_bytes([o[4 * w], o[4 * w + 1], o[4 * w + 2], o[4 * w + 3]])
+            })
+        }
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -312,6 +352,10 @@ impl Driver {
         self.started.elapsed()
     }
 
+    fn family(&self) -> Family {
+        family_of(&self.spec)
+    }
+
     fn status(&self) -> std::sync::MutexGuard<'_, InstanceStatus> {
         self.status.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -319,7 +363,7 @@ impl Driver {
     async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
         let configured = [Configured {
             vrid: self.spec.vrid,
-            family: Family::V4,
+            family: self.family(),
             version: self.spec.version(),
             owner: self.spec.priority == 255,
             adver_int_cs: self.spec.adver_int_cs(),
@@ -348,7 +392,12 @@ impl Driver {
                 .map_or(Duration::from_secs(3600), |d| d.saturating_sub(self.now()));
             actions = tokio::select! {
                 r = self.socket.recv(&mut buf) => match r {
-                    Ok(n) => self.received(&buf[..n], &configured),
+                    Ok(Datagram::Ipv4Packet { len }) => {
+                        self.received(packet::decode_ip(&buf[..len], &configured))
+                    }
+                    Ok(Datagram::Ipv6Message { src, dst, hop_limit, len }) => self.received(
+                        packet::decode_vrrp(src.into(), dst.into(), hop_limit, &buf[..len], &configured),
+                    ),
                     Err(e) => {
                         tracing::warn!(instance = %self.spec.name, "VRRP receive failed: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -379,7 +428,7 @@ impl Driver {
                         .map(|i| i.running)
                         .unwrap_or(false);
                     if now && !running && self.router.state() == State::Master {
-                        tracing::info!(instance = %self.spec.name, "link back up: gratuitous ARP again");
+                        tracing::info!(instance = %self.spec.name, "link back up: announcing the addresses again");
                         self.garp();
                     }
                     running = now;
@@ -389,9 +438,9 @@ impl Driver {
         }
     }
 
-    fn received(&mut self, packet: &[u8], configured: &[Configured]) -> Vec<Action> {
-        match packet::decode_ip(packet, configured) {
-            Ok(rx) if Some(rx.src) == self.ifc.primary_v4.map(IpAddr::V4) => Vec::new(),
+    fn received(&mut self, decoded: Result<packet::Received, packet::Invalid>) -> Vec<Action> {
+        match decoded {
+            Ok(rx) if Some(rx.src) == primary(&self.ifc, self.family()) => Vec::new(),
             Ok(rx)
                 if !self.spec.unicast_peers.is_empty()
                     && !self.spec.unicast_peers.contains(&rx.src) =>
@@ -452,18 +501,19 @@ impl Driver {
     }
 
     async fn send_advert(&mut self, priority: u8, max_adver_int_cs: u16) {
-        let Some(src) = self.ifc.primary_v4 else {
+        let family = self.family();
+        let Some(src) = primary(&self.ifc, family) else {
             return;
         };
         let advert = advert_of(&self.spec, priority, max_adver_int_cs);
         let destinations: Vec<IpAddr> = if self.spec.unicast_peers.is_empty() {
-            vec![IpAddr::V4(MULTICAST_V4)]
+            vec![family.multicast_group()]
         } else {
             self.spec.unicast_peers.clone()
         };
         for dst in destinations {
             // The v3 checksum covers the destination (pseudo-header): one per peer.
-            match packet::encode(IpAddr::V4(src), dst, &advert) {
+            match packet::encode(src, dst, &advert) {
                 Ok(msg) => match self.socket.send(&msg, dst).await {
                     Ok(()) => self.status().adverts_sent += 1,
                     Err(e) => {
@@ -511,16 +561,20 @@ impl Driver {
         }
     }
 
-    /// Gratuitous ARP for every address, `garp.repeat` times `garp.delay_ms` apart, in
-    /// the background.
+    /// Gratuitous ARP (IPv4) or an unsolicited neighbour advertisement (IPv6) for every
+    /// address, `garp.repeat` times `garp.delay_ms` apart, in the background.
     fn garp(&self) {
         let frames: Vec<Vec<u8>> = self
             .spec
             .addresses
             .iter()
-            .filter_map(|a| match a {
-                IpAddr::V4(v4) => Some(net::garp_frame(self.ifc.mac, *v4)),
-                IpAddr::V6(_) => None,
+            .map(|a| match a {
+                IpAddr::V4(v4) => net::garp_frame(self.ifc.mac, *v4),
+                // From our link-local address (always there for an IPv6 instance: it is
+                // the one we send adverts from), or the address itself if it vanished.
+                IpAddr::V6(v6) => {
+                    net::unsolicited_na_frame(self.ifc.mac, self.ifc.primary_v6.unwrap_or(*v6), *v6)
+                }
             })
             .collect();
         let (index, garp, name) = (self.ifc.index, self.spec.garp, self.spec.name.clone());
@@ -530,10 +584,34 @@ impl Driver {
                     tokio::time::sleep(Duration::from_millis(garp.delay_ms)).await;
                 }
                 if let Err(e) = net::send_frames(index, &frames) {
-                    tracing::warn!(instance = %name, "gratuitous ARP failed: {e}");
+                    tracing::warn!(instance = %name, "gratuitous ARP / neighbour advertisement failed: {e}");
                     return;
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xdp_words_are_the_packet_bytes_in_memory_order() {
+        // XDP compares `VrrpRouter::addr` with the address words as they sit in the
+        // packet (lb-ebpf/src/vrrp.rs: `src: ip.src`), so the words' bytes, in memory,
+        // are the address bytes in order.
+        let v6: IpAddr = "fe80::1:2".parse().unwrap();
+        let bytes: Vec<u8> = xdp_words(v6).iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(
+            bytes,
+            v6.to_string()
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
+        let v4: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(xdp_words(v4)[0].to_ne_bytes(), [10, 0, 0, 2]);
+        assert_eq!(xdp_words(v4)[1..], [0, 0, 0]);
     }
 }
