@@ -1,8 +1,8 @@
 //! VRRP (RFC 5798 v3 for IPv4/IPv6, RFC 3768 v2 for IPv4) so that a pair of xlb nodes
 //! can share virtual addresses without running keepalived beside them.
 //!
-//! This module is the pure core only: no sockets, no clock, no netlink, no XDP. That
-//! split is deliberate. The protocol's correctness lives in two places that are easy
+//! The protocol core ([`packet`], [`state`]) is pure: no sockets, no clock, no
+//! netlink, no XDP. That split is deliberate. The protocol's correctness lives in two places that are easy
 //! to get subtly wrong and hard to test on a live network: the wire format with its
 //! receive checks, and the timer-driven election. Keeping both free of I/O makes every
 //! RFC rule a plain unit test with exact bytes and a fake clock, and lets whoever
@@ -16,10 +16,11 @@
 //!   struct fed events and times, answering with actions (send an advert, take or
 //!   release the virtual addresses) and the next time it wants to be woken.
 //!
-//! The driver that is still to be written owns the I/O: it decodes what the socket
+//! The I/O lives around it: [`runtime`] (one task per instance) decodes what the socket
 //! delivers with [`packet`], hands valid adverts and timer expiries to
-//! [`state::VirtualRouter::handle`], and carries out the returned actions (encode and
-//! send adverts; add/remove VIPs and send gratuitous ARP / unsolicited NA).
+//! [`state::VirtualRouter::handle`], and carries out the returned actions with [`net`]
+//! (send adverts; add/remove VIPs; gratuitous ARP / unsolicited NA); [`config`] is the
+//! instances as the config file writes them. docs/vrrp.md has the behaviour and numbers.
 
 pub mod config;
 pub mod net;
