@@ -1,6 +1,6 @@
 //! `keepalived.conf` → xlb [`Config`]: a tokenizer and block parser for keepalived's
-//! syntax, and a converter of its LVS part. See docs/keepalived-import.md for the
-//! mapping and what is not carried over.
+//! syntax, and a converter of its LVS part and (in [`vrrp`]) its VRRP instances. See
+//! docs/keepalived-import.md for the mapping and what is not carried over.
 //!
 //! Syntax: one statement per line (`keyword arg...`), `{ ... }` blocks (the `{` may
 //! also start the next line), `#` and `!` comments to the end of the line, `"..."`
@@ -12,6 +12,10 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
+mod vrrp;
+
+use crate::vrrp::config as vrrp_spec;
+
 use super::{ImportReport, Note, Options, ParseError, PLACEHOLDER_MAC};
 use crate::{
     config::Config,
@@ -20,7 +24,8 @@ use crate::{
         Health,
     },
     services::{
-        self, BackendSpec, Fallback, MacAddr, Mode, OnFailure, Protocol, ServiceSpec, MAX_WEIGHT,
+        self, describe_vip, vip_key, BackendSpec, Fallback, MacAddr, Mode, OnFailure, Protocol,
+        ServiceSpec, MAX_WEIGHT,
     },
 };
 
@@ -203,14 +208,20 @@ pub fn import(text: &str, options: &Options) -> Result<ImportReport, ParseError>
         mac_noted: HashSet::new(),
         macs_used: HashSet::new(),
         gue_port: None,
+        vrrp_globals: vrrp::Globals::default(),
     };
+    // Instances are converted last: they inherit global_defs wherever it is, and their
+    // notes name the converted services.
+    let mut instances = Vec::new();
     for node in &nodes {
-        c.top_level(node);
+        if node.keyword == "vrrp_instance" {
+            instances.push(node);
+        } else {
+            c.top_level(node);
+        }
     }
-    Ok(c.finish())
+    Ok(c.finish(&instances))
 }
-
-const VRRP_PENDING: &str = "VRRP import pending: xlb VRRP config not available yet";
 const NOTIFY_REASON: &str = "not carried over: xlb runs one `notify` command per service, \
      called with EVENT SERVICE BACKEND REASON (docs/health.md); keepalived's per-server \
      scripts get no arguments. Wrap them in one script that dispatches on EVENT (up/down) \
@@ -227,6 +238,7 @@ struct Converter<'a> {
     macs_used: HashSet<IpAddr>,
     /// The GUE port of the first GUE service and its line.
     gue_port: Option<(u16, usize)>,
+    vrrp_globals: vrrp::Globals,
 }
 
 /// Settings of a `virtual_server` that its real servers and checkers inherit.
@@ -307,18 +319,24 @@ impl Converter<'_> {
                     node.args.join(" ")
                 ),
             ),
-            "global_defs" => self.list_all(
-                node,
-                "global setting: no xlb equivalent (e-mail alerts, router_id, logging; \
-                 vrrp_* globals: VRRP import pending: xlb VRRP config not available yet)",
-            ),
-            k if k.starts_with("vrrp_")
-                || k.starts_with("static_")
-                || k.starts_with("track_")
-                || matches!(k, "garp_group" | "linkbeat_use_polling" | "bfd_instance") =>
-            {
-                self.list_all(node, VRRP_PENDING);
+            "global_defs" => {
+                self.note(
+                    node.line,
+                    "global_defs",
+                    "global settings: no xlb equivalent except the vrrp_* defaults of VRRP \
+                     instances (each other one is listed)",
+                );
+                for n in node.block.iter().flatten() {
+                    if !self.vrrp_global(n) {
+                        self.list_all(
+                            n,
+                            "global setting: no xlb equivalent (e-mail alerts, router_id, \
+                             logging, scripts)",
+                        );
+                    }
+                }
             }
+            _ if self.vrrp_top_level(node) => {}
             k if k.starts_with('$') || k.starts_with('@') => self.list_all(
                 node,
                 "keepalived parameters and conditional configuration ($NAME, @host) are not \
@@ -510,7 +528,9 @@ impl Converter<'_> {
                 "ha_suspend" => self.note(
                     n.line,
                     k,
-                    format!("not carried over: tied to VRRP; {VRRP_PENDING}"),
+                    "not carried over: xlb checks backends in every VRRP state, so a new \
+                     master knows their health at once (its services are on standby while \
+                     it is backup)",
                 ),
                 "delay_before_retry" => self.note(n.line, k, delay_before_retry_reason()),
                 "warmup" => self.note(n.line, k, warmup_reason()),
@@ -995,7 +1015,7 @@ impl Converter<'_> {
         }
     }
 
-    fn finish(mut self) -> ImportReport {
+    fn finish(mut self, instances: &[&Node]) -> ImportReport {
         let mut config = Config::default();
         let needs = |v4: bool| {
             self.services
@@ -1050,6 +1070,7 @@ impl Converter<'_> {
             }
         }
         config.services = services.into_iter().map(|(s, _)| s).collect();
+        config.vrrp = self.vrrp(instances, &config.services);
         let unused: Vec<IpAddr> = self
             .options
             .macs
@@ -1069,6 +1090,64 @@ impl Converter<'_> {
             config,
             notes: self.notes,
         }
+    }
+}
+
+impl Converter<'_> {
+    /// The VRRP instances, each valid for a host that has its interfaces: an instance
+    /// the validation still rejects is dropped (noted), as services are.
+    fn vrrp(&mut self, instances: &[&Node], services: &[ServiceSpec]) -> Vec<vrrp_spec::VrrpSpec> {
+        let names: Vec<String> = services.iter().map(|s| describe_vip(&vip_key(s))).collect();
+        let vips: Vec<(IpAddr, String)> = services
+            .iter()
+            .zip(&names)
+            .map(|(s, n)| (s.vip, n.clone()))
+            .collect();
+        let mut out: Vec<(vrrp_spec::VrrpSpec, usize)> = Vec::new();
+        for node in instances {
+            if let Some(spec) = self.vrrp_instance(node, &vips) {
+                if let Some((_, l)) = out.iter().find(|(o, _)| o.name == spec.name) {
+                    let reason = format!("{} is already defined on line {l}; skipped", spec.name);
+                    self.note(node.line, "vrrp_instance", reason);
+                    continue;
+                }
+                out.push((spec, node.line));
+            }
+        }
+        loop {
+            let specs: Vec<_> = out.iter().map(|(s, _)| s.clone()).collect();
+            let errors: Vec<_> = vrrp_spec::validate(&specs, &names)
+                .into_iter()
+                .filter(|e| !vrrp_spec::host_dependent(e))
+                .collect();
+            if errors.is_empty() {
+                break;
+            }
+            let mut drop: HashMap<usize, Vec<String>> = HashMap::new();
+            for e in errors {
+                let index = e
+                    .path
+                    .strip_prefix("vrrp[")
+                    .and_then(|r| r.split(']').next())
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .filter(|i| *i < out.len())
+                    .unwrap_or(out.len() - 1);
+                drop.entry(index).or_default().push(e.to_string());
+            }
+            let mut index = out.len();
+            while index > 0 {
+                index -= 1;
+                if let Some(why) = drop.remove(&index) {
+                    let (_, line) = out.remove(index);
+                    self.note(
+                        line,
+                        "vrrp_instance",
+                        format!("rejected by xlb's validation ({}); skipped", why.join("; ")),
+                    );
+                }
+            }
+        }
+        out.into_iter().map(|(s, _)| s).collect()
     }
 }
 
@@ -1206,19 +1285,353 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::import::to_json;
+    use crate::import::{parse_for_another_host, to_json};
 
     const SAMPLE: &str = include_str!("../../tests/fixtures/keepalived/sample.conf");
     const DR_TCP: &str = include_str!("../../tests/fixtures/keepalived/dr_tcp.conf");
     const TUN_MISC: &str = include_str!("../../tests/fixtures/keepalived/tun_misc.conf");
     const QUIRKS: &str = include_str!("../../tests/fixtures/keepalived/quirks.conf");
+    const VRRP: &str = include_str!("../../tests/fixtures/keepalived/vrrp.conf");
+
+    const VRRP_NOTES: [(usize, &str, &str); 24] = [
+        (
+            2,
+            "global_defs",
+            "global settings: no xlb equivalent except the vrrp_* defaults of VRRP instances (each other one is listed)",
+        ),
+        (
+            3,
+            "router_id",
+            "global setting: no xlb equivalent (e-mail alerts, router_id, logging, scripts)",
+        ),
+        (
+            7,
+            "vrrp_garp_master_delay",
+            "not carried over: keepalived repeats the gratuitous ARPs 10 s after becoming master; xlb sends its garp.repeat announcements garp.delay_ms apart at once (and again when the link comes back), with no second round. For a slow switch raise garp.delay_ms",
+        ),
+        (
+            8,
+            "enable_script_security",
+            "global setting: no xlb equivalent (e-mail alerts, router_id, logging, scripts)",
+        ),
+        (
+            11,
+            "vrrp_script",
+            "chk_web (/usr/local/bin/check-web) not carried over: xlb lowers an instance's priority by its own health checks instead of scripts: `track_services` (a service with no usable backend) and `track_interfaces`",
+        ),
+        (
+            17,
+            "vrrp_sync_group",
+            "VG_WEB (VI_WEB4, VI_WEB6) not carried over: xlb has no sync groups, each instance is elected on its own and they may be master on different hosts (give them the same priorities and tracking so that they move together). Its notify and track settings are not carried over either",
+        ),
+        (
+            31,
+            "unicast_src_ip",
+            "not carried over: xlb sends adverts from the interface's primary address (IPv6: its link-local address); peers that check the source must expect that one",
+        ),
+        (
+            37,
+            "203.0.113.10/24",
+            "/24 not carried over: xlb adds virtual addresses as /32 (no subnet route from them; the host's own address on that subnet provides it)",
+        ),
+        (
+            37,
+            "203.0.113.10/24",
+            "label bond0:web not carried over: xlb adds a plain address (no label, scope or flags)",
+        ),
+        (
+            40,
+            "virtual_ipaddress_excluded",
+            "1 excluded addresses not carried over: xlb adds only the advertised `addresses` (at most 16); add them there if they fit, or to the host's network configuration",
+        ),
+        (
+            45,
+            "eth3",
+            "no weight (keepalived: FAULT while down, the instance gives up the addresses): weight 149 written, the priority drops to 1 while it is down and any peer takes over",
+        ),
+        (
+            47,
+            "track_script",
+            "chk_web not carried over: xlb tracks services with its own health checks instead of scripts; for the converted services on this instance's addresses add e.g. \"track_services\": [{\"service\": \"203.0.113.10:80/tcp\", \"weight\": 60}]",
+        ),
+        (
+            50,
+            "notify",
+            "carried over with other arguments: keepalived calls it as `SCRIPT INSTANCE NAME STATE PRIORITY` (STATE MASTER, BACKUP, FAULT, STOP); xlb as `argv... STATE NAME REASON` with STATE master, backup or initialize (lower case): adapt the script to read the state from its first argument",
+        ),
+        (
+            51,
+            "notify_master",
+            "not carried over: xlb runs one `notify` per instance as `argv... STATE NAME REASON` (STATE master, backup, initialize; no fault or stop). Call this script from one that dispatches on its first argument and set that one as `notify`",
+        ),
+        (
+            52,
+            "garp_master_refresh",
+            "not carried over: xlb does not refresh gratuitous ARPs periodically while master (only after becoming master and when the link comes back)",
+        ),
+        (
+            56,
+            "state",
+            "MASTER not carried over: xlb starts every instance as backup (unless priority 255) and becomes master after the master-down interval if no better master advertises; the priority decides",
+        ),
+        (
+            60,
+            "advert_int",
+            "0.125 s: VRRPv3 advertises 10 ms steps (0.01..=40.95 s), 130 ms, as keepalived",
+        ),
+        (
+            62,
+            "2001:db8:10::10/64",
+            "/64 not carried over: xlb adds virtual addresses as /128 (no subnet route from them; the host's own address on that subnet provides it)",
+        ),
+        (
+            64,
+            "192.0.2.99",
+            "not of the family of 2001:db8:10::10: not carried over (xlb instances are IPv4 or IPv6; write another vrrp_instance for it)",
+        ),
+        (
+            68,
+            "2001:db8:10::13",
+            "not carried over: xlb sends and receives IPv6 adverts on link-local addresses only (RFC 5798); write this peer's fe80:: address",
+        ),
+        (
+            71,
+            "eth2",
+            "positive weights: keepalived adds them to the priority while the interface is up, xlb subtracts the weight while it is down; priority 200 + 20 = 220 written, so that the priority with every interface up is keepalived's",
+        ),
+        (
+            73,
+            "authentication",
+            "not carried over: keepalived ignores authentication with VRRPv3 too",
+        ),
+        (
+            77,
+            "use_vmac",
+            "not carried over: xlb has no virtual MAC; a new master announces the addresses with its own MAC (gratuitous ARP / unsolicited NA)",
+        ),
+        (
+            80,
+            "vrrp_instance",
+            "VI_WEB6 is already defined on line 55; skipped",
+        ),
+    ];
+
+    /// A VRRP-heavy config: two instances (v3 with unicast peers, track_interface and
+    /// nopreempt; IPv6 with a link-local peer), global VRRP defaults, a sync group and a
+    /// script, a duplicate instance. Exact JSON and exact notes.
+    #[test]
+    fn vrrp_instances_exact() {
+        let mut options = Options::default();
+        options.macs.insert(
+            "10.2.0.1".parse().unwrap(),
+            "52:54:00:02:00:01".parse().unwrap(),
+        );
+        let (config, _, report) = run(VRRP, &options);
+        assert_eq!(
+            config,
+            json!({
+                "encap_sources": {},
+                "services": [
+                    {
+                        "vip": "203.0.113.10", "port": 80, "protocol": "tcp", "mode": "dsr",
+                        "check": {"type": "tcp", "interval_ms": 2000, "timeout_ms": 1000,
+                                  "rise": 1, "fall": 2, "initial": "up"},
+                        "on_failure": "reset",
+                        "fallback": "drop",
+                        "backends": [
+                            {"address": "10.2.0.1", "mac": "52:54:00:02:00:01", "weight": 1}
+                        ]
+                    }
+                ],
+                "vrrp": [
+                    {
+                        "name": "VI_WEB4", "interface": "bond0", "vrid": 51, "priority": 150,
+                        "version": 3, "advert_int_ms": 250, "preempt": false,
+                        "preempt_delay_ms": 0,
+                        "addresses": ["203.0.113.10", "203.0.113.11"],
+                        "track_interfaces": [
+                            {"interface": "eth2", "weight": 50},
+                            {"interface": "eth3", "weight": 149}
+                        ],
+                        "unicast_peers": ["10.1.0.12", "10.1.0.13"],
+                        "garp": {"repeat": 3, "delay_ms": 50},
+                        "notify": ["/usr/local/bin/vrrp-notify", "--log"]
+                    },
+                    {
+                        "name": "VI_WEB6", "interface": "bond0", "vrid": 52, "priority": 220,
+                        "version": 3, "advert_int_ms": 130, "preempt": true,
+                        "preempt_delay_ms": 0,
+                        "addresses": ["2001:db8:10::10", "2001:db8:10::11"],
+                        "track_interfaces": [{"interface": "eth2", "weight": 20}],
+                        "unicast_peers": ["fe80::12"],
+                        "garp": {"repeat": 3, "delay_ms": 100}
+                    }
+                ]
+            })
+        );
+        let got: Vec<(usize, &str, &str)> = report
+            .notes
+            .iter()
+            .map(|n| (n.line, n.keyword.as_str(), n.reason.as_str()))
+            .collect();
+        assert_eq!(got, VRRP_NOTES);
+        // Written for another host: its interfaces need not exist here, but where they
+        // do not, the full check (`xlb check-config`) names them.
+        let json = to_json(&report.config);
+        match Config::parse(&json) {
+            Ok(_) => {}
+            Err(crate::config::ConfigError::Invalid { errors, .. }) => {
+                assert!(
+                    errors.iter().all(crate::vrrp::config::host_dependent),
+                    "{errors:?}"
+                );
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// keepalived's own defaults and corrections, and the instances it would refuse.
+    #[test]
+    fn vrrp_keepalived_rules() {
+        let text = "vrrp_instance V2 {
+    state MASTER
+    virtual_router_id 7
+    advert_int 2.5
+    nopreempt
+    preempt_delay 5
+    authentication {
+        auth_type PASS
+        auth_pass 1234
+    }
+    virtual_ipaddress {
+        10.0.0.7
+    }
+    track_interface {
+        eth9 weight 10 reverse
+    }
+    track_script {
+        chk
+    }
+}
+vrrp_instance V6 {
+    interface eth0
+    version 2
+    virtual_router_id 8
+    priority 0
+    virtual_ipaddress {
+        fd00::8
+    }
+}
+vrrp_instance NOVRID {
+    interface eth0
+    virtual_ipaddress {
+        10.0.0.9
+    }
+}
+vrrp_instance NOVIP {
+    interface eth0
+    virtual_router_id 9
+}
+vrrp_instance BADIF {
+    interface \"a/b\"
+    virtual_router_id 10
+    virtual_ipaddress {
+        10.0.0.10
+    }
+}
+vrrp_instance SAME {
+    interface eth0
+    virtual_router_id 8
+    virtual_ipaddress {
+        fd00::9
+    }
+}
+";
+        let (config, notes, report) = run(text, &Options::default());
+        assert_eq!(
+            config["vrrp"],
+            json!([
+                {
+                    // state MASTER without a priority: 255; keepalived's default version 2
+                    // rounds 2.5 s to 3 s; nopreempt and preempt_delay are cleared.
+                    "name": "V2", "interface": "eth0", "vrid": 7, "priority": 255,
+                    "version": 2, "advert_int_ms": 3000, "preempt": true,
+                    "preempt_delay_ms": 0, "addresses": ["10.0.0.7"],
+                    "garp": {"repeat": 5, "delay_ms": 100}
+                },
+                {
+                    "name": "V6", "interface": "eth0", "vrid": 8, "priority": 100,
+                    "version": 3, "advert_int_ms": 1000, "preempt": true,
+                    "preempt_delay_ms": 0, "addresses": ["fd00::8"],
+                    "garp": {"repeat": 5, "delay_ms": 100}
+                }
+            ])
+        );
+        assert_eq!(
+            notes,
+            owned(&[
+                (1, "vrrp_instance"),
+                (2, "state"),
+                (4, "advert_int"),
+                (5, "nopreempt"),
+                (6, "preempt_delay"),
+                (7, "authentication"),
+                (15, "eth9"),
+                (17, "track_script"),
+                (23, "version"),
+                (25, "priority"),
+                (30, "vrrp_instance"),
+                (36, "vrrp_instance"),
+                (40, "vrrp_instance"),
+                (47, "vrrp_instance"),
+            ])
+        );
+        assert_eq!(
+            reason(&report, 1, "vrrp_instance"),
+            "no interface: eth0, keepalived's default_interface"
+        );
+        assert!(
+            reason(&report, 7, "authentication").starts_with(
+                "NOT CARRIED OVER, BREAKS INTEROPERATION: xlb sends VRRPv2 adverts without \
+                 authentication"
+            ),
+            "{}",
+            reason(&report, 7, "authentication")
+        );
+        assert_eq!(
+            reason(&report, 4, "advert_int"),
+            "2.5 s: VRRPv2 advertises whole seconds (1..=255), 3000 ms, as keepalived"
+        );
+        assert_eq!(
+            reason(&report, 17, "track_script"),
+            "chk not carried over: xlb tracks services with its own health checks instead \
+             of scripts; list the services it protects in `track_services` \
+             (`vip:port/proto`, weight 254)"
+        );
+        assert_eq!(
+            reason(&report, 30, "vrrp_instance"),
+            "NOVRID: no virtual_router_id; skipped"
+        );
+        assert_eq!(
+            reason(&report, 36, "vrrp_instance"),
+            "NOVIP: no virtual_ipaddress (xlb needs at least one); skipped"
+        );
+        assert_eq!(
+            reason(&report, 40, "vrrp_instance"),
+            "BADIF: line 41: interface a/b: not an interface name; skipped"
+        );
+        assert_eq!(
+            reason(&report, 47, "vrrp_instance"),
+            "rejected by xlb's validation (vrrp[2].vrid: 8 on eth0 is already vrrp[1]); skipped"
+        );
+    }
 
     /// Imports `text`; checks that the JSON validates and reads back to the same
     /// config; returns it with the notes as (line, keyword).
     fn run(text: &str, options: &Options) -> (Value, Vec<(usize, String)>, ImportReport) {
         let report = import(text, options).unwrap();
         let json = to_json(&report.config);
-        let parsed = Config::parse(&json).unwrap_or_else(|e| panic!("{e}\n{json}"));
+        let parsed = parse_for_another_host(&json).unwrap_or_else(|e| panic!("{e}\n{json}"));
         assert_eq!(parsed, report.config, "{json}");
         let notes = report
             .notes
@@ -1241,7 +1654,7 @@ mod tests {
             .reason
     }
 
-    const GLOBAL_AND_VRRP_NOTES: [(usize, &str); 21] = [
+    const GLOBAL_AND_VRRP_NOTES: [(usize, &str); 11] = [
         (3, "global_defs"),
         (4, "notification_email"),
         (5, "acassen@firewall.loc"),
@@ -1251,28 +1664,35 @@ mod tests {
         (10, "smtp_connect_timeout"),
         (11, "router_id"),
         (12, "vrrp_strict"),
-        (15, "vrrp_instance"),
         (16, "state"),
-        (17, "interface"),
-        (18, "virtual_router_id"),
-        (19, "priority"),
-        (20, "advert_int"),
+        // keepalived itself ignores PASS authentication in strict mode.
         (21, "authentication"),
-        (22, "auth_type"),
-        (23, "auth_pass"),
-        (25, "virtual_ipaddress"),
-        (26, "192.168.200.16"),
-        (27, "192.168.200.17"),
     ];
+
+    /// keepalived's sample VI_1: VRRPv2 (keepalived's default), 1 s adverts.
+    fn sample_vrrp() -> Value {
+        json!([{
+            "name": "VI_1", "interface": "eth0", "vrid": 51, "priority": 100, "version": 2,
+            "advert_int_ms": 1000, "preempt": true, "preempt_delay_ms": 0,
+            "addresses": ["192.168.200.16", "192.168.200.17"],
+            "garp": {"repeat": 5, "delay_ms": 100}
+        }])
+    }
 
     #[test]
     fn keepalived_sample_nat_services_are_skipped_with_the_reason() {
         let (config, notes, report) = run(SAMPLE, &Options::default());
-        assert_eq!(config, json!({"encap_sources": {}, "services": []}));
+        assert_eq!(
+            config,
+            json!({"encap_sources": {}, "services": [], "vrrp": sample_vrrp()})
+        );
         let mut want = owned(&GLOBAL_AND_VRRP_NOTES);
         want.extend(owned(&[(34, "lb_kind"), (74, "lb_kind")]));
         assert_eq!(notes, want);
-        assert_eq!(reason(&report, 16, "state"), VRRP_PENDING);
+        assert_eq!(
+            reason(&report, 21, "authentication"),
+            "not carried over: keepalived ignores authentication in strict mode too"
+        );
         assert!(
             reason(&report, 34, "lb_kind").starts_with("NAT is not supported")
                 && reason(&report, 34, "lb_kind")
@@ -1337,7 +1757,8 @@ mod tests {
                             {"address": "192.168.200.4", "mac": placeholder, "weight": 1}
                         ]
                     }
-                ]
+                ],
+                "vrrp": sample_vrrp()
             })
         );
         let mut want = owned(&GLOBAL_AND_VRRP_NOTES);
@@ -1432,8 +1853,6 @@ mod tests {
             notes,
             owned(&[
                 (2, "vrrp_script"),
-                (3, "script"),
-                (4, "interval"),
                 (9, "lb_algo"),
                 (12, "quorum"),
                 (18, "notify_down"),
@@ -1453,10 +1872,10 @@ mod tests {
             ])
         );
         assert_eq!(reason(&report, 18, "notify_down"), NOTIFY_REASON);
-        assert!(report.notes[9]
+        assert!(report.notes[7]
             .reason
             .starts_with("port 8080 not carried over: DSR"));
-        assert!(report.notes[10]
+        assert!(report.notes[8]
             .reason
             .starts_with("MAC of 192.0.2.13 unknown"));
         assert_eq!(
@@ -1838,7 +2257,7 @@ mod tests {
             state
         };
         let dr_sample = SAMPLE.replace("lb_kind NAT", "lb_kind DR");
-        let seeds = [SAMPLE, DR_TCP, TUN_MISC, QUIRKS, dr_sample.as_str()];
+        let seeds = [SAMPLE, DR_TCP, TUN_MISC, QUIRKS, VRRP, dr_sample.as_str()];
         let pieces = [
             "{",
             "}",
@@ -1864,6 +2283,19 @@ mod tests {
             "status_code 99-700",
             "TCP_CHECK {",
             "HTTP_GET {",
+            "vrrp_instance VI_9 {",
+            "virtual_ipaddress {",
+            "unicast_peer {",
+            "track_interface {",
+            "virtual_router_id 0",
+            "priority 300",
+            "advert_int 0.001",
+            "advert_int 99999",
+            "version 2",
+            "weight -300",
+            "fe80::1",
+            "10.0.0.1/8 dev x label y",
+            "state MASTER",
             "\u{00e9}",
             "\t",
             "\r\n",
@@ -1899,7 +2331,7 @@ mod tests {
                 Ok(report) => {
                     converted += 1;
                     let json = to_json(&report.config);
-                    let parsed = Config::parse(&json)
+                    let parsed = parse_for_another_host(&json)
                         .unwrap_or_else(|e| panic!("iteration {i}: {e}\n{text}\n{json}"));
                     assert_eq!(parsed, report.config);
                     assert!(report.notes.windows(2).all(|w| w[0].line <= w[1].line));

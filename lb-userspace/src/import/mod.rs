@@ -1,14 +1,15 @@
 //! Importing other load balancers' configuration into an xlb [`Config`].
 //!
-//! - [`keepalived`]: `keepalived.conf` (its LVS part: `virtual_server`, `real_server`
-//!   and their health checkers), behind `xlb import-keepalived`.
+//! - [`keepalived`]: `keepalived.conf` (`virtual_server`, `real_server` and their
+//!   health checkers; `vrrp_instance`), behind `xlb import-keepalived`.
 //!
 //! An import never fails because of something it cannot express: it converts what has
 //! an xlb equivalent, and reports everything else as a [`Note`] (file line, keyword,
 //! why). Only input that cannot be parsed at all is an error. The config it returns
 //! always passes `xlb check-config`; values the source file does not contain (next-hop
 //! MACs, the balancer's own address for IPIP) come from [`Options`] or are written as
-//! placeholders that are reported as notes.
+//! placeholders that are reported as notes. Interfaces (VRRP) are the target host's:
+//! they need not exist where the import runs ([`parse_for_another_host`]).
 
 pub mod keepalived;
 
@@ -22,7 +23,7 @@ use std::{
 use anyhow::{bail, Context as _};
 
 use crate::{
-    config::{Config, MAX_CONFIG_BYTES},
+    config::{Config, ConfigError, MAX_CONFIG_BYTES},
     services::MacAddr,
 };
 
@@ -100,8 +101,9 @@ pub struct ParseError {
     pub message: String,
 }
 
-/// The config as JSON for people: pretty, without the fields that are null, false,
-/// empty lists or at their default table size or GUE port. Should that ever not read
+/// The config as JSON for people: pretty, without the fields that are null, false
+/// (except VRRP `preempt`, true by default), empty lists or at their default table size
+/// or GUE port. Should that ever not read
 /// back to exactly the same [`Config`] (a field whose absence means something else),
 /// every field is written.
 pub fn to_json(config: &Config) -> String {
@@ -125,7 +127,9 @@ fn prune(value: &mut serde_json::Value) {
     match value {
         Value::Object(map) => {
             map.retain(|key, v| match v {
-                Value::Null | Value::Bool(false) => false,
+                Value::Null => false,
+                // `preempt` (VRRP) defaults to true: its false is information.
+                Value::Bool(false) => key == "preempt",
                 // Required (`backends`) or the point of the file (`services`).
                 Value::Array(items) => !items.is_empty() || key == "services" || key == "backends",
                 Value::Number(n) => {
@@ -142,6 +146,26 @@ fn prune(value: &mut serde_json::Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(prune),
         _ => {}
+    }
+}
+
+/// Parses and validates a config written for another host: as [`Config::parse`], except
+/// that the interfaces it names need not exist here (they must where it runs, where
+/// `xlb check-config` checks them too).
+pub fn parse_for_another_host(text: &str) -> Result<Config, ConfigError> {
+    match Config::parse(text) {
+        Err(ConfigError::Invalid { path, errors }) => {
+            let errors: Vec<_> = errors
+                .into_iter()
+                .filter(|e| !crate::vrrp::config::host_dependent(e))
+                .collect();
+            if errors.is_empty() {
+                serde_json::from_str(text).map_err(|error| ConfigError::Parse { path, error })
+            } else {
+                Err(ConfigError::Invalid { path, errors })
+            }
+        }
+        other => other,
     }
 }
 
@@ -187,9 +211,29 @@ pub fn import_keepalived_cli(
             eprintln!("{shown}:{}: {note}", note.line);
         }
     }
+    let mut interfaces: Vec<&str> = report
+        .config
+        .vrrp
+        .iter()
+        .flat_map(|v| {
+            std::iter::once(v.interface.as_str())
+                .chain(v.track_interfaces.iter().map(|t| t.interface.as_str()))
+        })
+        .collect();
+    interfaces.sort_unstable();
+    interfaces.dedup();
+    let needs = if interfaces.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (interfaces {} must exist where it runs)",
+            interfaces.join(", ")
+        )
+    };
     eprintln!(
-        "{shown}: {} services converted, {} notes",
+        "{shown}: {} services and {} VRRP instances converted{needs}, {} notes",
         report.config.services.len(),
+        report.config.vrrp.len(),
         report.notes.len()
     );
     Ok(())

@@ -266,6 +266,15 @@ pub fn validate(specs: &[VrrpSpec], services: &[String]) -> Vec<Invalid> {
     out
 }
 
+/// Whether `problem` (from [`validate`]) is about this host rather than the config: an
+/// interface that does not exist here. Configs written for another host (`xlb
+/// import-keepalived`) are checked without these; the host that runs them checks all.
+pub fn host_dependent(problem: &Invalid) -> bool {
+    problem.path.starts_with("vrrp[")
+        && problem.path.ends_with("interface")
+        && problem.reason.starts_with("no interface named")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
