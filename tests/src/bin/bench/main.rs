@@ -9,6 +9,7 @@
 //! timed as single-shot runs, and so are the floors again, so ratios compare like with
 //! like. Scenarios are interleaved round-robin over several rounds; medians with min/max.
 
+mod cps;
 mod e2e;
 mod health;
 mod scaling;
@@ -97,7 +98,7 @@ enum Prep {
 fn main() {
     use Method::{Repeat, SingleShot};
     testbed::require_root();
-    // `xlb-bench health|scaling|e2e|packets`: one part only (each writes its own JSON);
+    // `xlb-bench health|scaling|e2e|cps|packets`: one part only (each writes its own JSON);
     // no argument: per-packet, verifier, control plane and health checks.
     match std::env::args().nth(1).as_deref() {
         Some("health") => {
@@ -116,8 +117,12 @@ fn main() {
             write_json(&e2e::run(), "e2e.json");
             return;
         }
+        Some("cps") => {
+            write_json(&cps::run(), "cps.json");
+            return;
+        }
         Some("packets") | None => {}
-        Some(other) => panic!("unknown bench part {other:?}: health, scaling, e2e, packets"),
+        Some(other) => panic!("unknown bench part {other:?}: health, scaling, e2e, cps, packets"),
     }
     let only_packets = std::env::args().nth(1).as_deref() == Some("packets");
     let mut dp = TestDataplane::load("bench");

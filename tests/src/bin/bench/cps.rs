@@ -1,0 +1,155 @@
+//! Connections per second for short TCP connections, xlb (DSR, the real daemon) next to
+//! HAProxy (TCP mode, the Debian package) doing the same job on the same topology: the
+//! DSR lab of `testbed::lab` (client, balancer, three backends greeting with their
+//! name), the client connecting to the VIP (xlb) or to HAProxy on the balancer's
+//! address, in alternating rounds of one run.
+//!
+//! Everything shares this machine's cores: client, balancer and backends all compete,
+//! so the ratio says how much of a connection's cost the balancer adds, not what either
+//! would do on dedicated hardware.
+
+use std::{
+    net::SocketAddr,
+    process::Stdio,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use std::io::{BufRead, BufReader};
+
+use testbed::{
+    dataplane::{wait_until, TempFile},
+    lab::Lab,
+};
+
+/// One short connection: connect, read the backend's greeting line, close. (The
+/// client speaks last-to-close so that HAProxy, which aborts a connection whose client
+/// half-closes before the server is connected, sees the same exchange as xlb.)
+fn greet(addr: SocketAddr) -> std::io::Result<String> {
+    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(std::io::Error::other("closed without a greeting"));
+    }
+    Ok(line.trim().to_owned())
+}
+
+const ROUND: Duration = Duration::from_secs(4);
+const ROUNDS: usize = 3;
+const CLIENT_THREADS: usize = 4;
+const HAPROXY_PORT: u16 = 8080;
+
+pub fn run() -> serde_json::Value {
+    println!(
+        "\nconnections/s, short TCP connections (connect, greeting, close), {CLIENT_THREADS} \
+         client threads, {ROUNDS} alternating rounds of {}s",
+        ROUND.as_secs()
+    );
+    let mut lab = Lab::new("cps");
+    lab.write_config(&[1, 1, 1]);
+    lab.start_peer();
+    lab.start_xlb(&[]);
+    // Many short connections: widen the client's ports and let it reuse TIME_WAIT ones.
+    lab.client
+        .sysctl("net.ipv4.ip_local_port_range", "1024 65535");
+    lab.client.sysctl("net.ipv4.tcp_tw_reuse", 1);
+    let haproxy_cfg = TempFile::new("cps-haproxy.cfg");
+    std::fs::write(
+        haproxy_cfg.path(),
+        format!(
+            "global\n  maxconn 8000\n  nbthread 1\ndefaults\n  mode tcp\n  \
+             timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+             frontend f\n  bind 10.60.0.2:{HAPROXY_PORT}\n  default_backend b\n\
+             backend b\n  balance roundrobin\n  server be1 10.60.0.11:80\n  \
+             server be2 10.60.0.12:80\n  server be3 10.60.0.13:80\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = lab.lb.command("haproxy");
+    cmd.arg("-db")
+        .arg("-f")
+        .arg(haproxy_cfg.path())
+        .stdout(Stdio::null());
+    let log = TempFile::new("cps-haproxy.log");
+    cmd.stderr(std::fs::File::create(log.path()).unwrap());
+    let _haproxy = lab.lb.spawn(cmd);
+    let haproxy_addr = SocketAddr::from(([10, 60, 0, 2], HAPROXY_PORT));
+    assert!(
+        wait_until(Duration::from_secs(10), || lab
+            .client
+            .run(move || greet(haproxy_addr))
+            .is_ok()),
+        "haproxy does not answer: {}",
+        log.read()
+    );
+    let (mut xlb, mut haproxy) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        xlb.push(measure(&lab, lab.vip()));
+        haproxy.push(measure(&lab, haproxy_addr));
+    }
+    let med = |v: &mut Vec<(f64, u64)>| {
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        (
+            v[v.len() / 2].0,
+            v[0].0,
+            v[v.len() - 1].0,
+            v.iter().map(|x| x.1).sum::<u64>(),
+        )
+    };
+    let (x, xmin, xmax, xfail) = med(&mut xlb);
+    let (h, hmin, hmax, hfail) = med(&mut haproxy);
+    println!(
+        "  {:<26} {:>10} {:>10} {:>10} {:>8}",
+        "", "median/s", "min", "max", "failed"
+    );
+    println!(
+        "  {:<26} {x:>10.0} {xmin:>10.0} {xmax:>10.0} {xfail:>8}",
+        "xlb (DSR, XDP)"
+    );
+    println!(
+        "  {:<26} {h:>10.0} {hmin:>10.0} {hmax:>10.0} {hfail:>8}",
+        "haproxy 2.6 (TCP mode)"
+    );
+    println!("  ratio xlb / haproxy: {:.2}×", x / h);
+    serde_json::json!({
+        "client_threads": CLIENT_THREADS, "round_s": ROUND.as_secs(), "rounds": ROUNDS,
+        "xlb": {"median": x, "min": xmin, "max": xmax, "failed": xfail},
+        "haproxy": {"median": h, "min": hmin, "max": hmax, "failed": hfail},
+        "ratio": x / h,
+    })
+}
+
+/// Connections per second to `addr` over one round, and how many failed.
+fn measure(lab: &Lab, addr: SocketAddr) -> (f64, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let threads: Vec<_> = (0..CLIENT_THREADS)
+        .map(|_| {
+            let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
+            lab.client.spawn_thread("cps", move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match greet(addr) {
+                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    std::thread::sleep(ROUND);
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    (
+        done.load(Ordering::Relaxed) as f64 / secs,
+        failed.load(Ordering::Relaxed),
+    )
+}
