@@ -59,6 +59,16 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// cargo-fuzz (libFuzzer) targets for the control plane's parsers (fuzz/,
+    /// docs/fuzzing.md): each target for N seconds, all of them without a
+    /// TARGET; crashes land in fuzz/artifacts/TARGET. Installs cargo-fuzz if missing.
+    Fuzz {
+        /// config, keepalived_import, vrrp_decode or http_response.
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -113,6 +123,7 @@ fn main() -> Result<()> {
                 ]),
             )
         }
+        Command::Fuzz { target, seconds } => fuzz(target.as_deref(), seconds),
         Command::Demo => {
             cargo(&[
                 "build",
@@ -187,4 +198,46 @@ fn nix_is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+/// The cargo-fuzz targets in fuzz/, in the order `cargo xtask fuzz` runs them.
+const FUZZ_TARGETS: &[&str] = &[
+    "config",
+    "keepalived_import",
+    "vrrp_decode",
+    "http_response",
+];
+
+/// `cargo xtask fuzz [TARGET] [--seconds N]`. The stable toolchain runs cargo-fuzz with
+/// RUSTC_BOOTSTRAP=1 (it passes -Z flags, e.g. for ASan); -O -a: optimised, with
+/// overflow checks and debug assertions, so arithmetic slips show up as panics.
+fn fuzz(target: Option<&str>, seconds: u64) -> Result<()> {
+    let targets = match target {
+        None => FUZZ_TARGETS.to_vec(),
+        Some(t) if FUZZ_TARGETS.contains(&t) => vec![t],
+        Some(t) => bail!("no fuzz target {t:?}: one of {}", FUZZ_TARGETS.join(", ")),
+    };
+    let installed = util::cargo_cmd(&["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!("fuzz: installing cargo-fuzz");
+        cargo(&["install", "cargo-fuzz", "--locked"])?;
+    }
+    for target in targets {
+        let mut cmd = util::cargo_cmd(&[
+            "fuzz",
+            "run",
+            "-O",
+            "-a",
+            target,
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-print_final_stats=1",
+        ]);
+        cmd.current_dir(root().join("fuzz"))
+            .env("RUSTC_BOOTSTRAP", "1");
+        run(&mut cmd)?;
+    }
+    Ok(())
 }

@@ -216,8 +216,16 @@ impl Check {
             .await
             .map_err(|e| FailReason::from_io(&e))?;
         stream.flush().await.map_err(|e| FailReason::from_io(&e))?;
+        self.judge(&mut stream, options).await
+    }
 
-        let (status, framing, raw) = read_head(&mut stream).await?;
+    /// Reads the response from `stream` and judges it: status, then body substring
+    /// and digest when asked for.
+    async fn judge<S>(&self, stream: &mut S, options: &Options) -> Result<(), FailReason>
+    where
+        S: AsyncRead + Unpin,
+    {
+        let (status, framing, raw) = read_head(stream).await?;
         if !self.status_ok(status) {
             return Err(FailReason::Status(status));
         }
@@ -234,7 +242,7 @@ impl Check {
         } else {
             MAX_BODY
         };
-        let body = read_body(&mut stream, framing, raw, limit).await?;
+        let body = read_body(stream, framing, raw, limit).await?;
         if let Some(needle) = &self.body_contains {
             let searched = &body.data[..body.data.len().min(MAX_BODY)];
             if !contains(searched, needle.as_bytes()) {
@@ -260,6 +268,25 @@ impl Check {
             }
         }
         Ok(())
+    }
+}
+
+/// Judges `response`, the complete bytes a server sent (the connection closing after
+/// them), exactly as [`Check::check_with`] judges a response read from a socket, but
+/// without a timeout (reading from memory never waits). For fuzzing and tests.
+#[doc(hidden)]
+pub fn judge_response(check: &Check, options: &Options, response: &[u8]) -> CheckResult {
+    if let Err(e) = check.validate().and_then(|()| options.validate()) {
+        return CheckResult::Fail(FailReason::Io(format!("invalid HTTP check: {e}")));
+    }
+    let mut stream = response;
+    let judged = std::pin::pin!(check.judge(&mut stream, options));
+    // `&[u8]` never returns Pending, so neither does `judge` on it: one poll finishes.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::future::Future::poll(judged, &mut cx) {
+        std::task::Poll::Ready(Ok(())) => CheckResult::Ok,
+        std::task::Poll::Ready(Err(reason)) => CheckResult::Fail(reason),
+        std::task::Poll::Pending => unreachable!("reading from memory does not wait"),
     }
 }
 
@@ -721,6 +748,51 @@ mod tests {
             ..Check::default()
         };
         assert!(check.validate().is_err());
+    }
+
+    #[test]
+    fn responses_are_judged_from_memory() {
+        let check = Check {
+            body_contains: Some("ok".into()),
+            ..Check::default()
+        };
+        let judge = |options: &Options, response: &[u8]| judge_response(&check, options, response);
+        let plain = Options::default();
+        assert_eq!(
+            judge(&plain, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            CheckResult::Ok
+        );
+        assert_eq!(
+            judge(
+                &plain,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\no\r\n1\r\nk\r\n0\r\n\r\n"
+            ),
+            CheckResult::Ok
+        );
+        assert_eq!(
+            judge(&plain, b"HTTP/1.1 503 Busy\r\n\r\nok"),
+            CheckResult::Fail(FailReason::Status(503))
+        );
+        assert_eq!(
+            judge(&plain, b"HTTP/1.1 200 OK\r\n\r\nnope"),
+            CheckResult::Fail(FailReason::BodyMismatch("ok".into()))
+        );
+        assert!(matches!(
+            judge(&plain, b""),
+            CheckResult::Fail(FailReason::Protocol(_))
+        ));
+        let digest = Options {
+            digest: Some("444bcb3a3fcf8389296c49467f27e1d6".into()),
+            ..Options::default()
+        };
+        assert_eq!(
+            judge(&digest, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            CheckResult::Ok
+        );
+        assert!(matches!(
+            judge(&digest, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok"),
+            CheckResult::Fail(FailReason::Protocol(_))
+        ));
     }
 
     #[test]
