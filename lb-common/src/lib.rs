@@ -34,8 +34,9 @@ pub mod maps {
     /// "Maybe a VIP" filter: `u8` array indexed by [`crate::service::vip_filter_slot`] of
     /// the destination address; non-zero = some service may use the address.
     pub const VIP_FILTER: &str = "XLB_VIP_FILTER";
-    /// Exact set of VIP addresses ([`crate::VipAddr`] → number of services using it),
-    /// for decisions that have no port (ICMP echo).
+    /// Exact set of VIP addresses ([`crate::VipAddr`] → number of services using it,
+    /// plus [`crate::service::VIP_STANDBY`] when all of them are standby), for decisions
+    /// that have no port (ICMP echo).
     pub const VIPS: &str = "XLB_VIPS";
     /// Egress interfaces of two-arm services (devmap; slot 0 unused = one-arm XDP_TX).
     pub const TX_PORTS: &str = "XLB_TX_PORTS";

@@ -69,6 +69,12 @@ pub struct VipAddr {
     pub _pad: [u8; 3],
 }
 
+/// Bit of an `XLB_VIPS` value (the low bits count the services on the address): every
+/// service on the address is [`service_flags::STANDBY`] (a VRRP peer holds the VIP), so
+/// the data plane does not answer for the address (ICMP echo passes, counted `standby`).
+/// Standby is per VIP, so in practice all services of an address share the flag.
+pub const VIP_STANDBY: u32 = 1 << 31;
+
 /// Value of `XLB_SERVICES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

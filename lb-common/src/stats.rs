@@ -51,7 +51,8 @@ stats! {
     Ipv4Options = 9, "ipv4_options";
     /// Drop reason: VIP traffic that is an IP fragment (first or later).
     Fragment = 10, "fragment";
-    /// Drop reason: VIP traffic behind IPv6 extension headers.
+    /// Passed: IPv6 with an extension header before L4 (any destination): the chain is
+    /// not walked, so such packets are never forwarded.
     Ipv6ExtHeader = 11, "ipv6_ext_header";
     /// Drop reason: malformed IP header (bad version/IHL/length).
     Malformed = 12, "malformed";
@@ -101,6 +102,10 @@ stats! {
     /// Passed: a VRRP advert that would have been answered, but this router answered less
     /// than 10 ms ago.
     VrrpRateLimited = 29, "vrrp_rate_limited";
+    /// Passed: VIP traffic (or an echo request to a VIP) in a frame sent to a broadcast or
+    /// multicast MAC: forwarding or answering it would send a group address as the
+    /// source MAC, so the stack decides.
+    L2Group = 30, "l2_group";
 }
 
 /// One counter slot. Per CPU in the map; userspace sums the CPUs.

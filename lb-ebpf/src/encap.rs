@@ -81,8 +81,9 @@ fn write_udp(ctx: &XdpContext, offset: usize, wrap: Wrap, inner_len: u16) -> Res
     Ok(())
 }
 
-/// Wraps the IPv4 packet (IPIP or GUE) towards `backend`; [`crate::forward::egress`]
-/// sends it.
+/// Wraps the IPv4 packet (IPIP or GUE) towards `backend`; [`crate::forward::send`]
+/// sends it. The source MAC is the input's destination MAC (unicast: see
+/// [`crate::forward::dsr`]).
 #[inline(always)]
 pub fn encap4(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Result<(), Stat> {
     let src = XLB_CONFIG.get(0).map_or(0, |c| c.encap_src_v4);

@@ -10,7 +10,8 @@ use crate::{
 };
 
 /// Rewrites the MACs towards `backend`. The frame was addressed to us, so its
-/// destination MAC becomes the new source (two-arm egress replaces it again).
+/// destination MAC becomes the new source (two-arm egress replaces it again); it is a
+/// unicast MAC, since VIP traffic in group frames is passed first (`l2_group`).
 #[inline(always)]
 pub fn dsr(ctx: &XdpContext, backend: &Backend) -> Result<(), Stat> {
     // SAFETY: `header` proved the Ethernet header lies within the packet.

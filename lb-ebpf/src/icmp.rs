@@ -13,7 +13,8 @@ const ICMP_ECHO_REPLY: u8 = 0;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 const REPLY_TTL: u8 = 64;
 
-/// Turns the echo request into its reply in place and transmits it back.
+/// Turns the echo request into its reply in place and transmits it back. The caller
+/// checked that the request was sent to a unicast MAC (it becomes the source).
 #[inline(always)]
 pub fn echo_reply(ctx: &XdpContext, family: u8) -> Result<u32, Stat> {
     // SAFETY (all derefs): `header` bounds-checked each header; parse already checked

@@ -2,7 +2,7 @@
 
 use aya_ebpf::bindings::BPF_ANY;
 use lb_common::{
-    service::{flow_hash, service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT},
+    service::{flow_hash, service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT, VIP_STANDBY},
     Backend, Conn, FlowKey, Service, Stat, VipAddr, VipKey,
 };
 
@@ -10,6 +10,26 @@ use crate::{
     maps::{XLB_BACKENDS, XLB_CONNS, XLB_MAGLEV, XLB_SERVICES, XLB_VIPS, XLB_VIP_FILTER},
     stats,
 };
+
+/// What an address is to the balancer, for decisions that have no port (ICMP echo).
+pub enum Vip {
+    /// No service uses the address.
+    No,
+    /// Every service on the address is STANDBY (a VRRP peer holds the VIP): this host
+    /// does not answer for it.
+    Standby,
+    /// At least one active service uses the address.
+    Active,
+}
+
+/// The backend [`backend`] chose, with what [`crate::stats::count_forward`] needs once
+/// the packet is actually sent.
+pub struct Choice {
+    pub backend: Backend,
+    pub backend_id: u32,
+    /// Chosen by Maglev (connection-table miss) rather than remembered.
+    pub new: bool,
+}
 
 /// The service for (VIP, port, proto): the exact port first, then the VIP's all-ports
 /// service (port 0).
@@ -35,29 +55,43 @@ pub fn service(flow: &FlowKey) -> Option<Service> {
     unsafe { XLB_SERVICES.get(key) }.copied()
 }
 
-/// Whether `addr` is the VIP of any service (exact; for port-less decisions).
+/// Whether `addr` is the VIP of any service (exact; for port-less decisions), and
+/// whether it is standby here (the control plane sets [`VIP_STANDBY`] in the `XLB_VIPS`
+/// value when every service on the address is STANDBY).
 #[inline(always)]
-pub fn is_vip(addr: &[u32; 4], family: u8) -> bool {
+pub fn vip(addr: &[u32; 4], family: u8) -> Vip {
     if XLB_VIP_FILTER
         .get(vip_filter_slot(addr))
         .is_none_or(|maybe| *maybe == 0)
     {
-        return false;
+        return Vip::No;
     }
     let key = VipAddr {
         addr: *addr,
         family,
         _pad: [0; 3],
     };
-    // SAFETY: only presence is checked.
-    unsafe { XLB_VIPS.get(key) }.is_some()
+    // SAFETY: hash-map values are read by copy right away.
+    match unsafe { XLB_VIPS.get(key) }.copied() {
+        None => Vip::No,
+        Some(v) if v & VIP_STANDBY != 0 => Vip::Standby,
+        Some(_) => Vip::Active,
+    }
 }
 
 /// The backend for this flow: the one recorded in the connection table if it still
 /// exists, otherwise the Maglev choice, which is then recorded. A `new_flow` (TCP SYN)
 /// skips the table: a new connection always goes where Maglev says now.
+///
+/// Counts `conn_hit` / `conn_miss` only: the per-service and per-backend counters
+/// (forwarded packets, new flows) are the caller's, once the packet is actually sent
+/// ([`crate::stats::count_forward`]), so a packet dropped after the choice
+/// (`no_tx_port`, `encap_error`, `encap_too_big`) is not counted as forwarded. The
+/// connection entry, however, is written here, before those steps: a dropped packet
+/// still pins its flow to the chosen backend, which is harmless (the next packet of the
+/// flow would get the same Maglev choice) and saves a second lookup then.
 #[inline(always)]
-pub fn backend(flow: &FlowKey, svc: &Service, len: u64, new_flow: bool) -> Result<Backend, Stat> {
+pub fn backend(flow: &FlowKey, svc: &Service, len: u64, new_flow: bool) -> Result<Choice, Stat> {
     // SAFETY: LRU values are read by copy right away.
     let known = if new_flow {
         None
@@ -66,10 +100,13 @@ pub fn backend(flow: &FlowKey, svc: &Service, len: u64, new_flow: bool) -> Resul
     };
     if let Some(conn) = known {
         if conn.service_id == svc.id {
-            if let Some(b) = live_backend(conn.backend_id) {
+            if let Some(backend) = live_backend(conn.backend_id) {
                 stats::count(Stat::ConnHit, len);
-                stats::count_forward(svc.id, conn.backend_id, len, false);
-                return Ok(b);
+                return Ok(Choice {
+                    backend,
+                    backend_id: conn.backend_id,
+                    new: false,
+                });
             }
         }
     }
@@ -82,8 +119,11 @@ pub fn backend(flow: &FlowKey, svc: &Service, len: u64, new_flow: bool) -> Resul
     };
     // A failed insert only costs a second Maglev lookup for the next packet.
     let _ = XLB_CONNS.insert(flow, conn, u64::from(BPF_ANY));
-    stats::count_forward(svc.id, id, len, true);
-    Ok(backend)
+    Ok(Choice {
+        backend,
+        backend_id: id,
+        new: true,
+    })
 }
 
 #[inline(always)]

@@ -47,15 +47,26 @@ pub fn xlb(ctx: XdpContext) -> u32 {
 /// `Ok(verdict)`, or `Err(drop reason)`.
 #[inline(always)]
 fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
-    let pkt = match parse::parse(ctx)? {
+    let pkt = match parse::parse(ctx, len as usize)? {
         Parsed::Ip(pkt) => pkt,
         Parsed::Pass(reason) => return Ok(pass(ctx, reason, len)),
-        Parsed::Echo { dst, family } => {
-            if !lookup::is_vip(&dst, family) {
-                return Ok(pass(ctx, Stat::NotVip, len));
-            }
-            stats::count(Stat::IcmpEcho, len);
-            return icmp::echo_reply(ctx, family);
+        Parsed::Echo {
+            dst,
+            family,
+            l2_group,
+        } => {
+            // Answered only for an address this host serves, in a unicast frame (the
+            // reply's source MAC is the request's destination MAC).
+            let reason = match lookup::vip(&dst, family) {
+                lookup::Vip::No => Stat::NotVip,
+                lookup::Vip::Standby => Stat::Standby,
+                lookup::Vip::Active if l2_group => Stat::L2Group,
+                lookup::Vip::Active => {
+                    stats::count(Stat::IcmpEcho, len);
+                    return icmp::echo_reply(ctx, family);
+                }
+            };
+            return Ok(pass(ctx, reason, len));
         }
         // Before any VIP lookup: adverts are addressed to the VRRP group, never a VIP.
         Parsed::Vrrp { family } => {
@@ -75,6 +86,10 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     if svc.flags & service_flags::STANDBY != 0 {
         return Ok(pass(ctx, Stat::Standby, len));
     }
+    // DSR, IPIP/GUE take the source MAC from the destination MAC: never a group address.
+    if pkt.l2_group {
+        return Ok(pass(ctx, Stat::L2Group, len));
+    }
     if let Some(reason) = pkt.unforwardable {
         return Err(reason);
     }
@@ -84,13 +99,14 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     if pkt.icmp_too_big {
         stats::count(Stat::IcmpTooBig, len);
     }
-    let backend = match lookup::backend(&pkt.flow, &svc, len, pkt.new_flow) {
-        Ok(b) => b,
+    let choice = match lookup::backend(&pkt.flow, &svc, len, pkt.new_flow) {
+        Ok(c) => c,
         Err(Stat::NoBackend) if svc.flags & service_flags::FALLBACK_PASS != 0 => {
             return Ok(pass(ctx, Stat::FallbackPass, len));
         }
         Err(reason) => return Err(reason),
     };
+    let backend = choice.backend;
     debug!(
         ctx,
         "service {} -> backend {:i}",
@@ -115,7 +131,10 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
         }
         None => return Err(Stat::EncapError),
     };
-    forward::send(ctx, svc.tx_port, egress_mac)
+    let action = forward::send(ctx, svc.tx_port, egress_mac)?;
+    // Only now is the packet on its way: count it for its service and backend.
+    stats::count_forward(svc.id, choice.backend_id, len, choice.new);
+    Ok(action)
 }
 
 /// Counts why a packet goes to the stack untouched.

@@ -1,6 +1,20 @@
 //! Header parsing. Every read goes through [`header`], which proves to the verifier that
 //! the whole header lies inside the packet; nothing is forwarded unless every header up
 //! to and including the L4 ports was parsed here.
+//!
+//! L4 bytes (ports, TCP flags, the ICMP header, the headers an ICMP error quotes) must lie
+//! within the IP datagram, not just within the frame: the datagram ends at `14 + total
+//! length` (IPv4) or `54 + payload length` (IPv6), and what follows is Ethernet padding
+//! or trailing bytes, never payload ([`l4_header`]). A datagram too short for what is read
+//! is treated exactly like a frame that is too short:
+//! - TCP/UDP ports beyond the datagram: drop `truncated` (whatever the destination, as
+//!   for a short frame);
+//! - the TCP flags byte beyond the datagram: not a SYN (the flow follows the connection
+//!   table);
+//! - the ICMP / ICMPv6 header beyond the datagram: drop `truncated` (so an echo request
+//!   without a whole header is never answered);
+//! - an ICMP frag-needed / ICMPv6 too-big whose quoted IP header or quoted ports are
+//!   beyond the datagram: drop `truncated`, as for a quote cut short by the frame.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{service::AF_INET, service::AF_INET6, FlowKey, Stat};
@@ -79,10 +93,11 @@ const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
 /// Whether the TCP header at `l4` is a SYN without ACK. A header too short to hold
-/// the flags counts as not a SYN: it follows the connection table like before.
+/// the flags (in the frame or in the datagram ending at `ip_end`) counts as not a SYN:
+/// it follows the connection table like before.
 #[inline(always)]
-fn is_syn(ctx: &XdpContext, l4: usize) -> bool {
-    match header::<u8>(ctx, l4 + TCP_FLAGS_OFFSET) {
+fn is_syn(ctx: &XdpContext, l4: usize, ip_end: usize) -> bool {
+    match l4_header::<u8>(ctx, l4 + TCP_FLAGS_OFFSET, ip_end) {
         // SAFETY: `header` checked that the byte lies inside the packet.
         Ok(flags) => (unsafe { *flags } & (TCP_SYN | TCP_ACK)) == TCP_SYN,
         Err(_) => false,
@@ -108,6 +123,9 @@ pub struct Packet {
     /// An ICMP "too big" error whose `flow` is the quoted flow, turned around to the
     /// client→VIP direction: it goes wherever that flow goes.
     pub icmp_too_big: bool,
+    /// The frame was sent to a group (broadcast / multicast) MAC: VIP traffic in it is
+    /// passed (`l2_group`), since forwarding it would use that MAC as the source.
+    pub l2_group: bool,
     /// A TCP SYN without ACK: the start of a new connection. It always takes the
     /// current Maglev choice, whatever the connection table remembers for its 4-tuple:
     /// a client reusing a port (after a refused or reset attempt, or once TIME_WAIT
@@ -121,7 +139,12 @@ pub enum Parsed {
     Ip(Packet),
     /// An ICMP / ICMPv6 echo request (option-less, unfragmented) to `dst`, answered
     /// from XDP when `dst` is a VIP.
-    Echo { dst: [u32; 4], family: u8 },
+    /// `l2_group`: the frame was sent to a broadcast / multicast MAC (never answered).
+    Echo {
+        dst: [u32; 4],
+        family: u8,
+        l2_group: bool,
+    },
     /// A VRRP packet (IPv4 protocol / IPv6 next header 112, the IP header's lengths
     /// checked against the frame), handled by `vrrp::advert`.
     Vrrp { family: u8 },
@@ -141,28 +164,50 @@ pub fn header<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Stat> {
     Ok((start + offset) as *mut T)
 }
 
-/// Parses Ethernet, IPv4/IPv6 and the L4 ports. `Err` is a drop reason.
+/// [`header`] for bytes past the IP header: the `T` must also end within the IP datagram,
+/// which ends `ip_end` bytes into the frame (Ethernet header included; already checked
+/// against the frame length). Both failures are `Truncated` (module docs). The datagram
+/// check is plain scalar arithmetic; the verifier's proof still comes from [`header`].
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Parsed, Stat> {
+fn l4_header<T>(ctx: &XdpContext, offset: usize, ip_end: usize) -> Result<*mut T, Stat> {
+    if offset + size_of::<T>() > ip_end {
+        return Err(Stat::Truncated);
+    }
+    header::<T>(ctx, offset)
+}
+
+/// Parses Ethernet, IPv4/IPv6 and the L4 ports of a `len`-byte frame (`len` comes from
+/// the entry point, see [`crate::encap`]'s `grow`). `Err` is a drop reason.
+#[inline(always)]
+pub fn parse(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
     // SAFETY (all header derefs below): `header` proved the bytes are in the packet.
     let eth = unsafe { &*header::<EthHdr>(ctx, 0)? };
-    match u16::from_be(eth.ether_type) {
-        ETH_P_IP => ipv4(ctx),
-        ETH_P_IPV6 => ipv6(ctx),
-        ETH_P_8021Q | ETH_P_8021AD => Ok(Parsed::Pass(Stat::Vlan)),
-        _ => Ok(Parsed::Pass(Stat::NotVip)),
+    // The I/G bit: broadcast and multicast destinations.
+    let group = eth.dst[0] & 1 != 0;
+    let mut parsed = match u16::from_be(eth.ether_type) {
+        ETH_P_IP => ipv4(ctx, len)?,
+        ETH_P_IPV6 => ipv6(ctx, len)?,
+        ETH_P_8021Q | ETH_P_8021AD => Parsed::Pass(Stat::Vlan),
+        _ => Parsed::Pass(Stat::NotVip),
+    };
+    match &mut parsed {
+        Parsed::Ip(pkt) => pkt.l2_group = group,
+        Parsed::Echo { l2_group, .. } => *l2_group = group,
+        _ => {}
     }
+    Ok(parsed)
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext) -> Result<Parsed, Stat> {
+fn ipv4(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
     let ip = unsafe { &*header::<Ipv4Hdr>(ctx, ETH_HLEN)? };
     let ihl = usize::from(ip.ver_ihl & 0x0f) * 4;
     let tot_len = usize::from(u16::from_be(ip.tot_len));
     if ip.ver_ihl >> 4 != 4 || ihl < 20 || tot_len < ihl {
         return Err(Stat::Malformed);
     }
-    if ETH_HLEN + tot_len > ctx.data_end() - ctx.data() {
+    let ip_end = ETH_HLEN + tot_len;
+    if ip_end > len {
         return Err(Stat::Truncated);
     }
     if ip.proto == IPPROTO_VRRP {
@@ -170,15 +215,16 @@ fn ipv4(ctx: &XdpContext) -> Result<Parsed, Stat> {
     }
     let frag = u16::from_be(ip.frag_off);
     if ip.proto == IPPROTO_ICMP && ihl == 20 && frag & (IP_MF | IP_OFFSET) == 0 {
-        let icmp = unsafe { &*header::<IcmpHdr>(ctx, ETH_HLEN + 20)? };
+        let icmp = unsafe { &*l4_header::<IcmpHdr>(ctx, ETH_HLEN + 20, ip_end)? };
         if icmp.kind == ICMP_ECHO_REQUEST && icmp.code == 0 {
             return Ok(Parsed::Echo {
                 dst: [ip.dst, 0, 0, 0],
                 family: AF_INET,
+                l2_group: false,
             });
         }
         if icmp.kind == ICMP_DEST_UNREACH && icmp.code == ICMP_FRAG_NEEDED {
-            return too_big4(ctx, ip.ttl);
+            return too_big4(ctx, ip.ttl, ip_end);
         }
     }
     if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
@@ -197,9 +243,9 @@ fn ipv4(ctx: &XdpContext) -> Result<Parsed, Stat> {
         if frag & IP_MF != 0 {
             unforwardable = Some(Stat::Fragment);
         }
-        let p = unsafe { &*header::<Ports>(ctx, ETH_HLEN + ihl)? };
+        let p = unsafe { &*l4_header::<Ports>(ctx, ETH_HLEN + ihl, ip_end)? };
         if ip.proto == IPPROTO_TCP {
-            new_flow = is_syn(ctx, ETH_HLEN + ihl);
+            new_flow = is_syn(ctx, ETH_HLEN + ihl, ip_end);
         }
         Ports {
             src: p.src,
@@ -220,19 +266,21 @@ fn ipv4(ctx: &XdpContext) -> Result<Parsed, Stat> {
         unforwardable,
         icmp_too_big: false,
         new_flow,
+        l2_group: false,
     }))
 }
 
 /// ICMP "fragmentation needed": the quoted packet is one a backend sent (VIP → client);
-/// the flow to look up is its reverse. Quotes with options or without TCP/UDP ports pass.
+/// the flow to look up is its reverse. Quotes with options or without TCP/UDP ports pass;
+/// a quote (header or ports) beyond the datagram ending at `ip_end` is `Truncated`.
 #[inline(always)]
-fn too_big4(ctx: &XdpContext, ttl: u8) -> Result<Parsed, Stat> {
+fn too_big4(ctx: &XdpContext, ttl: u8, ip_end: usize) -> Result<Parsed, Stat> {
     let quoted_off = ETH_HLEN + 20 + ICMP_ERR_HLEN;
-    let q = unsafe { &*header::<Ipv4Hdr>(ctx, quoted_off)? };
+    let q = unsafe { &*l4_header::<Ipv4Hdr>(ctx, quoted_off, ip_end)? };
     if q.ver_ihl != 0x45 || (q.proto != IPPROTO_TCP && q.proto != IPPROTO_UDP) {
         return Ok(Parsed::Pass(Stat::NotVip));
     }
-    let p = unsafe { &*header::<Ports>(ctx, quoted_off + 20)? };
+    let p = unsafe { &*l4_header::<Ports>(ctx, quoted_off + 20, ip_end)? };
     Ok(Parsed::Ip(Packet {
         flow: FlowKey {
             src: [q.dst, 0, 0, 0],
@@ -247,18 +295,19 @@ fn too_big4(ctx: &XdpContext, ttl: u8) -> Result<Parsed, Stat> {
         unforwardable: None,
         icmp_too_big: true,
         new_flow: false,
+        l2_group: false,
     }))
 }
 
 /// ICMPv6 "packet too big": the IPv6 twin of [`too_big4`].
 #[inline(always)]
-fn too_big6(ctx: &XdpContext, hop_limit: u8) -> Result<Parsed, Stat> {
+fn too_big6(ctx: &XdpContext, hop_limit: u8, ip_end: usize) -> Result<Parsed, Stat> {
     let quoted_off = ETH_HLEN + size_of::<Ipv6Hdr>() + ICMP_ERR_HLEN;
-    let q = unsafe { &*header::<Ipv6Hdr>(ctx, quoted_off)? };
+    let q = unsafe { &*l4_header::<Ipv6Hdr>(ctx, quoted_off, ip_end)? };
     if q.next_hdr != IPPROTO_TCP && q.next_hdr != IPPROTO_UDP {
         return Ok(Parsed::Pass(Stat::NotVip));
     }
-    let p = unsafe { &*header::<Ports>(ctx, quoted_off + size_of::<Ipv6Hdr>())? };
+    let p = unsafe { &*l4_header::<Ports>(ctx, quoted_off + size_of::<Ipv6Hdr>(), ip_end)? };
     Ok(Parsed::Ip(Packet {
         flow: FlowKey {
             src: q.dst,
@@ -273,33 +322,35 @@ fn too_big6(ctx: &XdpContext, hop_limit: u8) -> Result<Parsed, Stat> {
         unforwardable: None,
         icmp_too_big: true,
         new_flow: false,
+        l2_group: false,
     }))
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext) -> Result<Parsed, Stat> {
+fn ipv6(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
     let ip = unsafe { &*header::<Ipv6Hdr>(ctx, ETH_HLEN)? };
     if u32::from_be(ip.ver_tc_flow) >> 28 != 6 {
         return Err(Stat::Malformed);
     }
-    if ETH_HLEN + size_of::<Ipv6Hdr>() + usize::from(u16::from_be(ip.payload_len))
-        > ctx.data_end() - ctx.data()
-    {
+    let ip_end = ETH_HLEN + size_of::<Ipv6Hdr>() + usize::from(u16::from_be(ip.payload_len));
+    if ip_end > len {
         return Err(Stat::Truncated);
     }
     match ip.next_hdr {
         IPPROTO_TCP | IPPROTO_UDP => {}
         IPPROTO_VRRP => return Ok(Parsed::Vrrp { family: AF_INET6 }),
         IPPROTO_ICMPV6 => {
-            let icmp = unsafe { &*header::<IcmpHdr>(ctx, ETH_HLEN + size_of::<Ipv6Hdr>())? };
+            let icmp =
+                unsafe { &*l4_header::<IcmpHdr>(ctx, ETH_HLEN + size_of::<Ipv6Hdr>(), ip_end)? };
             if icmp.kind == ICMPV6_ECHO_REQUEST && icmp.code == 0 {
                 return Ok(Parsed::Echo {
                     dst: ip.dst,
                     family: AF_INET6,
+                    l2_group: false,
                 });
             }
             if icmp.kind == ICMPV6_PACKET_TOO_BIG {
-                return too_big6(ctx, ip.hop_limit);
+                return too_big6(ctx, ip.hop_limit, ip_end);
             }
             return Ok(Parsed::Pass(Stat::NotVip));
         }
@@ -308,8 +359,9 @@ fn ipv6(ctx: &XdpContext) -> Result<Parsed, Stat> {
         0 | 43 | 44 | 60 | 51 | 135 | 139 | 140 => return Ok(Parsed::Pass(Stat::Ipv6ExtHeader)),
         _ => return Ok(Parsed::Pass(Stat::NotVip)),
     }
-    let p = unsafe { &*header::<Ports>(ctx, ETH_HLEN + size_of::<Ipv6Hdr>())? };
-    let new_flow = ip.next_hdr == IPPROTO_TCP && is_syn(ctx, ETH_HLEN + size_of::<Ipv6Hdr>());
+    let l4 = ETH_HLEN + size_of::<Ipv6Hdr>();
+    let p = unsafe { &*l4_header::<Ports>(ctx, l4, ip_end)? };
+    let new_flow = ip.next_hdr == IPPROTO_TCP && is_syn(ctx, l4, ip_end);
     Ok(Parsed::Ip(Packet {
         flow: FlowKey {
             src: ip.src,
@@ -324,5 +376,6 @@ fn ipv6(ctx: &XdpContext) -> Result<Parsed, Stat> {
         unforwardable: None,
         icmp_too_big: false,
         new_flow,
+        l2_group: false,
     }))
 }

@@ -13,7 +13,7 @@ use aya::{
 use lb_common::{
     limits::{BPF_F_INNER_MAP, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES},
     maps,
-    service::{vip_filter_slot, MAGLEV_SIZE_SLOT},
+    service::{service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT, VIP_STANDBY},
     vrrp::VRRP_FRAME_MAX,
     Backend, Config, Conn, FlowKey, Service, TxPort, VipAddr, VipKey, VrrpKey, VrrpRouter,
     VrrpSeen,
@@ -114,12 +114,18 @@ pub fn install_table(
 
 /// Adds or replaces a service entry. Install its table first ([`swap_table`]) so no
 /// packet finds a service without one. The VIP is marked in the VIP filter and the VIP
-/// set first, so neither ever hides a live service.
+/// set first, so neither ever hides a live service; the VIP set's standby bit
+/// ([`VIP_STANDBY`]) then follows the services on the address.
 pub fn set_service(ebpf: &mut Ebpf, key: &VipKey, service: &Service) -> Result<(), MapsError> {
     if service.id == 0 || service.id >= MAX_SERVICES {
         return Err(MapsError::ServiceId(service.id));
     }
-    mark_vip(ebpf, key, 1)?;
+    let standby = service.flags & service_flags::STANDBY != 0;
+    set_vip_filter(ebpf, &key.addr, true)?;
+    if vips(ebpf)?.get(&vip_addr(key), 0).is_err() {
+        // A new address: present before its first service, in that service's state.
+        mark_vip(ebpf, key, 1 | if standby { VIP_STANDBY } else { 0 })?;
+    }
     services(ebpf)?
         .insert(key, service, 0)
         .map_err(map_err(maps::SERVICES))?;
@@ -143,41 +149,56 @@ fn services(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, VipKey, Service>, M
     .map_err(map_err(maps::SERVICES))
 }
 
-/// Recounts the services on `key`'s address and updates the VIP set and filter.
+fn vips(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, VipAddr, u32>, MapsError> {
+    HashMap::try_from(
+        ebpf.map_mut(maps::VIPS)
+            .ok_or(MapsError::Missing(maps::VIPS))?,
+    )
+    .map_err(map_err(maps::VIPS))
+}
+
+fn vip_addr(key: &VipKey) -> VipAddr {
+    VipAddr {
+        addr: key.addr,
+        family: key.family,
+        _pad: [0; 3],
+    }
+}
+
+/// Recounts the services on `key`'s address and updates the VIP set (count, and
+/// [`VIP_STANDBY`] when every one of them is standby) and filter.
 fn sync_vip(ebpf: &mut Ebpf, key: &VipKey) -> Result<(), MapsError> {
     let slot = vip_filter_slot(&key.addr);
-    let (mut same_addr, mut same_slot) = (0u32, false);
-    for k in services(ebpf)?.keys().filter_map(Result::ok) {
+    let (mut same_addr, mut active, mut same_slot) = (0u32, false, false);
+    for (k, svc) in services(ebpf)?.iter().filter_map(Result::ok) {
         if k.addr == key.addr && k.family == key.family {
             same_addr += 1;
+            active |= svc.flags & service_flags::STANDBY == 0;
         }
         same_slot |= vip_filter_slot(&k.addr) == slot;
     }
-    mark_vip(ebpf, key, same_addr)?;
+    let value = match (same_addr, active) {
+        (0, _) => 0,
+        (n, true) => n,
+        (n, false) => n | VIP_STANDBY,
+    };
+    mark_vip(ebpf, key, value)?;
     if !same_slot {
         set_vip_filter(ebpf, &key.addr, false)?;
     }
     Ok(())
 }
 
-/// Records `count` services on `key`'s address (0 removes it); a non-zero count also
-/// marks the filter slot.
-fn mark_vip(ebpf: &mut Ebpf, key: &VipKey, count: u32) -> Result<(), MapsError> {
-    if count > 0 {
+/// Writes `key`'s address into the VIP set with `value` (service count and standby
+/// bit; 0 removes it); a non-zero value also marks the filter slot.
+fn mark_vip(ebpf: &mut Ebpf, key: &VipKey, value: u32) -> Result<(), MapsError> {
+    if value != 0 {
         set_vip_filter(ebpf, &key.addr, true)?;
     }
-    let mut vips: HashMap<&mut MapData, VipAddr, u32> = HashMap::try_from(
-        ebpf.map_mut(maps::VIPS)
-            .ok_or(MapsError::Missing(maps::VIPS))?,
-    )
-    .map_err(map_err(maps::VIPS))?;
-    let addr = VipAddr {
-        addr: key.addr,
-        family: key.family,
-        _pad: [0; 3],
-    };
-    if count > 0 {
-        vips.insert(addr, count, 0).map_err(map_err(maps::VIPS))
+    let mut vips = vips(ebpf)?;
+    let addr = vip_addr(key);
+    if value != 0 {
+        vips.insert(addr, value, 0).map_err(map_err(maps::VIPS))
     } else {
         match vips.remove(&addr) {
             Err(MapError::KeyNotFound) | Ok(()) => Ok(()),

@@ -25,7 +25,7 @@ use lb_userspace::test_run;
 
 use crate::{
     dataplane::TestDataplane,
-    model::{Expected, Finding, Model, Outcome, Tables},
+    model::{Expected, Model, Outcome, Tables},
 };
 
 /// Connection-table entries are cleared (program and model) this often.
@@ -933,7 +933,6 @@ pub struct Report {
     pub seconds: f64,
     pub disagreements: Vec<Disagreement>,
     pub classes: BTreeMap<String, ClassStats>,
-    pub findings: BTreeMap<Finding, u64>,
     /// Counter slots seen moving, with how many packets moved them.
     pub counters: BTreeMap<&'static str, u64>,
 }
@@ -968,9 +967,6 @@ impl Report {
             );
         }
         let _ = writeln!(s, "counters moved (packets): {:?}", self.counters);
-        for (f, n) in &self.findings {
-            let _ = writeln!(s, "known finding {}: {n} packets", f.name());
-        }
         s
     }
 }
@@ -1038,9 +1034,6 @@ pub fn run(opts: &Options) -> Report {
         stats.verdicts[(actual.action as usize).min(4)] += 1;
         for s in &actual.counted {
             *report.counters.entry(s.name()).or_default() += 1;
-        }
-        if let Some(f) = outcome.finding {
-            *report.findings.entry(f).or_default() += 1;
         }
     }
     report.packets = opts.packets;

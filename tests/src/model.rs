@@ -24,29 +24,34 @@
 //! 2. **IPv4 header.** Fewer than 20 bytes after Ethernet: drop `truncated`. Version ≠ 4,
 //!    IHL < 5 or total length < IHL×4: drop `malformed` — *whatever the destination*
 //!    (the kernel would drop it too). 14 + total length > frame: drop `truncated`.
-//!    Bytes after the datagram (Ethernet padding) are allowed and kept.
+//!    Bytes after the datagram (Ethernet padding) are allowed and kept, but they are
+//!    not payload: every L4 byte read below (ICMP header, quoted header and ports,
+//!    ports, TCP flags) must end within the datagram (`14 + total length`, IPv6 `54 +
+//!    payload length`); "in the datagram" below means that (which implies in the frame).
 //! 3. **VRRP** (protocol / next header 112) after the length checks: with no VRRP router
 //!    configured on the ingress interface (the fuzzer configures none) → pass `not_vip`.
 //! 4. **ICMP (IPv4)**, option-less and unfragmented only: the 4-byte ICMP header must be
-//!    in the frame (else drop `truncated`). Echo request (8/0) → answered if the
-//!    destination is exactly a VIP address (any service, any port), else pass `not_vip`.
+//!    in the datagram (else drop `truncated`). Echo request (8/0) → pass `not_vip` unless
+//!    the destination is exactly a VIP address (any service, any port); pass `standby`
+//!    if every service on that address is STANDBY; pass `l2_group` if the frame was
+//!    sent to a group MAC (I/G bit of the destination MAC); else answered.
 //!    Destination unreachable / fragmentation needed (3/4) → the quoted header (must be
-//!    in the frame, else `truncated`) must be exactly 0x45 and TCP/UDP (else pass
-//!    `not_vip`), its ports in the frame (else `truncated`); the flow looked up is the
+//!    in the datagram, else `truncated`) must be exactly 0x45 and TCP/UDP (else pass
+//!    `not_vip`), its ports in the datagram (else `truncated`); the flow looked up is the
 //!    quoted one turned around (client → VIP), with the *outer* TTL, never a new flow.
 //!    Every other ICMP (and ICMP with options / fragments) → pass `not_vip`.
 //! 5. Other non-TCP/UDP protocols → pass `not_vip`.
 //! 6. **TCP/UDP over IPv4.** IHL ≠ 5 marks the packet unforwardable (`ipv4_options`); a
 //!    fragment (MF set or offset ≠ 0) marks it `fragment` (this wins over options). A
 //!    later fragment (offset ≠ 0) has no ports: it is looked up with ports 0, so it only
-//!    matches an all-ports service. Otherwise the 4 port bytes must be in the frame
+//!    matches an all-ports service. Otherwise the 4 port bytes must be in the datagram
 //!    (else drop `truncated`, whatever the destination). A TCP packet is a new flow iff
-//!    its flags byte (offset 13) is in the frame and has SYN without ACK.
+//!    its flags byte (offset 13) is in the datagram and has SYN without ACK.
 //! 7. **IPv6.** Fewer than 40 bytes: drop `truncated`; version ≠ 6: drop `malformed`;
 //!    54 + payload length > frame: drop `truncated`. Next header TCP/UDP → ports (in the
-//!    frame, else `truncated`) and SYN as for IPv4; 112 → VRRP (rule 3); 58 → ICMPv6
-//!    header in the frame (else `truncated`): echo request (128/0) as rule 4, packet too
-//!    big (type 2, any code) → quoted IPv6 header + ports in the frame (else
+//!    datagram, else `truncated`) and SYN as for IPv4; 112 → VRRP (rule 3); 58 → ICMPv6
+//!    header in the datagram (else `truncated`): echo request (128/0) as rule 4, packet
+//!    too big (type 2, any code) → quoted IPv6 header + ports in the datagram (else
 //!    `truncated`), quoted next header TCP/UDP (else pass `not_vip`; the quoted version
 //!    nibble is not checked), flow turned around; other ICMPv6 → pass `not_vip`.
 //!    Extension headers (0, 43, 44, 60, 51, 135, 139, 140) → pass `ipv6_ext_header`,
@@ -55,6 +60,8 @@
 //!    family). None → pass `not_vip`. (The VIP filter is only a fast path: it never
 //!    changes the answer, so the model has none.)
 //! 9. Service flag STANDBY → pass `standby` (before anything else, even for fragments).
+//!    Then a frame sent to a group MAC (broadcast / multicast) → pass `l2_group`:
+//!    forwarding would make that group address the source MAC.
 //! 10. Unforwardable (options / fragment) → drop `ipv4_options` / `fragment`.
 //! 11. TTL / hop limit ≤ 1 → drop `ttl_expired`.
 //! 12. An ICMP too-big flow counts `icmp_too_big` (and is then forwarded like the flow).
@@ -64,7 +71,9 @@
 //!     `table[flow_hash(flow, source_affinity) % M]`: no table, id 0 or a dead backend →
 //!     `no_backend` (drop, or pass `fallback_pass` with FALLBACK_PASS). A successful
 //!     Maglev choice is written to the connection table **before** the steps below, so
-//!     it stays even when the packet is then dropped (no_tx_port, encap errors).
+//!     it stays even when the packet is then dropped (no_tx_port, encap errors); the
+//!     per-service / per-backend counters, by contrast, only count packets actually
+//!     sent (not modelled; tests/tests/fuzz_datapath.rs checks them).
 //! 14. **Egress.** `tx_port` ≠ 0 without a configured MAC → drop `no_tx_port` (the model
 //!     does not cover a *configured* two-arm port: that needs a devmap target).
 //! 15. **Mode.** DSR: destination MAC = backend MAC, source MAC = the input's
@@ -84,13 +93,6 @@
 //! recomputed from scratch; IPv6: addresses swapped, hop limit 64; type 0 / 129 and the
 //! ICMP checksum updated incrementally (RFC 1624 eqn. 3), so a wrong input checksum stays
 //! wrong by the same amount. Counted `icmp_echo` + `tx`.
-//!
-//! # Known program deviations ([`Finding`])
-//!
-//! Where the program does something the model considers wrong but the behaviour is
-//! reported and not (yet) changed, the model predicts what the program does and tags
-//! the packet with the finding, so the fuzzer keeps testing everything else and counts
-//! how often the finding is hit. See docs/fuzzing.md.
 //!
 //! # Not modelled
 //!
@@ -120,39 +122,6 @@ const ICMP: u8 = 1;
 const ICMPV6: u8 = 58;
 const VRRP: u8 = 112;
 
-/// A program behaviour the model considers a defect, reported and reproduced by a
-/// fixture in tests/tests/fuzz_datapath.rs; the model predicts the program's behaviour
-/// for it and tags the packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Finding {
-    /// L4 bytes (ports, TCP flags, ICMP header, quoted header) are read up to the end
-    /// of the *frame*, not of the IP datagram: with an IP total length / payload length
-    /// that ends before them, the program reads Ethernet padding (or trailing garbage)
-    /// as ports and flags and acts on it (forwards, answers, drops as `truncated`
-    /// instead of treating the datagram as too short).
-    L4BeyondIpLength,
-    /// An echo request to a VIP all of whose services are STANDBY (this host is VRRP
-    /// backup for it) is still answered from XDP: `is_vip` ignores the flag, so a
-    /// backup claims the VIP's reachability while passing (to a stack that does not
-    /// hold the VIP) all of its connection traffic.
-    EchoForStandbyVip,
-    /// A frame addressed to a group (broadcast / multicast) destination MAC is sent
-    /// with that group address as its *source* MAC (DSR, IPIP/GUE and echo replies
-    /// all take the source MAC from the input's destination MAC): a frame with a
-    /// group source address is invalid on Ethernet (IEEE 802.3 §3.2.3).
-    GroupSourceMac,
-}
-
-impl Finding {
-    pub fn name(self) -> &'static str {
-        match self {
-            Finding::L4BeyondIpLength => "l4-beyond-ip-length",
-            Finding::EchoForStandbyVip => "echo-for-standby-vip",
-            Finding::GroupSourceMac => "group-source-mac",
-        }
-    }
-}
-
 /// What the program must do with one frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expected {
@@ -169,8 +138,6 @@ pub struct Outcome {
     pub expected: Expected,
     /// The connection-table write the program makes (rule 13).
     pub insert: Option<(FlowKey, Conn)>,
-    /// Known program deviations this packet exercises.
-    pub finding: Option<Finding>,
 }
 
 /// The configured data plane, as the control plane writes it (lb-userspace/src/maps.rs).
@@ -319,15 +286,9 @@ impl Model {
 
     /// Predicts without changing the model.
     pub fn predict(&self, frame: &[u8]) -> Outcome {
-        let mut finding = None;
-        let parsed = parse(frame, &mut finding);
+        let parsed = parse(frame);
         let mut insert = None;
-        let (action, packet, reasons) = self.decide(frame, parsed, &mut insert, &mut finding);
-        if let Some(out) = &packet {
-            if matches!(action, XDP_TX | XDP_REDIRECT) && out[6] & 1 != 0 {
-                finding = Some(Finding::GroupSourceMac);
-            }
-        }
+        let (action, packet, reasons) = self.decide(frame, parsed, &mut insert);
         let verdict = match action {
             XDP_PASS => Stat::Pass,
             XDP_DROP => Stat::Drop,
@@ -345,7 +306,6 @@ impl Model {
                 counted,
             },
             insert,
-            finding,
         }
     }
 
@@ -354,7 +314,6 @@ impl Model {
         frame: &[u8],
         parsed: Parse,
         insert: &mut Option<(FlowKey, Conn)>,
-        finding: &mut Option<Finding>,
     ) -> (u32, Option<Vec<u8>>, Vec<Stat>) {
         let t = &self.tables;
         let flow = match parsed {
@@ -365,7 +324,10 @@ impl Model {
                     return (XDP_PASS, None, vec![Stat::NotVip]);
                 }
                 if t.all_standby(&dst, family) {
-                    *finding = Some(Finding::EchoForStandbyVip);
+                    return (XDP_PASS, None, vec![Stat::Standby]);
+                }
+                if group_dst(frame) {
+                    return (XDP_PASS, None, vec![Stat::L2Group]);
                 }
                 return (
                     XDP_TX,
@@ -380,6 +342,9 @@ impl Model {
         };
         if svc.flags & service_flags::STANDBY != 0 {
             return (XDP_PASS, None, vec![Stat::Standby]);
+        }
+        if group_dst(frame) {
+            return (XDP_PASS, None, vec![Stat::L2Group]);
         }
         if let Some(r) = flow.unforwardable {
             return (XDP_DROP, None, vec![r]);
@@ -471,30 +436,31 @@ impl Model {
     }
 }
 
-/// Rules 1–7. `finding` is set when a read goes past the IP datagram's end.
-fn parse(f: &[u8], finding: &mut Option<Finding>) -> Parse {
+/// Whether the frame was sent to a group (broadcast / multicast) MAC: the I/G bit.
+fn group_dst(f: &[u8]) -> bool {
+    f[0] & 1 != 0
+}
+
+/// Rules 1–7.
+fn parse(f: &[u8]) -> Parse {
     if f.len() < ETH {
         return Parse::Drop(Stat::Truncated);
     }
     match be16(f, 12) {
-        0x0800 => parse4(f, finding),
-        0x86dd => parse6(f, finding),
+        0x0800 => parse4(f),
+        0x86dd => parse6(f),
         0x8100 | 0x88a8 => Parse::Pass(Stat::Vlan),
         _ => Parse::Pass(Stat::NotVip),
     }
 }
 
-/// Whether `need` bytes at `off` are in the frame; notes the finding when they are in
-/// the frame but not inside the IP datagram that ends at `ip_end`.
-fn has(f: &[u8], off: usize, need: usize, ip_end: usize, finding: &mut Option<Finding>) -> bool {
-    let ok = off + need <= f.len();
-    if ok && off + need > ip_end {
-        *finding = Some(Finding::L4BeyondIpLength);
-    }
-    ok
+/// Whether `need` bytes at `off` are inside the IP datagram that ends `ip_end` bytes
+/// into the frame (checked by the caller to be within the frame).
+fn has(off: usize, need: usize, ip_end: usize) -> bool {
+    off + need <= ip_end
 }
 
-fn parse4(f: &[u8], finding: &mut Option<Finding>) -> Parse {
+fn parse4(f: &[u8]) -> Parse {
     if f.len() < ETH + 20 {
         return Parse::Drop(Stat::Truncated);
     }
@@ -519,7 +485,7 @@ fn parse4(f: &[u8], finding: &mut Option<Finding>) -> Parse {
     let dst = words(&f[ETH + 16..ETH + 20]);
     if proto == ICMP && ihl == 20 && !mf && offset == 0 {
         let icmp = ETH + 20;
-        if !has(f, icmp, 4, end, finding) {
+        if !has(icmp, 4, end) {
             return Parse::Drop(Stat::Truncated);
         }
         match (f[icmp], f[icmp + 1]) {
@@ -531,14 +497,14 @@ fn parse4(f: &[u8], finding: &mut Option<Finding>) -> Parse {
             }
             (3, 4) => {
                 let q = icmp + 8;
-                if !has(f, q, 20, end, finding) {
+                if !has(q, 20, end) {
                     return Parse::Drop(Stat::Truncated);
                 }
                 let qproto = f[q + 9];
                 if f[q] != 0x45 || (qproto != TCP && qproto != UDP) {
                     return Parse::Pass(Stat::NotVip);
                 }
-                if !has(f, q + 20, 4, end, finding) {
+                if !has(q + 20, 4, end) {
                     return Parse::Drop(Stat::Truncated);
                 }
                 return Parse::Flow(Flow {
@@ -572,13 +538,13 @@ fn parse4(f: &[u8], finding: &mut Option<Finding>) -> Parse {
         if mf {
             unforwardable = Some(Stat::Fragment);
         }
-        if !has(f, l4, 4, end, finding) {
+        if !has(l4, 4, end) {
             return Parse::Drop(Stat::Truncated);
         }
         (
             ne16(f, l4),
             ne16(f, l4 + 2),
-            proto == TCP && syn_at(f, l4, end, finding),
+            proto == TCP && syn_at(f, l4, end),
         )
     };
     Parse::Flow(Flow {
@@ -598,11 +564,11 @@ fn parse4(f: &[u8], finding: &mut Option<Finding>) -> Parse {
     })
 }
 
-fn syn_at(f: &[u8], l4: usize, end: usize, finding: &mut Option<Finding>) -> bool {
-    has(f, l4 + 13, 1, end, finding) && f[l4 + 13] & 0x12 == 0x02
+fn syn_at(f: &[u8], l4: usize, end: usize) -> bool {
+    has(l4 + 13, 1, end) && f[l4 + 13] & 0x12 == 0x02
 }
 
-fn parse6(f: &[u8], finding: &mut Option<Finding>) -> Parse {
+fn parse6(f: &[u8]) -> Parse {
     if f.len() < ETH + 40 {
         return Parse::Drop(Stat::Truncated);
     }
@@ -620,7 +586,7 @@ fn parse6(f: &[u8], finding: &mut Option<Finding>) -> Parse {
         TCP | UDP => {}
         VRRP => return Parse::Pass(Stat::NotVip),
         ICMPV6 => {
-            if !has(f, l4, 4, end, finding) {
+            if !has(l4, 4, end) {
                 return Parse::Drop(Stat::Truncated);
             }
             if f[l4] == 128 && f[l4 + 1] == 0 {
@@ -631,14 +597,14 @@ fn parse6(f: &[u8], finding: &mut Option<Finding>) -> Parse {
             }
             if f[l4] == 2 {
                 let q = l4 + 8;
-                if !has(f, q, 40, end, finding) {
+                if !has(q, 40, end) {
                     return Parse::Drop(Stat::Truncated);
                 }
                 let qnext = f[q + 6];
                 if qnext != TCP && qnext != UDP {
                     return Parse::Pass(Stat::NotVip);
                 }
-                if !has(f, q + 40, 4, end, finding) {
+                if !has(q + 40, 4, end) {
                     return Parse::Drop(Stat::Truncated);
                 }
                 return Parse::Flow(Flow {
@@ -662,7 +628,7 @@ fn parse6(f: &[u8], finding: &mut Option<Finding>) -> Parse {
         0 | 43 | 44 | 60 | 51 | 135 | 139 | 140 => return Parse::Pass(Stat::Ipv6ExtHeader),
         _ => return Parse::Pass(Stat::NotVip),
     }
-    if !has(f, l4, 4, end, finding) {
+    if !has(l4, 4, end) {
         return Parse::Drop(Stat::Truncated);
     }
     Parse::Flow(Flow {
@@ -678,7 +644,7 @@ fn parse6(f: &[u8], finding: &mut Option<Finding>) -> Parse {
         ttl: hop,
         unforwardable: None,
         too_big: false,
-        syn: next == TCP && syn_at(f, l4, end, finding),
+        syn: next == TCP && syn_at(f, l4, end),
     })
 }
 

@@ -833,6 +833,88 @@ fn vip_filter_follows_service_removal() {
     assert_eq!(filter.get(&slot, 0).unwrap(), 0, "filter slot cleared");
 }
 
+/// Echo requests follow the VIP's VRRP state as `Balancer::apply` sets it: answered
+/// while any service on the address is active, passed (`standby`) once all of them are
+/// standby (the control plane marks the address in `XLB_VIPS`), answered again when the
+/// VIP comes back, and passed as `not_vip` once no service uses the address.
+#[test]
+fn echo_follows_the_vip_standby_state() {
+    use lb_userspace::services::{BackendSpec, Balancer, MacAddr, Mode, Protocol, ServiceSpec};
+    use pnet_packet::{ethernet::EtherTypes, ip::IpNextHeaderProtocols as P};
+    let mut dp = TestDataplane::load("echostandby");
+    let backend = BackendSpec::new(
+        std::net::IpAddr::V4(Ipv4Addr::new(10, 0, 1, 10)),
+        MacAddr([2, 0, 0, 0, 0, 10]),
+        1,
+    );
+    let service = |port: u16, protocol: Protocol, standby: bool| ServiceSpec {
+        table_size: 251,
+        standby,
+        ..ServiceSpec::new(
+            VIP4.into(),
+            Some(port),
+            protocol,
+            Mode::Dsr,
+            vec![backend.clone()],
+        )
+    };
+    let request = packet::ethernet(
+        packet::CLIENT_MAC,
+        packet::LB_MAC,
+        EtherTypes::Ipv4,
+        &packet::ipv4(
+            CLIENT4,
+            VIP4,
+            P::Icmp,
+            &packet::icmp4_echo(8, 7, 1, b"vrrp"),
+        ),
+    );
+    let mut balancer = Balancer::default();
+    let mut step = |dp: &mut TestDataplane, what: &str, specs: &[ServiceSpec], answered: Stat| {
+        balancer.apply(dp.dp.ebpf_mut(), specs).unwrap();
+        let before = dp.stats();
+        let out = dp.run(&request);
+        let after = dp.stats();
+        let moved = |s: Stat| after.get(s).packets - before.get(s).packets;
+        let verdict = if answered == Stat::IcmpEcho {
+            XDP_TX
+        } else {
+            XDP_PASS
+        };
+        assert_eq!(out.action, verdict, "{what}");
+        assert_eq!(moved(answered), 1, "{what}: {} counted", answered.name());
+    };
+    let both = |standby_tcp, standby_udp| {
+        vec![
+            service(VIP_PORT, Protocol::Tcp, standby_tcp),
+            service(53, Protocol::Udp, standby_udp),
+        ]
+    };
+    step(&mut dp, "active", &both(false, false), Stat::IcmpEcho);
+    step(&mut dp, "standby", &both(true, true), Stat::Standby);
+    step(
+        &mut dp,
+        "one service active",
+        &both(true, false),
+        Stat::IcmpEcho,
+    );
+    step(&mut dp, "standby again", &both(true, true), Stat::Standby);
+    step(&mut dp, "master again", &both(false, false), Stat::IcmpEcho);
+    step(
+        &mut dp,
+        "standby, then removed",
+        &both(true, true),
+        Stat::Standby,
+    );
+    step(&mut dp, "no service", &[], Stat::NotVip);
+    step(
+        &mut dp,
+        "new standby service",
+        &both(true, true)[..1],
+        Stat::Standby,
+    );
+}
+
 /// Echo requests to a VIP are answered from XDP with exact reply bytes (checksums
 /// computed independently by pnet); echo to other addresses passes untouched.
 #[test]

@@ -3,17 +3,17 @@
 //! (`testbed::model`) must agree on verdict, output bytes and counters for every packet.
 //! `cargo xtask fuzz-datapath --packets N` runs the same thing at scale.
 //!
-//! The named fixtures below pin, byte for byte, the program behaviours the fuzzer
-//! tags as known findings (docs/fuzzing.md): the model predicts what the program does
-//! today, so the sample stays green, and each fixture says what is wrong with it. When
-//! one is fixed in lb-ebpf, its fixture and the model's rule change together.
+//! The named fixtures below pin, byte for byte, the fixed behaviour of the four findings
+//! of docs/fuzzing.md (L4 headers beyond the IP length, echo for a standby VIP, group
+//! destination MACs, per-service counters of dropped packets); the model agrees with
+//! each of them.
 
 use std::net::Ipv4Addr;
 
 use lb_common::Stat;
 use testbed::{
     fuzz::{self, hex, unhex, Harness},
-    model::{Finding, XDP_DROP, XDP_TX},
+    model::{XDP_DROP, XDP_PASS, XDP_TX},
     packet,
 };
 
@@ -62,6 +62,7 @@ fn fixed_seed_sample_agrees_with_the_model() {
         Stat::NoTxPort,
         Stat::FallbackPass,
         Stat::Standby,
+        Stat::L2Group,
     ] {
         assert!(
             report.counters.get(stat.name()).is_some_and(|n| *n > 0),
@@ -92,109 +93,264 @@ fn harness_reports_a_disagreement() {
 }
 
 /// Runs `input` on a fresh harness (the fuzzer's tables) and checks the program's exact
-/// output, and that the model agrees and tags `finding`.
+/// output and counters, and that the model agrees. Returns the model's outcome.
 fn fixture(
     name: &str,
-    input: &str,
+    input: &[u8],
     verdict: u32,
-    output: &str,
+    output: &[u8],
     counted: &[Stat],
-    finding: Finding,
-) {
+) -> testbed::model::Outcome {
     testbed::require_root();
     let mut h = Harness::new("fuzz-fixture", fuzz::fuzz_tables());
-    let input = unhex(input);
-    let (outcome, actual, agree) = h.check(&input);
+    let (outcome, actual, agree) = h.check(input);
     assert_eq!(actual.action, verdict, "{name}: verdict");
-    assert_eq!(hex(&actual.packet), output, "{name}: output bytes");
+    assert_eq!(hex(&actual.packet), hex(output), "{name}: output bytes");
     assert_eq!(actual.counted, counted, "{name}: counters");
     assert!(agree, "{name}: the model disagrees: {outcome:?}");
-    assert_eq!(outcome.finding, Some(finding), "{name}: finding tag");
+    outcome
 }
 
-/// Finding `l4-beyond-ip-length`: IPv4 total length 20 (the datagram is the bare IP
+/// A dropped or passed packet leaves the frame as it came.
+fn untouched(name: &str, input: &[u8], verdict: u32, counted: &[Stat]) -> testbed::model::Outcome {
+    fixture(name, input, verdict, input, counted)
+}
+
+/// Sets the IPv4 total length of `frame` (checksum recomputed), keeping its bytes: what
+/// follows the datagram becomes Ethernet padding.
+fn shorten_ipv4(frame: &mut [u8], tot_len: u16) {
+    packet::tweak_ipv4(frame, |ip| ip.set_total_length(tot_len));
+}
+
+/// Was finding `l4-beyond-ip-length`: IPv4 total length 20 (the datagram is the bare IP
 /// header), a 60-byte frame whose padding holds a TCP SYN header to VIP 10.0.0.100:80.
-/// The program reads ports and flags from the padding and forwards the datagram (DSR
-/// to backend 3) as a new flow, inserting a connection entry. Expected instead: the
-/// datagram has no L4 header, so it is too short for a VIP (drop `truncated`).
+/// The ports are not in the datagram: dropped `truncated`, like a frame too short to
+/// hold them, and no connection entry is written.
 #[test]
-fn finding_l4_beyond_ip_length_ports_read_from_padding() {
-    fixture(
+fn l4_beyond_ip_length_is_truncated() {
+    let out = untouched(
         "ports in the padding",
-        "020000000002020000000001080045000014123440004006144c0a0000010a000064\
-         9c400050000003e8000000005002fffffb050000000000000000",
-        XDP_TX,
-        "02be00000003020000000002080045000014123440004006144c0a0000010a000064\
-         9c400050000003e8000000005002fffffb050000000000000000",
-        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-        Finding::L4BeyondIpLength,
+        &unhex(
+            "020000000002020000000001080045000014123440004006144c0a0000010a000064\
+             9c400050000003e8000000005002fffffb050000000000000000",
+        ),
+        XDP_DROP,
+        &[Stat::Rx, Stat::Drop, Stat::Truncated],
+    );
+    assert!(
+        out.insert.is_none(),
+        "no connection entry for a truncated datagram"
+    );
+    // IPv6: payload length 2, the ports' second half in the padding.
+    let mut syn6 = packet::tcp6_frame(
+        "2001:db8::1".parse().unwrap(),
+        fuzz::vip6a(),
+        40000,
+        80,
+        packet::SYN,
+    );
+    syn6[18..20].copy_from_slice(&2u16.to_be_bytes());
+    untouched(
+        "IPv6 ports in the padding",
+        &syn6,
+        XDP_DROP,
+        &[Stat::Rx, Stat::Drop, Stat::Truncated],
     );
 }
 
-/// Finding `echo-for-standby-vip`: an echo request to 10.0.0.102, whose only service is
-/// STANDBY (VRRP backup here), is answered from XDP although the service's traffic is
-/// passed to a stack that does not hold the VIP. Expected instead: pass (`standby`).
+/// ICMP headers and ICMP-quoted headers must lie within the IP datagram too: an echo
+/// request to a VIP whose ICMP header is padding is not answered, and a frag-needed
+/// error whose quoted ports are padding is not forwarded (both `truncated`, as for a
+/// frame cut short there).
 #[test]
-fn finding_echo_for_standby_vip_is_answered() {
-    fixture(
+fn icmp_beyond_ip_length_is_truncated() {
+    let mut echo = packet::ethernet(
+        packet::CLIENT_MAC,
+        packet::LB_MAC,
+        pnet_packet::ethernet::EtherTypes::Ipv4,
+        &packet::ipv4(
+            Ipv4Addr::new(10, 0, 0, 1),
+            fuzz::VIP4A,
+            pnet_packet::ip::IpNextHeaderProtocols::Icmp,
+            &packet::icmp4_echo(8, 1, 1, b"ping"),
+        ),
+    );
+    shorten_ipv4(&mut echo, 22);
+    untouched(
+        "echo header in the padding",
+        &echo,
+        XDP_DROP,
+        &[Stat::Rx, Stat::Drop, Stat::Truncated],
+    );
+    // Frag-needed quoting the backend's reply 10.0.0.100:80 -> 10.0.0.1:40000; the
+    // datagram ends after the quoted IP header, the quoted ports are padding.
+    let quoted = packet::ipv4(
+        fuzz::VIP4A,
+        Ipv4Addr::new(10, 0, 0, 1),
+        pnet_packet::ip::IpNextHeaderProtocols::Tcp,
+        &packet::tcp4(fuzz::VIP4A, Ipv4Addr::new(10, 0, 0, 1), 80, 40000, 0x10),
+    );
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0xc8];
+    icmp.extend_from_slice(&quoted);
+    let mut too_big = packet::ethernet(
+        packet::CLIENT_MAC,
+        packet::LB_MAC,
+        pnet_packet::ethernet::EtherTypes::Ipv4,
+        &packet::ipv4(
+            Ipv4Addr::new(10, 0, 0, 1),
+            fuzz::VIP4A,
+            pnet_packet::ip::IpNextHeaderProtocols::Icmp,
+            &icmp,
+        ),
+    );
+    let whole = fixture(
+        "frag-needed, whole quote",
+        &too_big,
+        XDP_TX,
+        &{
+            let mut out = too_big.clone();
+            out[6..12].copy_from_slice(&too_big[0..6]);
+            out[0..6].copy_from_slice(&whole_quote_backend_mac(&too_big));
+            out
+        },
+        &[Stat::Rx, Stat::Tx, Stat::ConnMiss, Stat::IcmpTooBig],
+    );
+    assert!(whole.insert.is_some());
+    shorten_ipv4(&mut too_big, 20 + 8 + 20);
+    untouched(
+        "frag-needed, quoted ports in the padding",
+        &too_big,
+        XDP_DROP,
+        &[Stat::Rx, Stat::Drop, Stat::Truncated],
+    );
+}
+
+/// The backend MAC the model chooses for a whole frame (DSR service 1 on 10.0.0.100:80).
+fn whole_quote_backend_mac(frame: &[u8]) -> [u8; 6] {
+    let model = testbed::model::Model::new(fuzz::fuzz_tables());
+    let out = model.predict(frame);
+    out.expected.packet[0..6].try_into().unwrap()
+}
+
+/// Was finding `echo-for-standby-vip`: an echo request to 10.0.0.102, whose only
+/// service is STANDBY (VRRP backup here), is passed (`standby`) like the VIP's
+/// connection traffic, not answered.
+#[test]
+fn echo_for_standby_vip_is_passed() {
+    untouched(
         "echo to a standby VIP",
-        "02000000000202000000000108004500002012344000400114430a0000010a000066\
-         0800192d0001000170696e67",
-        XDP_TX,
-        "02000000000102000000000208004500002012344000400114430a0000660a000001\
-         0000212d0001000170696e67",
-        &[Stat::Rx, Stat::Tx, Stat::IcmpEcho],
-        Finding::EchoForStandbyVip,
+        &unhex(
+            "02000000000202000000000108004500002012344000400114430a0000010a000066\
+             0800192d0001000170696e67",
+        ),
+        XDP_PASS,
+        &[Stat::Rx, Stat::Pass, Stat::Standby],
     );
 }
 
-/// Finding `group-source-mac`: a TCP SYN to VIP 10.0.0.100:80 sent to the broadcast MAC
-/// is forwarded (DSR) with source MAC ff:ff:ff:ff:ff:ff. Expected instead: a group
-/// destination never becomes the source (drop or pass it, or use the interface MAC).
+/// The active case: 10.0.0.101 has one STANDBY service (443/tcp) among active ones, so
+/// the address is served here and its echo requests are answered.
 #[test]
-fn finding_group_source_mac_on_forwarded_frames() {
+fn echo_for_active_vip_is_answered() {
     fixture(
-        "SYN to the broadcast MAC",
-        "ffffffffffff02000000000108004500002812344000400614380a0000010a000064\
-         9c400050000003e8000000005002fffffb050000",
+        "echo to an active VIP",
+        &unhex(
+            "02000000000202000000000108004500002012344000400114440a0000010a000065\
+             0800192d0001000170696e67",
+        ),
         XDP_TX,
-        "02be00000003ffffffffffff08004500002812344000400614380a0000010a000064\
-         9c400050000003e8000000005002fffffb050000",
-        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-        Finding::GroupSourceMac,
+        &unhex(
+            "02000000000102000000000208004500002012344000400114440a0000650a000001\
+             0000212d0001000170696e67",
+        ),
+        &[Stat::Rx, Stat::Tx, Stat::IcmpEcho],
     );
 }
 
-/// Finding (outside the `Stat` set the model checks): a packet dropped *after* the
-/// backend choice (`encap_too_big` here; also `no_tx_port`, `encap_error`) still counts
-/// as forwarded, and as a new flow, in the per-service and per-backend counters, and
-/// leaves a connection entry. A 1502-byte UDP datagram to the IPIP service
-/// 10.0.0.100:53 (1516 + 20 > 1514 bytes once wrapped).
+/// Was finding `group-source-mac`: a TCP SYN to VIP 10.0.0.100:80 sent to the broadcast
+/// MAC is passed (`l2_group`) instead of leaving with source MAC ff:ff:ff:ff:ff:ff, and
+/// no connection entry is written; so is an echo request to a VIP in a multicast frame.
+/// Non-VIP traffic in group frames is unchanged (`not_vip`).
 #[test]
-fn finding_packets_dropped_after_the_choice_count_as_forwarded() {
+fn l2_group_vip_traffic_is_passed() {
+    let out = untouched(
+        "SYN to the broadcast MAC",
+        &unhex(
+            "ffffffffffff02000000000108004500002812344000400614380a0000010a000064\
+             9c400050000003e8000000005002fffffb050000",
+        ),
+        XDP_PASS,
+        &[Stat::Rx, Stat::Pass, Stat::L2Group],
+    );
+    assert!(out.insert.is_none());
+    untouched(
+        "echo to an active VIP, multicast MAC",
+        &unhex(
+            "01005e00006502000000000108004500002012344000400114440a0000010a000065\
+             0800192d0001000170696e67",
+        ),
+        XDP_PASS,
+        &[Stat::Rx, Stat::Pass, Stat::L2Group],
+    );
+    untouched(
+        "SYN to a non-VIP, broadcast MAC",
+        &unhex(
+            "ffffffffffff02000000000108004500002812344000400613d40a0000010a0000c8\
+             9c400050000003e8000000005002fffffb050000",
+        ),
+        XDP_PASS,
+        &[Stat::Rx, Stat::Pass, Stat::NotVip],
+    );
+}
+
+/// Was finding "dropped after the choice counts as forwarded" (outside the `Stat` set
+/// the model checks): a 1502-byte UDP datagram to the IPIP service 10.0.0.100:53
+/// (1516 plus 20 > 1514 bytes once wrapped) is dropped `encap_too_big` and no longer counted in
+/// the per-service and per-backend counters; the connection entry stays (written at the
+/// choice, lookup::backend). The flow's next, small packet hits that entry, is sent and
+/// counted (one packet, no new flow).
+#[test]
+fn dropped_after_the_choice_not_counted_as_forwarded() {
     testbed::require_root();
     let mut h = Harness::new("fuzz-fixture", fuzz::fuzz_tables());
-    let input = packet::udp4_frame(
-        Ipv4Addr::new(10, 0, 0, 1),
-        fuzz::VIP4A,
-        40001,
-        53,
-        &[0x55; 1460],
-    );
-    let (outcome, actual, agree) = h.check(&input);
+    let client = Ipv4Addr::new(10, 0, 0, 1);
+    let big = packet::udp4_frame(client, fuzz::VIP4A, 40001, 53, &[0x55; 1460]);
+    let (outcome, actual, agree) = h.check(&big);
     assert!(agree, "{outcome:?}");
     assert_eq!(actual.action, XDP_DROP);
-    assert_eq!(actual.packet, input);
+    assert_eq!(actual.packet, big);
     assert_eq!(
         actual.counted,
         [Stat::Rx, Stat::Drop, Stat::ConnMiss, Stat::EncapTooBig]
     );
-    assert!(outcome.insert.is_some(), "the model records the entry too");
-    let (services, _) = lb_userspace::stats::read_loaded_flows(h.dp.dp.ebpf()).unwrap();
-    let svc = services
-        .iter()
-        .find(|s| s.id == 2)
-        .expect("service 2 listed");
-    // Today: one packet "forwarded", one new flow, for a dropped packet.
-    assert_eq!((svc.counter.packets, svc.counter.new_flows), (1, 1));
+    let (_, conn) = outcome.insert.expect("the entry is written at the choice");
+    let flows = |h: &Harness| {
+        let (services, backends) = lb_userspace::stats::read_loaded_flows(h.dp.dp.ebpf()).unwrap();
+        let svc = services
+            .iter()
+            .find(|s| s.id == 2)
+            .expect("service 2")
+            .counter;
+        let be = backends
+            .iter()
+            .find(|b| b.id == conn.backend_id)
+            .expect("backend listed")
+            .counter;
+        (
+            (svc.packets, svc.new_flows),
+            (be.packets, be.new_flows, be.bytes),
+        )
+    };
+    assert_eq!(flows(&h), ((0, 0), (0, 0, 0)), "nothing counted for a drop");
+
+    let small = packet::udp4_frame(client, fuzz::VIP4A, 40001, 53, b"query");
+    let (outcome, actual, agree) = h.check(&small);
+    assert!(agree, "{outcome:?}");
+    assert_eq!(actual.action, XDP_TX);
+    assert_eq!(actual.counted, [Stat::Rx, Stat::Tx, Stat::ConnHit]);
+    assert_eq!(
+        flows(&h),
+        ((1, 0), (1, 0, small.len() as u64)),
+        "the sent packet, as received"
+    );
 }
