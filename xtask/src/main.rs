@@ -42,7 +42,7 @@ enum Command {
     /// Per-packet cost of every data-plane path next to XDP_PASS / XDP_TX floors,
     /// verifier instruction counts, control-plane timings and the health-check load of
     /// the real daemon; writes target/bench/bench.json. Parts alone: `cargo xtask bench
-    /// packets | scaling | e2e | cps | health` (docs/benchmarks.md).
+    /// packets | scaling | e2e | cps | failover | health` (docs/benchmarks.md).
     Bench {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,

@@ -11,6 +11,7 @@
 
 mod cps;
 mod e2e;
+mod failover;
 mod health;
 mod scaling;
 
@@ -98,7 +99,7 @@ enum Prep {
 fn main() {
     use Method::{Repeat, SingleShot};
     testbed::require_root();
-    // `xlb-bench health|scaling|e2e|cps|packets`: one part only (each writes its own JSON);
+    // `xlb-bench health|scaling|e2e|cps|failover|packets`: one part only (each writes its own JSON);
     // no argument: per-packet, verifier, control plane and health checks.
     match std::env::args().nth(1).as_deref() {
         Some("health") => {
@@ -121,8 +122,14 @@ fn main() {
             write_json(&cps::run(), "cps.json");
             return;
         }
+        Some("failover") => {
+            write_json(&failover::run(), "failover.json");
+            return;
+        }
         Some("packets") | None => {}
-        Some(other) => panic!("unknown bench part {other:?}: health, scaling, e2e, cps, packets"),
+        Some(other) => {
+            panic!("unknown bench part {other:?}: health, scaling, e2e, cps, failover, packets")
+        }
     }
     let only_packets = std::env::args().nth(1).as_deref() == Some("packets");
     let mut dp = TestDataplane::load("bench");
