@@ -461,13 +461,17 @@ impl VrrpLab {
     /// Starts keepalived (VRRP only, in the foreground) on node `i` with one instance
     /// for the VIP; its console log goes to the node's log file.
     pub fn start_keepalived(&mut self, i: usize, version: u8, priority: u8) {
+        let vip = match self.vip_addr() {
+            IpAddr::V4(v4) => format!("{v4}/32"),
+            IpAddr::V6(v6) => format!("{v6}/128"),
+        };
         let node = &mut self.nodes[i];
         let conf = format!(
             "global_defs {{\n  router_id lb{i}\n  vrrp_version {version}\n  \
              enable_script_security\n}}\n\
              vrrp_instance VI_1 {{\n  state BACKUP\n  interface {iface}\n  \
              virtual_router_id {VRID}\n  priority {priority}\n  advert_int 1\n  \
-             virtual_ipaddress {{\n    {VIP}/32\n  }}\n}}\n",
+             virtual_ipaddress {{\n    {vip}\n  }}\n}}\n",
             iface = node.iface()
         );
         std::fs::write(node.config.path(), conf).unwrap();
