@@ -1,0 +1,350 @@
+//! `xlb run` / `xlb decap`: load and attach the data plane, run the supervisor (config +
+//! health), VRRP, the control socket and metrics in one loop, and clean up on the way out.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use lb_common::programs;
+use lb_userspace::{
+    config::Config,
+    control::{self, server::ControlSocket, views, Request, Response},
+    ebpf_log,
+    health::{notify::Notifier, Health},
+    loader::{self, AttachMode, Dataplane, LoadOptions},
+    metrics,
+    services::Balancer,
+    supervisor::Supervisor,
+    vrrp::runtime::Vrrp,
+};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::EbpfLogLevel;
+
+/// `xlb run` / `xlb decap`: load, attach, serve, and clean up on the way out.
+pub(crate) struct Daemon {
+    pub(crate) program: &'static str,
+    pub(crate) ifaces: Vec<String>,
+    pub(crate) pin_dir: PathBuf,
+    pub(crate) xdp_mode: AttachMode,
+    pub(crate) ebpf_log_level: EbpfLogLevel,
+    pub(crate) config: Option<PathBuf>,
+    /// Overrides the config's GUE port (`xlb decap --gue-port`).
+    pub(crate) gue_port: Option<u16>,
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+    pub(crate) keep_attached: bool,
+}
+
+impl Daemon {
+    pub(crate) async fn run(mut self) -> Result<()> {
+        let missing = missing_capabilities();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "xlb {} needs CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN and \
+                 CAP_PERFMON (missing: {}); run it as root",
+                if self.program == programs::BALANCER {
+                    "run"
+                } else {
+                    "decap"
+                },
+                missing.join(", ")
+            );
+        }
+        // Validate before touching the kernel: a bad file must not cost a flap.
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if self.ifaces.is_empty() {
+            self.ifaces.clone_from(&config.interfaces);
+        }
+        if self.ifaces.is_empty() {
+            anyhow::bail!(
+                "no interface to attach to: give --iface IF or list \"interfaces\" in the config"
+            );
+        }
+        if let Some(port) = self.gue_port {
+            config.encap_sources.gue_port = port;
+        }
+        let opts = LoadOptions {
+            pin_dir: self.pin_dir.clone(),
+            ebpf_log_level: self.ebpf_log_level.to_aya(),
+        };
+        let mut dp = Dataplane::load(&opts).context("loading the XDP data plane")?;
+        if self.ebpf_log_level.to_aya().is_some() {
+            ebpf_log::spawn(dp.ebpf_mut())?;
+        }
+        let result = self.serve(&mut dp, config).await;
+        if self.keep_attached && result.is_ok() {
+            tracing::info!(pin_dir = %self.pin_dir.display(), "left attached and pinned for the next xlb run");
+            return Ok(());
+        }
+        // Clean up whatever got attached, also when attaching a later interface failed;
+        // with the data plane gone there is no health for a successor to take over.
+        let _ = std::fs::remove_file(control::health_state_path(&self.pin_dir));
+        loader::unpin_all(&self.pin_dir).context("detaching on shutdown")?;
+        tracing::info!(pin_dir = %self.pin_dir.display(), "detached and unpinned");
+        result
+    }
+
+    async fn serve(&self, dp: &mut Dataplane, config: Config) -> Result<()> {
+        // Maps pinned by an earlier daemon (restart, crash) carry backend ids that live
+        // connection-table entries refer to: continue from them, never from scratch.
+        let mut balancer = Balancer::adopt(dp.ebpf()).context("reading pinned state")?;
+        if balancer.service_count() > 0 {
+            tracing::info!(services = balancer.service_count(), "adopted pinned state");
+        }
+        let state_file =
+            (self.program == programs::BALANCER).then(|| control::health_state_path(&self.pin_dir));
+        let (mut sup, mut probes) =
+            Supervisor::start(&mut balancer, dp.ebpf_mut(), config, state_file)?;
+        // Until an instance is master here, its VIPs belong to whichever peer is; an
+        // instance that still holds its addresses (its daemon restarted) resumes as
+        // master, so its pinned data plane keeps forwarding them without a gap.
+        let vrrp_specs = sup.config().vrrp.clone();
+        let vips = vrrp_specs
+            .iter()
+            .filter(|s| {
+                !(s.preempt
+                    && lb_userspace::vrrp::net::iface(&s.interface, &s.addresses)
+                        .is_ok_and(|i| i.holds_all(&s.addresses)))
+            })
+            .flat_map(|s| s.addresses.iter().copied());
+        sup.set_standby(&mut balancer, dp.ebpf_mut(), vips.collect())?;
+        for iface in &self.ifaces {
+            let a = dp.attach(self.program, iface, self.xdp_mode)?;
+            tracing::info!(
+                iface = %a.iface, mode = ?a.mode, adopted = a.adopted,
+                link = %a.pin_path.display(), "attached"
+            );
+        }
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        // The decap program has nothing to report: only the balancer gets a socket.
+        let (requests_tx, mut requests) = tokio::sync::mpsc::channel(16);
+        let _socket = if self.program == programs::BALANCER {
+            Some(ControlSocket::bind(
+                &control::socket_path(&self.pin_dir),
+                requests_tx.clone(),
+            )?)
+        } else {
+            None
+        };
+        if let Some(addr) = self.metrics_listen {
+            metrics::serve(addr, requests_tx.clone()).await?;
+        }
+        drop(requests_tx);
+        let (vrrp_tx, mut vrrp_events) = tokio::sync::mpsc::channel(16);
+        let vrrp = Vrrp::start(&vrrp_specs, &vrrp_tx).context("starting VRRP")?;
+        track(&sup, &vrrp);
+        // The XDP side of VRRP follows the instances: on every state change, and each
+        // second for priority changes from tracking.
+        let mut xdp_vrrp = Vec::new();
+        sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
+        let mut vrrp_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let notifier = Notifier::default();
+        let started = std::time::Instant::now();
+        let mut last_reload: Option<String> = None;
+        tracing::info!(
+            pin_dir = %dp.pin_dir().display(), checks = sup.checks(),
+            "running; SIGHUP reloads, SIGINT/SIGTERM stop"
+        );
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM received");
+                    clear_xdp_vrrp(dp, &xdp_vrrp);
+                    vrrp.shutdown().await;
+                    return Ok(());
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT received");
+                    clear_xdp_vrrp(dp, &xdp_vrrp);
+                    vrrp.shutdown().await;
+                    return Ok(());
+                }
+                _ = vrrp_tick.tick(), if !vrrp.is_empty() => {
+                    // Interfaces have no event here: their state is polled with the tick.
+                    track(&sup, &vrrp);
+                    sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
+                }
+                Some(probe) = probes.recv() => {
+                    if sup.on_probe(&mut balancer, dp.ebpf_mut(), &probe) {
+                        track(&sup, &vrrp);
+                    }
+                }
+                Some(ev) = vrrp_events.recv() => {
+                    if let Err(e) = sup.set_standby(&mut balancer, dp.ebpf_mut(), vrrp.standby_addresses()) {
+                        tracing::error!("applying a VRRP state change failed: {e:#}");
+                    }
+                    sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
+                    let _ = ev.applied.send(());
+                    let (from, to) = (ev.from.to_string(), ev.to.to_string());
+                    tracing::warn!(instance = %ev.name, %from, %to, reason = %ev.reason, "VRRP {to}");
+                    if let Some(argv) = &vrrp_specs[ev.instance].notify {
+                        notifier.spawn(
+                            argv,
+                            "vrrp",
+                            &[&to, &ev.name, &ev.reason],
+                            &[("XLB_VRRP_STATE", &to), ("XLB_VRRP_INSTANCE", &ev.name), ("XLB_REASON", &ev.reason)],
+                        );
+                    }
+                }
+                _ = hup.recv() => {
+                    last_reload = Some(self.reload(&mut sup, &mut balancer, dp).err().unwrap_or_else(|| "ok".into()));
+                }
+                Some((request, reply)) = requests.recv() => {
+                    let response = match request {
+                        Request::Status => Response::ok(json(&views::Status {
+                            version: env!("CARGO_PKG_VERSION").into(),
+                            pid: std::process::id(),
+                            uptime_s: started.elapsed().as_secs(),
+                            pin_dir: self.pin_dir.display().to_string(),
+                            interfaces: self.ifaces.clone(),
+                            config: self.config.as_ref().map(|p| p.display().to_string()),
+                            services: sup.config().services.len(),
+                            backends: sup.config().services.iter().map(|s| s.backends.len()).sum(),
+                            checks: sup.checks(),
+                            backends_down: sup.book().iter().filter(|(_, h)| h.health() == Health::Down).count(),
+                            last_reload: last_reload.clone(),
+                        })),
+                        Request::Services => Response::ok(json(&views::services(&sup, dp.ebpf()))),
+                        Request::Backends => {
+                            Response::ok(json(&views::backends(&sup, &balancer, dp.ebpf())))
+                        }
+                        Request::Metrics => Response::ok(serde_json::Value::String(
+                            metrics::render(&sup, &balancer, dp.ebpf(), &vrrp.status()),
+                        )),
+                        Request::Vrrp => Response::ok(json(&vrrp.status())),
+                        Request::Reload => {
+                            let r = self.reload(&mut sup, &mut balancer, dp);
+                            last_reload = Some(r.clone().err().unwrap_or_else(|| "ok".into()));
+                            match r {
+                                Ok(()) => Response::ok(serde_json::json!("reloaded")),
+                                Err(e) => Response::error(e),
+                            }
+                        }
+                    };
+                    let _ = reply.send(response);
+                }
+            }
+        }
+    }
+
+    /// Loads the config file again and applies it; a file that fails validation or
+    /// application changes nothing and the running configuration stays. `Err` says why.
+    fn reload(
+        &self,
+        sup: &mut Supervisor,
+        balancer: &mut Balancer,
+        dp: &mut Dataplane,
+    ) -> Result<(), String> {
+        let Some(path) = &self.config else {
+            tracing::warn!("reload without --config: nothing to reload");
+            return Err("the daemon runs without --config: nothing to reload".into());
+        };
+        let result = Config::load(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|mut config| {
+                if let Some(port) = self.gue_port {
+                    config.encap_sources.gue_port = port;
+                }
+                sup.reload(balancer, dp.ebpf_mut(), config)
+            });
+        match result {
+            Ok(()) => {
+                tracing::info!(config = %path.display(), checks = sup.checks(), "reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("reload rejected, running configuration kept: {e:#}");
+                Err(format!(
+                    "reload rejected, running configuration kept: {e:#}"
+                ))
+            }
+        }
+    }
+}
+
+/// The capabilities `xlb run` needs that this process lacks (from /proc/self/status):
+/// loading and pinning BPF objects, attaching XDP, raw sockets for ICMP checks and
+/// VRRP, netlink for the VIPs, bpffs mounts. Checked first, so a missing privilege is
+/// named instead of surfacing as an EPERM from deep inside map creation.
+fn missing_capabilities() -> Vec<&'static str> {
+    const NEEDED: [(u32, &str); 5] = [
+        (12, "CAP_NET_ADMIN"),
+        (13, "CAP_NET_RAW"),
+        (21, "CAP_SYS_ADMIN"),
+        (38, "CAP_PERFMON"),
+        (39, "CAP_BPF"),
+    ];
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        });
+    match effective {
+        // Unknown (no procfs): let the kernel decide and report.
+        None => Vec::new(),
+        Some(caps) => NEEDED
+            .iter()
+            .filter(|(bit, _)| caps & (1u64 << bit) == 0)
+            .map(|(_, name)| *name)
+            .collect(),
+    }
+}
+
+/// Writes the instances' XDP records where they changed since `last`.
+fn sync_xdp_vrrp(
+    vrrp: &Vrrp,
+    dp: &mut Dataplane,
+    last: &mut Vec<(lb_common::VrrpKey, lb_common::VrrpRouter)>,
+) {
+    let now = vrrp.xdp_routers();
+    if now == *last {
+        return;
+    }
+    for (key, router) in &now {
+        if let Err(e) = lb_userspace::maps::set_vrrp_router(dp.ebpf_mut(), key, router) {
+            tracing::warn!("updating the XDP VRRP record failed: {e}");
+        }
+    }
+    *last = now;
+}
+
+/// On the way out nobody answers for us any more: XDP must stop answering too.
+fn clear_xdp_vrrp(dp: &mut Dataplane, last: &[(lb_common::VrrpKey, lb_common::VrrpRouter)]) {
+    for (key, _) in last {
+        let _ = lb_userspace::maps::remove_vrrp_router(dp.ebpf_mut(), key);
+    }
+}
+
+/// VRRP priority tracking: each instance loses the weight of every tracked service
+/// that has no backend taking new flows and of every tracked interface that is down, so
+/// a master with nothing to serve (or no way to reach it) yields.
+fn track(sup: &Supervisor, vrrp: &Vrrp) {
+    let available = sup.availability();
+    for (i, spec) in vrrp.specs().enumerate() {
+        let services: u32 = spec
+            .track_services
+            .iter()
+            .filter(|t| available.get(&t.service) == Some(&false))
+            .map(|t| u32::from(t.weight))
+            .sum();
+        let interfaces: u32 = spec
+            .track_interfaces
+            .iter()
+            .filter(|t| !lb_userspace::vrrp::net::iface(&t.interface, &[]).is_ok_and(|i| i.running))
+            .map(|t| u32::from(t.weight))
+            .sum();
+        let lost = services + interfaces;
+        let priority = u32::from(spec.priority).saturating_sub(lost).max(1);
+        vrrp.set_priority(i, u8::try_from(priority).unwrap_or(spec.priority));
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
