@@ -22,7 +22,7 @@ pub mod model;
 mod netns;
 pub mod packet;
 mod process;
-mod servers;
+pub mod servers;
 mod sweep;
 pub mod topology;
 mod veth;
@@ -30,7 +30,7 @@ pub mod vrrp_lab;
 
 pub use netns::Netns;
 pub use process::ChildGuard;
-pub use servers::{HttpServer, TcpServer, UdpServer};
+pub use servers::{HttpServer, TcpServer, UdpResponder, UdpServer};
 pub use sweep::sweep_stale;
 pub use veth::VethPair;
 

@@ -11,7 +11,7 @@
 
 use std::{
     io::{self, Read, Write},
-    net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
+    net::{IpAddr, SocketAddr, TcpListener},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Once,
@@ -23,7 +23,10 @@ use std::{
 use lb_userspace::health::{
     self, http, icmp, tcp, udp, CheckResult, FailReason, Health, Thresholds, Tracker,
 };
-use testbed::{HttpServer, Netns, TcpServer, UdpServer, VethPair};
+use testbed::{
+    servers::{dns_answer, pong},
+    HttpServer, Netns, TcpServer, UdpResponder, UdpServer, VethPair,
+};
 
 /// Generous for answers on a veth, short enough to keep the timeout test fast.
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -531,72 +534,6 @@ fn tcp_exchange_mismatch_on_close_is_immediate() {
 // ---------------------------------------------------------------------------------
 // UDP and DNS
 
-/// A UDP responder in a namespace: answers each datagram with `answer(datagram)`
-/// (nothing for an empty answer). Stops on drop.
-struct Responder {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Responder {
-    fn start(ns: &Netns, addr: SocketAddr, answer: fn(&[u8]) -> Vec<u8>) -> Responder {
-        let socket = ns.run(|| UdpSocket::bind(addr)).expect("bind responder");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let addr = socket.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = ns.spawn_thread("udp-responder", move || {
-            let mut buf = [0u8; 2048];
-            while !flag.load(Ordering::Relaxed) {
-                let Ok((len, peer)) = socket.recv_from(&mut buf) else {
-                    continue;
-                };
-                let reply = answer(&buf[..len]);
-                if !reply.is_empty() {
-                    let _ = socket.send_to(&reply, peer);
-                }
-            }
-        });
-        Responder {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn pong(datagram: &[u8]) -> Vec<u8> {
-    let mut reply = b"pong ".to_vec();
-    reply.extend_from_slice(datagram);
-    reply
-}
-
-/// A toy DNS server: NXDOMAIN for `nx.test`, an empty NOERROR answer otherwise; it
-/// echoes the question (everything after the header) the way real servers do.
-fn dns_answer(query: &[u8]) -> Vec<u8> {
-    if query.len() < 12 {
-        return Vec::new();
-    }
-    let mut reply = query.to_vec();
-    let nx = query[12..].starts_with(b"\x02nx\x04test\x00");
-    // QR, RD copied, RA; RCODE 3 or 0.
-    reply[2] = 0x81;
-    reply[3] = if nx { 0x83 } else { 0x80 };
-    reply
-}
-
 fn udp_check(ns: &Netns, addr: SocketAddr, send: &[u8], expect: Option<&[u8]>) -> CheckResult {
     ns.run(|| health::block_on(udp::check(addr, TIMEOUT, send, expect)))
 }
@@ -605,7 +542,7 @@ fn udp_check(ns: &Netns, addr: SocketAddr, send: &[u8], expect: Option<&[u8]>) -
 fn udp_check_reply_refused_and_silence() {
     setup();
     let lab = lab("hc-udp");
-    let responder = Responder::start(&lab.backend, sock("10.71.0.2:5353"), pong);
+    let responder = UdpResponder::start(&lab.backend, sock("10.71.0.2:5353"), pong);
     let addr = responder.addr;
     assert_eq!(
         udp_check(&lab.checker, addr, b"ping", None),
@@ -622,7 +559,7 @@ fn udp_check_reply_refused_and_silence() {
             got: "pong ping".into(),
         })
     );
-    let v6 = Responder::start(&lab.backend, sock("[fd71::2]:5353"), pong);
+    let v6 = UdpResponder::start(&lab.backend, sock("[fd71::2]:5353"), pong);
     assert_eq!(
         udp_check(&lab.checker, v6.addr, b"ping", Some(b"pong")),
         CheckResult::Ok
@@ -653,7 +590,7 @@ fn udp_check_reply_refused_and_silence() {
 fn dns_check_noerror_nxdomain_and_refused() {
     setup();
     let lab = lab("hc-dns");
-    let server = Responder::start(&lab.backend, sock("10.71.0.2:53"), dns_answer);
+    let server = UdpResponder::start(&lab.backend, sock("10.71.0.2:53"), dns_answer);
     let dns = |addr: SocketAddr, name: &str| {
         lab.checker
             .run(|| health::block_on(udp::check_dns(addr, TIMEOUT, name)))
@@ -667,7 +604,7 @@ fn dns_check_noerror_nxdomain_and_refused() {
     );
     assert_eq!(result.to_string(), "bad reply: DNS rcode 3 (NXDOMAIN)");
     // The pong server is not DNS: its reply does not carry our id.
-    let not_dns = Responder::start(&lab.backend, sock("10.71.0.2:5353"), pong);
+    let not_dns = UdpResponder::start(&lab.backend, sock("10.71.0.2:5353"), pong);
     assert_eq!(
         dns(not_dns.addr, "backend.test"),
         CheckResult::Fail(FailReason::Timeout(TIMEOUT))

@@ -633,3 +633,70 @@ fn http_check_notices_500_and_wrong_body() {
     assert_eq!(lab.log_lines(&["backend down", &addr(1)]).len(), 1);
     only_be2_changed(&lab);
 }
+
+/// A UDP service on :53 with a DNS check (and one backend with its own UDP send/expect
+/// check): a backend whose resolver stops answering leaves, and returns when it answers
+/// again.
+#[test]
+fn dns_and_udp_checks_follow_their_servers() {
+    use testbed::{
+        servers::{dns_answer, pong},
+        UdpResponder,
+    };
+    let mut lab = Lab::new("hdns");
+    let dns = |ns: &testbed::Netns| {
+        UdpResponder::start(ns, SocketAddr::from(([0, 0, 0, 0], 53)), dns_answer)
+    };
+    let mut resolvers: Vec<Option<UdpResponder>> =
+        lab.backend_ns.iter().map(|ns| Some(dns(ns))).collect();
+    let echo = UdpResponder::start(
+        &lab.backend_ns[2],
+        SocketAddr::from(([0, 0, 0, 0], 7)),
+        pong,
+    );
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({
+            "protocol": "udp", "port": 53,
+            "check": {"type": "dns", "name": "example.com", "interval_ms": 200,
+                      "timeout_ms": 150, "rise": 1, "fall": 1},
+        }),
+    );
+    // be3 is checked by its UDP echo service instead (a per-backend check).
+    let path = lab.config.path().to_owned();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["services"][0]["backends"][2]["check"] = serde_json::json!({
+        "type": "udp", "port": 7, "send": "ping", "expect": "pong ping",
+        "interval_ms": 200, "timeout_ms": 150, "rise": 1, "fall": 1,
+    });
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    lab.start_peer();
+    lab.start_xlb(&[]);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        lab.log_lines(&["backend down"]).is_empty(),
+        "a healthy resolver was taken out:\n{}",
+        lab.log.read()
+    );
+    // be2's resolver dies: its port is closed (ICMP port unreachable → refused).
+    resolvers[1] = None;
+    assert!(
+        lab.wait_log(&["backend down", &addr(1)], 1, Duration::from_secs(10)),
+        "be2 never reported down:\n{}",
+        lab.log.read()
+    );
+    resolvers[1] = Some(dns(&lab.backend_ns[1]));
+    assert!(
+        lab.wait_log(&["backend up", &addr(1)], 1, Duration::from_secs(10)),
+        "be2 never came back:\n{}",
+        lab.log.read()
+    );
+    // be3's UDP echo dies: its per-backend check notices.
+    drop(echo);
+    assert!(
+        lab.wait_log(&["backend down", &addr(2)], 1, Duration::from_secs(10)),
+        "be3's UDP check never failed:\n{}",
+        lab.log.read()
+    );
+}

@@ -10,7 +10,7 @@ mod udp;
 
 pub use http::HttpServer;
 pub use tcp::TcpServer;
-pub use udp::UdpServer;
+pub use udp::{dns_answer, pong, UdpResponder, UdpServer};
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},

@@ -1,12 +1,14 @@
-//! UDP sink that counts datagrams and bytes.
+//! UDP servers: a sink that counts datagrams and bytes, and a responder that answers
+//! each datagram (echo-like or a toy DNS server) for UDP/DNS health checks.
 
 use std::{
     io,
     net::{SocketAddr, UdpSocket},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
+    thread::JoinHandle,
     time::Duration,
 };
 
@@ -93,4 +95,74 @@ impl Drop for UdpServer {
     fn drop(&mut self) {
         self.stopper.stop_and_join("UdpServer");
     }
+}
+
+/// A UDP responder: answers each datagram with `answer(datagram)` (nothing for an
+/// empty answer), e.g. [`pong`] or [`dns_answer`]. Stops on drop.
+pub struct UdpResponder {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpResponder {
+    /// Binds `addr` inside `ns` and starts answering.
+    pub fn start(ns: &Netns, addr: SocketAddr, answer: fn(&[u8]) -> Vec<u8>) -> UdpResponder {
+        let socket = ns
+            .run(|| UdpSocket::bind(addr))
+            .unwrap_or_else(|e| panic!("UdpResponder: bind {addr} in netns {}: {e}", ns.name()));
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("set UDP read timeout");
+        let addr = socket.local_addr().expect("local_addr of a bound socket");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = ns.spawn_thread("udp-responder", move || {
+            let mut buf = [0u8; 2048];
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((len, peer)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let reply = answer(&buf[..len]);
+                if !reply.is_empty() {
+                    let _ = socket.send_to(&reply, peer);
+                }
+            }
+        });
+        UdpResponder {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UdpResponder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answers `pong <datagram>`.
+pub fn pong(datagram: &[u8]) -> Vec<u8> {
+    let mut reply = b"pong ".to_vec();
+    reply.extend_from_slice(datagram);
+    reply
+}
+
+/// A toy DNS server: NXDOMAIN for `nx.test`, an empty NOERROR answer otherwise; it
+/// echoes the question (everything after the header) the way real servers do.
+pub fn dns_answer(query: &[u8]) -> Vec<u8> {
+    if query.len() < 12 {
+        return Vec::new();
+    }
+    let mut reply = query.to_vec();
+    let nx = query[12..].starts_with(b"\x02nx\x04test\x00");
+    // QR, RD copied, RA; RCODE 3 or 0.
+    reply[2] = 0x81;
+    reply[3] = if nx { 0x83 } else { 0x80 };
+    reply
 }
