@@ -87,6 +87,29 @@ pub struct TestDataplane {
 }
 
 impl TestDataplane {
+    /// A packet fixture: runs `input` through the balancer, then asserts the verdict,
+    /// the exact output bytes, and that exactly the counters in `counted` moved, each
+    /// by one packet.
+    pub fn check(
+        &mut self,
+        what: &str,
+        input: &[u8],
+        verdict: u32,
+        output: &[u8],
+        counted: &[lb_common::Stat],
+    ) {
+        let before = self.stats();
+        let out = self.run(input);
+        assert_eq!(out.action, verdict, "{what}: verdict");
+        assert_eq!(out.packet, output, "{what}: output bytes");
+        let after = self.stats();
+        for &stat in lb_common::Stat::ALL {
+            let moved = after.get(stat).packets - before.get(stat).packets;
+            let want = u64::from(counted.contains(&stat));
+            assert_eq!(moved, want, "{what}: counter {}", stat.name());
+        }
+    }
+
     /// Loads the embedded object with all programs verified by the kernel.
     pub fn load(tag: &str) -> Self {
         let pin_dir = PinDir::new(tag);

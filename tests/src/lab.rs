@@ -143,40 +143,15 @@ impl Lab {
     /// Starts `xlb run --config` on the balancer (`extra` arguments appended), logging
     /// to [`Lab::log`], and waits until it reports running (attached, signals handled).
     pub fn start_xlb(&mut self, extra: &[&str]) -> usize {
-        const READY: &str = "running; SIGHUP reloads";
-        let before = self.log.read().matches(READY).count();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log.path())
-            .unwrap();
-        let mut cmd = self.lb.command(xlb_bin());
-        cmd.args([
-            "run",
-            "--xdp-mode",
-            "native",
-            "--iface",
+        let guard = start_xlb(
+            &self.lb,
             &self.lb_if.b,
-            "--config",
-        ])
-        .arg(self.config.path())
-        .arg("--pin-dir")
-        .arg(self.pins.path())
-        .args(extra)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(file);
-        self.daemons.push(self.lb.spawn(cmd));
-        assert!(
-            wait_until(Duration::from_secs(20), || self
-                .log
-                .read()
-                .matches(READY)
-                .count()
-                > before),
-            "xlb did not start:\n{}",
-            self.log.read()
+            &self.config,
+            &self.pins,
+            &self.log,
+            extra,
         );
+        self.daemons.push(guard);
         self.daemons.len() - 1
     }
 
@@ -256,6 +231,47 @@ pub fn failures(attempts: &[Attempt]) -> Vec<&String> {
 
 /// At most one [`Traffic`] connection per this long (200 per second).
 const PACE: Duration = Duration::from_millis(5);
+
+/// Starts `xlb run --xdp-mode native --iface IFACE --config CONFIG --pin-dir PINS EXTRA`
+/// inside `ns`, appending its stderr to `log`, and waits until it reports running
+/// (attached, signals handled).
+pub(crate) fn start_xlb(
+    ns: &Netns,
+    iface: &str,
+    config: &TempFile,
+    pins: &PinDir,
+    log: &TempFile,
+    extra: &[&str],
+) -> ChildGuard {
+    const READY: &str = "running; SIGHUP reloads";
+    let before = log.read().matches(READY).count();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log.path())
+        .expect("open the daemon log");
+    let mut cmd = ns.command(xlb_bin());
+    cmd.args(["run", "--xdp-mode", "native", "--iface", iface, "--config"])
+        .arg(config.path())
+        .arg("--pin-dir")
+        .arg(pins.path())
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(file);
+    let guard = ns.spawn(cmd);
+    assert!(
+        wait_until(Duration::from_secs(20), || log
+            .read()
+            .matches(READY)
+            .count()
+            > before),
+        "xlb in {} did not start:\n{}",
+        ns.name(),
+        log.read()
+    );
+    guard
+}
 
 /// One connection's outcome: when it started, and who answered (or the error).
 pub type Attempt = (Instant, Result<String, String>);

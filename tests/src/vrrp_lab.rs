@@ -421,41 +421,16 @@ impl VrrpLab {
 
     /// Starts `xlb run` on node `i` and waits until it runs.
     pub fn start_xlb(&mut self, i: usize) {
-        const READY: &str = "running; SIGHUP reloads";
         let node = &mut self.nodes[i];
-        let before = node.log.read().matches(READY).count();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(node.log.path())
-            .unwrap();
-        let mut cmd = node.ns.command(xlb_bin());
-        cmd.args([
-            "run",
-            "--xdp-mode",
-            "native",
-            "--iface",
+        let guard = crate::lab::start_xlb(
+            &node.ns,
             &node.veth.b,
-            "--config",
-        ])
-        .arg(node.config.path())
-        .arg("--pin-dir")
-        .arg(node.pins.path())
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(file);
-        let guard = node.ns.spawn(cmd);
-        node.daemons.push(guard);
-        assert!(
-            wait_until(Duration::from_secs(20), || node
-                .log
-                .read()
-                .matches(READY)
-                .count()
-                > before),
-            "xlb on lb{i} did not start:\n{}",
-            node.log.read()
+            &node.config,
+            &node.pins,
+            &node.log,
+            &[],
         );
+        node.daemons.push(guard);
     }
 
     /// Starts keepalived (VRRP only, in the foreground) on node `i` with one instance

@@ -114,16 +114,7 @@ fn check(
     output: &[u8],
     counted: &[Stat],
 ) {
-    let before = dp.stats();
-    let out = dp.run(input);
-    assert_eq!(out.action, verdict, "{what}: verdict");
-    assert_eq!(out.packet, output, "{what}: output bytes");
-    let after = dp.stats();
-    for &stat in Stat::ALL {
-        let moved = after.get(stat).packets - before.get(stat).packets;
-        let want = u64::from(counted.contains(&stat));
-        assert_eq!(moved, want, "{what}: counter {}", stat.name());
-    }
+    dp.check(what, input, verdict, output, counted);
 }
 
 #[test]

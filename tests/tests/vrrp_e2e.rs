@@ -58,6 +58,25 @@ fn elect(lab: &mut VrrpLab, p0: serde_json::Value, p1: serde_json::Value) {
     assert!(!lab.nodes[1].holds_vip(), "the backup holds the VIP");
 }
 
+/// lb0, off the network with its daemon killed, comes back (link up, daemon started)
+/// and takes the VIP back from lb1 (higher priority, preempt on): (restart, preemption).
+fn come_back_and_preempt(lab: &mut VrrpLab) -> (Instant, Instant) {
+    lab.nodes[0].set_link(true);
+    let restarted = Instant::now();
+    lab.start_xlb(0);
+    let preempted = lab.nodes[0]
+        .wait_log(&["VRRP master"], 2, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb0 did not preempt:\n{}", lab.nodes[0].log.read()));
+    assert!(
+        lab.nodes[1]
+            .wait_log(&["VRRP backup"], 2, Duration::from_secs(5))
+            .is_some(),
+        "lb1 did not step back:\n{}",
+        lab.nodes[1].log.read()
+    );
+    (restarted, preempted)
+}
+
 #[test]
 fn master_failure_takeover_and_preemption() {
     let mut lab = VrrpLab::new("vrfail");
@@ -89,19 +108,7 @@ fn master_failure_takeover_and_preemption() {
     );
 
     // lb0 comes back and preempts (higher priority, preempt on).
-    lab.nodes[0].set_link(true);
-    let restarted = Instant::now();
-    lab.start_xlb(0);
-    let preempted = lab.nodes[0]
-        .wait_log(&["VRRP master"], 2, Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("lb0 did not preempt:\n{}", lab.nodes[0].log.read()));
-    assert!(
-        lab.nodes[1]
-            .wait_log(&["VRRP backup"], 2, Duration::from_secs(5))
-            .is_some(),
-        "lb1 did not step back:\n{}",
-        lab.nodes[1].log.read()
-    );
+    let (restarted, preempted) = come_back_and_preempt(&mut lab);
     assert!(traffic.progressed(100, Duration::from_secs(20)));
     let attempts = traffic.stop();
     let failed = attempts.iter().filter(|(_, r)| r.is_err()).count();
@@ -781,19 +788,7 @@ fn ipv6_election_takeover_and_preemption() {
     );
 
     // lb0 comes back and preempts.
-    lab.nodes[0].set_link(true);
-    let restarted = Instant::now();
-    lab.start_xlb(0);
-    let preempted = lab.nodes[0]
-        .wait_log(&["VRRP master"], 2, Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("lb0 did not preempt:\n{}", lab.nodes[0].log.read()));
-    assert!(
-        lab.nodes[1]
-            .wait_log(&["VRRP backup"], 2, Duration::from_secs(5))
-            .is_some(),
-        "lb1 did not step back:\n{}",
-        lab.nodes[1].log.read()
-    );
+    let (restarted, preempted) = come_back_and_preempt(&mut lab);
     assert!(traffic.progressed(100, Duration::from_secs(20)));
     let attempts = traffic.stop();
     let failed = attempts.iter().filter(|(_, r)| r.is_err()).count();
