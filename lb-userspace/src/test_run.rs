@@ -85,6 +85,34 @@ pub fn run_xdp_on(
     run(prog, packet, 1, 0, Some(&ctx))
 }
 
+/// Live frames (`BPF_F_TEST_XDP_LIVE_FRAMES`): `repeat` iterations of `prog`, each on a
+/// fresh copy of `frame` arriving on `ingress_ifindex`, with XDP_TX / XDP_REDIRECT really
+/// transmitted — a packet generator at XDP speed. The kernel returns no output frame in
+/// this mode (it rejects an output buffer), so only success is reported.
+pub fn run_xdp_live(
+    prog: &impl AsFd,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    repeat: u32,
+) -> io::Result<()> {
+    let ctx = XdpMd {
+        data_end: frame.len() as u32,
+        ingress_ifindex,
+        ..Default::default()
+    };
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_fd().as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        ctx_in: &ctx as *const XdpMd as u64,
+        ctx_size_in: size_of::<XdpMd>() as u32,
+        repeat,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        ..Default::default()
+    };
+    test_run(&mut attr)
+}
+
 fn run(
     prog: &impl AsFd,
     packet: &[u8],
@@ -109,23 +137,30 @@ fn run(
         flags,
         ..Default::default()
     };
-    // SAFETY: attr points to a correctly sized, initialised bpf_attr prefix; the kernel
-    // reads data_in and writes at most data_size_out bytes to data_out.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            size_of::<TestRunAttr>() as u32,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    test_run(&mut attr)?;
     out.truncate(attr.data_size_out as usize);
     Ok(TestRunOutput {
         action: attr.retval,
         packet: out,
         duration_ns: attr.duration,
     })
+}
+
+/// The `BPF_PROG_TEST_RUN` syscall on a filled-in `attr`.
+fn test_run(attr: &mut TestRunAttr) -> io::Result<()> {
+    // SAFETY: attr is a correctly sized, initialised bpf_attr prefix whose pointers
+    // (data_in, data_out, ctx_in) the caller keeps alive and sized for the call; the
+    // kernel writes at most data_size_out bytes to data_out.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            attr as *mut TestRunAttr,
+            size_of::<TestRunAttr>() as u32,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

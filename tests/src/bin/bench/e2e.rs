@@ -37,7 +37,6 @@ use testbed::{dataplane::PinDir, packet, Netns};
 
 const ROUNDS: usize = 5;
 const FRAMES: u32 = 2_000_000;
-const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 const VIP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 100);
 const CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 1);
 
@@ -113,53 +112,9 @@ fn attach_native(prog: impl AsFd, ifindex: u32) -> OwnedFd {
 /// Live-frames test run: `frames` iterations of `prog` on `frame` arriving on
 /// `ifindex` (XDP_TX sends it out there). Call in the interface's namespace.
 fn generate(prog: impl AsFd, frame: &[u8], ifindex: u32, frames: u32) -> Duration {
-    #[repr(C)]
-    #[derive(Default)]
-    struct XdpMd {
-        data: u32,
-        data_end: u32,
-        data_meta: u32,
-        ingress_ifindex: u32,
-        rx_queue_index: u32,
-        egress_ifindex: u32,
-    }
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestRunAttr {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        _pad: u32,
-    }
-    let ctx = XdpMd {
-        data_end: frame.len() as u32,
-        ingress_ifindex: ifindex,
-        ..Default::default()
-    };
-    let mut attr = TestRunAttr {
-        prog_fd: prog.as_fd().as_raw_fd() as u32,
-        data_size_in: frame.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        repeat: frames,
-        ctx_in: &ctx as *const XdpMd as u64,
-        ctx_size_in: size_of::<XdpMd>() as u32,
-        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-        ..Default::default()
-    };
     let t = Instant::now();
-    sys_bpf(10, &mut attr).expect("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES");
+    lb_userspace::test_run::run_xdp_live(&prog, frame, ifindex, frames)
+        .expect("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES");
     t.elapsed()
 }
 
