@@ -538,6 +538,40 @@ impl Testbed {
         delta
     }
 
+    /// The weighted-spread checks of a 1:1:2 run (be3 weighted 2) of `n` connections with
+    /// per-backend `counts`: the live `table` gives each backend its weight's share, the
+    /// counts follow those shares (binomially), the servers accepted exactly those
+    /// connections, and every one came from `client` (the balancer keeps the client
+    /// address, DSR or encapsulated).
+    pub fn assert_spread_1_1_2(
+        &self,
+        table: &[u32],
+        counts: &BTreeMap<&str, usize>,
+        n: usize,
+        client: IpAddr,
+    ) {
+        for b in &self.backends {
+            let id = self.balancer.backend_id(b.addr).unwrap();
+            let p = share(table, id);
+            let want = if b.name == "be3" { 0.5 } else { 0.25 };
+            assert!((p - want).abs() < 0.01, "{}: table share {p}", b.name);
+            let count = counts.get(b.name).copied().unwrap_or(0);
+            assert_binomial(b.name, count, n, p);
+        }
+        let accepted = self.accepted();
+        for (name, count) in counts {
+            assert_eq!(accepted[name], *count as u64, "accepted: {accepted:?}");
+        }
+        for (server, b) in self.servers.iter().zip(&self.backends) {
+            let peers = server.peers();
+            assert!(
+                peers.iter().all(|p| p.ip() == client),
+                "{} saw other clients: {peers:?}",
+                b.name
+            );
+        }
+    }
+
     /// Connections accepted per backend so far, by name.
     pub fn accepted(&self) -> BTreeMap<&'static str, u64> {
         self.backends

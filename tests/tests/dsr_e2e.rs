@@ -113,27 +113,8 @@ fn dsr_spreads_real_tcp_connections_by_weight() {
          packets: client sent {}, lb forwarded {}, backends received {}",
         delta.client_sent, delta.tx, delta.backends_received
     );
-    for b in &tb.backends {
-        let id = tb.balancer.backend_id(b.addr).unwrap();
-        let p = share(&table, id);
-        let want = if b.name == "be3" { 0.5 } else { 0.25 };
-        assert!((p - want).abs() < 0.01, "{}: table share {p}", b.name);
-        let count = counts.get(b.name).copied().unwrap_or(0);
-        assert_binomial(b.name, count, N, p);
-    }
-    // The servers agree, and saw the real client address (DSR keeps it).
-    let accepted = tb.accepted();
-    for (name, count) in &counts {
-        assert_eq!(accepted[name], *count as u64, "accepted: {accepted:?}");
-    }
-    for (server, b) in tb.servers.iter().zip(&tb.backends) {
-        let peers = server.peers();
-        assert!(
-            peers.iter().all(|p| p.ip() == IpAddr::V4(CLIENT)),
-            "{} saw other clients: {peers:?}",
-            b.name
-        );
-    }
+    // The servers saw the real client address (DSR keeps it).
+    tb.assert_spread_1_1_2(&table, &counts, N, IpAddr::V4(CLIENT));
     tb.teardown();
     eprintln!(
         "dsr_spreads_real_tcp_connections_by_weight: {:?}",
