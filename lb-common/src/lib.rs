@@ -65,6 +65,11 @@ pub mod limits {
     /// Largest Maglev table size M; the inner template has M + 1 slots (slot 0 holds
     /// M). Per-service tables may be smaller (the template carries BPF_F_INNER_MAP).
     pub const MAX_MAGLEV_SIZE: u32 = 65537;
+    /// Flags of the Maglev inner-map template and of every table userspace installs:
+    /// the kernel refuses an inner map whose flags differ from the template's
+    /// (`bpf_map_meta_equal`). `BPF_F_MMAPABLE` lets userspace fill a new table with
+    /// one `mmap` and a copy instead of one syscall per slot.
+    pub const MAGLEV_INNER_FLAGS: u32 = BPF_F_INNER_MAP | BPF_F_MMAPABLE;
     /// Egress interfaces (devmap slots; 0 unused).
     pub const MAX_TX_PORTS: u32 = 64;
     /// Slots of the VIP filter (a power of two).
@@ -79,6 +84,8 @@ pub mod limits {
     pub const MAX_VRRP_ROUTERS: u32 = 256;
     /// `BPF_F_INNER_MAP`: inner maps may differ in max_entries from the template.
     pub const BPF_F_INNER_MAP: u32 = 1 << 12;
+    /// `BPF_F_MMAPABLE`: an array map userspace can `mmap` (kernel >= 5.5).
+    pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 }
 
 /// Program names (the Rust function names of the `#[xdp]` entry points).

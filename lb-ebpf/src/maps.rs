@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     limits::{
-        BPF_F_INNER_MAP, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES, MAX_TX_PORTS,
+        MAGLEV_INNER_FLAGS, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES, MAX_TX_PORTS,
         MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
     },
     Backend, Config, Conn, FlowKey, Service, TxPort, VipAddr, VipKey, VrrpKey, VrrpRouter,
@@ -30,8 +30,10 @@ pub static XLB_VIPS: HashMap<VipAddr, u32, { MAX_SERVICES as usize }> = HashMap:
 #[btf_map]
 pub static XLB_BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
 
-/// Template inner map: slot 0 = M, slots 1..=M = backend ids (see lb_common).
-pub type MaglevTable = Array<u32, { MAX_MAGLEV_SIZE as usize + 1 }, { BPF_F_INNER_MAP as usize }>;
+/// Template inner map: slot 0 = M, slots 1..=M = backend ids (see lb_common). Its flags
+/// are the ones every installed table must carry (mmapable: userspace fills it by copy).
+pub type MaglevTable =
+    Array<u32, { MAX_MAGLEV_SIZE as usize + 1 }, { MAGLEV_INNER_FLAGS as usize }>;
 
 #[btf_map]
 pub static XLB_MAGLEV: ArrayOfMaps<MaglevTable, { MAX_SERVICES as usize }> = ArrayOfMaps::new();

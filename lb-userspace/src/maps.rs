@@ -6,12 +6,14 @@
 //! would need userspace to know when no packet still reads the old half before reusing
 //! it; map replacement gets that guarantee from the kernel.)
 
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
 use aya::{
-    maps::{Array, ArrayOfMaps, DevMap, HashMap, MapData, MapError},
+    maps::{Array, ArrayOfMaps, DevMap, HashMap, IterableMap as _, MapData, MapError},
     Ebpf,
 };
 use lb_common::{
-    limits::{BPF_F_INNER_MAP, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES},
+    limits::{BPF_F_INNER_MAP, MAGLEV_INNER_FLAGS, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES},
     maps,
     service::{service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT, VIP_STANDBY},
     vrrp::VRRP_FRAME_MAX,
@@ -35,6 +37,20 @@ pub enum MapsError {
     BackendId(u32),
     #[error("table of {0} entries: must be 1..={MAX_MAGLEV_SIZE}")]
     TableSize(usize),
+    #[error("mapping a new Maglev table ({len} bytes)")]
+    Mmap {
+        len: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("new Maglev table: slot {slot} reads {read} after the copy wrote {wrote} (array layout not as expected)")]
+    TableLayout { slot: u32, wrote: u32, read: u32 },
+    #[error("batch update of {name}")]
+    Batch {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("VRRP router {0:?}: VRID must be 1..=255, family AF_INET/AF_INET6, version 2 (IPv4) or 3, frame 14..={VRRP_FRAME_MAX} bytes")]
     VrrpRouter(VrrpKey),
     #[error("egress slot {slot} -> ifindex {ifindex}: {error}")]
@@ -69,31 +85,208 @@ pub fn clear_backend(ebpf: &mut Ebpf, id: u32) -> Result<(), MapsError> {
 
 /// Builds `table` (backend ids, length M) in a new inner map and swaps it in as service
 /// `service_id`'s Maglev table in one map operation.
+///
+/// An `XLB_MAGLEV` pinned by an xlb from before mmapable tables has a template without
+/// `BPF_F_MMAPABLE`, and the kernel refuses an inner map whose flags differ from the
+/// template's (EINVAL): the table is then built again with the old flags (filled by
+/// `BPF_MAP_UPDATE_BATCH`), so an upgraded daemon that adopts such pins keeps working.
 pub fn swap_table(ebpf: &mut Ebpf, service_id: u32, table: &[u32]) -> Result<(), MapsError> {
     let inner = build_table(table)?;
-    install_table(ebpf, service_id, &inner)
+    match install_table(ebpf, service_id, &inner) {
+        Err(e) if is_einval(&e) => {
+            drop(inner);
+            let legacy = build_legacy_table(table)?;
+            install_table(ebpf, service_id, &legacy).map_err(|_| e)
+        }
+        other => other,
+    }
 }
 
+const INNER_TABLE: &str = "maglev inner table";
+
+// Both builders write M first and the backend ids after it.
+const _: () = assert!(MAGLEV_SIZE_SLOT == 0);
+
+/// Bytes between two `u32` slots in an array map's memory: the kernel stores values
+/// 8-byte aligned (kernel/bpf/arraymap.c: `elem_size = round_up(value_size, 8)`), so
+/// the mmapped view has 4 bytes of padding after every slot.
+const ARRAY_SLOT_STRIDE: usize = size_of::<u32>().next_multiple_of(8);
+
 /// A complete, not yet live Maglev table: slot 0 = M, slots 1..=M = `table`.
+///
+/// The new inner map is mmapable ([`MAGLEV_INNER_FLAGS`]), so it is filled with one
+/// `mmap` and a copy: about 0.25 ms for M = 65537, most of it creating and mapping the
+/// 512 KiB map, against 47-60 ms for one `bpf_map_update_elem` per slot
+/// (docs/benchmarks.md). No packet can read it before [`install_table`]: that syscall
+/// publishes it, after the copy is complete and unmapped.
 pub fn build_table(table: &[u32]) -> Result<Array<MapData, u32>, MapsError> {
-    if table.is_empty() || table.len() > MAX_MAGLEV_SIZE as usize {
-        return Err(MapsError::TableSize(table.len()));
+    let m = table_size(table)?;
+    let inner: Array<MapData, u32> =
+        Array::create(m + 1, MAGLEV_INNER_FLAGS).map_err(map_err(INNER_TABLE))?;
+    {
+        let mut mapping = Mapping::new(inner.map(), (m as usize + 1) * ARRAY_SLOT_STRIDE)?;
+        let words = mapping.words();
+        let slots = words.chunks_exact_mut(ARRAY_SLOT_STRIDE / size_of::<u32>());
+        for (slot, &value) in slots.zip(std::iter::once(&m).chain(table)) {
+            slot[0] = value;
+        }
     }
-    let m = table.len() as u32;
-    let mut inner: Array<MapData, u32> =
-        Array::create(m + 1, BPF_F_INNER_MAP).map_err(map_err("maglev inner table"))?;
-    inner
-        .set(MAGLEV_SIZE_SLOT, m, 0)
-        .map_err(map_err("maglev inner table"))?;
-    for (slot, id) in (1u32..).zip(table) {
-        inner
-            .set(slot, id, 0)
-            .map_err(map_err("maglev inner table"))?;
+    // The copy relies on the kernel's array layout; one lookup of the last slot through
+    // the syscall proves stride and length still agree with it.
+    let last = inner.get(&m, 0).map_err(map_err(INNER_TABLE))?;
+    if last != table[table.len() - 1] {
+        return Err(MapsError::TableLayout {
+            slot: m,
+            wrote: table[table.len() - 1],
+            read: last,
+        });
     }
     Ok(inner)
 }
 
+/// [`build_table`] for an `XLB_MAGLEV` whose template predates `BPF_F_MMAPABLE`
+/// (flags [`BPF_F_INNER_MAP`] only): filled with one `BPF_MAP_UPDATE_BATCH`, the next
+/// fastest way to write a whole array (the kernel still updates slot by slot, but
+/// without a syscall per slot).
+pub fn build_legacy_table(table: &[u32]) -> Result<Array<MapData, u32>, MapsError> {
+    let m = table_size(table)?;
+    let inner: Array<MapData, u32> =
+        Array::create(m + 1, BPF_F_INNER_MAP).map_err(map_err(INNER_TABLE))?;
+    let keys: Vec<u32> = (0..=m).collect();
+    let values: Vec<u32> = std::iter::once(m).chain(table.iter().copied()).collect();
+    update_batch(inner.map(), &keys, &values).map_err(|source| MapsError::Batch {
+        name: INNER_TABLE,
+        source,
+    })?;
+    Ok(inner)
+}
+
+fn table_size(table: &[u32]) -> Result<u32, MapsError> {
+    if table.is_empty() || table.len() > MAX_MAGLEV_SIZE as usize {
+        return Err(MapsError::TableSize(table.len()));
+    }
+    Ok(table.len() as u32)
+}
+
+fn is_einval(e: &MapsError) -> bool {
+    matches!(e, MapsError::Map { source: MapError::SyscallError(s), .. }
+        if s.io_error.raw_os_error() == Some(libc::EINVAL))
+}
+
+/// A shared, writable mapping of an mmapable map's values, unmapped on drop.
+struct Mapping {
+    addr: std::ptr::NonNull<libc::c_void>,
+    len: usize,
+}
+
+impl Mapping {
+    /// Maps the first `bytes` of `map`'s values, rounded up to whole pages (the kernel
+    /// maps pages, and allows up to the page-rounded size of the array).
+    fn new(map: &MapData, bytes: usize) -> Result<Self, MapsError> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let page = usize::try_from(page).map_err(|_| MapsError::Mmap {
+            len: bytes,
+            source: std::io::Error::last_os_error(),
+        })?;
+        let len = bytes.next_multiple_of(page);
+        // SAFETY: a fresh shared mapping at an address the kernel picks, of a map fd we
+        // hold open for the call; the result is checked before use.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(MapsError::Mmap {
+                len,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let addr = std::ptr::NonNull::new(addr).ok_or(MapsError::Mmap {
+            len,
+            source: std::io::Error::from_raw_os_error(libc::EFAULT),
+        })?;
+        Ok(Self { addr, len })
+    }
+
+    fn words(&mut self) -> &mut [u32] {
+        // SAFETY: `len` bytes at `addr` are mapped readable and writable, page-aligned
+        // (so aligned for u32), and only reachable through `&mut self` while it lives.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.addr.as_ptr().cast::<u32>(),
+                self.len / size_of::<u32>(),
+            )
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped; no slice from `words` outlives self.
+        unsafe { libc::munmap(self.addr.as_ptr(), self.len) };
+    }
+}
+
+/// `BPF_MAP_UPDATE_BATCH` command number (`enum bpf_cmd`); aya 0.14 has no wrapper.
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// The `batch` member of `union bpf_attr` (kernel ABI, include/uapi/linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Writes `values[i]` at `keys[i]` for every i in one syscall.
+fn update_batch(map: &MapData, keys: &[u32], values: &[u32]) -> std::io::Result<()> {
+    assert_eq!(keys.len(), values.len());
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        ..Default::default()
+    };
+    // SAFETY: attr is a correctly sized, initialised bpf_attr prefix; keys and values
+    // are `count` u32 each (the map's key and value size) and outlive the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &mut attr as *mut BatchAttr,
+            size_of::<BatchAttr>() as u32,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if attr.count as usize != keys.len() {
+        return Err(std::io::Error::other(format!(
+            "batch update wrote {} of {} slots",
+            attr.count,
+            keys.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Makes a built table live for `service_id`: one `bpf_map_update_elem` on the outer map.
+/// The pointer swap is immediate (packets read the new table from then on); the call
+/// returns after an RCU grace period, when no packet can still be reading the old one.
 pub fn install_table(
     ebpf: &mut Ebpf,
     service_id: u32,

@@ -112,7 +112,12 @@ impl TestDataplane {
 
     /// Loads the embedded object with all programs verified by the kernel.
     pub fn load(tag: &str) -> Self {
-        let pin_dir = PinDir::new(tag);
+        Self::load_in(PinDir::new(tag))
+    }
+
+    /// [`Self::load`] into `pin_dir`, reusing whatever the caller pinned there first
+    /// (as a restarted or upgraded daemon does).
+    pub fn load_in(pin_dir: PinDir) -> Self {
         let dp = Dataplane::load(&LoadOptions {
             pin_dir: pin_dir.path().to_path_buf(),
             ebpf_log_level: None,

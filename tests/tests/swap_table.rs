@@ -1,0 +1,287 @@
+//! Maglev tables written through `mmap` (BPF_F_MMAPABLE inner maps) are exactly what the
+//! program reads: flows land where userspace's own Maglev table says, before and after a
+//! swap, for both families and for a table whose end is not page-aligned. Also the
+//! fallback for an `XLB_MAGLEV` pinned by an xlb whose template predates mmapable tables.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    process::Command,
+};
+
+use aya::maps::{Array, ArrayOfMaps, MapData, MapError};
+use lb_common::{
+    limits::{BPF_F_INNER_MAP, MAGLEV_INNER_FLAGS, MAX_MAGLEV_SIZE, MAX_SERVICES},
+    maps as map_names,
+    service::{flow_hash, AF_INET, AF_INET6},
+    Backend, FlowKey, ForwardMode, Service, VipKey,
+};
+use lb_userspace::{
+    maglev::{self, MaglevBackend},
+    maps,
+};
+use testbed::{
+    dataplane::{PinDir, TestDataplane},
+    packet,
+};
+
+const XDP_TX: u32 = 3;
+const TCP: u8 = 6;
+const VIP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+const VIP_PORT: u16 = 80;
+/// Flows per family per table: enough that a wrong stride, offset or size moves some.
+const FLOWS: u32 = 300;
+
+fn vip6() -> Ipv6Addr {
+    "fd00::100".parse().unwrap()
+}
+
+fn be4(a: Ipv4Addr) -> [u32; 4] {
+    [u32::from_ne_bytes(a.octets()), 0, 0, 0]
+}
+
+fn be6(a: Ipv6Addr) -> [u32; 4] {
+    let o = a.octets();
+    core::array::from_fn(|i| u32::from_ne_bytes(o[i * 4..i * 4 + 4].try_into().unwrap()))
+}
+
+fn backend_mac(id: u32) -> [u8; 6] {
+    [0x02, 0xbe, 0, 0, 0, id as u8]
+}
+
+/// Userspace's weighted Maglev table over backends `ids`, size `m`.
+fn maglev_table(ids: &[u32], m: u32) -> Vec<u32> {
+    let backends: Vec<MaglevBackend> = ids
+        .iter()
+        .map(|&id| MaglevBackend {
+            id,
+            weight: 1 + id % 3,
+            key: maglev::backend_key(IpAddr::from([10, 0, 1, id as u8]), 0),
+        })
+        .collect();
+    maglev::build(&backends, m).unwrap()
+}
+
+/// Backends 1..=8 and DSR services 1 (VIP4:80) and 2 ([VIP6]:80), each with `table`.
+fn configure(dp: &mut TestDataplane, table: &[u32]) {
+    let ebpf = dp.dp.ebpf_mut();
+    for id in 1..=8u32 {
+        let backend = Backend {
+            addr: be4(Ipv4Addr::new(10, 0, 1, id as u8)),
+            family: AF_INET,
+            mac: backend_mac(id),
+            ..Default::default()
+        };
+        maps::set_backend(ebpf, id, &backend).unwrap();
+    }
+    for (id, addr, family) in [(1, be4(VIP4), AF_INET), (2, be6(vip6()), AF_INET6)] {
+        maps::swap_table(ebpf, id, table).unwrap();
+        let key = VipKey {
+            addr,
+            port_be: VIP_PORT.to_be(),
+            proto: TCP,
+            family,
+        };
+        let svc = Service {
+            id,
+            mode: ForwardMode::Dsr as u8,
+            ..Default::default()
+        };
+        maps::set_service(ebpf, &key, &svc).unwrap();
+    }
+}
+
+/// Flow `i` of a family: a distinct client address and source port each.
+fn flow(i: u32, family: u8) -> (FlowKey, Vec<u8>) {
+    let sport = 1024 + (i * 7919 % 60000) as u16;
+    let (src, dst, frame) = if family == AF_INET {
+        let client = Ipv4Addr::from(0x0a09_0000 + i);
+        (
+            be4(client),
+            be4(VIP4),
+            packet::tcp4_frame(client, VIP4, sport, VIP_PORT, packet::SYN),
+        )
+    } else {
+        let client = Ipv6Addr::from(0xfd09_u128 << 112 | u128::from(i));
+        (
+            be6(client),
+            be6(vip6()),
+            packet::tcp6_frame(client, vip6(), sport, VIP_PORT, packet::SYN),
+        )
+    };
+    let key = FlowKey {
+        src,
+        dst,
+        sport_be: sport.to_be(),
+        dport_be: VIP_PORT.to_be(),
+        proto: TCP,
+        family,
+        _pad: [0; 2],
+    };
+    (key, frame)
+}
+
+/// Every flow's SYN (which always takes the current Maglev choice) goes to the backend
+/// `table` names for it, in both families; and the installed inner maps hold `table`
+/// slot for slot behind M, with `flags`.
+fn assert_program_reads(dp: &mut TestDataplane, what: &str, table: &[u32], flags: u32) {
+    let m = table.len() as u32;
+    let mut hit = std::collections::BTreeSet::new();
+    for family in [AF_INET, AF_INET6] {
+        for i in 0..FLOWS {
+            let (key, syn) = flow(i, family);
+            let slot = flow_hash(&key, false) % m;
+            let want = table[slot as usize];
+            let out = dp.run(&syn);
+            assert_eq!(
+                out.action, XDP_TX,
+                "{what}: flow {i} (family {family}) verdict"
+            );
+            assert_eq!(
+                out.packet,
+                packet::dsr_output(&syn, backend_mac(want)),
+                "{what}: flow {i} (family {family}) hashes to slot {slot}: expected backend {want}"
+            );
+            hit.insert(want);
+        }
+    }
+    let distinct: std::collections::BTreeSet<u32> = table.iter().copied().collect();
+    assert_eq!(hit, distinct, "{what}: the flows reached every backend");
+
+    let outer: ArrayOfMaps<&MapData, Array<MapData, u32>> =
+        ArrayOfMaps::try_from(dp.dp.ebpf().map(map_names::MAGLEV).unwrap()).unwrap();
+    for service in [1, 2] {
+        let inner = outer.get(&service, 0).unwrap();
+        let info = aya::maps::IterableMap::map(&inner).info().unwrap();
+        assert_eq!(
+            (info.max_entries(), info.map_flags()),
+            (m + 1, flags),
+            "{what}: service {service}'s inner map"
+        );
+        let slots: Vec<u32> = inner.iter().map(Result::unwrap).collect();
+        assert_eq!(slots[0], m, "{what}: slot 0 holds M");
+        assert!(slots[1..] == *table, "{what}: slots 1..=M hold the table");
+    }
+}
+
+#[test]
+fn mmap_filled_tables_are_what_the_program_reads() {
+    let mut dp = TestDataplane::load("swap-mmap");
+    // M = 65537: 65538 slots of 8 bytes end 16 bytes into a page (the copy must map
+    // the page-rounded length and use the kernel's 8-byte slot stride).
+    let before = maglev_table(&[1, 2, 3, 4, 5], maglev::DEFAULT_TABLE_SIZE);
+    configure(&mut dp, &before);
+    assert_program_reads(&mut dp, "before the swap", &before, MAGLEV_INNER_FLAGS);
+
+    let after = maglev_table(&[3, 4, 5, 6, 7, 8], maglev::DEFAULT_TABLE_SIZE);
+    for service in [1, 2] {
+        maps::swap_table(dp.dp.ebpf_mut(), service, &after).unwrap();
+    }
+    assert_program_reads(&mut dp, "after the swap", &after, MAGLEV_INNER_FLAGS);
+
+    // A smaller table replacing a bigger one (M changes with the contents).
+    let small = maglev_table(&[2, 8], 251);
+    for service in [1, 2] {
+        maps::swap_table(dp.dp.ebpf_mut(), service, &small).unwrap();
+    }
+    assert_program_reads(
+        &mut dp,
+        "after shrinking to M = 251",
+        &small,
+        MAGLEV_INNER_FLAGS,
+    );
+}
+
+#[test]
+fn build_table_rejects_sizes_the_template_cannot_hold() {
+    let too_big = vec![1u32; MAX_MAGLEV_SIZE as usize + 1];
+    for table in [&[][..], &too_big[..]] {
+        assert!(matches!(
+            maps::build_table(table),
+            Err(maps::MapsError::TableSize(n)) if n == table.len()
+        ));
+    }
+}
+
+/// An xlb from before mmapable tables pinned `XLB_MAGLEV` with a template of flags
+/// BPF_F_INNER_MAP only; the kernel refuses an mmapable table there, so an upgraded
+/// daemon adopting those pins must fall back to tables with the old flags.
+#[test]
+fn swap_falls_back_for_a_pinned_template_without_mmapable() {
+    let pin_dir = PinDir::new("swap-legacy");
+    lb_userspace::bpffs::prepare_pin_dir(pin_dir.path()).unwrap();
+    let template = pin_dir.path().join("legacy_template");
+    let bpftool = |args: &[&str]| {
+        let out = Command::new("bpftool")
+            .args(args)
+            .output()
+            .expect("running bpftool");
+        assert!(
+            out.status.success(),
+            "bpftool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let template_s = template.to_str().unwrap();
+    bpftool(&[
+        "map",
+        "create",
+        template_s,
+        "type",
+        "array",
+        "key",
+        "4",
+        "value",
+        "4",
+        "entries",
+        &(MAX_MAGLEV_SIZE + 1).to_string(),
+        "name",
+        "legacy_tmpl",
+        "flags",
+        &BPF_F_INNER_MAP.to_string(),
+    ]);
+    bpftool(&[
+        "map",
+        "create",
+        pin_dir.path().join(map_names::MAGLEV).to_str().unwrap(),
+        "type",
+        "array_of_maps",
+        "key",
+        "4",
+        "value",
+        "4",
+        "entries",
+        &MAX_SERVICES.to_string(),
+        "name",
+        map_names::MAGLEV,
+        "inner_map",
+        "pinned",
+        template_s,
+    ]);
+    std::fs::remove_file(&template).unwrap();
+
+    let mut dp = TestDataplane::load_in(pin_dir);
+    let table = maglev_table(&[1, 2, 3, 4], maglev::DEFAULT_TABLE_SIZE);
+    let inner = maps::build_table(&table).unwrap();
+    match maps::install_table(dp.dp.ebpf_mut(), 1, &inner) {
+        Err(maps::MapsError::Map {
+            source: MapError::SyscallError(e),
+            ..
+        }) if e.io_error.raw_os_error() == Some(libc::EINVAL) => {}
+        other => panic!(
+            "the kernel must refuse (EINVAL) an mmapable table under a template without \
+             BPF_F_MMAPABLE: {other:?}"
+        ),
+    }
+    configure(&mut dp, &table);
+    assert_program_reads(&mut dp, "legacy template", &table, BPF_F_INNER_MAP);
+    let next = maglev_table(&[5, 6, 7], maglev::DEFAULT_TABLE_SIZE);
+    for service in [1, 2] {
+        maps::swap_table(dp.dp.ebpf_mut(), service, &next).unwrap();
+    }
+    assert_program_reads(
+        &mut dp,
+        "legacy template, after a swap",
+        &next,
+        BPF_F_INNER_MAP,
+    );
+}
