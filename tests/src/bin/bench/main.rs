@@ -22,10 +22,11 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use lb_common::{
+    limits::MAGLEV_INNER_FLAGS,
     programs,
-    service::{AF_INET, AF_INET6},
+    service::{flow_hash, AF_INET, AF_INET6},
     vrrp::VRRP_STATE_MASTER,
-    Backend, Config, ForwardMode, Service, Stat, VipKey, VrrpKey, VrrpRouter, VrrpSeen,
+    Backend, Config, FlowKey, ForwardMode, Service, Stat, VipKey, VrrpKey, VrrpRouter, VrrpSeen,
 };
 use lb_userspace::{
     maps, test_run,
@@ -99,7 +100,7 @@ enum Prep {
 fn main() {
     use Method::{Repeat, SingleShot};
     testbed::require_root();
-    // `xlb-bench health|scaling|e2e|cps|failover|packets`: one part only (each writes its own JSON);
+    // `xlb-bench health|scaling|e2e|cps|failover|packets|control`: one part only (each writes its own JSON);
     // no argument: per-packet, verifier, control plane and health checks.
     match std::env::args().nth(1).as_deref() {
         Some("health") => {
@@ -126,10 +127,10 @@ fn main() {
             write_json(&failover::run(), "failover.json");
             return;
         }
-        Some("packets") | None => {}
-        Some(other) => {
-            panic!("unknown bench part {other:?}: health, scaling, e2e, cps, failover, packets")
-        }
+        Some("packets" | "control") | None => {}
+        Some(other) => panic!(
+            "unknown bench part {other:?}: health, scaling, e2e, cps, failover, packets, control"
+        ),
     }
     let only_packets = std::env::args().nth(1).as_deref() == Some("packets");
     let mut dp = TestDataplane::load("bench");
@@ -137,6 +138,14 @@ fn main() {
         dp.dp.xdp(name).unwrap().load().unwrap();
     }
     configure(&mut dp);
+    if std::env::args().nth(1).as_deref() == Some("control") {
+        let control = control_plane(&mut dp);
+        write_json(
+            &serde_json::json!({ "control_plane": control }),
+            "control.json",
+        );
+        return;
+    }
 
     let ack = |port| packet::tcp4_frame(CLIENT4, VIP4, 40000, port, packet::Flags::ACK);
     let ack6 = |port| packet::tcp6_frame(client6(), vip6(), 40000, port, packet::Flags::ACK);
@@ -509,7 +518,21 @@ fn write_json(out: &serde_json::Value, name: &str) {
     println!("wrote {}", dir.join(name).display());
 }
 
-/// Maglev build, table fill and the swap itself (one outer-map update), M = 65537.
+/// Median, min and max of `samples` (sorted in place), in the unit they are in.
+fn spread(samples: &mut [f64]) -> (f64, f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    (
+        samples[samples.len() / 2],
+        samples[0],
+        samples[samples.len() - 1],
+    )
+}
+
+/// Service the swap prober's flow belongs to (VIP4, port [`PORT_SWAP`], DSR).
+const SWAP_SERVICE: u32 = 10;
+const PORT_SWAP: u16 = 90;
+
+/// Maglev build, table fill, and the swap as packets see it (M = 65537).
 fn control_plane(dp: &mut TestDataplane) -> serde_json::Value {
     use lb_userspace::maglev::{self, MaglevBackend};
     const RUNS: usize = 11;
@@ -518,55 +541,314 @@ fn control_plane(dp: &mut TestDataplane) -> serde_json::Value {
         maglev::DEFAULT_TABLE_SIZE
     );
     let mut out = Vec::new();
-    let mut stat = |name: String, samples: &mut Vec<f64>| {
-        samples.sort_by(f64::total_cmp);
-        let (med, min, max) = (
-            samples[samples.len() / 2],
-            samples[0],
-            samples[samples.len() - 1],
-        );
-        println!("  {name:<44} {med:>9.3} ms ({min:.3} / {max:.3})");
+    let mut stat = |name: &str, samples: &mut Vec<f64>| {
+        let (med, min, max) = spread(samples);
+        println!("  {name:<66} {med:>9.3} ms ({min:.3} / {max:.3})");
         out.push(serde_json::json!({"what": name, "median_ms": med, "min_ms": min, "max_ms": max}));
+    };
+    let weighted = |ids: std::ops::RangeInclusive<u32>| -> Vec<MaglevBackend> {
+        ids.map(|id| MaglevBackend {
+            id,
+            weight: 1 + id % 4,
+            key: maglev::backend_key(
+                IpAddr::from([10, (id >> 16) as u8, (id >> 8) as u8, id as u8]),
+                0,
+            ),
+        })
+        .collect()
     };
     let mut table = Vec::new();
     for n in [10u32, 100, 1_000, 10_000] {
-        let backends: Vec<MaglevBackend> = (1..=n)
-            .map(|id| MaglevBackend {
-                id,
-                weight: 1 + id % 4,
-                key: maglev::backend_key(
-                    IpAddr::from([10, (id >> 16) as u8, (id >> 8) as u8, id as u8]),
-                    0,
-                ),
-            })
-            .collect();
+        let backends = weighted(1..=n);
         let mut samples = Vec::new();
         for _ in 0..RUNS {
             let t = Instant::now();
             table = maglev::build(&backends, maglev::DEFAULT_TABLE_SIZE).unwrap();
             samples.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        stat(format!("Maglev build, {n} weighted backends"), &mut samples);
+        stat(
+            &format!("Maglev build, {n} weighted backends"),
+            &mut samples,
+        );
     }
-    // Ids up to 10,000 exceed nothing in the map (the table only stores ids).
-    let (mut fill, mut swap) = (Vec::new(), Vec::new());
+
+    // Filling a new inner table, three ways, on the 10,000-backend table (ids are only
+    // stored). Only the mmap fill is what xlb does now; the others are the method
+    // before it and the fallback for a pinned template without BPF_F_MMAPABLE.
+    let (mut mmap, mut per_slot, mut batch) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
         let t = Instant::now();
-        let inner = maps::build_table(&table).unwrap();
-        fill.push(t.elapsed().as_secs_f64() * 1e3);
+        drop(maps::build_table(&table).unwrap());
+        mmap.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
-        maps::install_table(dp.dp.ebpf_mut(), 9, &inner).unwrap();
-        swap.push(t.elapsed().as_secs_f64() * 1e3);
+        drop(fill_per_slot(&table));
+        per_slot.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        drop(maps::build_legacy_table(&table).unwrap());
+        batch.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    stat("fill a new inner table: mmap + copy (xlb now)", &mut mmap);
     stat(
-        "fill a new inner table (one syscall per slot)".into(),
-        &mut fill,
+        "fill a new inner table: one update syscall per slot (before)",
+        &mut per_slot,
     );
     stat(
-        "swap: make the new table live (one update)".into(),
-        &mut swap,
+        "fill a new inner table: BPF_MAP_UPDATE_BATCH (legacy pins)",
+        &mut batch,
     );
+
+    // The swap as a packet sees it: a health transition of a 3-backend service (backend
+    // 3 fails, later returns), while a prober on the other CPU keeps running a SYN of
+    // one flow through the real program. A SYN always takes the current Maglev choice,
+    // and the flow is one whose backend differs between the two tables.
+    let sets = [weighted(1..=3), weighted(1..=2)];
+    let tables = sets
+        .each_ref()
+        .map(|b| maglev::build(b, maglev::DEFAULT_TABLE_SIZE).unwrap());
+    let m = maglev::DEFAULT_TABLE_SIZE;
+    let flow_of = |sport: u16| FlowKey {
+        src: be4(CLIENT4),
+        dst: be4(VIP4),
+        sport_be: sport.to_be(),
+        dport_be: PORT_SWAP.to_be(),
+        proto: 6,
+        family: AF_INET,
+        _pad: [0; 2],
+    };
+    let pick = |t: &[u32], sport: u16| t[(flow_hash(&flow_of(sport), false) % m) as usize];
+    let sport = (40000u16..)
+        .find(|&p| pick(&tables[0], p) != pick(&tables[1], p))
+        .unwrap();
+    let syn = packet::tcp4_frame(CLIENT4, VIP4, sport, PORT_SWAP, packet::SYN);
+    let macs = tables.each_ref().map(|t| backend_mac(pick(t, sport)));
+    {
+        let ebpf = dp.dp.ebpf_mut();
+        maps::swap_table(ebpf, SWAP_SERVICE, &tables[0]).unwrap();
+        let key = VipKey {
+            addr: be4(VIP4),
+            port_be: PORT_SWAP.to_be(),
+            proto: 6,
+            family: AF_INET,
+        };
+        let svc = Service {
+            id: SWAP_SERVICE,
+            mode: ForwardMode::Dsr as u8,
+            ..Default::default()
+        };
+        maps::set_service(ebpf, &key, &svc).unwrap();
+    }
+    let prog = dp
+        .dp
+        .xdp(programs::BALANCER)
+        .unwrap()
+        .fd()
+        .unwrap()
+        .try_clone()
+        .unwrap();
+    let prober_cpu = other_cpu();
+    let mut r = SwapRounds::default();
+    for round in 0..RUNS {
+        let (from, to) = (round % 2, 1 - round % 2);
+        let o = probe_swap(dp, &prog, prober_cpu, &syn, macs[from], macs[to], |ebpf| {
+            let t0 = Instant::now();
+            let table = maglev::build(&sets[to], m).unwrap();
+            let t1 = Instant::now();
+            let inner = maps::build_table(&table).unwrap();
+            let t2 = Instant::now();
+            maps::install_table(ebpf, SWAP_SERVICE, &inner).unwrap();
+            [t0, t1, t2, Instant::now()]
+        });
+        r.push(&o);
+    }
+    println!(
+        "  swap as packets see it: health transition 3 -> 2 -> 3 backends, prober SYNs on CPU {}; {} probes per round, a probe every {:.2} us",
+        prober_cpu.map_or_else(|| "any".into(), |c| c.to_string()),
+        median(&r.probes),
+        median(&r.probe_us),
+    );
+    stat(
+        "Maglev build, 3 backends (the transition's table)",
+        &mut r.build,
+    );
+    stat("fill: the new inner table via mmap", &mut r.fill);
+    stat(
+        "outer-map update: call -> return (its RCU grace-period wait)",
+        &mut r.syscall,
+    );
+    stat(
+        "outer-map update call -> prober sees the new backend",
+        &mut r.update_to_live,
+    );
+    stat(
+        "SWAP LATENCY: fill start -> prober sees the new backend",
+        &mut r.fill_to_live,
+    );
+    stat(
+        "  (its lower bound: fill start -> last probe seeing the old one)",
+        &mut r.fill_to_last_old,
+    );
+    stat(
+        "fill + outer-map update, until the update returns",
+        &mut r.fill_to_return,
+    );
+    stat(
+        "health transition: Maglev build + fill -> prober sees it",
+        &mut r.build_to_live,
+    );
+    println!(
+        "  new table live before the update returned: {} of {RUNS} rounds; probes seeing the old table after the new one: {}",
+        r.live_before_return, r.flapped
+    );
+    assert_eq!(r.flapped, 0, "a probe saw the old table after the new one");
     serde_json::Value::Array(out)
+}
+
+/// The slot-by-slot fill xlb used before mmapable tables (for comparison only).
+fn fill_per_slot(table: &[u32]) -> aya::maps::Array<MapData, u32> {
+    let m = table.len() as u32;
+    let mut inner = aya::maps::Array::create(m + 1, MAGLEV_INNER_FLAGS).unwrap();
+    inner.set(0, m, 0).unwrap();
+    for (slot, id) in (1u32..).zip(table) {
+        inner.set(slot, id, 0).unwrap();
+    }
+    inner
+}
+
+/// The configured DSR backends' MACs (see [`configure`]).
+fn backend_mac(id: u32) -> [u8; 6] {
+    [2, 0, 0, 0, 1, id as u8]
+}
+
+/// A CPU other than the one this thread runs on (the bench is pinned to one).
+fn other_cpu() -> Option<usize> {
+    use nix::{sched::sched_getcpu, unistd::sysconf, unistd::SysconfVar};
+    let cpus = sysconf(SysconfVar::_NPROCESSORS_ONLN).ok()??;
+    let here = sched_getcpu().ok()?;
+    (0..cpus as usize).find(|&c| c != here)
+}
+
+/// One round of [`probe_swap`]: timestamps and what the prober saw.
+struct SwapObservation {
+    /// [build start, fill start, outer update call, outer update returned].
+    marks: [Instant; 4],
+    /// (start, end) of every probe, and whether it reached the new backend.
+    probes: Vec<(Instant, Instant, bool)>,
+}
+
+/// Runs `swap` while a prober thread (pinned to `cpu`) keeps running `syn` through
+/// `prog` and records which backend each run chose; returns once the prober has seen
+/// the new backend for a while.
+fn probe_swap(
+    dp: &mut TestDataplane,
+    prog: &aya::programs::ProgramFd,
+    cpu: Option<usize>,
+    syn: &[u8],
+    old_mac: [u8; 6],
+    new_mac: [u8; 6],
+    swap: impl FnOnce(&mut aya::Ebpf) -> [Instant; 4],
+) -> SwapObservation {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let (stop, runs, seen_new) = (
+        AtomicBool::new(false),
+        AtomicUsize::new(0),
+        AtomicBool::new(false),
+    );
+    std::thread::scope(|s| {
+        let prober = s.spawn(|| {
+            if let Some(cpu) = cpu {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(cpu).unwrap();
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+            }
+            let mut probes = Vec::with_capacity(1 << 16);
+            while !stop.load(Relaxed) {
+                let start = Instant::now();
+                let out = test_run::run_xdp(prog, syn, 1, 0).expect("test run");
+                let end = Instant::now();
+                let mac: [u8; 6] = out.packet[..6].try_into().unwrap();
+                assert!(
+                    out.action == XDP_TX && (mac == old_mac || mac == new_mac),
+                    "probe: verdict {} to {mac:02x?}",
+                    out.action
+                );
+                probes.push((start, end, mac == new_mac));
+                if mac == new_mac {
+                    seen_new.store(true, Relaxed);
+                }
+                runs.fetch_add(1, Relaxed);
+            }
+            probes
+        });
+        // Steady state first: the prober has run a while on the old table.
+        while runs.load(Relaxed) < 200 {
+            std::hint::spin_loop();
+        }
+        let marks = swap(dp.dp.ebpf_mut());
+        let deadline = Instant::now() + std::time::Duration::from_secs(1);
+        while !seen_new.load(Relaxed) && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        // A few more probes after the first new one, to catch any flap back.
+        let after = runs.load(Relaxed) + 200;
+        while runs.load(Relaxed) < after && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        stop.store(true, Relaxed);
+        SwapObservation {
+            marks,
+            probes: prober.join().unwrap(),
+        }
+    })
+}
+
+/// Per-round figures of the probed swap, in ms (probe counts and spacing aside).
+#[derive(Default)]
+struct SwapRounds {
+    build: Vec<f64>,
+    fill: Vec<f64>,
+    syscall: Vec<f64>,
+    update_to_live: Vec<f64>,
+    fill_to_live: Vec<f64>,
+    fill_to_last_old: Vec<f64>,
+    fill_to_return: Vec<f64>,
+    build_to_live: Vec<f64>,
+    probes: Vec<f64>,
+    probe_us: Vec<f64>,
+    live_before_return: usize,
+    flapped: usize,
+}
+
+impl SwapRounds {
+    fn push(&mut self, o: &SwapObservation) {
+        let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
+        let [build, fill, call, ret] = o.marks;
+        let first_new = o
+            .probes
+            .iter()
+            .position(|p| p.2)
+            .expect("the prober never saw the new table (1 s)");
+        let last_old = o.probes[..first_new]
+            .last()
+            .expect("probes before the swap");
+        // The table went live between the start of the last old probe and the end of
+        // the first new one: report the end (an upper bound), and the start as the
+        // lower bound.
+        let live = o.probes[first_new].1;
+        self.flapped += o.probes[first_new..].iter().filter(|p| !p.2).count();
+        self.build.push(ms(build, fill));
+        self.fill.push(ms(fill, call));
+        self.syscall.push(ms(call, ret));
+        self.update_to_live.push(ms(call, live));
+        self.fill_to_live.push(ms(fill, live));
+        self.fill_to_last_old.push(ms(fill, last_old.0));
+        self.fill_to_return.push(ms(fill, ret));
+        self.build_to_live.push(ms(build, live));
+        self.live_before_return += usize::from(live < ret);
+        let n = o.probes.len();
+        self.probes.push(n as f64);
+        self.probe_us
+            .push(ms(o.probes[0].0, o.probes[n - 1].1) * 1e3 / n as f64);
+    }
 }
 
 /// On VIP4 and [fd00::100], TCP: DSR on port 80, IPIP on 81, GUE on 82 (IPv4 backends
@@ -588,7 +870,7 @@ fn configure(dp: &mut TestDataplane) {
         let b = Backend {
             addr: be4(Ipv4Addr::new(10, 0, 1, id as u8)),
             family: AF_INET,
-            mac: [2, 0, 0, 0, 1, id as u8],
+            mac: backend_mac(id),
             ..Default::default()
         };
         maps::set_backend(ebpf, id, &b).unwrap();
