@@ -7,11 +7,11 @@ use aya_ebpf::{
 };
 use lb_common::{
     limits::{
-        BPF_F_INNER_MAP, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES, MAX_TX_PORTS,
-        MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
+        BPF_F_INNER_MAP, BPF_F_MMAPABLE, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES,
+        MAX_TX_PORTS, MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
     },
-    Backend, Config, Conn, FlowKey, Service, TxPort, VipAddr, VipKey, VrrpKey, VrrpRouter,
-    VrrpSeen,
+    Backend, Config, Conn, FlowKey, Service, ServiceSlot, TxPort, VipAddr, VipKey, VrrpKey,
+    VrrpRouter, VrrpSeen,
 };
 
 #[btf_map]
@@ -26,6 +26,16 @@ pub static XLB_VIP_FILTER: Array<u8, { VIP_FILTER_SLOTS as usize }> = Array::new
 /// Exact VIP addresses (value: number of services on the address).
 #[btf_map]
 pub static XLB_VIPS: HashMap<VipAddr, u32, { MAX_SERVICES as usize }> = HashMap::new();
+
+/// `XLB_SERVICES` by id, for flows found in the connection table (see
+/// [`ServiceSlot`]). Mmapable so userspace writes a slot with one atomic store; an array
+/// lookup is inlined by the verifier, unlike a hash lookup.
+#[btf_map]
+pub static XLB_SVC_SLOTS: Array<
+    ServiceSlot,
+    { MAX_SERVICES as usize },
+    { BPF_F_MMAPABLE as usize },
+> = Array::new();
 
 #[btf_map]
 pub static XLB_BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();

@@ -15,9 +15,13 @@ use lb_common::{
     maps,
     service::{service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT, VIP_STANDBY},
     vrrp::VRRP_FRAME_MAX,
-    Backend, Config, Conn, FlowKey, Service, TxPort, VipAddr, VipKey, VrrpKey, VrrpRouter,
-    VrrpSeen,
+    Backend, Config, Conn, FlowKey, Service, ServiceSlot, TxPort, VipAddr, VipKey, VrrpKey,
+    VrrpRouter, VrrpSeen,
 };
+
+use std::{os::fd::AsFd, sync::atomic::Ordering};
+
+use crate::mmap::MappedArray;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -28,6 +32,12 @@ pub enum MapsError {
         name: &'static str,
         #[source]
         source: MapError,
+    },
+    #[error("map {name}: mmap")]
+    Mmap {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
     },
     #[error("service id {0} is out of range 1..{MAX_SERVICES}")]
     ServiceId(u32),
@@ -126,6 +136,22 @@ pub fn set_service(ebpf: &mut Ebpf, key: &VipKey, service: &Service) -> Result<(
         // A new address: present before its first service, in that service's state.
         mark_vip(ebpf, key, 1 | if standby { VIP_STANDBY } else { 0 })?;
     }
+    let same = services(ebpf)?
+        .get(key, 0)
+        .is_ok_and(|old| old.id == service.id);
+    // The slot before the entry: a flow pinned under this service must find it.
+    update_service_slot(ebpf, service.id, |slot| {
+        // Same key, same id: the same service, whose established flows must keep it.
+        // Otherwise the id now means another service: a new generation orphans the
+        // connection entries of the id's previous service.
+        let generation = if same && slot.is_live() {
+            slot.generation()
+        } else {
+            slot.generation().wrapping_add(1).max(1)
+        };
+        let flags = service.flags;
+        ServiceSlot::new(generation, flags, service.mode, service.tx_port)
+    })?;
     services(ebpf)?
         .insert(key, service, 0)
         .map_err(map_err(maps::SERVICES))?;
@@ -135,10 +161,37 @@ pub fn set_service(ebpf: &mut Ebpf, key: &VipKey, service: &Service) -> Result<(
 /// Removes a service entry; its traffic is passed to the stack from then on. The VIP
 /// leaves the VIP set and filter once no remaining service uses it.
 pub fn remove_service(ebpf: &mut Ebpf, key: &VipKey) -> Result<(), MapsError> {
-    services(ebpf)?
-        .remove(key)
-        .map_err(map_err(maps::SERVICES))?;
+    let mut services = services(ebpf)?;
+    let id = services.get(key, 0).map_err(map_err(maps::SERVICES))?.id;
+    services.remove(key).map_err(map_err(maps::SERVICES))?;
+    update_service_slot(ebpf, id, ServiceSlot::retired)?;
     sync_vip(ebpf, key)
+}
+
+/// Replaces service `id`'s slot in `XLB_SVC_SLOTS` with `f(current)`, as one atomic
+/// store through an mmap of the array (see [`ServiceSlot`]).
+fn update_service_slot(
+    ebpf: &Ebpf,
+    id: u32,
+    f: impl FnOnce(ServiceSlot) -> ServiceSlot,
+) -> Result<(), MapsError> {
+    const NAME: &str = maps::SERVICE_SLOTS;
+    let map = match ebpf.map(NAME).ok_or(MapsError::Missing(NAME))? {
+        aya::maps::Map::Array(data) => data,
+        _ => {
+            return Err(MapsError::Map {
+                name: NAME,
+                source: MapError::InvalidMapType { map_type: 0 },
+            })
+        }
+    };
+    let mapped = MappedArray::map_u64(map.fd().as_fd(), MAX_SERVICES)
+        .map_err(|source| MapsError::Mmap { name: NAME, source })?;
+    let word = mapped.u64_at(id).ok_or(MapsError::ServiceId(id))?;
+    // The daemon is the only writer, so load-then-store races with nobody.
+    let current = ServiceSlot(word.load(Ordering::Acquire));
+    word.store(f(current).0, Ordering::Release);
+    Ok(())
 }
 
 fn services(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, VipKey, Service>, MapsError> {
