@@ -50,12 +50,12 @@ pub static XLB_MAGLEV: ArrayOfMaps<MaglevTable, { MAX_SERVICES as usize }> = Arr
 /// - correctness: a flow's packets can arrive on different CPUs (RSS re-steering, veth
 ///   and XDP_TX paths); a per-CPU table would pick a backend again on each CPU, and
 ///   after a table change could split one connection across backends;
-/// - memory: an entry costs 112 bytes (40-byte key, 8-byte value, element and LRU
-///   node): `bpftool map show` reports memlock 29,361,024 B for 262,144 flows. Per-CPU
-///   tables need that per CPU for the same capacity (1.9 GB on 64 CPUs) or divide the
-///   capacity by the CPU count;
-/// - cost: an established-flow packet costs 104 ns in total on this machine
-///   (`cargo xtask bench`, docs/benchmarks.md); the shared LRU only takes its lock on
+/// - memory: an entry costs 120 bytes (40-byte key, 12-byte value rounded to 16,
+///   element and LRU node): `bpftool map show` reports memlock 31,458,176 B for 262,144
+///   flows. Per-CPU tables need that per CPU for the same capacity (2 GB on 64 CPUs) or
+///   divide the capacity by the CPU count;
+/// - cost: the entry lookup is now the largest single cost of an established-flow
+///   packet (`cargo xtask bench`, docs/benchmarks.md); the shared LRU only takes its lock on
 ///   insert (new flows) and on eviction, which per-CPU free lists (the kernel's default
 ///   for LRU hashes) keep local.
 #[btf_map]
