@@ -9,7 +9,9 @@ pub mod service;
 pub mod stats;
 pub mod vrrp;
 
-pub use service::{Backend, Config, Conn, FlowKey, ForwardMode, Service, TxPort, VipAddr, VipKey};
+pub use service::{
+    Backend, Config, Conn, FlowKey, ForwardMode, Service, ServiceSlot, TxPort, VipAddr, VipKey,
+};
 pub use stats::{Counter, FlowCounter, Stat};
 pub use vrrp::{VrrpKey, VrrpRouter, VrrpSeen};
 
@@ -25,6 +27,9 @@ pub mod maps {
     /// Per-service Maglev tables: array of maps, index = service id, inner = `u32` array
     /// of backend ids. Replacing an inner map is the atomic table swap.
     pub const MAGLEV: &str = "XLB_MAGLEV";
+    /// Service by id for established flows: `u32` → [`crate::ServiceSlot`]
+    /// (mmapable array, written atomically by userspace).
+    pub const SERVICE_SLOTS: &str = "XLB_SVC_SLOTS";
     /// Connection table: [`crate::FlowKey`] → [`crate::Conn`] (LRU).
     pub const CONNS: &str = "XLB_CONNS";
     /// Per-service counters, per CPU: index = service id → [`crate::FlowCounter`].
@@ -84,7 +89,8 @@ pub mod limits {
     pub const MAX_VRRP_ROUTERS: u32 = 256;
     /// `BPF_F_INNER_MAP`: inner maps may differ in max_entries from the template.
     pub const BPF_F_INNER_MAP: u32 = 1 << 12;
-    /// `BPF_F_MMAPABLE`: an array map userspace can `mmap` (kernel >= 5.5).
+    /// `BPF_F_MMAPABLE`: an array map userspace can `mmap` (kernel >= 5.5), and so write
+    /// with plain or atomic stores.
     pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 }
 

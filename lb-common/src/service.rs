@@ -143,6 +143,73 @@ pub struct Conn {
     pub backend_id: u32,
     /// Service the flow belongs to (so a removed service's flows can be ignored).
     pub service_id: u32,
+    /// [`ServiceSlot::generation`] of that service when the flow was pinned: the entry
+    /// names its service only while the slot still holds the same generation.
+    pub service_gen: u32,
+}
+
+/// Value of `XLB_SVC_SLOTS[service id]`: what an established flow needs of its service,
+/// packed into one `u64` so that userspace writes it (through an mmap, with one atomic
+/// store) and the data plane reads it (one 8-byte load) whole: a packet never sees the
+/// flags of one configuration with the forwarding mode of another.
+///
+/// The connection table names a service by id; the slot's generation tells whether that
+/// id still means the same service (it changes whenever the id is given to another
+/// (VIP, port, protocol)). An established flow thus finds its service without the
+/// `XLB_SERVICES` hash lookup, the largest single cost of its path.
+///
+/// Bits: 0–31 generation, 32–39 [`service_flags`] (all fit in a byte), 40–47
+/// [`ForwardMode`], 48–55 tx port, 56 live.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceSlot(pub u64);
+
+impl ServiceSlot {
+    const LIVE: u64 = 1 << 56;
+
+    /// A live slot.
+    #[inline(always)]
+    pub const fn new(generation: u32, flags: u32, mode: u8, tx_port: u8) -> Self {
+        Self(
+            generation as u64
+                | ((flags as u8 as u64) << 32)
+                | ((mode as u64) << 40)
+                | ((tx_port as u64) << 48)
+                | Self::LIVE,
+        )
+    }
+
+    /// The same generation, no longer live (a removed service): the generation is kept
+    /// so the id's next service gets a different one.
+    #[inline(always)]
+    pub const fn retired(self) -> Self {
+        Self(self.0 & !Self::LIVE)
+    }
+
+    #[inline(always)]
+    pub const fn is_live(self) -> bool {
+        self.0 & Self::LIVE != 0
+    }
+
+    #[inline(always)]
+    pub const fn generation(self) -> u32 {
+        self.0 as u32
+    }
+
+    #[inline(always)]
+    pub const fn flags(self) -> u32 {
+        (self.0 >> 32) as u8 as u32
+    }
+
+    #[inline(always)]
+    pub const fn mode(self) -> u8 {
+        (self.0 >> 40) as u8
+    }
+
+    #[inline(always)]
+    pub const fn tx_port(self) -> u8 {
+        (self.0 >> 48) as u8
+    }
 }
 
 /// Value of `XLB_CONFIG[0]`: settings that are not per service.
@@ -173,6 +240,7 @@ mod pod {
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Conn {}
+    unsafe impl aya::Pod for super::ServiceSlot {}
 }
 
 /// Slot of `addr` (be32 words) in the VIP filter. A cheap fold, not a good hash: it

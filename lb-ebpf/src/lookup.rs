@@ -3,11 +3,13 @@
 use aya_ebpf::bindings::BPF_ANY;
 use lb_common::{
     service::{flow_hash, service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT, VIP_STANDBY},
-    Backend, Conn, FlowKey, Service, Stat, VipAddr, VipKey,
+    Backend, Conn, FlowKey, Service, ServiceSlot, Stat, VipAddr, VipKey,
 };
 
 use crate::{
-    maps::{XLB_BACKENDS, XLB_CONNS, XLB_MAGLEV, XLB_SERVICES, XLB_VIPS, XLB_VIP_FILTER},
+    maps::{
+        XLB_BACKENDS, XLB_CONNS, XLB_MAGLEV, XLB_SERVICES, XLB_SVC_SLOTS, XLB_VIPS, XLB_VIP_FILTER,
+    },
     stats,
 };
 
@@ -31,16 +33,52 @@ pub struct Choice {
     pub new: bool,
 }
 
+/// Whether some service may use `addr`: a direct-indexed array read (inlined by the
+/// verifier), so traffic to other addresses, most of what an edge host sees, pays no
+/// hash lookup at all.
+#[inline(always)]
+pub fn maybe_vip(addr: &[u32; 4]) -> bool {
+    XLB_VIP_FILTER
+        .get(vip_filter_slot(addr))
+        .is_some_and(|maybe| *maybe != 0)
+}
+
+/// The flow's connection-table entry, if it has one.
+#[inline(always)]
+pub fn conn(flow: &FlowKey) -> Option<Conn> {
+    // SAFETY: LRU values are read by copy right away.
+    unsafe { XLB_CONNS.get(flow) }.copied()
+}
+
+/// The service a connection entry names, if the id still means the service the flow
+/// was pinned under (same generation, still live): the established-flow path, which
+/// skips the `XLB_SERVICES` hash.
+#[inline(always)]
+pub fn conn_service(conn: &Conn) -> Option<Service> {
+    let slot = service_slot(conn.service_id)?;
+    (slot.generation() == conn.service_gen).then_some(Service {
+        id: conn.service_id,
+        flags: slot.flags(),
+        mode: slot.mode(),
+        tx_port: slot.tx_port(),
+        _pad: [0; 2],
+    })
+}
+
+/// The live slot of service `id`, read with one 8-byte load: userspace replaces a slot
+/// with one atomic store, so the load sees either the old or the new value whole.
+#[inline(always)]
+fn service_slot(id: u32) -> Option<ServiceSlot> {
+    let slot = XLB_SVC_SLOTS.get_ptr(id)?;
+    // SAFETY: `get_ptr` returned an in-bounds, aligned pointer into the array.
+    let slot = ServiceSlot(unsafe { core::ptr::read_volatile(slot.cast::<u64>()) });
+    slot.is_live().then_some(slot)
+}
+
 /// The service for (VIP, port, proto): the exact port first, then the VIP's all-ports
-/// service (port 0).
+/// service (port 0). The caller has checked [`maybe_vip`].
 #[inline(always)]
 pub fn service(flow: &FlowKey) -> Option<Service> {
-    if XLB_VIP_FILTER
-        .get(vip_filter_slot(&flow.dst))
-        .is_none_or(|maybe| *maybe == 0)
-    {
-        return None;
-    }
     let mut key = VipKey {
         addr: flow.dst,
         port_be: flow.dport_be,
@@ -60,10 +98,7 @@ pub fn service(flow: &FlowKey) -> Option<Service> {
 /// value when every service on the address is STANDBY).
 #[inline(always)]
 pub fn vip(addr: &[u32; 4], family: u8) -> Vip {
-    if XLB_VIP_FILTER
-        .get(vip_filter_slot(addr))
-        .is_none_or(|maybe| *maybe == 0)
-    {
+    if !maybe_vip(addr) {
         return Vip::No;
     }
     let key = VipAddr {
@@ -79,9 +114,11 @@ pub fn vip(addr: &[u32; 4], family: u8) -> Vip {
     }
 }
 
-/// The backend for this flow: the one recorded in the connection table if it still
-/// exists, otherwise the Maglev choice, which is then recorded. A `new_flow` (TCP SYN)
-/// skips the table: a new connection always goes where Maglev says now.
+/// The backend for this flow: the one recorded in its connection entry (`known`,
+/// looked up by the caller) if that entry belongs to this service and the backend
+/// still exists, otherwise the Maglev choice, which is then recorded. A `new_flow`
+/// (TCP SYN) arrives with no `known` entry: a new connection always goes where Maglev
+/// says now.
 ///
 /// Counts `conn_hit` / `conn_miss` only: the per-service and per-backend counters
 /// (forwarded packets, new flows) are the caller's, once the packet is actually sent
@@ -91,15 +128,17 @@ pub fn vip(addr: &[u32; 4], family: u8) -> Vip {
 /// still pins its flow to the chosen backend, which is harmless (the next packet of the
 /// flow would get the same Maglev choice) and saves a second lookup then.
 #[inline(always)]
-pub fn backend(flow: &FlowKey, svc: &Service, len: u64, new_flow: bool) -> Result<Choice, Stat> {
-    // SAFETY: LRU values are read by copy right away.
-    let known = if new_flow {
-        None
-    } else {
-        unsafe { XLB_CONNS.get(flow) }.copied()
-    };
+pub fn backend(
+    flow: &FlowKey,
+    svc: &Service,
+    known: Option<Conn>,
+    len: u64,
+) -> Result<Choice, Stat> {
+    // The slot's generation is what a new entry records (0 for a slot not live yet,
+    // which no established-flow lookup will ever accept).
+    let service_gen = service_slot(svc.id).map_or(0, ServiceSlot::generation);
     if let Some(conn) = known {
-        if conn.service_id == svc.id {
+        if conn.service_id == svc.id && conn.service_gen == service_gen {
             if let Some(backend) = live_backend(conn.backend_id) {
                 stats::count(Stat::ConnHit, len);
                 return Ok(Choice {
@@ -116,6 +155,7 @@ pub fn backend(flow: &FlowKey, svc: &Service, len: u64, new_flow: bool) -> Resul
     let conn = Conn {
         backend_id: id,
         service_id: svc.id,
+        service_gen,
     };
     // A failed insert only costs a second Maglev lookup for the next packet.
     let _ = XLB_CONNS.insert(flow, conn, u64::from(BPF_ANY));

@@ -80,8 +80,24 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
             });
         }
     };
-    let Some(svc) = lookup::service(&pkt.flow) else {
+    if !lookup::maybe_vip(&pkt.flow.dst) {
         return Ok(pass(ctx, Stat::NotVip, len));
+    }
+    // Most VIP packets belong to established flows: their connection entry names the
+    // service, which spares the service hash lookup. A SYN always takes the current
+    // Maglev choice (Katran's rule), and a fragment or a packet with IP options has no
+    // trustworthy ports, so neither consults the table.
+    let known = if pkt.new_flow || pkt.unforwardable.is_some() {
+        None
+    } else {
+        lookup::conn(&pkt.flow)
+    };
+    let svc = match known.as_ref().and_then(lookup::conn_service) {
+        Some(svc) => svc,
+        None => match lookup::service(&pkt.flow) {
+            Some(svc) => svc,
+            None => return Ok(pass(ctx, Stat::NotVip, len)),
+        },
     };
     if svc.flags & service_flags::STANDBY != 0 {
         return Ok(pass(ctx, Stat::Standby, len));
@@ -99,7 +115,7 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     if pkt.icmp_too_big {
         stats::count(Stat::IcmpTooBig, len);
     }
-    let choice = match lookup::backend(&pkt.flow, &svc, len, pkt.new_flow) {
+    let choice = match lookup::backend(&pkt.flow, &svc, known, len) {
         Ok(c) => c,
         Err(Stat::NoBackend) if svc.flags & service_flags::FALLBACK_PASS != 0 => {
             return Ok(pass(ctx, Stat::FallbackPass, len));

@@ -7,11 +7,11 @@ use aya_ebpf::{
 };
 use lb_common::{
     limits::{
-        MAGLEV_INNER_FLAGS, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES, MAX_TX_PORTS,
-        MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
+        BPF_F_MMAPABLE, MAGLEV_INNER_FLAGS, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES,
+        MAX_TX_PORTS, MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
     },
-    Backend, Config, Conn, FlowKey, Service, TxPort, VipAddr, VipKey, VrrpKey, VrrpRouter,
-    VrrpSeen,
+    Backend, Config, Conn, FlowKey, Service, ServiceSlot, TxPort, VipAddr, VipKey, VrrpKey,
+    VrrpRouter, VrrpSeen,
 };
 
 #[btf_map]
@@ -26,6 +26,16 @@ pub static XLB_VIP_FILTER: Array<u8, { VIP_FILTER_SLOTS as usize }> = Array::new
 /// Exact VIP addresses (value: number of services on the address).
 #[btf_map]
 pub static XLB_VIPS: HashMap<VipAddr, u32, { MAX_SERVICES as usize }> = HashMap::new();
+
+/// `XLB_SERVICES` by id, for flows found in the connection table (see
+/// [`ServiceSlot`]). Mmapable so userspace writes a slot with one atomic store; an array
+/// lookup is inlined by the verifier, unlike a hash lookup.
+#[btf_map]
+pub static XLB_SVC_SLOTS: Array<
+    ServiceSlot,
+    { MAX_SERVICES as usize },
+    { BPF_F_MMAPABLE as usize },
+> = Array::new();
 
 #[btf_map]
 pub static XLB_BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
@@ -42,12 +52,12 @@ pub static XLB_MAGLEV: ArrayOfMaps<MaglevTable, { MAX_SERVICES as usize }> = Arr
 /// - correctness: a flow's packets can arrive on different CPUs (RSS re-steering, veth
 ///   and XDP_TX paths); a per-CPU table would pick a backend again on each CPU, and
 ///   after a table change could split one connection across backends;
-/// - memory: an entry costs 112 bytes (40-byte key, 8-byte value, element and LRU
-///   node): `bpftool map show` reports memlock 29,361,024 B for 262,144 flows. Per-CPU
-///   tables need that per CPU for the same capacity (1.9 GB on 64 CPUs) or divide the
-///   capacity by the CPU count;
-/// - cost: an established-flow packet costs 104 ns in total on this machine
-///   (`cargo xtask bench`, docs/benchmarks.md); the shared LRU only takes its lock on
+/// - memory: an entry costs 120 bytes (40-byte key, 12-byte value rounded to 16,
+///   element and LRU node): `bpftool map show` reports memlock 31,458,176 B for 262,144
+///   flows. Per-CPU tables need that per CPU for the same capacity (2 GB on 64 CPUs) or
+///   divide the capacity by the CPU count;
+/// - cost: the entry lookup is now the largest single cost of an established-flow
+///   packet (`cargo xtask bench`, docs/benchmarks.md); the shared LRU only takes its lock on
 ///   insert (new flows) and on eviction, which per-CPU free lists (the kernel's default
 ///   for LRU hashes) keep local.
 #[btf_map]

@@ -8,6 +8,7 @@
 //! - [`bpffs`]: make sure bpffs is mounted and the pin directory exists.
 //! - [`maps`]: typed map writes and the atomic Maglev table swap.
 //! - [`metrics`]: the opt-in Prometheus endpoint.
+//! - [`mmap`]: mappings of mmapable array maps, for atomic in-place writes.
 //! - [`services`]: validate a whole service set and apply it (Maglev, stable backend ids).
 //! - [`supervisor`]: the daemon's loop state: config + health → what the data plane serves.
 //! - [`stats`]: read and sum the per-CPU counters (live or from pins).
@@ -25,6 +26,7 @@ pub mod loader;
 pub mod maglev;
 pub mod maps;
 pub mod metrics;
+pub mod mmap;
 pub mod services;
 pub mod stats;
 pub mod supervisor;

@@ -23,6 +23,7 @@ use crate::bpffs::{self, BpffsError};
 pub const PINNED_MAPS: &[&str] = &[
     maps::STATS,
     maps::SERVICES,
+    maps::SERVICE_SLOTS,
     maps::VIP_FILTER,
     maps::VIPS,
     maps::BACKENDS,

@@ -6,7 +6,10 @@
 //! would need userspace to know when no packet still reads the old half before reusing
 //! it; map replacement gets that guarantee from the kernel.)
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    sync::atomic::Ordering,
+};
 
 use aya::{
     maps::{Array, ArrayOfMaps, DevMap, HashMap, IterableMap as _, MapData, MapError},
@@ -17,9 +20,11 @@ use lb_common::{
     maps,
     service::{service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT, VIP_STANDBY},
     vrrp::VRRP_FRAME_MAX,
-    Backend, Config, Conn, FlowKey, Service, TxPort, VipAddr, VipKey, VrrpKey, VrrpRouter,
-    VrrpSeen,
+    Backend, Config, Conn, FlowKey, Service, ServiceSlot, TxPort, VipAddr, VipKey, VrrpKey,
+    VrrpRouter, VrrpSeen,
 };
+
+use crate::mmap::Mapping;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -37,7 +42,7 @@ pub enum MapsError {
     BackendId(u32),
     #[error("table of {0} entries: must be 1..={MAX_MAGLEV_SIZE}")]
     TableSize(usize),
-    #[error("mapping a new Maglev table ({len} bytes)")]
+    #[error("mmap of {len} bytes of a map")]
     Mmap {
         len: usize,
         #[source]
@@ -124,7 +129,9 @@ pub fn build_table(table: &[u32]) -> Result<Array<MapData, u32>, MapsError> {
     let inner: Array<MapData, u32> =
         Array::create(m + 1, MAGLEV_INNER_FLAGS).map_err(map_err(INNER_TABLE))?;
     {
-        let mut mapping = Mapping::new(inner.map(), (m as usize + 1) * ARRAY_SLOT_STRIDE)?;
+        let bytes = (m as usize + 1) * ARRAY_SLOT_STRIDE;
+        let mut mapping = Mapping::new(inner.map().fd().as_fd(), bytes)
+            .map_err(|source| MapsError::Mmap { len: bytes, source })?;
         let words = mapping.words();
         let slots = words.chunks_exact_mut(ARRAY_SLOT_STRIDE / size_of::<u32>());
         for (slot, &value) in slots.zip(std::iter::once(&m).chain(table)) {
@@ -171,67 +178,6 @@ fn table_size(table: &[u32]) -> Result<u32, MapsError> {
 fn is_einval(e: &MapsError) -> bool {
     matches!(e, MapsError::Map { source: MapError::SyscallError(s), .. }
         if s.io_error.raw_os_error() == Some(libc::EINVAL))
-}
-
-/// A shared, writable mapping of an mmapable map's values, unmapped on drop.
-struct Mapping {
-    addr: std::ptr::NonNull<libc::c_void>,
-    len: usize,
-}
-
-impl Mapping {
-    /// Maps the first `bytes` of `map`'s values, rounded up to whole pages (the kernel
-    /// maps pages, and allows up to the page-rounded size of the array).
-    fn new(map: &MapData, bytes: usize) -> Result<Self, MapsError> {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let page = usize::try_from(page).map_err(|_| MapsError::Mmap {
-            len: bytes,
-            source: std::io::Error::last_os_error(),
-        })?;
-        let len = bytes.next_multiple_of(page);
-        // SAFETY: a fresh shared mapping at an address the kernel picks, of a map fd we
-        // hold open for the call; the result is checked before use.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(MapsError::Mmap {
-                len,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let addr = std::ptr::NonNull::new(addr).ok_or(MapsError::Mmap {
-            len,
-            source: std::io::Error::from_raw_os_error(libc::EFAULT),
-        })?;
-        Ok(Self { addr, len })
-    }
-
-    fn words(&mut self) -> &mut [u32] {
-        // SAFETY: `len` bytes at `addr` are mapped readable and writable, page-aligned
-        // (so aligned for u32), and only reachable through `&mut self` while it lives.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.addr.as_ptr().cast::<u32>(),
-                self.len / size_of::<u32>(),
-            )
-        }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `new` mapped; no slice from `words` outlives self.
-        unsafe { libc::munmap(self.addr.as_ptr(), self.len) };
-    }
 }
 
 /// `BPF_MAP_UPDATE_BATCH` command number (`enum bpf_cmd`); aya 0.14 has no wrapper.
@@ -319,6 +265,22 @@ pub fn set_service(ebpf: &mut Ebpf, key: &VipKey, service: &Service) -> Result<(
         // A new address: present before its first service, in that service's state.
         mark_vip(ebpf, key, 1 | if standby { VIP_STANDBY } else { 0 })?;
     }
+    let same = services(ebpf)?
+        .get(key, 0)
+        .is_ok_and(|old| old.id == service.id);
+    // The slot before the entry: a flow pinned under this service must find it.
+    update_service_slot(ebpf, service.id, |slot| {
+        // Same key, same id: the same service, whose established flows must keep it.
+        // Otherwise the id now means another service: a new generation orphans the
+        // connection entries of the id's previous service.
+        let generation = if same && slot.is_live() {
+            slot.generation()
+        } else {
+            slot.generation().wrapping_add(1).max(1)
+        };
+        let flags = service.flags;
+        ServiceSlot::new(generation, flags, service.mode, service.tx_port)
+    })?;
     services(ebpf)?
         .insert(key, service, 0)
         .map_err(map_err(maps::SERVICES))?;
@@ -328,10 +290,41 @@ pub fn set_service(ebpf: &mut Ebpf, key: &VipKey, service: &Service) -> Result<(
 /// Removes a service entry; its traffic is passed to the stack from then on. The VIP
 /// leaves the VIP set and filter once no remaining service uses it.
 pub fn remove_service(ebpf: &mut Ebpf, key: &VipKey) -> Result<(), MapsError> {
-    services(ebpf)?
-        .remove(key)
-        .map_err(map_err(maps::SERVICES))?;
+    let mut services = services(ebpf)?;
+    let id = services.get(key, 0).map_err(map_err(maps::SERVICES))?.id;
+    services.remove(key).map_err(map_err(maps::SERVICES))?;
+    update_service_slot(ebpf, id, ServiceSlot::retired)?;
     sync_vip(ebpf, key)
+}
+
+/// Replaces service `id`'s slot in `XLB_SVC_SLOTS` with `f(current)`, as one atomic
+/// store through an mmap of the array (see [`ServiceSlot`]).
+fn update_service_slot(
+    ebpf: &Ebpf,
+    id: u32,
+    f: impl FnOnce(ServiceSlot) -> ServiceSlot,
+) -> Result<(), MapsError> {
+    const NAME: &str = maps::SERVICE_SLOTS;
+    let map = match ebpf.map(NAME).ok_or(MapsError::Missing(NAME))? {
+        aya::maps::Map::Array(data) => data,
+        _ => {
+            return Err(MapsError::Map {
+                name: NAME,
+                source: MapError::InvalidMapType { map_type: 0 },
+            })
+        }
+    };
+    let len = MAX_SERVICES as usize * size_of::<u64>();
+    let mapped =
+        Mapping::new(map.fd().as_fd(), len).map_err(|source| MapsError::Mmap { len, source })?;
+    let word = mapped
+        .u64_at(id as usize)
+        .filter(|_| id < MAX_SERVICES)
+        .ok_or(MapsError::ServiceId(id))?;
+    // The daemon is the only writer, so load-then-store races with nobody.
+    let current = ServiceSlot(word.load(Ordering::Acquire));
+    word.store(f(current).0, Ordering::Release);
+    Ok(())
 }
 
 fn services(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, VipKey, Service>, MapsError> {

@@ -56,8 +56,12 @@
 //!    nibble is not checked), flow turned around; other ICMPv6 → pass `not_vip`.
 //!    Extension headers (0, 43, 44, 60, 51, 135, 139, 140) → pass `ipv6_ext_header`,
 //!    whatever the destination (never walked); anything else → pass `not_vip`.
-//! 8. **Service lookup**: exact (VIP, port, proto, family), then (VIP, 0, proto,
-//!    family). None → pass `not_vip`. (The VIP filter is only a fast path: it never
+//! 8. **Service lookup**: a packet that is neither a new flow nor unforwardable and
+//!    has a connection-table entry whose service is still the one it was pinned under
+//!    (same id and slot generation: every service installed here has generation 1) takes
+//!    that service, even where another service would now match (an established flow
+//!    stays with its service). Otherwise exact (VIP, port, proto, family), then (VIP, 0,
+//!    proto, family). None → pass `not_vip`. (The VIP filter is only a fast path: it never
 //!    changes the answer, so the model has none.)
 //! 9. Service flag STANDBY → pass `standby` (before anything else, even for fragments).
 //!    Then a frame sent to a group MAC (broadcast / multicast) → pass `l2_group`:
@@ -201,6 +205,18 @@ impl Tables {
         self.services.get(&key).copied()
     }
 
+    /// Service `id`, if installed.
+    fn by_id(&self, id: u32) -> Option<Service> {
+        self.services.values().find(|s| s.id == id).copied()
+    }
+
+    /// The slot generation of an installed service: the control plane gives an id its
+    /// first service with generation 1 (lb-userspace/src/maps.rs, `set_service`), and
+    /// these tables are installed once into a fresh data plane.
+    fn generation(&self, id: u32) -> Option<u32> {
+        self.by_id(id).map(|_| 1)
+    }
+
     fn live(&self, id: u32) -> Option<Backend> {
         self.backends.get(&id).copied().filter(|b| b.family != 0)
     }
@@ -337,7 +353,18 @@ impl Model {
             }
             Parse::Flow(f) => f,
         };
-        let Some(svc) = t.service(&flow.key) else {
+        // Rules 8 and 13: the entry is looked up once, before anything else.
+        let known = if flow.syn || flow.unforwardable.is_some() {
+            None
+        } else {
+            self.conns.get(&flow.key).copied()
+        };
+        let current = |c: &Conn| t.generation(c.service_id) == Some(c.service_gen);
+        let Some(svc) = known
+            .filter(current)
+            .and_then(|c| t.by_id(c.service_id))
+            .or_else(|| t.service(&flow.key))
+        else {
             return (XDP_PASS, None, vec![Stat::NotVip]);
         };
         if svc.flags & service_flags::STANDBY != 0 {
@@ -357,13 +384,8 @@ impl Model {
             reasons.push(Stat::IcmpTooBig);
         }
         // Rule 13.
-        let known = if flow.syn {
-            None
-        } else {
-            self.conns.get(&flow.key).copied()
-        };
         let hit = known
-            .filter(|c| c.service_id == svc.id)
+            .filter(|c| c.service_id == svc.id && current(c))
             .and_then(|c| t.live(c.backend_id));
         let backend = if let Some(b) = hit {
             reasons.push(Stat::ConnHit);
@@ -383,6 +405,7 @@ impl Model {
                         Conn {
                             backend_id: id,
                             service_id: svc.id,
+                            service_gen: t.generation(svc.id).unwrap_or(0),
                         },
                     ));
                     b

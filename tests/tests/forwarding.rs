@@ -1356,3 +1356,122 @@ fn ipv6_edge_cases_have_defined_verdicts_and_counters() {
         &[Stat::Rx, Stat::Redirect, Stat::ConnMiss],
     );
 }
+
+/// Established flows find their service through their connection entry and the service
+/// slot (`XLB_SVC_SLOTS`), not the service hash. Three things must hold for that to be
+/// safe: a flag change reaches established flows at once (a VRRP backup must stop
+/// forwarding them), an id given to another service orphans the old service's entries
+/// (generation), and an established flow stays with its service when a more specific
+/// one appears on its VIP, while new connections go to the new one.
+#[test]
+fn established_flows_follow_their_service_slot() {
+    let mut dp = setup("svcslot");
+    let key4 = VipKey {
+        addr: be4(VIP4),
+        port_be: VIP_PORT.to_be(),
+        proto: TCP,
+        family: AF_INET,
+    };
+    let dsr = Service {
+        id: 1,
+        mode: ForwardMode::Dsr as u8,
+        ..Default::default()
+    };
+    let syn = packet::tcp4_frame(CLIENT4, VIP4, 41000, VIP_PORT, packet::SYN);
+    let ack = packet::tcp4_frame(CLIENT4, VIP4, 41000, VIP_PORT, packet::Flags::ACK);
+    let id = expected_backend(&flow4(41000), &TABLE);
+    let to_backend = |frame: &[u8], id| packet::dsr_output(frame, backend_mac(id));
+    dp.check(
+        "SYN",
+        &syn,
+        XDP_TX,
+        &to_backend(&syn, id),
+        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
+    );
+    dp.check(
+        "ACK",
+        &ack,
+        XDP_TX,
+        &to_backend(&ack, id),
+        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
+    );
+
+    // 1. STANDBY set on the service reaches the established flow, and clearing it
+    //    brings the flow back to its backend.
+    let standby = Service {
+        flags: lb_common::service::service_flags::STANDBY,
+        ..dsr
+    };
+    maps::set_service(dp.dp.ebpf_mut(), &key4, &standby).unwrap();
+    unchanged(
+        &mut dp,
+        "ACK, standby",
+        &ack,
+        XDP_PASS,
+        &[Stat::Rx, Stat::Pass, Stat::Standby],
+    );
+    maps::set_service(dp.dp.ebpf_mut(), &key4, &dsr).unwrap();
+    dp.check(
+        "ACK, active again",
+        &ack,
+        XDP_TX,
+        &to_backend(&ack, id),
+        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
+    );
+
+    // 2. The service is removed and its id given to a service on another port: the
+    //    entry's generation no longer matches, so the flow is not forwarded by the
+    //    entry (no service on VIP4:80 → not_vip), even though id 1 is live again.
+    maps::remove_service(dp.dp.ebpf_mut(), &key4).unwrap();
+    let other = VipKey {
+        port_be: 8080u16.to_be(),
+        ..key4
+    };
+    maps::set_service(dp.dp.ebpf_mut(), &other, &dsr).unwrap();
+    unchanged(
+        &mut dp,
+        "ACK, service gone",
+        &ack,
+        XDP_PASS,
+        &[Stat::Rx, Stat::Pass, Stat::NotVip],
+    );
+    maps::remove_service(dp.dp.ebpf_mut(), &other).unwrap();
+
+    // 3. An all-ports service (id 3, backends 1..3 reversed) takes a flow; then an
+    //    exact-port service (id 4, all to backend 2) appears on the same VIP.
+    let all_ports = VipKey { port_be: 0, ..key4 };
+    let reversed: Vec<u32> = TABLE.iter().map(|b| 4 - b).collect();
+    maps::swap_table(dp.dp.ebpf_mut(), 3, &reversed).unwrap();
+    maps::set_service(dp.dp.ebpf_mut(), &all_ports, &Service { id: 3, ..dsr }).unwrap();
+    let syn2 = packet::tcp4_frame(CLIENT4, VIP4, 41001, VIP_PORT, packet::SYN);
+    let ack2 = packet::tcp4_frame(CLIENT4, VIP4, 41001, VIP_PORT, packet::Flags::ACK);
+    let id2 = expected_backend(&flow4(41001), &reversed);
+    assert_ne!(
+        id2, 2,
+        "pick a flow whose all-ports backend is not the exact service's"
+    );
+    dp.check(
+        "SYN, all ports",
+        &syn2,
+        XDP_TX,
+        &to_backend(&syn2, id2),
+        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
+    );
+    maps::swap_table(dp.dp.ebpf_mut(), 4, &[2]).unwrap();
+    maps::set_service(dp.dp.ebpf_mut(), &key4, &Service { id: 4, ..dsr }).unwrap();
+    dp.check(
+        "ACK stays with the all-ports service",
+        &ack2,
+        XDP_TX,
+        &to_backend(&ack2, id2),
+        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
+    );
+    let syn3 = packet::tcp4_frame(CLIENT4, VIP4, 41002, VIP_PORT, packet::SYN);
+    dp.check(
+        "a new SYN takes the exact service",
+        &syn3,
+        XDP_TX,
+        &to_backend(&syn3, 2),
+        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
+    );
+}

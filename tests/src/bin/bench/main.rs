@@ -336,6 +336,14 @@ fn main() {
         ),
     ];
 
+    // XLB_BENCH_ONLY=substring[,substring]: time only the matching scenarios (and the
+    // floors), so `perf record` of a run profiles one path rather than the mix.
+    if let Ok(only) = std::env::var("XLB_BENCH_ONLY") {
+        scenarios.retain(|s| {
+            s.name.contains("floor") || only.split(',').any(|part| s.name.contains(part))
+        });
+    }
+
     let started = Instant::now();
     // New flows get fresh client addresses from 11.0.0.0/8 (and fd0b::/96), disjoint
     // from every flow established above.

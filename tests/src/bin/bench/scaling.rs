@@ -281,6 +281,10 @@ fn point_flows(flows: u64, table: Option<u32>) -> Point {
             let conn = Conn {
                 backend_id: 1 + (r >> 48) as u32 % 3,
                 service_id: 1,
+                // Service 1's first generation in a fresh data plane; a wrong value
+                // would turn every "spread" hit into a miss, which the path proof
+                // (`conn_hit`) catches.
+                service_gen: 1,
             };
             conns
                 .insert(flow_key(src, sport, dst, 80), conn, 0)
