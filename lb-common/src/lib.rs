@@ -103,6 +103,8 @@ pub mod programs {
     /// Benchmark floors, loaded only by `cargo xtask bench`.
     pub const BENCH_PASS: &str = "bench_pass";
     pub const BENCH_TX: &str = "bench_tx";
+    /// Benchmark floor: one connection-table lookup, MAC swap, XDP_TX.
+    pub const BENCH_CONN: &str = "bench_conn";
     /// XDP_PASS companion for the receiving peer of a veth (native XDP_TX needs it).
     pub const PASS: &str = "xlb_pass";
 }

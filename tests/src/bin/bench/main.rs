@@ -36,6 +36,8 @@ use testbed::{dataplane::TestDataplane, packet};
 
 const REPEAT: u32 = 1_000_000;
 const ROUNDS: usize = 10;
+/// The connection-tracking floor (`bench_conn`).
+const FLOOR_CONN: &str = "floor: conn-table lookup + MAC swap + XDP_TX";
 /// Single-shot runs per round (each a separate syscall; kernel-measured duration).
 const SHOTS: u32 = 20_000;
 
@@ -134,7 +136,11 @@ fn main() {
     }
     let only_packets = std::env::args().nth(1).as_deref() == Some("packets");
     let mut dp = TestDataplane::load("bench");
-    for name in [programs::BENCH_PASS, programs::BENCH_TX] {
+    for name in [
+        programs::BENCH_PASS,
+        programs::BENCH_TX,
+        programs::BENCH_CONN,
+    ] {
         dp.dp.xdp(name).unwrap().load().unwrap();
     }
     configure(&mut dp);
@@ -204,6 +210,10 @@ fn main() {
             &ack_dsr,
             no,
         ),
+        // What any balancer with a per-flow BPF hash table pays at least: the same
+        // `XLB_CONNS` lookup of the established DSR flow, then the MAC swap (its last
+        // verdict is checked: XDP_TX only on a hit).
+        scenario(FLOOR_CONN, programs::BENCH_CONN, Repeat, None, &ack_dsr, no),
         scenario("non-VIP pass", b, Repeat, Some(Stat::NotVip), &non_vip, no),
         scenario(
             "VIP TCP established, DSR (v4)",
@@ -356,6 +366,9 @@ fn main() {
                 Repeat => {
                     let fd = dp.dp.xdp(s.program).unwrap().fd().unwrap();
                     let out = test_run::run_xdp(fd, &s.packet, REPEAT, 0).expect("test run");
+                    if s.name == FLOOR_CONN {
+                        assert_eq!(out.action, XDP_TX, "{}: the lookup missed", s.name);
+                    }
                     (f64::from(out.duration_ns), u64::from(REPEAT))
                 }
                 SingleShot => {
@@ -443,6 +456,7 @@ fn main() {
         programs::PASS,
         programs::BENCH_PASS,
         programs::BENCH_TX,
+        programs::BENCH_CONN,
     ] {
         let info = dp.dp.xdp(name).unwrap().info().unwrap();
         let insns = info.verified_instruction_count();
