@@ -5,6 +5,7 @@
 //! - [`config`]: the JSON configuration file, validated whole.
 //! - [`control`]: the daemon's control socket and what `xlb status/services/backends` show.
 //! - [`import`]: convert other balancers' configs (keepalived.conf) into an xlb config.
+//! - [`cli`]: the `xlb` command line (clap definitions).
 //! - [`bpffs`]: make sure bpffs is mounted and the pin directory exists.
 //! - [`maps`]: typed map writes and the atomic Maglev table swap.
 //! - [`metrics`]: the opt-in Prometheus endpoint.
@@ -16,6 +17,7 @@
 //! - [`vrrp`]: VRRP v2/v3 wire format and election state machine, pure (no I/O).
 
 pub mod bpffs;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod ebpf_log;
