@@ -5,6 +5,7 @@
 //! - [`config`]: the JSON configuration file, validated whole.
 //! - [`control`]: the daemon's control socket and what `xlb status/services/backends` show.
 //! - [`import`]: convert other balancers' configs (keepalived.conf) into an xlb config.
+//! - [`cli`]: the `xlb` command line (clap definitions).
 //! - [`bpffs`]: make sure bpffs is mounted and the pin directory exists.
 //! - [`maps`]: typed map writes and the atomic Maglev table swap.
 //! - [`metrics`]: the opt-in Prometheus endpoint.
@@ -14,9 +15,11 @@
 //! - [`stats`]: read and sum the per-CPU counters (live or from pins).
 //! - [`ebpf_log`]: forward aya-log records from the data plane into `tracing`.
 //! - [`test_run`]: `BPF_PROG_TEST_RUN` for packet tests and benchmarks.
+//! - [`verifier`]: the verifier's statistics (states, stack depth) of loaded programs.
 //! - [`vrrp`]: VRRP v2/v3 wire format and election state machine, pure (no I/O).
 
 pub mod bpffs;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod ebpf_log;
@@ -31,6 +34,7 @@ pub mod services;
 pub mod stats;
 pub mod supervisor;
 pub mod test_run;
+pub mod verifier;
 pub mod vrrp;
 
 /// The XDP object built from `lb-ebpf` by this crate's build script.

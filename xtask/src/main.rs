@@ -206,6 +206,8 @@ const FUZZ_TARGETS: &[&str] = &[
     "keepalived_import",
     "vrrp_decode",
     "http_response",
+    "control_request",
+    "cli_args",
 ];
 
 /// `cargo xtask fuzz [TARGET] [--seconds N]`. The stable toolchain runs cargo-fuzz with

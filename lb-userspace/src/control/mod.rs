@@ -58,6 +58,41 @@ pub enum Request {
     Metrics,
 }
 
+/// Why a request line was refused (the text goes back to the client).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no request")]
+    Empty,
+    /// The client closed its end before the newline.
+    #[error("request not terminated by a newline")]
+    Unterminated,
+    #[error("request longer than {MAX_REQUEST} bytes")]
+    TooLong,
+    #[error("bad request: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Decodes one request line as the daemon receives it: the bytes up to and including
+/// the first newline, read through a [`MAX_REQUEST`]-byte limit (so a line that hits
+/// the limit without a newline is too long, not merely unterminated). Pure, so the
+/// fuzzer (fuzz/fuzz_targets/control_request.rs) runs exactly what the server runs.
+pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
+    if line.is_empty() {
+        return Err(RequestError::Empty);
+    }
+    if line.len() > MAX_REQUEST {
+        return Err(RequestError::TooLong);
+    }
+    if !line.ends_with(b"\n") {
+        return Err(if line.len() == MAX_REQUEST {
+            RequestError::TooLong
+        } else {
+            RequestError::Unterminated
+        });
+    }
+    Ok(serde_json::from_slice(line)?)
+}
+
 /// The daemon's answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Response {
@@ -168,8 +203,42 @@ mod tests {
         assert_eq!(r, Request::Reload);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"shutdown"}"#).is_err());
         assert_eq!(
+            parse_request(b"{\"cmd\":\"vrrp\"}\n").unwrap(),
+            Request::Vrrp
+        );
+        assert_eq!(
             serde_json::to_string(&Response::error("no")).unwrap(),
             r#"{"ok":false,"error":"no"}"#
         );
+    }
+
+    #[test]
+    fn request_framing() {
+        let err = |line: &[u8]| parse_request(line).unwrap_err();
+        assert!(matches!(err(b""), RequestError::Empty));
+        assert!(matches!(
+            err(br#"{"cmd":"status"}"#),
+            RequestError::Unterminated
+        ));
+        // What the server's bounded read yields for an endless line.
+        assert!(matches!(err(&[b' '; MAX_REQUEST]), RequestError::TooLong));
+        let mut longest = vec![b' '; MAX_REQUEST - 17];
+        longest.extend_from_slice(b"{\"cmd\":\"status\"}\n");
+        assert_eq!(longest.len(), MAX_REQUEST);
+        assert_eq!(parse_request(&longest).unwrap(), Request::Status);
+        longest.insert(0, b' ');
+        assert!(matches!(err(&longest), RequestError::TooLong));
+        assert!(matches!(
+            err(b"{\"cmd\":\"shutdown\"}\n"),
+            RequestError::Json(_)
+        ));
+        assert!(matches!(
+            err(b"{\"cmd\":\"st\xffatus\"}\n"),
+            RequestError::Json(_)
+        ));
+        assert!(matches!(
+            err(b"{\"cmd\":\"status\"} {}\n"),
+            RequestError::Json(_)
+        ));
     }
 }

@@ -14,7 +14,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use super::{Request, Response, MAX_REQUEST};
+use super::{parse_request, Request, Response, MAX_REQUEST};
 
 /// A request waiting for the main loop's answer.
 pub type Pending = (Request, oneshot::Sender<Response>);
@@ -86,20 +86,17 @@ async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Pending>) {
 
 async fn serve(stream: UnixStream, tx: mpsc::Sender<Pending>) {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
+    let mut line = Vec::new();
     let read = tokio::time::timeout(
         REQUEST_TIMEOUT,
-        BufReader::new(read.take(MAX_REQUEST as u64)).read_line(&mut line),
+        BufReader::new(read.take(MAX_REQUEST as u64)).read_until(b'\n', &mut line),
     )
     .await;
     let response = match read {
         Err(_) => Response::error("no request within 5 s"),
         Ok(Err(e)) => Response::error(format!("reading the request: {e}")),
-        Ok(Ok(_)) if !line.ends_with('\n') => Response::error(format!(
-            "request missing or longer than {MAX_REQUEST} bytes"
-        )),
-        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
-            Err(e) => Response::error(format!("bad request: {e}")),
+        Ok(Ok(_)) => match parse_request(&line) {
+            Err(e) => Response::error(e.to_string()),
             Ok(request) => {
                 let (reply, answer) = oneshot::channel();
                 if tx.send((request, reply)).await.is_err() {

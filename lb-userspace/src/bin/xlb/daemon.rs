@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use lb_common::programs;
 use lb_userspace::{
+    cli::EbpfLogLevel,
     config::Config,
     control::{self, server::ControlSocket, views, Request, Response},
     ebpf_log,
@@ -17,8 +18,6 @@ use lb_userspace::{
     vrrp::runtime::Vrrp,
 };
 use tokio::signal::unix::{signal, SignalKind};
-
-use crate::EbpfLogLevel;
 
 /// `xlb run` / `xlb decap`: load, attach, serve, and clean up on the way out.
 pub(crate) struct Daemon {

@@ -29,7 +29,7 @@ use lb_common::{
     Backend, Config, FlowKey, ForwardMode, Service, Stat, VipKey, VrrpKey, VrrpRouter, VrrpSeen,
 };
 use lb_userspace::{
-    maps, test_run,
+    maps, test_run, verifier,
     vrrp::packet::{encode_frame, Advert},
 };
 use testbed::{dataplane::TestDataplane, packet};
@@ -448,27 +448,49 @@ fn main() {
         }));
     }
 
-    println!("\nverifier: instructions processed at load (bpf_prog_info.verified_insns)");
-    let mut verifier = Vec::new();
-    for name in [
+    println!(
+        "\nverifier: instructions processed at load (bpf_prog_info.verified_insns), and the \
+         states of a BPF_LOG_STATS re-load (same count, checked)"
+    );
+    let names = [
         programs::BALANCER,
         programs::DECAP,
         programs::PASS,
         programs::BENCH_PASS,
         programs::BENCH_TX,
         programs::BENCH_CONN,
-    ] {
-        let info = dp.dp.xdp(name).unwrap().info().unwrap();
-        let insns = info.verified_instruction_count();
-        let size = info.size_translated();
+    ];
+    // Fails (and so aborts the bench) unless each re-load processed exactly the
+    // instructions of the program aya loaded.
+    let stats = verifier::verifier_stats(dp.dp.ebpf(), lb_userspace::EBPF_OBJECT, &names)
+        .unwrap_or_else(|e| panic!("verifier statistics: {e}"));
+    println!(
+        "  {:<12} {:>8} {:>7} {:>12} {:>11} {:>10} {:>12}",
+        "program", "insns", "xlated", "total states", "peak states", "max/insn", "stack depth"
+    );
+    let mut verifier = Vec::new();
+    for (name, s) in names.into_iter().zip(stats) {
+        let size = dp.dp.xdp(name).unwrap().info().unwrap().size_translated();
+        let stack = s
+            .stack_depth
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join("+");
         println!(
-            "  {name:<12} verified insns {:>8}  xlated bytes {:>7}",
-            fmt_opt(insns),
-            fmt_opt(size)
+            "  {name:<12} {:>8} {:>7} {:>12} {:>11} {:>10} {:>12}",
+            s.processed_insns,
+            fmt_opt(size),
+            s.total_states,
+            s.peak_states,
+            s.max_states_per_insn,
+            stack
         );
-        verifier.push(
-            serde_json::json!({"program": name, "verified_insns": insns, "xlated_bytes": size}),
-        );
+        verifier.push(serde_json::json!({
+            "program": name, "verified_insns": s.processed_insns, "xlated_bytes": size,
+            "total_states": s.total_states, "peak_states": s.peak_states,
+            "max_states_per_insn": s.max_states_per_insn, "stack_depth": s.stack_depth,
+        }));
     }
     if only_packets {
         write_json(
