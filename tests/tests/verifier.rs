@@ -22,7 +22,11 @@ const ALL: [&str; 6] = [
 #[test]
 fn every_program_reports_states_with_its_loaded_instruction_count() {
     let mut dp = TestDataplane::load("verifier");
-    for name in [programs::BENCH_PASS, programs::BENCH_TX, programs::BENCH_CONN] {
+    for name in [
+        programs::BENCH_PASS,
+        programs::BENCH_TX,
+        programs::BENCH_CONN,
+    ] {
         dp.dp.xdp(name).unwrap().load().unwrap();
     }
     let stats = verifier_stats(dp.dp.ebpf(), EBPF_OBJECT, &ALL).unwrap();
