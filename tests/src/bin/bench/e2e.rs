@@ -4,6 +4,7 @@
 //! ```text
 //!   ns gen                                   ns lb
 //!   g0: XDP_DROP counter  <-- veth -->  l0: xlb (DSR to g0's MAC)  | bench_tx (reflector)
+//!                                            | bench_conn (conn-table lookup + reflector)
 //!   generator: BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES on g0 (bench_tx: the
 //!   frame is transmitted out of g0 for every iteration)
 //! ```
@@ -12,7 +13,9 @@
 //! every iteration really transmits one frame out of g0 to l0. l0 runs either the
 //! balancer (one DSR service whose backend MAC is g0's: an established-flow packet goes
 //! straight back out of l0) or the XDP_TX floor program (MAC swap + XDP_TX: the same
-//! path, the least a forwarder does). g0 runs a 2-instruction XDP_DROP program; its
+//! path, the least a forwarder does) or `bench_conn` (one lookup of the flow in the
+//! connection table, then the same: the least a balancer that tracks connections does).
+//! g0 runs a 2-instruction XDP_DROP program; its
 //! packet counter (`rx_packets`, which counts XDP frames on a veth) is what arrived.
 //! The balancer's own `tx` counter is checked against it.
 //!
@@ -161,6 +164,7 @@ pub fn run() -> serde_json::Value {
     })
     .expect("load the data plane");
     dp.xdp(programs::BENCH_TX).unwrap().load().unwrap();
+    dp.xdp(programs::BENCH_CONN).unwrap().load().unwrap();
     // One DSR service on VIP:80 whose only backend is g0 (by MAC).
     {
         let ebpf = dp.ebpf_mut();
@@ -228,15 +232,29 @@ pub fn run() -> serde_json::Value {
         .try_clone()
         .unwrap();
 
+    // The connection-tracking floor runs after xlb in each round, so the flow it looks
+    // up is in the table (it drops on a miss: the delivered fraction would show it).
+    let conn_fd = dp
+        .xdp(programs::BENCH_CONN)
+        .unwrap()
+        .fd()
+        .unwrap()
+        .try_clone()
+        .unwrap();
+
     println!(
         "\nend to end: veth, native XDP on both ends, live-frames generator \
          ({FRAMES} frames per run, {ROUNDS} rounds, one CPU)"
     );
-    let names = ["reflector (MAC swap + XDP_TX)", "xlb, DSR established flow"];
-    let mut pps: [Vec<f64>; 2] = Default::default();
-    let mut delivered: [Vec<f64>; 2] = Default::default();
+    let names = [
+        "reflector (MAC swap + XDP_TX)",
+        "xlb, DSR established flow",
+        "conn-table lookup + reflector",
+    ];
+    let mut pps: [Vec<f64>; 3] = Default::default();
+    let mut delivered: [Vec<f64>; 3] = Default::default();
     for round in 0..ROUNDS {
-        for (k, prog) in [&tx_fd, &lb_fd].into_iter().enumerate() {
+        for (k, prog) in [&tx_fd, &lb_fd, &conn_fd].into_iter().enumerate() {
             let link = lb.run(|| attach_native(prog, l0));
             // Warm-up (and, for xlb, the flow's insert).
             gen.run(|| generate(&gen_fd, &frame, g0, 10_000));
@@ -251,6 +269,12 @@ pub fn run() -> serde_json::Value {
                 assert_eq!(
                     tx, got,
                     "round {round}: xlb's tx counter and g0's rx count disagree"
+                );
+            }
+            if k == 2 {
+                assert!(
+                    got * 100 >= u64::from(FRAMES) * 99,
+                    "round {round}: the conn-table floor delivered {got} of {FRAMES} (lookup missed?)"
                 );
             }
             pps[k].push(got as f64 / elapsed.as_secs_f64());
@@ -275,7 +299,7 @@ pub fn run() -> serde_json::Value {
         "  {:<34} {:>12} {:>12} {:>12} {:>10} {:>10}",
         "on l0", "median pps", "min", "max", "delivered", "x reflector"
     );
-    for k in 0..2 {
+    for k in 0..names.len() {
         let (med, min, max) = stats3(&pps[k]);
         let (del, ..) = stats3(&delivered[k]);
         println!(
