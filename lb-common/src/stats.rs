@@ -2,10 +2,11 @@
 
 macro_rules! stats {
     ($($(#[$doc:meta])* $variant:ident = $idx:literal, $name:literal;)*) => {
-        /// Index into the per-CPU `XLB_STATS` array. Every exit of the XDP entry point
-        /// counts exactly one verdict slot (`Pass`..`Aborted`); `Rx` counts every packet,
-        /// so `rx == pass + drop + tx + redirect + aborted`. The other slots explain
-        /// verdicts (drop reasons, why a packet was passed) and count at most once each.
+        /// Index into the per-CPU `XLB_STATS` array. Every exit of the XDP entry points
+        /// counts exactly one verdict slot (`Pass`..`Aborted`). `Rx` is not written by
+        /// the programs: readers derive it as `pass + drop + tx + redirect + aborted`
+        /// (one counter update less per packet). The other slots explain verdicts (drop
+        /// reasons, why a packet was passed) and count at most once each.
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum Stat {
@@ -15,6 +16,9 @@ macro_rules! stats {
         impl Stat {
             /// Every slot, in index order.
             pub const ALL: &'static [Stat] = &[$(Stat::$variant,)*];
+            /// The verdict slots: every packet counts exactly one of them.
+            pub const VERDICTS: &'static [Stat] =
+                &[Stat::Pass, Stat::Drop, Stat::Tx, Stat::Redirect, Stat::Aborted];
             /// Number of slots in the stats array.
             pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -29,7 +33,8 @@ macro_rules! stats {
 }
 
 stats! {
-    /// Every packet the program saw.
+    /// Every packet the program saw: derived by readers from the verdicts (the slot
+    /// itself stays zero in the map).
     Rx = 0, "rx";
     /// Verdict XDP_PASS: handed to the kernel stack.
     Pass = 1, "pass";

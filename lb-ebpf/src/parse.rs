@@ -230,6 +230,15 @@ fn ipv4(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
     if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
         return Ok(Parsed::Pass(Stat::NotVip));
     }
+    if !crate::lookup::maybe_vip(&[ip.dst, 0, 0, 0]) {
+        // Most of what an edge host sees ends here, before the flow is built: once the
+        // ports are known to lie in the datagram (a truncated header is `truncated`
+        // whatever the destination, so the answer never depends on the filter).
+        if frag & IP_OFFSET == 0 {
+            l4_header::<Ports>(ctx, ETH_HLEN + ihl, ip_end)?;
+        }
+        return Ok(Parsed::Pass(Stat::NotVip));
+    }
     let mut unforwardable = None;
     let mut new_flow = false;
     if ihl != 20 {
@@ -361,6 +370,9 @@ fn ipv6(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
     }
     let l4 = ETH_HLEN + size_of::<Ipv6Hdr>();
     let p = unsafe { &*l4_header::<Ports>(ctx, l4, ip_end)? };
+    if !crate::lookup::maybe_vip(&ip.dst) {
+        return Ok(Parsed::Pass(Stat::NotVip));
+    }
     let new_flow = ip.next_hdr == IPPROTO_TCP && is_syn(ctx, l4, ip_end);
     Ok(Parsed::Ip(Packet {
         flow: FlowKey {

@@ -47,6 +47,13 @@ pub fn read_global<T: Borrow<MapData>>(
             sum.add(per_cpu);
         }
     }
+    // The programs leave `rx` alone (one counter update less per packet): every packet
+    // ends in exactly one verdict, so their sum is what `rx` would have counted.
+    let mut rx = Counter::default();
+    for verdict in Stat::VERDICTS {
+        rx.add(&out.counters[*verdict as usize]);
+    }
+    out.counters[Stat::Rx as usize] = rx;
     Ok(out)
 }
 

@@ -753,6 +753,8 @@ impl StatsReader {
                 .map(|c| c.packets)
                 .sum();
         }
+        // As every reader does (lb_userspace::stats): `rx` is the sum of the verdicts.
+        sums[Stat::Rx as usize] = Stat::VERDICTS.iter().map(|v| sums[*v as usize]).sum();
         sums
     }
 }
