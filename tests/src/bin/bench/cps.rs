@@ -10,6 +10,7 @@
 
 use std::{
     net::SocketAddr,
+    os::fd::{FromRawFd, OwnedFd},
     process::Stdio,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -20,6 +21,10 @@ use std::{
 
 use std::io::{BufRead, BufReader};
 
+use aya::programs::{
+    links::{FdLink, PinnedLink},
+    loaded_programs,
+};
 use testbed::{
     dataplane::{wait_until, TempFile},
     lab::Lab,
@@ -87,10 +92,26 @@ pub fn run() -> serde_json::Value {
         "haproxy does not answer: {}",
         log.read()
     );
+    // The balancer's own CPU per connection, next to the connection rate: xlb's XDP
+    // program run time (kernel BPF stats, on while `_stats` is open) and HAProxy's
+    // process CPU time (utime + stime; its sockets' softirq work is not in it, so it
+    // is HAProxy's lower bound).
+    let _stats = enable_bpf_stats();
+    let haproxy_pid = _haproxy.pid();
     let (mut xlb, mut haproxy) = (Vec::new(), Vec::new());
+    let (mut xlb_ns, mut haproxy_ns, mut xlb_runs) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        xlb.push(measure(&lab, lab.vip()));
-        haproxy.push(measure(&lab, haproxy_addr));
+        let (t0, n0) = xlb_run_time(&lab);
+        let (rate, failed, done) = measure(&lab, lab.vip());
+        let (t1, n1) = xlb_run_time(&lab);
+        xlb.push((rate, failed));
+        xlb_ns.push((t1 - t0).as_nanos() as f64 / done.max(1) as f64);
+        xlb_runs.push((n1 - n0) as f64 / done.max(1) as f64);
+        let c0 = crate::health::cpu_ticks(haproxy_pid);
+        let (rate, failed, done) = measure(&lab, haproxy_addr);
+        let c1 = crate::health::cpu_ticks(haproxy_pid);
+        haproxy.push((rate, failed));
+        haproxy_ns.push((c1 - c0) as f64 * 1e9 / clock_ticks_per_s() / done.max(1) as f64);
     }
     let med = |v: &mut Vec<(f64, u64)>| {
         v.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -116,16 +137,76 @@ pub fn run() -> serde_json::Value {
         "haproxy 2.6 (TCP mode)"
     );
     println!("  ratio xlb / haproxy: {:.2}×", x / h);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (xc, hc, runs) = (
+        median(&mut xlb_ns),
+        median(&mut haproxy_ns),
+        median(&mut xlb_runs),
+    );
+    println!(
+        "  balancer CPU per connection (median): xlb {:.2} µs (XDP run time, {runs:.1} \
+         program runs), haproxy {:.1} µs (process CPU): {:.0}× less",
+        xc / 1e3,
+        hc / 1e3,
+        hc / xc
+    );
     serde_json::json!({
         "client_threads": CLIENT_THREADS, "round_s": ROUND.as_secs(), "rounds": ROUNDS,
-        "xlb": {"median": x, "min": xmin, "max": xmax, "failed": xfail},
-        "haproxy": {"median": h, "min": hmin, "max": hmax, "failed": hfail},
+        "xlb": {"median": x, "min": xmin, "max": xmax, "failed": xfail,
+                "cpu_ns_per_connection": xc, "program_runs_per_connection": runs},
+        "haproxy": {"median": h, "min": hmin, "max": hmax, "failed": hfail,
+                    "cpu_ns_per_connection": hc},
         "ratio": x / h,
+        "cpu_per_connection_ratio": hc / xc,
     })
 }
 
-/// Connections per second to `addr` over one round, and how many failed.
-fn measure(lab: &Lab, addr: SocketAddr) -> (f64, u64) {
+/// `BPF_ENABLE_STATS` (kernel >= 5.8): run time and count of every BPF program are
+/// kept while the returned fd is open, so they switch off again however the bench ends.
+fn enable_bpf_stats() -> OwnedFd {
+    const BPF_ENABLE_STATS: libc::c_long = 32;
+    // `union bpf_attr`'s `enable_stats`: the type, 0 = BPF_STATS_RUN_TIME.
+    let mut attr = [0u32; 4];
+    // SAFETY: the attr is the size passed and outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_ENABLE_STATS,
+            attr.as_mut_ptr(),
+            size_of_val(&attr),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_ENABLE_STATS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a fresh fd the kernel just returned, owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+/// Total run time and run count of the program on the lab balancer's XDP link.
+fn xlb_run_time(lab: &Lab) -> (Duration, u64) {
+    let link = FdLink::from(PinnedLink::from_pin(lab.link_pin()).expect("balancer link pin"));
+    let id = link.info().expect("link info").program_id();
+    let prog = loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .expect("the linked program is loaded");
+    (prog.run_time(), prog.run_count())
+}
+
+fn clock_ticks_per_s() -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// Connections per second to `addr` over one round, how many failed and how many were
+/// made.
+fn measure(lab: &Lab, addr: SocketAddr) -> (f64, u64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let threads: Vec<_> = (0..CLIENT_THREADS)
@@ -148,8 +229,6 @@ fn measure(lab: &Lab, addr: SocketAddr) -> (f64, u64) {
         let _ = t.join();
     }
     let secs = started.elapsed().as_secs_f64();
-    (
-        done.load(Ordering::Relaxed) as f64 / secs,
-        failed.load(Ordering::Relaxed),
-    )
+    let done = done.load(Ordering::Relaxed);
+    (done as f64 / secs, failed.load(Ordering::Relaxed), done)
 }

@@ -180,7 +180,7 @@ fn respond(listener: &TcpListener, served: &AtomicU64, stop: &AtomicBool) {
 }
 
 /// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
+pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
     // Fields after the command name (which may contain spaces) start after ") ".
     let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
