@@ -7,6 +7,7 @@ use std::{
 };
 
 use aya::{
+    maps::MapInfo,
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
@@ -14,6 +15,7 @@ use aya::{
     },
     Ebpf, EbpfError, EbpfLoader,
 };
+use aya_obj::generated::bpf_map_type;
 use lb_common::{maps, programs};
 
 use crate::bpffs::{self, BpffsError};
@@ -68,6 +70,8 @@ pub enum LoadError {
         #[source]
         source: aya::programs::links::LinkError,
     },
+    #[error("parsing the embedded eBPF object")]
+    Parse(#[source] Box<aya_obj::ParseError>),
     #[error("pinning {what} at {path}")]
     Pin {
         what: String,
@@ -123,6 +127,7 @@ impl Dataplane {
     /// (so counters and, later, connection state survive a daemon restart).
     pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
         bpffs::prepare_pin_dir(&opts.pin_dir)?;
+        retire_incompatible_pins(&opts.pin_dir)?;
         let mut loader = EbpfLoader::new();
         let pin_paths: Vec<(&str, PathBuf)> = PINNED_MAPS
             .iter()
@@ -298,6 +303,68 @@ fn program_err(name: &'static str, source: ProgramError) -> LoadError {
     LoadError::Program {
         name,
         source: Box::new(source),
+    }
+}
+
+/// A pinned map left by an xlb whose map layout differs from this build's (an upgrade
+/// across a change of a map's type, key, value or flags) is unpinned before the load:
+/// the loader would otherwise reuse it, and the program would fail verification
+/// against it (or, worse, misread it). The new map starts empty; what that loses is
+/// logged per map (for `XLB_CONNS`, established flows pick their backend again by
+/// Maglev: the same one unless the table changed). A different `max_entries` is kept:
+/// a bigger connection table pinned on purpose is an operator's choice, not a layout
+/// change. Returns the names of the maps replaced.
+pub fn retire_incompatible_pins(pin_dir: &Path) -> Result<Vec<&'static str>, LoadError> {
+    let obj =
+        aya_obj::Object::parse(crate::EBPF_OBJECT).map_err(|e| LoadError::Parse(Box::new(e)))?;
+    let mut replaced = Vec::new();
+    for &name in PINNED_MAPS {
+        let path = pin_dir.join(name);
+        let (Some(want), Ok(pinned)) = (obj.maps.get(name), MapInfo::from_pin(&path)) else {
+            continue;
+        };
+        let have = (
+            pinned.map_type().map_or(u32::MAX, |t| t as u32),
+            pinned.key_size(),
+            pinned.value_size(),
+            pinned.map_flags(),
+        );
+        // aya sizes a devmap's values and sets BPF_F_RDONLY_PROG on it at load time,
+        // depending on the kernel: the object says nothing about those two there.
+        let devmap = want.map_type() == bpf_map_type::BPF_MAP_TYPE_DEVMAP as u32;
+        let need = (
+            want.map_type(),
+            want.key_size(),
+            if devmap { have.2 } else { want.value_size() },
+            if devmap { have.3 } else { want.map_flags() },
+        );
+        if have == need {
+            continue;
+        }
+        tracing::warn!(
+            map = name,
+            pinned = ?have,
+            needed = ?need,
+            "pinned map has another layout (type, key size, value size, flags): replacing \
+             it with an empty one; {}",
+            what_is_lost(name)
+        );
+        remove_pin(&path)?;
+        replaced.push(name);
+    }
+    Ok(replaced)
+}
+
+/// What an empty replacement of a pinned map costs (for the log line).
+fn what_is_lost(name: &str) -> &'static str {
+    match name {
+        maps::CONNS => {
+            "established flows pick their backend again by Maglev (the same one unless the \
+             table changed)"
+        }
+        maps::STATS | maps::SERVICE_STATS | maps::BACKEND_STATS => "its counters restart from zero",
+        maps::VRRP_SEEN => "the last adverts seen are forgotten (the election re-learns them)",
+        _ => "the daemon writes it again from its configuration",
     }
 }
 

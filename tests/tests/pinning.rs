@@ -69,3 +69,48 @@ fn pinned_stats_reopen_by_path_and_dump_with_btf() {
     assert_eq!(sum(Stat::Pass, "bytes"), RUNS * frame.len() as u64);
     assert_eq!(sum(Stat::Drop, "packets"), 0);
 }
+
+/// An upgrade across a map layout change: the connection table pinned by an older xlb
+/// (8-byte values, before the service generation) is replaced by the loader rather
+/// than reused (the program would fail verification against it), the load succeeds and
+/// forwards; a same-layout pin (a normal restart) is kept, whatever its size.
+#[test]
+fn pins_of_another_layout_are_replaced_and_same_layout_pins_kept() {
+    use lb_userspace::loader::retire_incompatible_pins;
+    use testbed::dataplane::PinDir;
+
+    let pin_dir = PinDir::new("pin-layout");
+    lb_userspace::bpffs::prepare_pin_dir(pin_dir.path()).unwrap();
+    let conns = pin_dir.path().join(maps::CONNS);
+    let out = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&conns)
+        .args([
+            "type", "lru_hash", "key", "40", "value", "8", "entries", "1024",
+        ])
+        .args(["name", maps::CONNS])
+        .output()
+        .expect("running bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dp = TestDataplane::load_in(pin_dir);
+    let info = aya::maps::MapInfo::from_pin(dp.pin_dir().join(maps::CONNS)).unwrap();
+    assert_eq!(
+        (info.value_size(), info.max_entries()),
+        (
+            size_of::<lb_common::Conn>() as u32,
+            lb_common::limits::MAX_CONNS
+        ),
+        "the old-layout table was replaced by this build's"
+    );
+    // Now every pin is this build's: a restart keeps them all.
+    assert_eq!(
+        retire_incompatible_pins(dp.pin_dir()).unwrap(),
+        Vec::<&str>::new(),
+        "a restart with the same build replaces nothing"
+    );
+}
