@@ -13,6 +13,9 @@
 //!   (reported as a hit fraction past the table's capacity).
 //! - `new flow`: single-shot SYNs from a new client each (proof: `conn_miss`): Maglev
 //!   lookup and a connection insert (an LRU eviction once the table is full).
+//! - `conn floor, spread`: the spread flows through `bench_conn` (one `XLB_CONNS`
+//!   lookup, then the TX floor's work; every shot must hit): how much of the spread
+//!   cost is the table's memory, which no balancer that looks flows up avoids.
 
 use std::{net::Ipv4Addr, os::fd::AsFd, path::Path, time::Instant};
 
@@ -27,6 +30,9 @@ use lb_userspace::{
     maps, stats, test_run,
 };
 use testbed::{dataplane::PinDir, packet};
+
+/// The verdict `bench_conn` returns on a hit.
+const XDP_TX: u32 = 3;
 
 const ROUNDS: usize = 7;
 const REPEAT: u32 = 300_000;
@@ -60,6 +66,7 @@ impl Plane {
         })
         .expect("load the data plane");
         dp.xdp(programs::BENCH_TX).unwrap().load().unwrap();
+        dp.xdp(programs::BENCH_CONN).unwrap().load().unwrap();
         Self { dp, _pins: pins }
     }
 
@@ -178,7 +185,7 @@ struct Point {
     vips: Vec<Ipv4Addr>,
     /// Entries in the connection table after filling (counted).
     live: Option<u64>,
-    samples: [Vec<f64>; 3],
+    samples: [Vec<f64>; 4],
     spread_hits: u64,
     spread_total: u64,
 }
@@ -393,6 +400,17 @@ fn measure(points: &mut [Point], floors: &mut Floors, next_client: &mut u32) {
             let moved = p.plane.stat(Stat::ConnMiss) - miss0;
             assert_eq!(moved, SHOTS as u64, "size {}: new-flow path proof", p.size);
             p.samples[2].push(total as f64 / SHOTS as f64);
+            // The same spread flows through the connection-tracking floor.
+            let fd = p.plane.dp.xdp(programs::BENCH_CONN).unwrap().fd().unwrap();
+            let fd = fd.as_fd();
+            let mut total = 0u64;
+            for i in 0..SHOTS {
+                let f = &p.spread[(i * 7919) % p.spread.len()];
+                let out = test_run::run_xdp(&fd, f, 1, 0).unwrap();
+                assert_eq!(out.action, XDP_TX, "size {}: bench_conn missed", p.size);
+                total += u64::from(out.duration_ns);
+            }
+            p.samples[3].push(total as f64 / SHOTS as f64);
         }
     }
 }
@@ -411,16 +429,26 @@ fn report(dimension: &str, what: &str, points: &[Point], floors: &Floors) -> ser
          XDP_TX {tx_r:.1} ns (repeat), {tx_s:.1} ns (single shot)"
     );
     println!(
-        "  {:>9} {:>10} {:>24} {:>24} {:>24}",
-        what, "live", "established, hot (xTX)", "established, spread", "new flow (SYN)"
+        "  {:>9} {:>10} {:>24} {:>24} {:>24} {:>22}",
+        what,
+        "live",
+        "established, hot (xTX)",
+        "established, spread",
+        "new flow (SYN)",
+        "conn floor, spread"
     );
-    let names = ["established_hot", "established_spread", "new_flow"];
+    let names = [
+        "established_hot",
+        "established_spread",
+        "new_flow",
+        "conn_floor_spread",
+    ];
     let mut rows = Vec::new();
     for p in points {
         let cells: Vec<(f64, f64, f64)> = p.samples.iter().map(|s| stats3(s)).collect();
         let hit = p.spread_hits as f64 / p.spread_total as f64;
         println!(
-            "  {:>9} {:>10} {:>8.1} ({:.0}-{:.0}) {:>5.2}x {:>9.1} ({:.0}-{:.0}) {:>4.0}% hit {:>9.1} ({:.0}-{:.0}) {:>5.2}x",
+            "  {:>9} {:>10} {:>8.1} ({:.0}-{:.0}) {:>5.2}x {:>9.1} ({:.0}-{:.0}) {:>4.0}% hit {:>9.1} ({:.0}-{:.0}) {:>5.2}x {:>9.1} ({:.0}-{:.0})",
             p.size,
             p.live.map_or_else(|| "-".into(), |l| l.to_string()),
             cells[0].0,
@@ -435,6 +463,9 @@ fn report(dimension: &str, what: &str, points: &[Point], floors: &Floors) -> ser
             cells[2].1,
             cells[2].2,
             cells[2].0 / tx_s,
+            cells[3].0,
+            cells[3].1,
+            cells[3].2,
         );
         let mut row = serde_json::json!({what: p.size, "live_conns": p.live,
             "spread_hit_fraction": hit});
