@@ -352,6 +352,19 @@ pub fn retire_incompatible_pins(pin_dir: &Path) -> Result<Vec<&'static str>, Loa
         remove_pin(&path)?;
         replaced.push(name);
     }
+    // Connection entries name their service by slot generation: entries outliving the
+    // slots they were written against could match a restarted generation count.
+    let conns = pin_dir.join(maps::CONNS);
+    if replaced.contains(&maps::SERVICE_SLOTS) && !replaced.contains(&maps::CONNS) && conns.exists()
+    {
+        tracing::warn!(
+            map = maps::CONNS,
+            "replacing the connection table with the service slots it refers to; {}",
+            what_is_lost(maps::CONNS)
+        );
+        remove_pin(&conns)?;
+        replaced.push(maps::CONNS);
+    }
     Ok(replaced)
 }
 

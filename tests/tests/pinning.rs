@@ -113,4 +113,27 @@ fn pins_of_another_layout_are_replaced_and_same_layout_pins_kept() {
         Vec::<&str>::new(),
         "a restart with the same build replaces nothing"
     );
+    // Service slots of another layout take the connection table with them: its
+    // entries name services by slot generation.
+    let slots = dp.pin_dir().join(maps::SERVICE_SLOTS);
+    std::fs::remove_file(&slots).unwrap();
+    let out = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&slots)
+        .args([
+            "type", "array", "key", "4", "value", "16", "entries", "1024",
+        ])
+        .args(["name", maps::SERVICE_SLOTS])
+        .output()
+        .expect("running bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        retire_incompatible_pins(dp.pin_dir()).unwrap(),
+        vec![maps::SERVICE_SLOTS, maps::CONNS]
+    );
+    assert!(!slots.exists() && !dp.pin_dir().join(maps::CONNS).exists());
 }
