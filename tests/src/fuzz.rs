@@ -87,13 +87,7 @@ pub fn encap6() -> Ipv6Addr {
     "fd00::2".parse().unwrap()
 }
 
-pub fn be4(a: Ipv4Addr) -> [u32; 4] {
-    [u32::from_ne_bytes(a.octets()), 0, 0, 0]
-}
-pub fn be6(a: Ipv6Addr) -> [u32; 4] {
-    let o = a.octets();
-    core::array::from_fn(|i| u32::from_ne_bytes(o[i * 4..i * 4 + 4].try_into().unwrap()))
-}
+pub use crate::packet::{be4, be6};
 pub fn backend_mac(id: u32) -> [u8; 6] {
     [0x02, 0xbe, 0, 0, 0, id as u8]
 }

@@ -23,6 +23,17 @@ pub const TCP_LEN: usize = 20;
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
+/// An IPv4 address as the data plane's maps store it: be32 word 0, the rest zero.
+pub fn be4(a: Ipv4Addr) -> [u32; 4] {
+    [u32::from_ne_bytes(a.octets()), 0, 0, 0]
+}
+
+/// An IPv6 address as the data plane's maps store it: four be32 words.
+pub fn be6(a: Ipv6Addr) -> [u32; 4] {
+    let o = a.octets();
+    core::array::from_fn(|i| u32::from_ne_bytes(o[i * 4..i * 4 + 4].try_into().unwrap()))
+}
+
 /// An Ethernet frame around `payload`.
 pub fn ethernet(src: [u8; 6], dst: [u8; 6], ether_type: EtherType, payload: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; ETH_LEN + payload.len()];

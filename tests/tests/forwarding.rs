@@ -8,7 +8,10 @@ use lb_common::{
     Backend, FlowKey, ForwardMode, Service, Stat, VipKey,
 };
 use lb_userspace::maps;
-use testbed::{dataplane::TestDataplane, packet};
+use testbed::{
+    dataplane::TestDataplane,
+    packet::{self, be4, be6},
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -25,14 +28,6 @@ fn client6() -> Ipv6Addr {
 }
 fn vip6() -> Ipv6Addr {
     "fd00::100".parse().unwrap()
-}
-
-fn be4(a: Ipv4Addr) -> [u32; 4] {
-    [u32::from_ne_bytes(a.octets()), 0, 0, 0]
-}
-fn be6(a: Ipv6Addr) -> [u32; 4] {
-    let o = a.octets();
-    core::array::from_fn(|i| u32::from_ne_bytes(o[i * 4..i * 4 + 4].try_into().unwrap()))
 }
 
 fn backend_mac(id: u32) -> [u8; 6] {
@@ -69,6 +64,16 @@ fn setup(tag: &str) -> TestDataplane {
         maps::set_service(ebpf, &key, &svc).unwrap();
     }
     dp
+}
+
+/// The key of the DSR service on VIP4:80/tcp that [`setup`] installs.
+fn key4() -> VipKey {
+    VipKey {
+        addr: be4(VIP4),
+        port_be: VIP_PORT.to_be(),
+        proto: TCP,
+        family: AF_INET,
+    }
 }
 
 fn flow4(sport: u16) -> FlowKey {
@@ -483,12 +488,7 @@ fn service_without_live_backend_drops() {
 #[test]
 fn fallback_pass_hands_new_flows_to_the_stack_when_no_backend_is_left() {
     let mut dp = setup("fallback");
-    let key = VipKey {
-        addr: be4(VIP4),
-        port_be: VIP_PORT.to_be(),
-        proto: TCP,
-        family: AF_INET,
-    };
+    let key = key4();
     let svc = Service {
         id: 1,
         mode: ForwardMode::Dsr as u8,
@@ -1002,12 +1002,7 @@ fn icmp_echo_to_a_vip_is_answered_from_xdp() {
     );
 
     // Once its last service is gone, the address is no longer answered for.
-    let key = VipKey {
-        addr: be4(VIP4),
-        port_be: VIP_PORT.to_be(),
-        proto: TCP,
-        family: AF_INET,
-    };
+    let key = key4();
     maps::remove_service(dp.dp.ebpf_mut(), &key).unwrap();
     unchanged(
         &mut dp,
@@ -1023,12 +1018,7 @@ fn icmp_echo_to_a_vip_is_answered_from_xdp() {
 #[test]
 fn source_affinity_pins_a_client_to_one_backend() {
     let mut dp = setup("affinity");
-    let key = VipKey {
-        addr: be4(VIP4),
-        port_be: VIP_PORT.to_be(),
-        proto: TCP,
-        family: AF_INET,
-    };
+    let key = key4();
     let svc = Service {
         id: 1,
         flags: lb_common::service::service_flags::SOURCE_AFFINITY,
@@ -1224,12 +1214,7 @@ fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
 fn two_arm_service_redirects_out_of_its_egress_interface() {
     const XDP_REDIRECT: u32 = 4;
     let mut dp = setup("twoarm");
-    let key = VipKey {
-        addr: be4(VIP4),
-        port_be: VIP_PORT.to_be(),
-        proto: TCP,
-        family: AF_INET,
-    };
+    let key = key4();
     let svc = Service {
         id: 1,
         mode: ForwardMode::Dsr as u8,
@@ -1366,12 +1351,7 @@ fn ipv6_edge_cases_have_defined_verdicts_and_counters() {
 #[test]
 fn established_flows_follow_their_service_slot() {
     let mut dp = setup("svcslot");
-    let key4 = VipKey {
-        addr: be4(VIP4),
-        port_be: VIP_PORT.to_be(),
-        proto: TCP,
-        family: AF_INET,
-    };
+    let key4 = key4();
     let dsr = Service {
         id: 1,
         mode: ForwardMode::Dsr as u8,

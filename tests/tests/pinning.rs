@@ -82,20 +82,7 @@ fn pins_of_another_layout_are_replaced_and_same_layout_pins_kept() {
     let pin_dir = PinDir::new("pin-layout");
     lb_userspace::bpffs::prepare_pin_dir(pin_dir.path()).unwrap();
     let conns = pin_dir.path().join(maps::CONNS);
-    let out = Command::new("bpftool")
-        .args(["map", "create"])
-        .arg(&conns)
-        .args([
-            "type", "lru_hash", "key", "40", "value", "8", "entries", "1024",
-        ])
-        .args(["name", maps::CONNS])
-        .output()
-        .expect("running bpftool");
-    assert!(
-        out.status.success(),
-        "bpftool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pin_map(&conns, maps::CONNS, "lru_hash", 40, 8);
 
     let dp = TestDataplane::load_in(pin_dir);
     let info = aya::maps::MapInfo::from_pin(dp.pin_dir().join(maps::CONNS)).unwrap();
@@ -117,13 +104,28 @@ fn pins_of_another_layout_are_replaced_and_same_layout_pins_kept() {
     // entries name services by slot generation.
     let slots = dp.pin_dir().join(maps::SERVICE_SLOTS);
     std::fs::remove_file(&slots).unwrap();
+    pin_map(&slots, maps::SERVICE_SLOTS, "array", 4, 16);
+    assert_eq!(
+        retire_incompatible_pins(dp.pin_dir()).unwrap(),
+        vec![maps::SERVICE_SLOTS, maps::CONNS]
+    );
+    assert!(!slots.exists() && !dp.pin_dir().join(maps::CONNS).exists());
+}
+
+/// Creates and pins a map of another layout with bpftool (1,024 entries).
+fn pin_map(path: &std::path::Path, name: &str, kind: &str, key: u32, value: u32) {
     let out = Command::new("bpftool")
         .args(["map", "create"])
-        .arg(&slots)
+        .arg(path)
         .args([
-            "type", "array", "key", "4", "value", "16", "entries", "1024",
+            "type",
+            kind,
+            "key",
+            &key.to_string(),
+            "value",
+            &value.to_string(),
         ])
-        .args(["name", maps::SERVICE_SLOTS])
+        .args(["entries", "1024", "name", name])
         .output()
         .expect("running bpftool");
     assert!(
@@ -131,9 +133,4 @@ fn pins_of_another_layout_are_replaced_and_same_layout_pins_kept() {
         "bpftool: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        retire_incompatible_pins(dp.pin_dir()).unwrap(),
-        vec![maps::SERVICE_SLOTS, maps::CONNS]
-    );
-    assert!(!slots.exists() && !dp.pin_dir().join(maps::CONNS).exists());
 }

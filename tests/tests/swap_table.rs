@@ -21,7 +21,7 @@ use lb_userspace::{
 };
 use testbed::{
     dataplane::{PinDir, TestDataplane},
-    packet,
+    packet::{self, be4, be6},
 };
 
 const XDP_TX: u32 = 3;
@@ -33,15 +33,6 @@ const FLOWS: u32 = 300;
 
 fn vip6() -> Ipv6Addr {
     "fd00::100".parse().unwrap()
-}
-
-fn be4(a: Ipv4Addr) -> [u32; 4] {
-    [u32::from_ne_bytes(a.octets()), 0, 0, 0]
-}
-
-fn be6(a: Ipv6Addr) -> [u32; 4] {
-    let o = a.octets();
-    core::array::from_fn(|i| u32::from_ne_bytes(o[i * 4..i * 4 + 4].try_into().unwrap()))
 }
 
 fn backend_mac(id: u32) -> [u8; 6] {

@@ -210,37 +210,13 @@ pub fn run() -> serde_json::Value {
 
     let drop_prog = load_drop();
     let _rx_link = gen.run(|| attach_native(&drop_prog, g0));
-    let gen_fd = dp
-        .xdp(programs::BENCH_TX)
-        .unwrap()
-        .fd()
-        .unwrap()
-        .try_clone()
-        .unwrap();
-    let lb_fd = dp
-        .xdp(programs::BALANCER)
-        .unwrap()
-        .fd()
-        .unwrap()
-        .try_clone()
-        .unwrap();
-    let tx_fd = dp
-        .xdp(programs::BENCH_TX)
-        .unwrap()
-        .fd()
-        .unwrap()
-        .try_clone()
-        .unwrap();
-
+    let mut prog_fd = |name| dp.xdp(name).unwrap().fd().unwrap().try_clone().unwrap();
+    let gen_fd = prog_fd(programs::BENCH_TX);
+    let lb_fd = prog_fd(programs::BALANCER);
+    let tx_fd = prog_fd(programs::BENCH_TX);
     // The connection-tracking floor runs after xlb in each round, so the flow it looks
     // up is in the table (it drops on a miss: the delivered fraction would show it).
-    let conn_fd = dp
-        .xdp(programs::BENCH_CONN)
-        .unwrap()
-        .fd()
-        .unwrap()
-        .try_clone()
-        .unwrap();
+    let conn_fd = prog_fd(programs::BENCH_CONN);
 
     println!(
         "\nend to end: veth, native XDP on both ends, live-frames generator \

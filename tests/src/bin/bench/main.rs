@@ -32,7 +32,10 @@ use lb_userspace::{
     maps, test_run, verifier,
     vrrp::packet::{encode_frame, Advert},
 };
-use testbed::{dataplane::TestDataplane, packet};
+use testbed::{
+    dataplane::TestDataplane,
+    packet::{self, be4, be6},
+};
 
 const REPEAT: u32 = 1_000_000;
 const ROUNDS: usize = 10;
@@ -55,15 +58,6 @@ const VRID: u8 = 7;
 const OUR_PRIORITY: u8 = 150;
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x33];
 const PEER4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
-
-fn be4(a: Ipv4Addr) -> [u32; 4] {
-    [u32::from_ne_bytes(a.octets()), 0, 0, 0]
-}
-
-fn be6(a: Ipv6Addr) -> [u32; 4] {
-    let o = a.octets();
-    std::array::from_fn(|i| u32::from_ne_bytes(o[i * 4..i * 4 + 4].try_into().unwrap()))
-}
 
 /// How a scenario is timed.
 #[derive(Clone, Copy, PartialEq)]
