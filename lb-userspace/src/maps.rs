@@ -180,21 +180,23 @@ fn is_einval(e: &MapsError) -> bool {
         if s.io_error.raw_os_error() == Some(libc::EINVAL))
 }
 
-/// `BPF_MAP_UPDATE_BATCH` command number (`enum bpf_cmd`); aya 0.14 has no wrapper.
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+/// Batch command numbers (`enum bpf_cmd`); aya 0.14 wraps neither.
+pub const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+pub const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
-/// The `batch` member of `union bpf_attr` (kernel ABI, include/uapi/linux/bpf.h).
+/// The `batch` member of `union bpf_attr` (kernel ABI, include/uapi/linux/bpf.h), for
+/// the batch commands.
 #[repr(C)]
 #[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
+pub struct BatchAttr {
+    pub in_batch: u64,
+    pub out_batch: u64,
+    pub keys: u64,
+    pub values: u64,
+    pub count: u32,
+    pub map_fd: u32,
+    pub elem_flags: u64,
+    pub flags: u64,
 }
 
 /// Writes `values[i]` at `keys[i]` for every i in one syscall.

@@ -21,7 +21,10 @@ use lb_common::{
     service::{service_flags, AF_INET, AF_INET6},
     Backend, Config, Conn, Counter, FlowKey, ForwardMode, Service, Stat, VipKey,
 };
-use lb_userspace::test_run;
+use lb_userspace::{
+    maps::{BatchAttr, BPF_MAP_LOOKUP_BATCH},
+    test_run,
+};
 
 use crate::{
     dataplane::TestDataplane,
@@ -698,21 +701,6 @@ struct StatsReader {
     keys: Vec<u32>,
     values: Vec<Counter>,
 }
-
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
 impl StatsReader {
     fn read(&mut self) -> [u64; Stat::COUNT as usize] {

@@ -16,6 +16,7 @@
 
 pub mod dataplane;
 mod ethtool;
+pub mod fixture;
 pub mod fuzz;
 pub mod lab;
 pub mod model;

@@ -10,59 +10,26 @@ use lb_common::{
 use lb_userspace::maps;
 use testbed::{
     dataplane::TestDataplane,
+    fixture::{backend_mac, install_dsr_pair, vip6, TCP, VIP4, VIP_PORT},
     packet::{self, be4, be6},
 };
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
-const TCP: u8 = 6;
 
 const CLIENT4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const VIP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-const VIP_PORT: u16 = 80;
 const TABLE: [u32; 7] = [1, 2, 3, 1, 2, 3, 1];
 
 fn client6() -> Ipv6Addr {
     "fd00::1".parse().unwrap()
-}
-fn vip6() -> Ipv6Addr {
-    "fd00::100".parse().unwrap()
-}
-
-fn backend_mac(id: u32) -> [u8; 6] {
-    [0x02, 0xbe, 0, 0, 0, id as u8]
 }
 
 /// A data plane with backends 1..=3 and DSR services on VIP4:80/tcp and [VIP6]:80/tcp
 /// using `TABLE`.
 fn setup(tag: &str) -> TestDataplane {
     let mut dp = TestDataplane::load(tag);
-    let ebpf = dp.dp.ebpf_mut();
-    for id in 1..=3u32 {
-        let backend = Backend {
-            addr: be4(Ipv4Addr::new(10, 0, 1, id as u8)),
-            family: AF_INET,
-            mac: backend_mac(id),
-            ..Default::default()
-        };
-        maps::set_backend(ebpf, id, &backend).unwrap();
-    }
-    for (id, addr, family) in [(1, be4(VIP4), AF_INET), (2, be6(vip6()), AF_INET6)] {
-        maps::swap_table(ebpf, id, &TABLE).unwrap();
-        let key = VipKey {
-            addr,
-            port_be: VIP_PORT.to_be(),
-            proto: TCP,
-            family,
-        };
-        let svc = Service {
-            id,
-            mode: ForwardMode::Dsr as u8,
-            ..Default::default()
-        };
-        maps::set_service(ebpf, &key, &svc).unwrap();
-    }
+    install_dsr_pair(&mut dp, 3, &TABLE);
     dp
 }
 

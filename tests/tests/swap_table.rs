@@ -13,7 +13,7 @@ use lb_common::{
     limits::{BPF_F_INNER_MAP, MAGLEV_INNER_FLAGS, MAX_MAGLEV_SIZE, MAX_SERVICES},
     maps as map_names,
     service::{flow_hash, AF_INET, AF_INET6},
-    Backend, FlowKey, ForwardMode, Service, VipKey,
+    FlowKey,
 };
 use lb_userspace::{
     maglev::{self, MaglevBackend},
@@ -21,23 +21,13 @@ use lb_userspace::{
 };
 use testbed::{
     dataplane::{PinDir, TestDataplane},
+    fixture::{backend_mac, install_dsr_pair, vip6, TCP, VIP4, VIP_PORT},
     packet::{self, be4, be6},
 };
 
 const XDP_TX: u32 = 3;
-const TCP: u8 = 6;
-const VIP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-const VIP_PORT: u16 = 80;
 /// Flows per family per table: enough that a wrong stride, offset or size moves some.
 const FLOWS: u32 = 300;
-
-fn vip6() -> Ipv6Addr {
-    "fd00::100".parse().unwrap()
-}
-
-fn backend_mac(id: u32) -> [u8; 6] {
-    [0x02, 0xbe, 0, 0, 0, id as u8]
-}
 
 /// Userspace's weighted Maglev table over backends `ids`, size `m`.
 fn maglev_table(ids: &[u32], m: u32) -> Vec<u32> {
@@ -54,31 +44,7 @@ fn maglev_table(ids: &[u32], m: u32) -> Vec<u32> {
 
 /// Backends 1..=8 and DSR services 1 (VIP4:80) and 2 ([VIP6]:80), each with `table`.
 fn configure(dp: &mut TestDataplane, table: &[u32]) {
-    let ebpf = dp.dp.ebpf_mut();
-    for id in 1..=8u32 {
-        let backend = Backend {
-            addr: be4(Ipv4Addr::new(10, 0, 1, id as u8)),
-            family: AF_INET,
-            mac: backend_mac(id),
-            ..Default::default()
-        };
-        maps::set_backend(ebpf, id, &backend).unwrap();
-    }
-    for (id, addr, family) in [(1, be4(VIP4), AF_INET), (2, be6(vip6()), AF_INET6)] {
-        maps::swap_table(ebpf, id, table).unwrap();
-        let key = VipKey {
-            addr,
-            port_be: VIP_PORT.to_be(),
-            proto: TCP,
-            family,
-        };
-        let svc = Service {
-            id,
-            mode: ForwardMode::Dsr as u8,
-            ..Default::default()
-        };
-        maps::set_service(ebpf, &key, &svc).unwrap();
-    }
+    install_dsr_pair(dp, 8, table);
 }
 
 /// Flow `i` of a family: a distinct client address and source port each.

@@ -1,0 +1,58 @@
+//! The two-service DSR fixture the packet tests share (forwarding.rs, swap_table.rs):
+//! backends 1..=n at 10.0.1.<id> with MAC 02:be:00:00:00:<id>, and DSR services 1
+//! ([`VIP4`]:80/tcp) and 2 ([`vip6`]:80/tcp), both using one Maglev table.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use lb_common::{
+    service::{AF_INET, AF_INET6},
+    Backend, ForwardMode, Service, VipKey,
+};
+use lb_userspace::maps;
+
+use crate::{
+    dataplane::TestDataplane,
+    packet::{be4, be6},
+};
+
+pub const TCP: u8 = 6;
+pub const VIP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+pub const VIP_PORT: u16 = 80;
+
+pub fn vip6() -> Ipv6Addr {
+    "fd00::100".parse().unwrap()
+}
+
+/// Backend `id`'s next-hop MAC.
+pub fn backend_mac(id: u32) -> [u8; 6] {
+    [0x02, 0xbe, 0, 0, 0, id as u8]
+}
+
+/// Installs backends `1..=backends` and both services with `table`.
+pub fn install_dsr_pair(dp: &mut TestDataplane, backends: u32, table: &[u32]) {
+    let ebpf = dp.dp.ebpf_mut();
+    for id in 1..=backends {
+        let backend = Backend {
+            addr: be4(Ipv4Addr::new(10, 0, 1, id as u8)),
+            family: AF_INET,
+            mac: backend_mac(id),
+            ..Default::default()
+        };
+        maps::set_backend(ebpf, id, &backend).unwrap();
+    }
+    for (id, addr, family) in [(1, be4(VIP4), AF_INET), (2, be6(vip6()), AF_INET6)] {
+        maps::swap_table(ebpf, id, table).unwrap();
+        let key = VipKey {
+            addr,
+            port_be: VIP_PORT.to_be(),
+            proto: TCP,
+            family,
+        };
+        let svc = Service {
+            id,
+            mode: ForwardMode::Dsr as u8,
+            ..Default::default()
+        };
+        maps::set_service(ebpf, &key, &svc).unwrap();
+    }
+}
