@@ -53,16 +53,27 @@ pub fn conn(flow: &FlowKey) -> Option<Conn> {
 /// The service a connection entry names, if the id still means the service the flow
 /// was pinned under (same generation, still live): the established-flow path, which
 /// skips the `XLB_SERVICES` hash.
+///
+/// Returns the service with its slot generation (what [`backend`] checks entries
+/// against and records in new ones).
 #[inline(always)]
-pub fn conn_service(conn: &Conn) -> Option<Service> {
+pub fn conn_service(conn: &Conn) -> Option<(Service, u32)> {
     let slot = service_slot(conn.service_id)?;
-    (slot.generation() == conn.service_gen).then_some(Service {
+    let svc = Service {
         id: conn.service_id,
         flags: slot.flags(),
         mode: slot.mode(),
         tx_port: slot.tx_port(),
         _pad: [0; 2],
-    })
+    };
+    (slot.generation() == conn.service_gen).then_some((svc, slot.generation()))
+}
+
+/// Service `id`'s current slot generation, for a service found by the hash lookup: 0
+/// for a slot not live yet, which no established-flow lookup ever accepts.
+#[inline(always)]
+pub fn generation(id: u32) -> u32 {
+    service_slot(id).map_or(0, ServiceSlot::generation)
 }
 
 /// The live slot of service `id`, read with one 8-byte load: userspace replaces a slot
@@ -115,8 +126,8 @@ pub fn vip(addr: &[u32; 4], family: u8) -> Vip {
 }
 
 /// The backend for this flow: the one recorded in its connection entry (`known`,
-/// looked up by the caller) if that entry belongs to this service and the backend
-/// still exists, otherwise the Maglev choice, which is then recorded. A `new_flow`
+/// looked up by the caller) if that entry belongs to this service at `service_gen` and
+/// the backend still exists, otherwise the Maglev choice, which is then recorded. A `new_flow`
 /// (TCP SYN) arrives with no `known` entry: a new connection always goes where Maglev
 /// says now.
 ///
@@ -131,12 +142,10 @@ pub fn vip(addr: &[u32; 4], family: u8) -> Vip {
 pub fn backend(
     flow: &FlowKey,
     svc: &Service,
+    service_gen: u32,
     known: Option<Conn>,
     len: u64,
 ) -> Result<Choice, Stat> {
-    // The slot's generation is what a new entry records (0 for a slot not live yet,
-    // which no established-flow lookup will ever accept).
-    let service_gen = service_slot(svc.id).map_or(0, ServiceSlot::generation);
     if let Some(conn) = known {
         if conn.service_id == svc.id && conn.service_gen == service_gen {
             if let Some(backend) = live_backend(conn.backend_id) {

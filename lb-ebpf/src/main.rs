@@ -94,10 +94,10 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     } else {
         lookup::conn(&pkt.flow)
     };
-    let svc = match known.as_ref().and_then(lookup::conn_service) {
-        Some(svc) => svc,
+    let (svc, service_gen) = match known.as_ref().and_then(lookup::conn_service) {
+        Some(found) => found,
         None => match lookup::service(&pkt.flow) {
-            Some(svc) => svc,
+            Some(svc) => (svc, lookup::generation(svc.id)),
             None => return Ok(pass(ctx, Stat::NotVip, len)),
         },
     };
@@ -117,7 +117,7 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     if pkt.icmp_too_big {
         stats::count(Stat::IcmpTooBig, len);
     }
-    let choice = match lookup::backend(&pkt.flow, &svc, known, len) {
+    let choice = match lookup::backend(&pkt.flow, &svc, service_gen, known, len) {
         Ok(c) => c,
         Err(Stat::NoBackend) if svc.flags & service_flags::FALLBACK_PASS != 0 => {
             return Ok(pass(ctx, Stat::FallbackPass, len));
