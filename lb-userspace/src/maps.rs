@@ -107,6 +107,48 @@ pub fn swap_table(ebpf: &mut Ebpf, service_id: u32, table: &[u32]) -> Result<(),
     }
 }
 
+/// Tables made live per `BPF_MAP_UPDATE_BATCH` in [`swap_tables`]: each batch costs one
+/// RCU grace period (~10 ms) instead of one per table, while the new tables of a batch
+/// (512 KiB each at M = 65537) are held at once, next to the old ones still live.
+const TABLES_PER_BATCH: usize = 64;
+
+/// [`swap_table`] for many services (a reload, a start with a big config): every table
+/// of a batch is built first, then the batch goes live with one
+/// `BPF_MAP_UPDATE_BATCH` on `XLB_MAGLEV`. The kernel replaces one inner-map pointer per
+/// service, as for a single swap, so each table still goes live whole; it then waits
+/// one RCU grace period for the whole batch rather than one per table. If the batch is
+/// refused (an `XLB_MAGLEV` pinned with an old template: EINVAL), the tables are
+/// swapped one by one with [`swap_table`]'s fallback.
+pub fn swap_tables(ebpf: &mut Ebpf, tables: &[(u32, Vec<u32>)]) -> Result<(), MapsError> {
+    for chunk in tables.chunks(TABLES_PER_BATCH) {
+        if let Some(&(bad, _)) = chunk.iter().find(|(id, _)| *id == 0 || *id >= MAX_SERVICES) {
+            return Err(MapsError::ServiceId(bad));
+        }
+        let built = chunk
+            .iter()
+            .map(|(_, table)| build_table(table))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<u32> = chunk.iter().map(|(id, _)| *id).collect();
+        let fds: Vec<u32> = built
+            .iter()
+            .map(|inner| inner.map().fd().as_fd().as_raw_fd() as u32)
+            .collect();
+        let outer = match ebpf.map(maps::MAGLEV) {
+            Some(aya::maps::Map::ArrayOfMaps(data)) => data,
+            _ => return Err(MapsError::Missing(maps::MAGLEV)),
+        };
+        if update_batch(outer, &ids, &fds).is_err() {
+            // Part of the batch may be live already: swapping every table again leaves
+            // each service with its new table either way.
+            drop(built);
+            for (id, table) in chunk {
+                swap_table(ebpf, *id, table)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 const INNER_TABLE: &str = "maglev inner table";
 
 // Both builders write M first and the backend ids after it.

@@ -574,22 +574,30 @@ impl Balancer {
             maps::set_backend(ebpf, id, &backend_record(*addr, *mac))?;
         }
 
-        // 2. Services: table, then entry.
+        // 2. Services: every changed table (made live in batches, one RCU grace period
+        //    per batch), then the entries, so no entry ever names a missing table.
         let mut keep = HashSet::new();
+        let mut changed = Vec::new();
+        let mut tables = Vec::new();
+        // Ids given to new services of this apply, not yet in `self.services`.
+        let mut new_ids = HashSet::new();
         for spec in specs {
             let key = vip_key(spec);
             keep.insert(key);
             let id = match self.services.get(&key) {
                 Some((_, Some(old))) if old == spec => continue,
                 Some((id, _)) => *id,
-                None => self.free_service_id(),
+                None => {
+                    let id = self.free_service_id(&new_ids);
+                    new_ids.insert(id);
+                    id
+                }
             };
-            let table = self.table_for(spec)?;
+            tables.push((id, self.table_for(spec)?));
             let tx_port = match &spec.egress {
                 Some(iface) => self.tx_port(ebpf, iface)?,
                 None => 0,
             };
-            maps::swap_table(ebpf, id, &table)?;
             let svc = Service {
                 id,
                 flags: service_flags_of(spec),
@@ -597,8 +605,12 @@ impl Balancer {
                 tx_port,
                 _pad: [0; 2],
             };
+            changed.push((key, svc, spec));
+        }
+        maps::swap_tables(ebpf, &tables)?;
+        for (key, svc, spec) in changed {
             maps::set_service(ebpf, &key, &svc)?;
-            self.services.insert(key, (id, Some(spec.clone())));
+            self.services.insert(key, (svc.id, Some(spec.clone())));
             report.services_set += 1;
         }
 
@@ -714,10 +726,11 @@ impl Balancer {
         id
     }
 
-    fn free_service_id(&self) -> u32 {
+    /// The lowest id neither a known service nor `taken` uses.
+    fn free_service_id(&self, taken: &HashSet<u32>) -> u32 {
         let used: HashSet<u32> = self.services.values().map(|(id, _)| *id).collect();
         (1..)
-            .find(|id| !used.contains(id))
+            .find(|id| !used.contains(id) && !taken.contains(id))
             .expect("validated below MAX_SERVICES")
     }
 }

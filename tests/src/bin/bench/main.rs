@@ -738,6 +738,57 @@ fn control_plane(dp: &mut TestDataplane) -> serde_json::Value {
         r.live_before_return, r.flapped
     );
     assert_eq!(r.flapped, 0, "a probe saw the old table after the new one");
+
+    // A reload changing every one of 100 services (3 backends, M = 65537 each): the
+    // daemon's `Balancer::apply` makes the tables live in batches (one RCU grace
+    // period per batch), against one swap per service (one grace period each).
+    use lb_userspace::services::{BackendSpec, Balancer, MacAddr, Mode, Protocol, ServiceSpec};
+    const SERVICES: u8 = 100;
+    let specs = |weight: u32| -> Vec<ServiceSpec> {
+        (0..SERVICES)
+            .map(|i| {
+                let backends = (1..=3u8)
+                    .map(|b| {
+                        let addr = IpAddr::from([10, 8, 0, b]);
+                        BackendSpec::new(addr, MacAddr([2, 0, 0, 0, 0, b]), weight + u32::from(b))
+                    })
+                    .collect();
+                ServiceSpec::new(
+                    IpAddr::from([10, 9, 0, i]),
+                    Some(80),
+                    Protocol::Tcp,
+                    Mode::Dsr,
+                    backends,
+                )
+            })
+            .collect()
+    };
+    let mut fresh = TestDataplane::load("bench-reload");
+    let mut balancer = Balancer::default();
+    let (mut batched, mut one_by_one) = (Vec::new(), Vec::new());
+    for run in 0..3u32 {
+        let t = Instant::now();
+        balancer
+            .apply(fresh.dp.ebpf_mut(), &specs(run + 1))
+            .unwrap();
+        batched.push(t.elapsed().as_secs_f64() * 1e3);
+        let tables: Vec<(u32, Vec<u32>)> = (1..=u32::from(SERVICES))
+            .map(|id| (id, vec![1 + id % 3; maglev::DEFAULT_TABLE_SIZE as usize]))
+            .collect();
+        let t = Instant::now();
+        for (id, table) in &tables {
+            maps::swap_table(fresh.dp.ebpf_mut(), *id, table).unwrap();
+        }
+        one_by_one.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    stat(
+        "reload of 100 changed services: Balancer::apply (batched tables)",
+        &mut batched,
+    );
+    stat(
+        "  the same 100 tables swapped one by one (one RCU wait each)",
+        &mut one_by_one,
+    );
     serde_json::Value::Array(out)
 }
 
