@@ -148,6 +148,25 @@ fn mmap_filled_tables_are_what_the_program_reads() {
     );
 }
 
+/// A batch swap (`maps::swap_tables`, what a reload uses) makes every table of the batch
+/// live whole, with its own M; and the legacy-template fallback still applies per table.
+#[test]
+fn batched_swaps_make_every_table_live_whole() {
+    let mut dp = TestDataplane::load("swap-batch");
+    let before = maglev_table(&[1, 2, 3, 4, 5], maglev::DEFAULT_TABLE_SIZE);
+    configure(&mut dp, &before);
+    let after = maglev_table(&[2, 5, 6, 7], 4093);
+    maps::swap_tables(dp.dp.ebpf_mut(), &[(1, after.clone()), (2, after.clone())]).unwrap();
+    assert_program_reads(&mut dp, "after a batch swap", &after, MAGLEV_INNER_FLAGS);
+    assert!(matches!(
+        maps::swap_tables(
+            dp.dp.ebpf_mut(),
+            &[(1, after.clone()), (MAX_SERVICES, after)]
+        ),
+        Err(maps::MapsError::ServiceId(MAX_SERVICES))
+    ));
+}
+
 #[test]
 fn build_table_rejects_sizes_the_template_cannot_hold() {
     let too_big = vec![1u32; MAX_MAGLEV_SIZE as usize + 1];
@@ -239,6 +258,15 @@ fn swap_falls_back_for_a_pinned_template_without_mmapable() {
         &mut dp,
         "legacy template, after a swap",
         &next,
+        BPF_F_INNER_MAP,
+    );
+    // A batch is refused there too, and falls back table by table.
+    let batch = maglev_table(&[1, 8], 251);
+    maps::swap_tables(dp.dp.ebpf_mut(), &[(1, batch.clone()), (2, batch.clone())]).unwrap();
+    assert_program_reads(
+        &mut dp,
+        "legacy template, after a batch swap",
+        &batch,
         BPF_F_INNER_MAP,
     );
 }
