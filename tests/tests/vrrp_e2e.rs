@@ -683,8 +683,14 @@ fn ipv6_election_takeover_and_preemption() {
     assert_eq!(backup[0]["invalid"], serde_json::json!({}), "{backup}");
     assert!(!lab.nodes[1].holds_vip(), "the backup holds the VIP");
     // XDP checked every IPv6 advert (hop limit, length, the checksum the sender's kernel
-    // wrote over the pseudo-header) and passed them all.
-    assert!(counter(&lab, 1, "vrrp_advert") > 0);
+    // wrote over the pseudo-header) and passed them all. The backup writes its XDP
+    // record when it becomes backup, so the advert that made it one may have passed
+    // XDP before there was a record to count it against: wait for the next one.
+    assert!(
+        wait_until(Duration::from_secs(2), || counter(&lab, 1, "vrrp_advert")
+            > 0),
+        "XDP counted no advert on the backup"
+    );
     assert_eq!(counter(&lab, 1, "vrrp_invalid"), 0);
 
     // A weaker router appears: the master's XDP answers it with the IPv6 advert frame
