@@ -82,9 +82,6 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
             });
         }
     };
-    if !lookup::maybe_vip(&pkt.flow.dst) {
-        return Ok(pass(ctx, Stat::NotVip, len));
-    }
     // Most VIP packets belong to established flows: their connection entry names the
     // service, which spares the service hash lookup. A SYN always takes the current
     // Maglev choice (Katran's rule), and a fragment or a packet with IP options has no

@@ -111,7 +111,9 @@ struct Ports {
     dst: u16,
 }
 
-/// What the balancer needs from a parsed IP packet.
+/// What the balancer needs from a parsed IP packet. Its flow's destination has passed
+/// the VIP filter ([`crate::lookup::maybe_vip`]): the parser stops at the filter for
+/// every other address, as soon as the headers it must check are checked.
 pub struct Packet {
     pub flow: FlowKey,
     /// TTL / hop limit.
@@ -290,6 +292,9 @@ fn too_big4(ctx: &XdpContext, ttl: u8, ip_end: usize) -> Result<Parsed, Stat> {
         return Ok(Parsed::Pass(Stat::NotVip));
     }
     let p = unsafe { &*l4_header::<Ports>(ctx, quoted_off + 20, ip_end)? };
+    if !crate::lookup::maybe_vip(&[q.src, 0, 0, 0]) {
+        return Ok(Parsed::Pass(Stat::NotVip));
+    }
     Ok(Parsed::Ip(Packet {
         flow: FlowKey {
             src: [q.dst, 0, 0, 0],
@@ -317,6 +322,9 @@ fn too_big6(ctx: &XdpContext, hop_limit: u8, ip_end: usize) -> Result<Parsed, St
         return Ok(Parsed::Pass(Stat::NotVip));
     }
     let p = unsafe { &*l4_header::<Ports>(ctx, quoted_off + size_of::<Ipv6Hdr>(), ip_end)? };
+    if !crate::lookup::maybe_vip(&q.src) {
+        return Ok(Parsed::Pass(Stat::NotVip));
+    }
     Ok(Parsed::Ip(Packet {
         flow: FlowKey {
             src: q.dst,
