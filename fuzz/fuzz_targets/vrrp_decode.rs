@@ -17,45 +17,32 @@ use lb_userspace::vrrp::packet::{
 };
 use libfuzzer_sys::fuzz_target;
 
-fn router(vrid: u8, family: Family, version: Version) -> Configured {
-    Configured {
-        vrid,
-        family,
-        version,
-        owner: false,
-        adver_int_cs: 100,
-        auth_type: 0,
-        auth_data: [0; 8],
-        addresses: None,
-    }
-}
-
 fn configured() -> &'static [Configured] {
     static CONFIGURED: OnceLock<Vec<Configured>> = OnceLock::new();
     CONFIGURED.get_or_init(|| {
         vec![
-            router(51, Family::V4, Version::V2),
-            router(52, Family::V4, Version::V3),
-            router(51, Family::V6, Version::V3),
+            Configured::new(51, Family::V4, Version::V2),
+            Configured::new(52, Family::V4, Version::V3),
+            Configured::new(51, Family::V6, Version::V3),
             Configured {
                 auth_type: 1,
                 auth_data: *b"secret\0\0",
                 adver_int_cs: 300,
-                ..router(53, Family::V4, Version::V2)
+                ..Configured::new(53, Family::V4, Version::V2)
             },
             Configured {
                 owner: true,
-                ..router(54, Family::V4, Version::V3)
+                ..Configured::new(54, Family::V4, Version::V3)
             },
             Configured {
                 addresses: Some(vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100))]),
-                ..router(56, Family::V4, Version::V3)
+                ..Configured::new(56, Family::V4, Version::V3)
             },
             Configured {
                 addresses: Some(vec![IpAddr::V6(Ipv6Addr::new(
                     0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100,
                 ))]),
-                ..router(55, Family::V6, Version::V3)
+                ..Configured::new(55, Family::V6, Version::V3)
             },
         ]
     })

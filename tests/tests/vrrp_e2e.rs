@@ -97,12 +97,7 @@ fn master_failure_takeover_and_preemption() {
     );
 
     // lb0's host dies: daemon gone, link gone.
-    let killed = Instant::now();
-    lab.nodes[0].daemons[0].kill();
-    lab.nodes[0].set_link(false);
-    let took_over = lab.nodes[1]
-        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("lb1 never took over:\n{}", lab.nodes[1].log.read()));
+    let (killed, took_over) = kill_master_host(&mut lab);
     let takeover = took_over - killed;
     let bound = Duration::from_millis(master_down(100, INTERVAL));
     // The log line comes as the data plane switches; the address follows right after.
@@ -632,19 +627,22 @@ fn unicast_peers_elect_ignore_strangers_and_fail_over() {
         lab.nodes[1].vrrp()[0]["master"],
         lab.nodes[0].addr.to_string()
     );
-    let killed = Instant::now();
-    lab.nodes[0].set_link(false);
-    lab.nodes[0].daemons[0].kill();
-    assert!(
-        lab.nodes[1]
-            .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
-            .is_some(),
-        "lb1 never took over:\n{}",
-        lab.nodes[1].log.read()
-    );
-    let takeover = killed.elapsed();
+    let (killed, took_over) = kill_master_host(&mut lab);
+    let takeover = took_over - killed;
     eprintln!("vrrp unicast: takeover {takeover:?}");
     assert!(takeover <= Duration::from_millis(master_down(100, INTERVAL)) + SLACK);
+}
+
+/// lb0's host dies (daemon killed, link down); returns when, and when lb1 logged that
+/// it is master.
+fn kill_master_host(lab: &mut VrrpLab) -> (Instant, Instant) {
+    let killed = Instant::now();
+    lab.nodes[0].daemons[0].kill();
+    lab.nodes[0].set_link(false);
+    let took_over = lab.nodes[1]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never took over:\n{}", lab.nodes[1].log.read()));
+    (killed, took_over)
 }
 
 /// The client's neighbour entry for `vip` names `mac`.
@@ -750,12 +748,7 @@ fn ipv6_election_takeover_and_preemption() {
     assert!(!client_neighbour_is(&lab, vip, lb1_mac));
 
     // lb0's host dies: daemon gone, link gone.
-    let killed = Instant::now();
-    lab.nodes[0].daemons[0].kill();
-    lab.nodes[0].set_link(false);
-    let took_over = lab.nodes[1]
-        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("lb1 never took over:\n{}", lab.nodes[1].log.read()));
+    let (killed, took_over) = kill_master_host(&mut lab);
     let takeover = took_over - killed;
     let bound = Duration::from_millis(master_down(100, INTERVAL));
     assert!(wait_until(Duration::from_secs(2), || lab.nodes[1].holds_vip()));

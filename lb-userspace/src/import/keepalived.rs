@@ -266,6 +266,36 @@ impl Converter<'_> {
 
     /// Notes arguments beyond those a one-value keyword takes (one statement per line:
     /// `path / status_code 200` on one line is a `path` with three arguments).
+    /// The checker defaults a `virtual_server` sets and a `real_server` overrides
+    /// (`delay_loop`, `connect_timeout`, `retry`, `virtualhost`, `alpha`): whether
+    /// `keyword` was one of them.
+    fn check_default(
+        &mut self,
+        defaults: &mut Defaults,
+        line: usize,
+        keyword: &str,
+        arg: Option<&str>,
+    ) -> bool {
+        match keyword {
+            "delay_loop" => match arg.and_then(seconds_ms) {
+                Some(ms) => defaults.interval_ms = ms,
+                None => self.note(line, keyword, "not a number of seconds: ignored"),
+            },
+            "connect_timeout" => match arg.and_then(seconds_ms) {
+                Some(ms) => defaults.timeout_ms = ms,
+                None => self.note(line, keyword, "not a number of seconds: ignored"),
+            },
+            "retry" | "nb_get_retry" => match arg.and_then(|a| a.parse().ok()) {
+                Some(r) => defaults.retry = Some(r),
+                None => self.note(line, keyword, "not a number: ignored"),
+            },
+            "virtualhost" => defaults.host = arg.map(str::to_owned),
+            "alpha" => defaults.initial = Health::Down,
+            _ => return false,
+        }
+        true
+    }
+
     fn extra_args(&mut self, n: &Node) {
         const ONE: &[&str] = &[
             "protocol",
@@ -499,20 +529,7 @@ impl Converter<'_> {
                 "persistence_engine" => {
                     self.note(n.line, k, "not carried over: no SIP persistence");
                 }
-                "delay_loop" => match arg.and_then(seconds_ms) {
-                    Some(ms) => defaults.interval_ms = ms,
-                    None => self.note(n.line, k, "not a number of seconds: ignored"),
-                },
-                "connect_timeout" => match arg.and_then(seconds_ms) {
-                    Some(ms) => defaults.timeout_ms = ms,
-                    None => self.note(n.line, k, "not a number of seconds: ignored"),
-                },
-                "retry" | "nb_get_retry" => match arg.and_then(|a| a.parse().ok()) {
-                    Some(r) => defaults.retry = Some(r),
-                    None => self.note(n.line, k, "not a number: ignored"),
-                },
-                "virtualhost" => defaults.host = arg.map(str::to_owned),
-                "alpha" => defaults.initial = Health::Down,
+                _ if self.check_default(&mut defaults, n.line, k, arg) => {}
                 "inhibit_on_failure" => {
                     defaults.inhibit = !matches!(arg, Some("false" | "off" | "no"));
                 }
@@ -736,20 +753,7 @@ impl Converter<'_> {
                 | "SMTP_CHECK" | "DNS_CHECK" | "UDP_CHECK" | "BFD_CHECK" | "FILE_CHECK" => {
                     checkers.push(n);
                 }
-                "delay_loop" => match arg.and_then(seconds_ms) {
-                    Some(ms) => defaults.interval_ms = ms,
-                    None => self.note(n.line, nk, "not a number of seconds: ignored"),
-                },
-                "connect_timeout" => match arg.and_then(seconds_ms) {
-                    Some(ms) => defaults.timeout_ms = ms,
-                    None => self.note(n.line, nk, "not a number of seconds: ignored"),
-                },
-                "retry" | "nb_get_retry" => match arg.and_then(|a| a.parse().ok()) {
-                    Some(r) => defaults.retry = Some(r),
-                    None => self.note(n.line, nk, "not a number: ignored"),
-                },
-                "virtualhost" => defaults.host = arg.map(str::to_owned),
-                "alpha" => defaults.initial = Health::Down,
+                _ if self.check_default(&mut defaults, n.line, nk, arg) => {}
                 "delay_before_retry" => self.note(n.line, nk, delay_before_retry_reason()),
                 "warmup" => self.note(n.line, nk, warmup_reason()),
                 "lb_kind" | "lvs_method" => self.note(

@@ -377,6 +377,23 @@ pub struct Configured {
     pub addresses: Option<Vec<IpAddr>>,
 }
 
+impl Configured {
+    /// A router that is not the address owner, with a 1 s interval, no authentication
+    /// and no address check: the fields to set for other cases are public.
+    pub fn new(vrid: u8, family: Family, version: Version) -> Configured {
+        Configured {
+            vrid,
+            family,
+            version,
+            owner: false,
+            adver_int_cs: 100,
+            auth_type: 0,
+            auth_data: [0; 8],
+            addresses: None,
+        }
+    }
+}
+
 /// A valid advertisement and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {

@@ -57,27 +57,14 @@ fn fix_checksum(version: Version, src: IpAddr, dst: IpAddr, msg: &mut [u8]) {
     msg[6..8].copy_from_slice(&sum.to_be_bytes());
 }
 
-fn configured(vrid: u8, family: Family, version: Version) -> Configured {
-    Configured {
-        vrid,
-        family,
-        version,
-        owner: false,
-        adver_int_cs: 100,
-        auth_type: 0,
-        auth_data: [0; 8],
-        addresses: None,
-    }
-}
-
 fn cfg_v2() -> Vec<Configured> {
-    vec![configured(51, Family::V4, Version::V2)]
+    vec![Configured::new(51, Family::V4, Version::V2)]
 }
 fn cfg_v3_4() -> Vec<Configured> {
-    vec![configured(51, Family::V4, Version::V3)]
+    vec![Configured::new(51, Family::V4, Version::V3)]
 }
 fn cfg_v3_6() -> Vec<Configured> {
-    vec![configured(51, Family::V6, Version::V3)]
+    vec![Configured::new(51, Family::V6, Version::V3)]
 }
 
 fn advert_v2() -> Advert {
@@ -88,6 +75,34 @@ fn advert_v3_4() -> Advert {
 }
 fn advert_v3_6() -> Advert {
     Advert::v3(51, 200, 35, vec![IpAddr::V6(VIP6), IpAddr::V6(SRC6)])
+}
+
+/// One advert of each kind the decoder handles (VRRPv2, VRRPv3 over IPv4 and over
+/// IPv6): version, source, destination, the advert and the routers configured for it.
+fn every_kind() -> [(Version, IpAddr, IpAddr, Advert, Vec<Configured>); 3] {
+    [
+        (
+            Version::V2,
+            IpAddr::V4(SRC4),
+            mcast4(),
+            advert_v2(),
+            cfg_v2(),
+        ),
+        (
+            Version::V3,
+            IpAddr::V4(SRC4),
+            mcast4(),
+            advert_v3_4(),
+            cfg_v3_4(),
+        ),
+        (
+            Version::V3,
+            IpAddr::V6(SRC6),
+            mcast6(),
+            advert_v3_6(),
+            cfg_v3_6(),
+        ),
+    ]
 }
 
 fn mcast4() -> IpAddr {
@@ -298,29 +313,7 @@ fn ttl_other_than_255_is_rejected() {
 
 #[test]
 fn bad_checksum_is_rejected() {
-    for (version, src, dst, ad, cfg) in [
-        (
-            Version::V2,
-            IpAddr::V4(SRC4),
-            mcast4(),
-            advert_v2(),
-            cfg_v2(),
-        ),
-        (
-            Version::V3,
-            IpAddr::V4(SRC4),
-            mcast4(),
-            advert_v3_4(),
-            cfg_v3_4(),
-        ),
-        (
-            Version::V3,
-            IpAddr::V6(SRC6),
-            mcast6(),
-            advert_v3_6(),
-            cfg_v3_6(),
-        ),
-    ] {
+    for (version, src, dst, ad, cfg) in every_kind() {
         let msg = encode(src, dst, &ad).unwrap();
         let want = independent_checksum(version, src, dst, &msg);
         let mut bad = msg.clone();
@@ -442,29 +435,7 @@ fn every_truncation_is_rejected() {
     }
     // The bare message: short of the fixed header it is truncated; past it, the
     // address count no longer matches the length.
-    for (version, src, dst, ad, cfg) in [
-        (
-            Version::V2,
-            IpAddr::V4(SRC4),
-            mcast4(),
-            advert_v2(),
-            cfg_v2(),
-        ),
-        (
-            Version::V3,
-            IpAddr::V4(SRC4),
-            mcast4(),
-            advert_v3_4(),
-            cfg_v3_4(),
-        ),
-        (
-            Version::V3,
-            IpAddr::V6(SRC6),
-            mcast6(),
-            advert_v3_6(),
-            cfg_v3_6(),
-        ),
-    ] {
+    for (version, src, dst, ad, cfg) in every_kind() {
         let msg = encode(src, dst, &ad).unwrap();
         for len in 0..msg.len() {
             let mut cut = msg[..len].to_vec();
@@ -484,29 +455,7 @@ fn every_truncation_is_rejected() {
 
 #[test]
 fn address_count_mismatch_is_rejected() {
-    for (version, src, dst, ad, cfg) in [
-        (
-            Version::V2,
-            IpAddr::V4(SRC4),
-            mcast4(),
-            advert_v2(),
-            cfg_v2(),
-        ),
-        (
-            Version::V3,
-            IpAddr::V4(SRC4),
-            mcast4(),
-            advert_v3_4(),
-            cfg_v3_4(),
-        ),
-        (
-            Version::V3,
-            IpAddr::V6(SRC6),
-            mcast6(),
-            advert_v3_6(),
-            cfg_v3_6(),
-        ),
-    ] {
+    for (version, src, dst, ad, cfg) in every_kind() {
         let msg = encode(src, dst, &ad).unwrap();
         let count = msg[3];
         for wrong in [count - 1, count + 1, 255] {

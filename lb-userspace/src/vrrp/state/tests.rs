@@ -450,14 +450,8 @@ fn decoded_advert_becomes_event() {
     let ad = Advert::v3(7, 150, 250, vec![ip(100)]);
     let bytes = packet::encode_ip_packet(ip(2), None, &ad).unwrap();
     let cfg = Configured {
-        vrid: 7,
-        family: Family::V4,
-        version: Version::V3,
-        owner: false,
-        adver_int_cs: 100,
-        auth_type: 0,
-        auth_data: [0; 8],
         addresses: Some(vec![ip(100)]),
+        ..Configured::new(7, Family::V4, Version::V3)
     };
     let rx = packet::decode_ip(&bytes, &[cfg]).unwrap();
     let ev = Event::from(&rx);
