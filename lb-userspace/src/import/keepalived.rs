@@ -296,6 +296,39 @@ impl Converter<'_> {
         true
     }
 
+    /// Drops the converted entries that xlb's validation rejected, each with a note at
+    /// its keepalived line naming the reasons. An error's path `<prefix>i]...` names
+    /// entry i; one without a usable index is charged to the last entry, so every round
+    /// of validation drops at least one and the caller's loop ends.
+    fn drop_rejected<'e, T>(
+        &mut self,
+        entries: &mut Vec<(T, usize)>,
+        errors: impl Iterator<Item = (&'e str, String)>,
+        prefix: &str,
+        keyword: &str,
+    ) {
+        let mut drop: HashMap<usize, Vec<String>> = HashMap::new();
+        for (path, text) in errors {
+            let index = path
+                .strip_prefix(prefix)
+                .and_then(|r| r.split(']').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .filter(|i| *i < entries.len())
+                .unwrap_or(entries.len() - 1);
+            drop.entry(index).or_default().push(text);
+        }
+        for index in (0..entries.len()).rev() {
+            if let Some(why) = drop.remove(&index) {
+                let (_, line) = entries.remove(index);
+                self.note(
+                    line,
+                    keyword,
+                    format!("rejected by xlb's validation ({}); skipped", why.join("; ")),
+                );
+            }
+        }
+    }
+
     fn extra_args(&mut self, n: &Node) {
         const ONE: &[&str] = &[
             "protocol",
@@ -1050,28 +1083,8 @@ impl Converter<'_> {
             let Err(errors) = services::validate(&specs, &config.encap_sources) else {
                 break;
             };
-            let mut drop: HashMap<usize, Vec<String>> = HashMap::new();
-            for e in errors {
-                let index = e
-                    .path
-                    .strip_prefix("services[")
-                    .and_then(|r| r.split(']').next())
-                    .and_then(|i| i.parse::<usize>().ok())
-                    .unwrap_or(services.len() - 1);
-                drop.entry(index).or_default().push(e.to_string());
-            }
-            let mut index = services.len();
-            while index > 0 {
-                index -= 1;
-                if let Some(why) = drop.remove(&index) {
-                    let (_, line) = services.remove(index);
-                    self.note(
-                        line,
-                        "virtual_server",
-                        format!("rejected by xlb's validation ({}); skipped", why.join("; ")),
-                    );
-                }
-            }
+            let errors = errors.iter().map(|e| (e.path.as_str(), e.to_string()));
+            self.drop_rejected(&mut services, errors, "services[", "virtual_server");
         }
         config.services = services.into_iter().map(|(s, _)| s).collect();
         config.vrrp = self.vrrp(instances, &config.services);
@@ -1127,29 +1140,8 @@ impl Converter<'_> {
             if errors.is_empty() {
                 break;
             }
-            let mut drop: HashMap<usize, Vec<String>> = HashMap::new();
-            for e in errors {
-                let index = e
-                    .path
-                    .strip_prefix("vrrp[")
-                    .and_then(|r| r.split(']').next())
-                    .and_then(|i| i.parse::<usize>().ok())
-                    .filter(|i| *i < out.len())
-                    .unwrap_or(out.len() - 1);
-                drop.entry(index).or_default().push(e.to_string());
-            }
-            let mut index = out.len();
-            while index > 0 {
-                index -= 1;
-                if let Some(why) = drop.remove(&index) {
-                    let (_, line) = out.remove(index);
-                    self.note(
-                        line,
-                        "vrrp_instance",
-                        format!("rejected by xlb's validation ({}); skipped", why.join("; ")),
-                    );
-                }
-            }
+            let errors = errors.iter().map(|e| (e.path.as_str(), e.to_string()));
+            self.drop_rejected(&mut out, errors, "vrrp[", "vrrp_instance");
         }
         out.into_iter().map(|(s, _)| s).collect()
     }
