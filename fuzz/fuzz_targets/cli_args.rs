@@ -8,7 +8,7 @@
 use std::{ffi::OsString, os::unix::ffi::OsStringExt};
 
 use clap::Parser;
-use lb_userspace::cli::Cli;
+use lb_userspace::edges::cli::Cli;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 //! request is one the client library could have sent (it serializes and decodes back).
 #![no_main]
 
-use lb_userspace::control::{parse_request, RequestError, MAX_REQUEST};
+use lb_userspace::edges::control::{parse_request, RequestError, MAX_REQUEST};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

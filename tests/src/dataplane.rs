@@ -8,8 +8,10 @@ use std::{
 
 use lb_common::programs;
 use lb_userspace::{
-    loader::{self, Dataplane, LoadOptions},
-    stats::{self, GlobalStats},
+    dataplane::{
+        aya::{loader, stats, AyaPort, LoadOptions},
+        GlobalStats,
+    },
     test_run::{self, TestRunOutput},
 };
 
@@ -48,8 +50,8 @@ impl Drop for PinDir {
             eprintln!("cleaning {}: {e}", self.0.display());
         }
         // A daemon killed with SIGKILL leaves its control socket behind.
-        let _ = std::fs::remove_file(lb_userspace::control::socket_path(&self.0));
-        let _ = std::fs::remove_file(lb_userspace::control::health_state_path(&self.0));
+        let _ = std::fs::remove_file(lb_userspace::edges::control::socket_path(&self.0));
+        let _ = std::fs::remove_file(lb_userspace::edges::control::health_state_path(&self.0));
     }
 }
 
@@ -82,7 +84,7 @@ impl Drop for TempFile {
 }
 
 pub struct TestDataplane {
-    pub dp: Dataplane,
+    pub dp: AyaPort,
     pin_dir: PinDir,
 }
 
@@ -118,7 +120,7 @@ impl TestDataplane {
     /// [`Self::load`] into `pin_dir`, reusing whatever the caller pinned there first
     /// (as a restarted or upgraded daemon does).
     pub fn load_in(pin_dir: PinDir) -> Self {
-        let dp = Dataplane::load(&LoadOptions {
+        let dp = AyaPort::load(&LoadOptions {
             pin_dir: pin_dir.path().to_path_buf(),
             ebpf_log_level: None,
         })

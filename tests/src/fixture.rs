@@ -8,7 +8,7 @@ use lb_common::{
     service::{AF_INET, AF_INET6},
     Backend, ForwardMode, Service, VipKey,
 };
-use lb_userspace::maps;
+use lb_userspace::dataplane::aya::maps;
 
 use crate::{
     dataplane::TestDataplane,

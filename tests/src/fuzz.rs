@@ -22,7 +22,7 @@ use lb_common::{
     Backend, Config, Conn, Counter, FlowKey, ForwardMode, Service, Stat, VipKey,
 };
 use lb_userspace::{
-    maps::{BatchAttr, BPF_MAP_LOOKUP_BATCH},
+    dataplane::aya::maps::{BatchAttr, BPF_MAP_LOOKUP_BATCH},
     test_run,
 };
 
@@ -735,7 +735,7 @@ impl StatsReader {
                 .map(|c| c.packets)
                 .sum();
         }
-        // As every reader does (lb_userspace::stats): `rx` is the sum of the verdicts.
+        // As every reader does (lb_userspace::dataplane::aya::stats): `rx` is the sum of the verdicts.
         sums[Stat::Rx as usize] = Stat::VERDICTS.iter().map(|v| sums[*v as usize]).sum();
         sums
     }
@@ -849,7 +849,8 @@ impl Harness {
 
     /// Changes the encap config on both sides.
     pub fn set_config(&mut self, config: Config) {
-        lb_userspace::maps::set_config(self.dp.dp.ebpf_mut(), &config).expect("config");
+        lb_userspace::dataplane::aya::maps::set_config(self.dp.dp.ebpf_mut(), &config)
+            .expect("config");
         self.model.tables.config = config;
     }
 

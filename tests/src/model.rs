@@ -160,7 +160,7 @@ impl Tables {
     /// Writes everything into a loaded data plane (tables first, then services, the
     /// order the control plane uses).
     pub fn install(&self, dp: &mut crate::dataplane::TestDataplane) {
-        use lb_userspace::maps;
+        use lb_userspace::dataplane::aya::maps;
         let ebpf = dp.dp.ebpf_mut();
         maps::set_config(ebpf, &self.config).expect("config");
         for (&id, b) in &self.backends {

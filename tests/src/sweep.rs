@@ -35,7 +35,7 @@ pub(crate) fn sweep_once() {
 /// Detaches and removes `/sys/fs/bpf/xlbt-<pid>-…` pin directories of dead processes (a
 /// SIGKILLed daemon leaves its XDP link and maps pinned).
 fn sweep_pins() {
-    let Ok(entries) = fs::read_dir(lb_userspace::bpffs::BPFFS_ROOT) else {
+    let Ok(entries) = fs::read_dir(lb_userspace::dataplane::aya::bpffs::BPFFS_ROOT) else {
         return;
     };
     for entry in entries.flatten() {
@@ -46,13 +46,13 @@ fn sweep_pins() {
             Some(pid) if !process_alive(pid) => {}
             _ => continue,
         }
-        match lb_userspace::loader::unpin_all(&entry.path()) {
+        match lb_userspace::dataplane::aya::loader::unpin_all(&entry.path()) {
             Ok(()) => eprintln!("testbed: removed stale pins {name}"),
             Err(e) => eprintln!("testbed: {e}"),
         }
     }
     // The control sockets of SIGKILLed daemons (named after their pin directories).
-    let Ok(entries) = fs::read_dir(lb_userspace::control::SOCKET_DIR) else {
+    let Ok(entries) = fs::read_dir(lb_userspace::edges::control::SOCKET_DIR) else {
         return;
     };
     for entry in entries.flatten() {

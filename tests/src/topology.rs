@@ -29,10 +29,7 @@ use std::{
     time::Duration,
 };
 
-use aya::{
-    maps::{Array, ArrayOfMaps, HashMap, MapData},
-    programs::XdpMode,
-};
+use aya::maps::{Array, ArrayOfMaps, HashMap, MapData};
 use lb_common::{
     maps::{CONNS, MAGLEV, SERVICES},
     programs,
@@ -40,9 +37,13 @@ use lb_common::{
     Conn, FlowKey, Service, Stat, VipKey,
 };
 use lb_userspace::{
-    loader::{AttachMode, Dataplane, LoadOptions},
-    services::{self, BackendSpec, Balancer, EncapSources, MacAddr, Mode, Protocol, ServiceSpec},
-    stats::{self, GlobalStats},
+    balancer::{ApplyReport, Balancer},
+    config::{service::vip_key, BackendSpec, EncapSources, MacAddr, Mode, Protocol, ServiceSpec},
+    dataplane::{
+        addr::be_words,
+        aya::{stats, AyaPort, LoadOptions},
+        AttachMode, AttachedMode, GlobalStats,
+    },
 };
 
 use crate::{
@@ -124,10 +125,10 @@ pub struct Backend {
 pub struct Testbed {
     pub servers: Vec<TcpServer>,
     /// The balancer's data plane (on the lb).
-    pub dp: Dataplane,
+    pub dp: AyaPort,
     /// IPIP mode: each backend's own data plane, running `xlb_decap` on its veth (same
     /// order as `backends`); empty in DSR mode.
-    pub decap: Vec<Dataplane>,
+    pub decap: Vec<AyaPort>,
     pub balancer: Balancer,
     pins: PinDir,
     decap_pins: Vec<PinDir>,
@@ -380,7 +381,7 @@ impl Testbed {
                 },
             };
             balancer
-                .set_encap_sources(dp.ebpf_mut(), encap)
+                .set_encap_sources(&mut dp, encap)
                 .unwrap_or_else(|e| panic!("set_encap_sources: {e}"));
             // Each backend runs its own data plane (own maps, own counters), as a real
             // backend host would: only xlb_decap is attached there.
@@ -439,10 +440,10 @@ impl Testbed {
         )
     }
 
-    pub fn apply(&mut self, weights: &[(usize, u32)]) -> services::ApplyReport {
+    pub fn apply(&mut self, weights: &[(usize, u32)]) -> ApplyReport {
         let spec = self.spec(weights);
         self.balancer
-            .apply(self.dp.ebpf_mut(), &[spec])
+            .apply(&mut self.dp, &[spec])
             .unwrap_or_else(|e| panic!("apply: {e}"))
     }
 
@@ -451,7 +452,7 @@ impl Testbed {
     pub fn live_table(&self) -> Vec<u32> {
         let services: HashMap<&MapData, VipKey, Service> =
             HashMap::try_from(self.dp.ebpf().map(SERVICES).expect("services map")).unwrap();
-        let key = services::vip_key(&self.spec(&[]));
+        let key = vip_key(&self.spec(&[]));
         let svc = services.get(&key, 0).expect("the service is installed");
         let outer: ArrayOfMaps<&MapData, Array<MapData, u32>> =
             ArrayOfMaps::try_from(self.dp.ebpf().map(MAGLEV).expect("maglev map")).unwrap();
@@ -483,8 +484,8 @@ impl Testbed {
 
     /// The data plane's flow key of a client connection from `sport` to VIP:80.
     pub fn flow(&self, sport: u16) -> FlowKey {
-        let (src, family) = services::be_words(self.addrs.client);
-        let (dst, _) = services::be_words(self.addrs.vip);
+        let (src, family) = be_words(self.addrs.client);
+        let (dst, _) = be_words(self.addrs.vip);
         FlowKey {
             src,
             dst,
@@ -610,8 +611,8 @@ impl Testbed {
 }
 
 /// Loads the whole data plane with its maps pinned in `pins`.
-fn load(pins: &PinDir) -> Dataplane {
-    Dataplane::load(&LoadOptions {
+fn load(pins: &PinDir) -> AyaPort {
+    AyaPort::load(&LoadOptions {
         pin_dir: pins.path().to_path_buf(),
         ebpf_log_level: None,
     })
@@ -619,11 +620,11 @@ fn load(pins: &PinDir) -> Dataplane {
 }
 
 /// Attaches `program` of `dp` natively to `iface` in `ns` (from a thread inside `ns`).
-fn attach(ns: &Netns, dp: &mut Dataplane, program: &'static str, iface: &str) {
+fn attach(ns: &Netns, dp: &mut AyaPort, program: &'static str, iface: &str) {
     let attached = ns
         .run(|| dp.attach(program, iface, AttachMode::Native))
         .unwrap_or_else(|e| panic!("attaching {program} to {iface}: {e:?}"));
-    assert_eq!(attached.mode, XdpMode::Driver, "{attached:?}");
+    assert_eq!(attached.mode, AttachedMode::Native, "{attached:?}");
 }
 
 /// A static forwarding entry on the switch's bridge: frames for `mac` leave by `port`.

@@ -10,7 +10,7 @@ use std::{
 };
 
 use lb_common::Stat;
-use lb_userspace::stats;
+use lb_userspace::dataplane::aya::stats;
 use testbed::{
     dataplane::{wait_until, xlb_bin, PinDir, TempFile},
     Netns, UdpServer, VethPair,

@@ -16,7 +16,7 @@ use std::{
 };
 
 use lb_common::{limits::MAX_CONNS, service::AF_INET, Backend, ForwardMode, Service, Stat, VipKey};
-use lb_userspace::maps;
+use lb_userspace::dataplane::aya::maps;
 use testbed::{
     dataplane::{wait_until, xlb_bin, TestDataplane},
     lab::Lab,

@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_userspace::{maglev, services::Mode};
+use lb_userspace::{balancer::maglev, config::Mode};
 use socket2::{Domain, Socket, Type};
 use testbed::lab::{finish, hold};
 use testbed::topology::{

@@ -7,7 +7,7 @@ use lb_common::{
     service::{flow_hash, AF_INET, AF_INET6},
     Backend, FlowKey, ForwardMode, Service, Stat, VipKey,
 };
-use lb_userspace::maps;
+use lb_userspace::dataplane::aya::maps;
 use testbed::{
     dataplane::TestDataplane,
     fixture::{backend_mac, install_dsr_pair, vip6, TCP, VIP4, VIP_PORT},
@@ -119,7 +119,8 @@ fn dsr_forwards_new_and_established_flows_to_the_maglev_backend() {
     }
 
     // Per-service and per-backend counters: 6 flows of 2 packets each.
-    let (services, backends) = lb_userspace::stats::read_loaded_flows(dp.dp.ebpf()).unwrap();
+    let (services, backends) =
+        lb_userspace::dataplane::aya::stats::read_loaded_flows(dp.dp.ebpf()).unwrap();
     let svc = services
         .iter()
         .find(|s| s.id == 1)
@@ -659,7 +660,10 @@ fn decap_unwraps_what_the_balancer_wrapped() {
 /// before the id can be reused.
 #[test]
 fn removed_backend_flows_never_follow_its_id_to_another_backend() {
-    use lb_userspace::services::{BackendSpec, Balancer, MacAddr, Mode, Protocol, ServiceSpec};
+    use lb_userspace::{
+        balancer::Balancer,
+        config::{BackendSpec, MacAddr, Mode, Protocol, ServiceSpec},
+    };
     let mut dp = TestDataplane::load("idreuse");
     let backend = |last: u8| {
         BackendSpec::new(
@@ -680,9 +684,8 @@ fn removed_backend_flows_never_follow_its_id_to_another_backend() {
     };
     let vip_t = Ipv4Addr::new(10, 0, 0, 200);
     let mut balancer = Balancer::default();
-    let ebpf = dp.dp.ebpf_mut();
     balancer
-        .apply(ebpf, &[service(VIP4, vec![backend(10), backend(11)])])
+        .apply(&mut dp.dp, &[service(VIP4, vec![backend(10), backend(11)])])
         .unwrap();
     let x = balancer.backend_id(backend(11).address).unwrap();
 
@@ -701,9 +704,8 @@ fn removed_backend_flows_never_follow_its_id_to_another_backend() {
         .unwrap();
 
     // Remove X: its connection entries are gone right away.
-    let ebpf = dp.dp.ebpf_mut();
     balancer
-        .apply(ebpf, &[service(VIP4, vec![backend(10)])])
+        .apply(&mut dp.dp, &[service(VIP4, vec![backend(10)])])
         .unwrap();
     let conns: aya::maps::HashMap<_, FlowKey, lb_common::Conn> =
         aya::maps::HashMap::try_from(dp.dp.ebpf().map(lb_common::maps::CONNS).unwrap()).unwrap();
@@ -718,10 +720,9 @@ fn removed_backend_flows_never_follow_its_id_to_another_backend() {
     );
 
     // A new service's backend appears; the old flow must go to A (Maglev), never to Z.
-    let ebpf = dp.dp.ebpf_mut();
     balancer
         .apply(
-            ebpf,
+            &mut dp.dp,
             &[
                 service(VIP4, vec![backend(10)]),
                 service(vip_t, vec![backend(12)]),
@@ -797,7 +798,10 @@ fn vip_filter_follows_service_removal() {
 /// VIP comes back, and passed as `not_vip` once no service uses the address.
 #[test]
 fn echo_follows_the_vip_standby_state() {
-    use lb_userspace::services::{BackendSpec, Balancer, MacAddr, Mode, Protocol, ServiceSpec};
+    use lb_userspace::{
+        balancer::Balancer,
+        config::{BackendSpec, MacAddr, Mode, Protocol, ServiceSpec},
+    };
     use pnet_packet::{ethernet::EtherTypes, ip::IpNextHeaderProtocols as P};
     let mut dp = TestDataplane::load("echostandby");
     let backend = BackendSpec::new(
@@ -829,7 +833,7 @@ fn echo_follows_the_vip_standby_state() {
     );
     let mut balancer = Balancer::default();
     let mut step = |dp: &mut TestDataplane, what: &str, specs: &[ServiceSpec], answered: Stat| {
-        balancer.apply(dp.dp.ebpf_mut(), specs).unwrap();
+        balancer.apply(&mut dp.dp, specs).unwrap();
         let before = dp.stats();
         let out = dp.run(&request);
         let after = dp.stats();

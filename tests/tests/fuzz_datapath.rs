@@ -325,7 +325,8 @@ fn dropped_after_the_choice_not_counted_as_forwarded() {
     );
     let (_, conn) = outcome.insert.expect("the entry is written at the choice");
     let flows = |h: &Harness| {
-        let (services, backends) = lb_userspace::stats::read_loaded_flows(h.dp.dp.ebpf()).unwrap();
+        let (services, backends) =
+            lb_userspace::dataplane::aya::stats::read_loaded_flows(h.dp.dp.ebpf()).unwrap();
         let svc = services
             .iter()
             .find(|s| s.id == 2)

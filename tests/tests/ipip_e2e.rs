@@ -26,7 +26,7 @@
 use std::{collections::HashSet, time::Instant};
 
 use lb_common::Stat;
-use lb_userspace::{maglev, services::Mode};
+use lb_userspace::{balancer::maglev, config::Mode};
 use testbed::topology::{greet_ephemeral, tally, Addresses, Testbed, V4, V6};
 
 /// Connections per test.

@@ -76,11 +76,11 @@ fn pinned_stats_reopen_by_path_and_dump_with_btf() {
 /// forwards; a same-layout pin (a normal restart) is kept, whatever its size.
 #[test]
 fn pins_of_another_layout_are_replaced_and_same_layout_pins_kept() {
-    use lb_userspace::loader::retire_incompatible_pins;
+    use lb_userspace::dataplane::aya::loader::retire_incompatible_pins;
     use testbed::dataplane::PinDir;
 
     let pin_dir = PinDir::new("pin-layout");
-    lb_userspace::bpffs::prepare_pin_dir(pin_dir.path()).unwrap();
+    lb_userspace::dataplane::aya::bpffs::prepare_pin_dir(pin_dir.path()).unwrap();
     let conns = pin_dir.path().join(maps::CONNS);
     pin_map(&conns, maps::CONNS, "lru_hash", 40, 8);
 

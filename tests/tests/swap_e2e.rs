@@ -35,7 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_userspace::services::Mode;
+use lb_userspace::config::Mode;
 use testbed::topology::{try_greet, GreetError, Testbed, V4};
 
 /// Applies per test (each one a table swap of the production-size table, M = 65537).
@@ -191,7 +191,7 @@ fn run(tag: &str, out: Out) -> Outcome {
         generation.store(2 * i as u64 - 1, SeqCst);
         let t = Instant::now();
         tb.balancer
-            .apply(tb.dp.ebpf_mut(), &[spec])
+            .apply(&mut tb.dp, &[spec])
             .unwrap_or_else(|e| panic!("apply {i}: {e}"));
         latencies.push(t.elapsed());
         generation.store(2 * i as u64, SeqCst);

@@ -16,8 +16,8 @@ use lb_common::{
     FlowKey,
 };
 use lb_userspace::{
-    maglev::{self, MaglevBackend},
-    maps,
+    balancer::maglev::{self, MaglevBackend},
+    dataplane::aya::maps,
 };
 use testbed::{
     dataplane::{PinDir, TestDataplane},
@@ -184,7 +184,7 @@ fn build_table_rejects_sizes_the_template_cannot_hold() {
 #[test]
 fn swap_falls_back_for_a_pinned_template_without_mmapable() {
     let pin_dir = PinDir::new("swap-legacy");
-    lb_userspace::bpffs::prepare_pin_dir(pin_dir.path()).unwrap();
+    lb_userspace::dataplane::aya::bpffs::prepare_pin_dir(pin_dir.path()).unwrap();
     let template = pin_dir.path().join("legacy_template");
     let bpftool = |args: &[&str]| {
         let out = Command::new("bpftool")

@@ -4,9 +4,8 @@
 
 use lb_common::programs;
 use lb_userspace::{
-    loader::{Dataplane, LoadOptions},
+    dataplane::aya::{AyaPort, LoadOptions, EBPF_OBJECT},
     verifier::verifier_stats,
-    EBPF_OBJECT,
 };
 use testbed::dataplane::{PinDir, TestDataplane};
 
@@ -63,7 +62,7 @@ fn instruction_count_follows_the_frozen_rodata() {
         .into_iter()
         .map(|ebpf_log_level| {
             let pin_dir = PinDir::new("verifier-log");
-            let dp = Dataplane::load(&LoadOptions {
+            let dp = AyaPort::load(&LoadOptions {
                 pin_dir: pin_dir.path().to_path_buf(),
                 ebpf_log_level,
             })

@@ -16,7 +16,7 @@ use lb_common::{
     Stat, VrrpKey, VrrpRouter, VrrpSeen,
 };
 use lb_userspace::{
-    maps,
+    dataplane::aya::maps,
     vrrp::packet::{encode_frame, Advert},
 };
 use pnet_packet::ipv4::{self, MutableIpv4Packet};

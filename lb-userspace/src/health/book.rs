@@ -14,7 +14,10 @@ use std::{
 use lb_common::VipKey;
 
 use super::{check::CheckSpec, CheckResult, Health, Thresholds, Tracker, Transition};
-use crate::services::{vip_key, BackendSpec, Fallback, OnFailure, ServiceSpec};
+use crate::{
+    config::{service::vip_key, BackendSpec, Fallback, OnFailure, ServiceSpec},
+    dataplane::addr::describe_vip,
+};
 
 /// One checked backend of one service: (service key, backend address). Keyed by the
 /// service's (VIP, port, proto), not its position, so a reload that reorders services
@@ -135,7 +138,7 @@ impl HealthBook {
             .entries
             .iter()
             .map(|((key, addr), e)| Saved {
-                service: crate::services::describe_vip(key),
+                service: describe_vip(key),
                 backend: *addr,
                 health: e.health(),
             })
@@ -149,7 +152,7 @@ impl HealthBook {
     pub fn restore(&mut self, saved: &[Saved]) -> usize {
         let mut restored = 0;
         for ((key, addr), e) in &mut self.entries {
-            let service = crate::services::describe_vip(key);
+            let service = describe_vip(key);
             if let Some(s) = saved
                 .iter()
                 .find(|s| s.backend == *addr && s.service == service)
@@ -227,8 +230,8 @@ mod tests {
 
     use super::*;
     use crate::{
+        config::{MacAddr, Mode, Protocol},
         health::{check::CheckKind, FailReason},
-        services::{MacAddr, Mode, Protocol},
     };
 
     fn backend(last: u8) -> BackendSpec {
@@ -323,7 +326,8 @@ mod tests {
         // Drained backend kept (its established flows continue), sorry server added.
         assert_eq!(weights(&eff), [(1, 0), (9, 1)]);
         assert!(!book.available(&svc));
-        crate::services::validate(&[eff], &Default::default()).expect("effective set is valid");
+        crate::config::validate::services(&[eff], &Default::default())
+            .expect("effective set is valid");
         book.record(&probe(&svc, 1, true));
         book.record(&probe(&svc, 1, true));
         assert_eq!(weights(&book.effective_one(&svc)), [(1, 1)]);

@@ -111,12 +111,7 @@ pub struct Options {
 impl Options {
     /// Checks that `digest` is 32 hex digits.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(digest) = &self.digest {
-            if digest.len() != 32 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("digest {digest:?} must be 32 hex digits (an MD5)"));
-            }
-        }
-        Ok(())
+        crate::config::check::digest_problem(self.digest.as_deref())
     }
 }
 
@@ -148,21 +143,7 @@ impl Check {
     /// Checks that `path` and `host` can go into a request line and header as they are
     /// (no request smuggling through a configured path).
     pub fn validate(&self) -> Result<(), String> {
-        let bad = |s: &str| s.bytes().any(|b| b <= b' ' || b == 0x7f);
-        if !self.path.starts_with('/') || bad(&self.path) {
-            return Err(format!(
-                "path {:?} must start with '/' and contain no spaces or control characters",
-                self.path
-            ));
-        }
-        if let Some(host) = &self.host {
-            if host.is_empty() || bad(host) {
-                return Err(format!(
-                    "host {host:?} must be non-empty without spaces or control characters"
-                ));
-            }
-        }
-        Ok(())
+        crate::config::check::http_target_problem(&self.path, self.host.as_deref())
     }
 
     fn status_ok(&self, status: u16) -> bool {

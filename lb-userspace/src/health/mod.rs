@@ -25,6 +25,7 @@ pub mod check;
 pub mod exec;
 pub mod http;
 pub mod icmp;
+pub mod latency;
 pub mod monitor;
 pub mod notify;
 pub mod state;

@@ -19,7 +19,10 @@ use tokio::{
 };
 
 use super::book::{check_of, Probe, Target};
-use crate::services::{describe_vip, vip_key, ServiceSpec};
+use crate::{
+    config::{service::vip_key, ServiceSpec},
+    dataplane::addr::describe_vip,
+};
 
 /// At most this many probes in flight, whatever the number of backends.
 pub const MAX_CONCURRENT_PROBES: usize = 256;

@@ -27,15 +27,7 @@ impl Default for Thresholds {
     }
 }
 
-/// A backend's health as the tracker sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// Receives traffic.
-    Up,
-    /// Taken out of rotation.
-    Down,
-}
+pub use crate::config::check::Health;
 
 impl fmt::Display for Health {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

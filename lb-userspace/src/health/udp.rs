@@ -142,13 +142,8 @@ async fn finish(
 /// be 1 to 63 bytes and the whole name at most 253 characters. The root name is
 /// written `.`. Labels go on the wire as they are: no IDNA, no escapes.
 pub fn dns_query(id: u16, name: &str) -> Result<Vec<u8>, String> {
+    crate::config::check::dns_name_rules(name)?;
     let trimmed = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() {
-        return Err("DNS name is empty (the root is \".\")".into());
-    }
-    if trimmed.len() > 253 {
-        return Err(format!("DNS name {name:?} is longer than 253 characters"));
-    }
     let mut out = Vec::with_capacity(DNS_HEADER + trimmed.len() + 6);
     out.extend_from_slice(&id.to_be_bytes());
     // Flags: QR 0 (query), opcode 0, RD 1.
@@ -157,13 +152,8 @@ pub fn dns_query(id: u16, name: &str) -> Result<Vec<u8>, String> {
     out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     if !trimmed.is_empty() {
         for label in trimmed.split('.') {
-            let len = u8::try_from(label.len())
-                .ok()
-                .filter(|len| (1..=63).contains(len))
-                .ok_or_else(|| {
-                    format!("DNS name {name:?}: label {label:?} must be 1 to 63 bytes")
-                })?;
-            out.push(len);
+            // 1 to 63 bytes: checked by dns_name_rules.
+            out.push(label.len() as u8);
             out.extend_from_slice(label.as_bytes());
         }
     }

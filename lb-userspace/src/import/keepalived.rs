@@ -14,19 +14,16 @@ use std::{
 
 mod vrrp;
 
-use crate::vrrp::config as vrrp_spec;
+use crate::config::vrrp as vrrp_spec;
 
 use super::{ImportReport, Note, Options, ParseError, PLACEHOLDER_MAC};
 use crate::{
-    config::Config,
-    health::{
-        check::{CheckKind, CheckSpec, MAX_INTERVAL_MS, MIN_INTERVAL_MS},
-        Health,
+    config::{
+        check::{CheckKind, CheckSpec, Health, MAX_INTERVAL_MS, MIN_INTERVAL_MS},
+        service::{vip_key, MAX_WEIGHT},
+        validate, BackendSpec, Config, Fallback, MacAddr, Mode, OnFailure, Protocol, ServiceSpec,
     },
-    services::{
-        self, describe_vip, vip_key, BackendSpec, Fallback, MacAddr, Mode, OnFailure, Protocol,
-        ServiceSpec, MAX_WEIGHT,
-    },
+    dataplane::addr::describe_vip,
 };
 
 /// Blocks nested deeper than this are refused (keepalived itself nests four deep).
@@ -1080,7 +1077,7 @@ impl Converter<'_> {
         let mut services = std::mem::take(&mut self.services);
         loop {
             let specs: Vec<ServiceSpec> = services.iter().map(|(s, _)| s.clone()).collect();
-            let Err(errors) = services::validate(&specs, &config.encap_sources) else {
+            let Err(errors) = validate::services(&specs, &config.encap_sources) else {
                 break;
             };
             let errors = errors.iter().map(|e| (e.path.as_str(), e.to_string()));
@@ -1478,7 +1475,7 @@ mod tests {
             Ok(_) => {}
             Err(crate::config::ConfigError::Invalid { errors, .. }) => {
                 assert!(
-                    errors.iter().all(crate::vrrp::config::host_dependent),
+                    errors.iter().all(crate::config::vrrp::host_dependent),
                     "{errors:?}"
                 );
             }

@@ -22,10 +22,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::{
-    config::{Config, ConfigError, MAX_CONFIG_BYTES},
-    services::MacAddr,
-};
+use crate::config::{Config, ConfigError, MacAddr, MAX_CONFIG_BYTES};
 
 /// MAC written for an address whose next-hop MAC was not given: locally administered
 /// and unicast, so the config validates, but it reaches no host. Always reported.
@@ -134,7 +131,7 @@ fn prune(value: &mut serde_json::Value) {
                 Value::Array(items) => !items.is_empty() || key == "services" || key == "backends",
                 Value::Number(n) => {
                     let default = match key.as_str() {
-                        "table_size" => Some(u64::from(crate::maglev::DEFAULT_TABLE_SIZE)),
+                        "table_size" => Some(u64::from(crate::config::service::DEFAULT_TABLE_SIZE)),
                         "gue_port" => Some(u64::from(lb_common::service::DEFAULT_GUE_PORT)),
                         _ => None,
                     };
@@ -157,7 +154,7 @@ pub fn parse_for_another_host(text: &str) -> Result<Config, ConfigError> {
         Err(ConfigError::Invalid { path, errors }) => {
             let errors: Vec<_> = errors
                 .into_iter()
-                .filter(|e| !crate::vrrp::config::host_dependent(e))
+                .filter(|e| !crate::config::vrrp::host_dependent(e))
                 .collect();
             if errors.is_empty() {
                 serde_json::from_str(text).map_err(|error| ConfigError::Parse { path, error })

@@ -19,11 +19,23 @@
 //! The I/O lives around it: [`runtime`] (one task per instance) decodes what the socket
 //! delivers with [`packet`], hands valid adverts and timer expiries to
 //! [`state::VirtualRouter::handle`], and carries out the returned actions with [`net`]
-//! (send adverts; add/remove VIPs; gratuitous ARP / unsolicited NA); [`config`] is the
-//! instances as the config file writes them. docs/vrrp.md has the behaviour and numbers.
+//! (send adverts; add/remove VIPs; gratuitous ARP / unsolicited NA); [`crate::config::vrrp`]
+//! is the instances as the config file writes them. docs/vrrp.md has the behaviour and numbers.
 
-pub mod config;
 pub mod net;
 pub mod packet;
 pub mod runtime;
 pub mod state;
+
+use crate::config::vrrp::VrrpSpec;
+
+impl VrrpSpec {
+    /// The protocol version this instance speaks.
+    pub fn version(&self) -> packet::Version {
+        if self.version == 2 {
+            packet::Version::V2
+        } else {
+            packet::Version::V3
+        }
+    }
+}

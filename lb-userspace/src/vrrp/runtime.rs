@@ -29,8 +29,9 @@ use tokio::{
     task::JoinHandle,
 };
 
+use crate::config::vrrp::VrrpSpec;
+
 use super::{
-    config::VrrpSpec,
     net::{self, AdvertSocket, Datagram, Netlink},
     packet::{self, Advert, Configured, Family, Version},
     state::{Action, Event, RouterConfig, State, VirtualRouter},

@@ -3,9 +3,11 @@
 use anyhow::{Context as _, Result};
 use lb_common::Stat;
 use lb_userspace::{
-    control::views,
-    services::{describe_vip, ip_from_words},
-    stats,
+    dataplane::{
+        addr::{describe_vip, ip_from_words},
+        aya::stats,
+    },
+    edges::control::views,
 };
 
 /// One reading of every counter in the pins.

@@ -6,14 +6,18 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use lb_common::programs;
 use lb_userspace::{
-    cli::EbpfLogLevel,
+    balancer::Balancer,
     config::Config,
-    control::{self, server::ControlSocket, views, Request, Response},
-    ebpf_log,
+    dataplane::{
+        aya::{ebpf_log, AyaPort, LoadOptions},
+        AttachMode, DataPlane,
+    },
+    edges::{
+        cli::EbpfLogLevel,
+        control::{self, server::ControlSocket, views, Request, Response},
+        metrics,
+    },
     health::{notify::Notifier, Health},
-    loader::{self, AttachMode, Dataplane, LoadOptions},
-    metrics,
-    services::Balancer,
     supervisor::Supervisor,
     vrrp::runtime::Vrrp,
 };
@@ -68,7 +72,7 @@ impl Daemon {
             pin_dir: self.pin_dir.clone(),
             ebpf_log_level: self.ebpf_log_level.to_aya(),
         };
-        let mut dp = Dataplane::load(&opts).context("loading the XDP data plane")?;
+        let mut dp = AyaPort::load(&opts).context("loading the XDP data plane")?;
         if self.ebpf_log_level.to_aya().is_some() {
             ebpf_log::spawn(dp.ebpf_mut())?;
         }
@@ -80,22 +84,21 @@ impl Daemon {
         // Clean up whatever got attached, also when attaching a later interface failed;
         // with the data plane gone there is no health for a successor to take over.
         let _ = std::fs::remove_file(control::health_state_path(&self.pin_dir));
-        loader::unpin_all(&self.pin_dir).context("detaching on shutdown")?;
+        dp.detach_all().context("detaching on shutdown")?;
         tracing::info!(pin_dir = %self.pin_dir.display(), "detached and unpinned");
         result
     }
 
-    async fn serve(&self, dp: &mut Dataplane, config: Config) -> Result<()> {
+    async fn serve(&self, dp: &mut AyaPort, config: Config) -> Result<()> {
         // Maps pinned by an earlier daemon (restart, crash) carry backend ids that live
         // connection-table entries refer to: continue from them, never from scratch.
-        let mut balancer = Balancer::adopt(dp.ebpf()).context("reading pinned state")?;
+        let mut balancer = Balancer::adopt(dp).context("reading pinned state")?;
         if balancer.service_count() > 0 {
             tracing::info!(services = balancer.service_count(), "adopted pinned state");
         }
         let state_file =
             (self.program == programs::BALANCER).then(|| control::health_state_path(&self.pin_dir));
-        let (mut sup, mut probes) =
-            Supervisor::start(&mut balancer, dp.ebpf_mut(), config, state_file)?;
+        let (mut sup, mut probes) = Supervisor::start(&mut balancer, dp, config, state_file)?;
         // Until an instance is master here, its VIPs belong to whichever peer is; an
         // instance that still holds its addresses (its daemon restarted) resumes as
         // master, so its pinned data plane keeps forwarding them without a gap.
@@ -108,9 +111,9 @@ impl Daemon {
                         .is_ok_and(|i| i.holds_all(&s.addresses)))
             })
             .flat_map(|s| s.addresses.iter().copied());
-        sup.set_standby(&mut balancer, dp.ebpf_mut(), vips.collect())?;
+        sup.set_standby(&mut balancer, dp, vips.collect())?;
         for iface in &self.ifaces {
-            let a = dp.attach(self.program, iface, self.xdp_mode)?;
+            let a = DataPlane::attach(dp, self.program, iface, self.xdp_mode)?;
             tracing::info!(
                 iface = %a.iface, mode = ?a.mode, adopted = a.adopted,
                 link = %a.pin_path.display(), "attached"
@@ -168,12 +171,12 @@ impl Daemon {
                     sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
                 }
                 Some(probe) = probes.recv() => {
-                    if sup.on_probe(&mut balancer, dp.ebpf_mut(), &probe) {
+                    if sup.on_probe(&mut balancer, dp, &probe) {
                         track(&sup, &vrrp);
                     }
                 }
                 Some(ev) = vrrp_events.recv() => {
-                    if let Err(e) = sup.set_standby(&mut balancer, dp.ebpf_mut(), vrrp.standby_addresses()) {
+                    if let Err(e) = sup.set_standby(&mut balancer, dp, vrrp.standby_addresses()) {
                         tracing::error!("applying a VRRP state change failed: {e:#}");
                     }
                     sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
@@ -207,12 +210,12 @@ impl Daemon {
                             backends_down: sup.book().iter().filter(|(_, h)| h.health() == Health::Down).count(),
                             last_reload: last_reload.clone(),
                         })),
-                        Request::Services => Response::ok(json(&views::services(&sup, dp.ebpf()))),
+                        Request::Services => Response::ok(json(&views::services(&sup, dp))),
                         Request::Backends => {
-                            Response::ok(json(&views::backends(&sup, &balancer, dp.ebpf())))
+                            Response::ok(json(&views::backends(&sup, &balancer, dp)))
                         }
                         Request::Metrics => Response::ok(serde_json::Value::String(
-                            metrics::render(&sup, &balancer, dp.ebpf(), &vrrp.status()),
+                            metrics::render(&sup, &balancer, dp, &vrrp.status()),
                         )),
                         Request::Vrrp => Response::ok(json(&vrrp.status())),
                         Request::Reload => {
@@ -236,7 +239,7 @@ impl Daemon {
         &self,
         sup: &mut Supervisor,
         balancer: &mut Balancer,
-        dp: &mut Dataplane,
+        dp: &mut dyn DataPlane,
     ) -> Result<(), String> {
         let Some(path) = &self.config else {
             tracing::warn!("reload without --config: nothing to reload");
@@ -248,7 +251,7 @@ impl Daemon {
                 if let Some(port) = self.gue_port {
                     config.encap_sources.gue_port = port;
                 }
-                sup.reload(balancer, dp.ebpf_mut(), config)
+                sup.reload(balancer, dp, config)
             });
         match result {
             Ok(()) => {
@@ -298,7 +301,7 @@ fn missing_capabilities() -> Vec<&'static str> {
 /// Writes the instances' XDP records where they changed since `last`.
 fn sync_xdp_vrrp(
     vrrp: &Vrrp,
-    dp: &mut Dataplane,
+    dp: &mut dyn DataPlane,
     last: &mut Vec<(lb_common::VrrpKey, lb_common::VrrpRouter)>,
 ) {
     let now = vrrp.xdp_routers();
@@ -306,7 +309,7 @@ fn sync_xdp_vrrp(
         return;
     }
     for (key, router) in &now {
-        if let Err(e) = lb_userspace::maps::set_vrrp_router(dp.ebpf_mut(), key, router) {
+        if let Err(e) = dp.set_vrrp_router(key, router) {
             tracing::warn!("updating the XDP VRRP record failed: {e}");
         }
     }
@@ -314,9 +317,9 @@ fn sync_xdp_vrrp(
 }
 
 /// On the way out nobody answers for us any more: XDP must stop answering too.
-fn clear_xdp_vrrp(dp: &mut Dataplane, last: &[(lb_common::VrrpKey, lb_common::VrrpRouter)]) {
+fn clear_xdp_vrrp(dp: &mut dyn DataPlane, last: &[(lb_common::VrrpKey, lb_common::VrrpRouter)]) {
     for (key, _) in last {
-        let _ = lb_userspace::maps::remove_vrrp_router(dp.ebpf_mut(), key);
+        let _ = dp.remove_vrrp_router(key);
     }
 }
 

@@ -1,6 +1,6 @@
 //! `xlb`: the xlb daemon and command-line tool.
 //!
-//! - this file: what each command of the command line ([`lb_userspace::cli`]) runs;
+//! - this file: what each command of the command line ([`lb_userspace::edges::cli`]) runs;
 //! - [`daemon`]: `xlb run` / `xlb decap`, the daemon's loop;
 //! - [`show`]: `xlb status | services | backends | vrrp` over the control socket;
 //! - [`counters`]: `xlb stats` from the pinned maps, with rates.
@@ -13,10 +13,12 @@ use anyhow::{Context as _, Result};
 use clap::Parser;
 use lb_common::programs;
 use lb_userspace::{
-    cli::{Cli, Command, EbpfLogLevel},
     config::Config,
-    control::{self, Request},
-    loader,
+    dataplane::aya::loader,
+    edges::{
+        cli::{Cli, Command, EbpfLogLevel},
+        control::{self, Request},
+    },
 };
 use tracing_subscriber::EnvFilter;
 

@@ -2,7 +2,7 @@
 //! read what the pinned maps hold.
 
 use anyhow::{Context as _, Result};
-use lb_userspace::control::{self, views, Request};
+use lb_userspace::edges::control::{self, views, Request};
 
 /// How long a read command waits for the daemon.
 pub(crate) const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

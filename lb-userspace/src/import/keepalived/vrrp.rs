@@ -13,9 +13,9 @@
 use std::net::IpAddr;
 
 use super::{seconds_ms, split_command, Converter, Node};
-use crate::vrrp::config::{Garp, TrackInterface, VrrpSpec};
+use crate::config::vrrp::{Garp, TrackInterface, VrrpSpec};
 
-/// Most virtual addresses per instance xlb takes (`vrrp::config::validate`).
+/// Most virtual addresses per instance xlb takes (`config::vrrp::validate`).
 const MAX_ADDRESSES: usize = 16;
 
 /// The `vrrp_*` settings of `global_defs` (and `default_interface`) instances inherit.

@@ -32,10 +32,7 @@ use std::{
 use lb_common::{
     programs, service::AF_INET, Backend, Conn, FlowKey, ForwardMode, Service, Stat, VipKey,
 };
-use lb_userspace::{
-    loader::{Dataplane, LoadOptions},
-    maps, stats,
-};
+use lb_userspace::dataplane::aya::{maps, stats, AyaPort, LoadOptions};
 use testbed::{dataplane::PinDir, packet, Netns};
 
 const ROUNDS: usize = 5;
@@ -158,7 +155,7 @@ pub fn run() -> serde_json::Value {
     let (g0_mac, l0_mac) = (gen.mac("g0"), lb.mac("l0"));
 
     let pins = PinDir::new("e2e");
-    let mut dp = Dataplane::load(&LoadOptions {
+    let mut dp = AyaPort::load(&LoadOptions {
         pin_dir: pins.path().to_path_buf(),
         ebpf_log_level: None,
     })

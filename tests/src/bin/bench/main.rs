@@ -29,7 +29,8 @@ use lb_common::{
     Backend, Config, FlowKey, ForwardMode, Service, Stat, VipKey, VrrpKey, VrrpRouter, VrrpSeen,
 };
 use lb_userspace::{
-    maps, test_run, verifier,
+    dataplane::aya::maps,
+    test_run, verifier,
     vrrp::packet::{encode_frame, Advert},
 };
 use testbed::{
@@ -456,8 +457,12 @@ fn main() {
     ];
     // Fails (and so aborts the bench) unless each re-load processed exactly the
     // instructions of the program aya loaded.
-    let stats = verifier::verifier_stats(dp.dp.ebpf(), lb_userspace::EBPF_OBJECT, &names)
-        .unwrap_or_else(|e| panic!("verifier statistics: {e}"));
+    let stats = verifier::verifier_stats(
+        dp.dp.ebpf(),
+        lb_userspace::dataplane::aya::EBPF_OBJECT,
+        &names,
+    )
+    .unwrap_or_else(|e| panic!("verifier statistics: {e}"));
     println!(
         "  {:<12} {:>8} {:>7} {:>12} {:>11} {:>10} {:>12}",
         "program", "insns", "xlated", "total states", "peak states", "max/insn", "stack depth"
@@ -572,7 +577,7 @@ const PORT_SWAP: u16 = 90;
 
 /// Maglev build, table fill, and the swap as packets see it (M = 65537).
 fn control_plane(dp: &mut TestDataplane) -> serde_json::Value {
-    use lb_userspace::maglev::{self, MaglevBackend};
+    use lb_userspace::balancer::maglev::{self, MaglevBackend};
     const RUNS: usize = 11;
     println!(
         "\ncontrol plane, M = {}, {RUNS} runs: median (min / max)",
@@ -742,7 +747,10 @@ fn control_plane(dp: &mut TestDataplane) -> serde_json::Value {
     // A reload changing every one of 100 services (3 backends, M = 65537 each): the
     // daemon's `Balancer::apply` makes the tables live in batches (one RCU grace
     // period per batch), against one swap per service (one grace period each).
-    use lb_userspace::services::{BackendSpec, Balancer, MacAddr, Mode, Protocol, ServiceSpec};
+    use lb_userspace::{
+        balancer::Balancer,
+        config::{BackendSpec, MacAddr, Mode, Protocol, ServiceSpec},
+    };
     const SERVICES: u8 = 100;
     let specs = |weight: u32| -> Vec<ServiceSpec> {
         (0..SERVICES)
@@ -768,9 +776,7 @@ fn control_plane(dp: &mut TestDataplane) -> serde_json::Value {
     let (mut batched, mut one_by_one) = (Vec::new(), Vec::new());
     for run in 0..3u32 {
         let t = Instant::now();
-        balancer
-            .apply(fresh.dp.ebpf_mut(), &specs(run + 1))
-            .unwrap();
+        balancer.apply(&mut fresh.dp, &specs(run + 1)).unwrap();
         batched.push(t.elapsed().as_secs_f64() * 1e3);
         let tables: Vec<(u32, Vec<u32>)> = (1..=u32::from(SERVICES))
             .map(|id| (id, vec![1 + id % 3; maglev::DEFAULT_TABLE_SIZE as usize]))

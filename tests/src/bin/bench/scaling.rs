@@ -25,9 +25,9 @@ use lb_common::{
     Stat, VipKey,
 };
 use lb_userspace::{
-    loader::{Dataplane, LoadOptions},
-    maglev::{self, MaglevBackend},
-    maps, stats, test_run,
+    balancer::maglev::{self, MaglevBackend},
+    dataplane::aya::{maps, stats, AyaPort, LoadOptions},
+    test_run,
 };
 use testbed::{dataplane::PinDir, packet};
 
@@ -47,7 +47,7 @@ fn be(a: Ipv4Addr) -> u32 {
 
 /// A data plane with its own pin directory (removed on drop).
 struct Plane {
-    dp: Dataplane,
+    dp: AyaPort,
     _pins: PinDir,
 }
 
@@ -60,7 +60,7 @@ impl Plane {
             std::fs::create_dir_all(pins.path()).unwrap();
             pin_lru(&pins.path().join(lb_common::maps::CONNS), n);
         }
-        let mut dp = Dataplane::load(&LoadOptions {
+        let mut dp = AyaPort::load(&LoadOptions {
             pin_dir: pins.path().to_path_buf(),
             ebpf_log_level: None,
         })

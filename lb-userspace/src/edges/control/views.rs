@@ -7,13 +7,17 @@
 
 use std::{collections::HashMap, fmt::Write as _, net::IpAddr, path::Path, time::SystemTime};
 
-use aya::Ebpf;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    balancer::Balancer,
+    config::{service::vip_key, Fallback, Mode, OnFailure},
+    dataplane::{
+        addr::{describe_vip, ip_from_words},
+        aya::stats,
+        BackendStats, DataPlane, ServiceStats,
+    },
     health::{CheckResult, Health},
-    services::{describe_vip, ip_from_words, vip_key, Balancer, Fallback, Mode, OnFailure},
-    stats::{self, BackendStats, ServiceStats},
     supervisor::Supervisor,
 };
 
@@ -83,8 +87,8 @@ fn mode_name(m: Mode) -> &'static str {
 }
 
 /// The services of a running daemon.
-pub fn services(sup: &Supervisor, ebpf: &Ebpf) -> Vec<ServiceView> {
-    let (svc_stats, _) = stats::read_loaded_flows(ebpf).unwrap_or_default();
+pub fn services(sup: &Supervisor, dp: &dyn DataPlane) -> Vec<ServiceView> {
+    let (svc_stats, _) = dp.flows().unwrap_or_default();
     let counters: HashMap<_, _> = svc_stats.iter().map(|s| (s.key, s.counter)).collect();
     sup.config()
         .services
@@ -125,8 +129,8 @@ pub fn services(sup: &Supervisor, ebpf: &Ebpf) -> Vec<ServiceView> {
 }
 
 /// The backends of a running daemon, per service.
-pub fn backends(sup: &Supervisor, balancer: &Balancer, ebpf: &Ebpf) -> Vec<BackendView> {
-    let (_, be_stats) = stats::read_loaded_flows(ebpf).unwrap_or_default();
+pub fn backends(sup: &Supervisor, balancer: &Balancer, dp: &dyn DataPlane) -> Vec<BackendView> {
+    let (_, be_stats) = dp.flows().unwrap_or_default();
     let counters: HashMap<u32, _> = be_stats.iter().map(|b| (b.id, b.counter)).collect();
     let effective = sup.effective().services;
     let now = SystemTime::now();

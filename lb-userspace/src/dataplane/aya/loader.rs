@@ -18,7 +18,8 @@ use aya::{
 use aya_obj::generated::bpf_map_type;
 use lb_common::{maps, programs};
 
-use crate::bpffs::{self, BpffsError};
+use super::bpffs::{self, BpffsError};
+use crate::dataplane::{AttachMode, AttachedMode, Attachment};
 
 /// Every map the control plane pins, by name. Internal maps (.rodata, aya-log's ring
 /// buffer) are left out: they belong to one program instance.
@@ -81,17 +82,6 @@ pub enum LoadError {
     },
 }
 
-/// How to attach an XDP program.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttachMode {
-    /// Native (driver) mode, falling back to generic mode with a warning.
-    Auto,
-    /// Native (driver) mode only.
-    Native,
-    /// Generic (skb) mode: works on every interface, slower.
-    Generic,
-}
-
 /// Load-time options.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -103,26 +93,14 @@ pub struct LoadOptions {
     pub ebpf_log_level: Option<aya_log::Level>,
 }
 
-/// The loaded data plane: the eBPF object with its programs verified and maps pinned.
-pub struct Dataplane {
+/// The loaded kernel data plane: the eBPF object with its programs verified and maps
+/// pinned. Implements [`crate::dataplane::DataPlane`] (in `super`).
+pub struct AyaPort {
     ebpf: Ebpf,
     pin_dir: PathBuf,
 }
 
-/// One attached program, with its link pinned at `pin_path`.
-#[derive(Debug)]
-pub struct Attachment {
-    pub iface: String,
-    pub program: &'static str,
-    /// The mode requested at attach time (`Default` when an existing link was adopted).
-    pub mode: XdpMode,
-    pub pin_path: PathBuf,
-    /// An earlier daemon's pinned link was taken over (program replaced atomically on
-    /// the live link: no moment without XDP on the interface).
-    pub adopted: bool,
-}
-
-impl Dataplane {
+impl AyaPort {
     /// Loads the embedded object, reusing maps already pinned in `opts.pin_dir`
     /// (so counters and, later, connection state survive a daemon restart).
     pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
@@ -139,7 +117,7 @@ impl Dataplane {
         let level = opts.ebpf_log_level.map_or(0, |l| l as u8);
         loader.override_global(aya_log::LEVEL, &level, true);
         let ebpf = loader
-            .load(crate::EBPF_OBJECT)
+            .load(super::EBPF_OBJECT)
             .map_err(|e| LoadError::Object(Box::new(e)))?;
         let mut dp = Self {
             ebpf,
@@ -241,7 +219,11 @@ impl Dataplane {
         Ok(Attachment {
             iface: iface.to_owned(),
             program,
-            mode: used,
+            mode: if used == XdpMode::Skb {
+                AttachedMode::Generic
+            } else {
+                AttachedMode::Native
+            },
             pin_path,
             adopted: false,
         })
@@ -277,7 +259,7 @@ impl Dataplane {
         Ok(Attachment {
             iface: iface.to_owned(),
             program,
-            mode: XdpMode::Default,
+            mode: AttachedMode::Adopted,
             pin_path: pin_path.to_path_buf(),
             adopted: true,
         })
@@ -316,7 +298,7 @@ fn program_err(name: &'static str, source: ProgramError) -> LoadError {
 /// change. Returns the names of the maps replaced.
 pub fn retire_incompatible_pins(pin_dir: &Path) -> Result<Vec<&'static str>, LoadError> {
     let obj =
-        aya_obj::Object::parse(crate::EBPF_OBJECT).map_err(|e| LoadError::Parse(Box::new(e)))?;
+        aya_obj::Object::parse(super::EBPF_OBJECT).map_err(|e| LoadError::Parse(Box::new(e)))?;
     let mut replaced = Vec::new();
     for &name in PINNED_MAPS {
         let path = pin_dir.join(name);

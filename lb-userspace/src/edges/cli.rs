@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_common::DEFAULT_PIN_DIR;
 
-use crate::loader::AttachMode;
+use crate::dataplane::AttachMode;
 
 #[derive(Debug, Parser)]
 #[command(name = "xlb", version, about = "xlb: an XDP layer-4 load balancer")]

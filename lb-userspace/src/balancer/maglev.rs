@@ -38,11 +38,8 @@
 
 use std::{cmp::Reverse, collections::BinaryHeap, net::IpAddr};
 
-/// Default (and largest, see `lb_common::limits::MAX_MAGLEV_SIZE`) table size: a prime
-/// comfortably above 100 × the number of backends a service is expected to have, which
-/// keeps per-backend shares within about 1% of each other (paper, section 3.4).
-pub const DEFAULT_TABLE_SIZE: u32 = 65537;
-const _: () = assert!(DEFAULT_TABLE_SIZE <= lb_common::limits::MAX_MAGLEV_SIZE);
+/// The table size rules live with the config that carries `table_size`.
+pub use crate::config::service::{is_prime, DEFAULT_TABLE_SIZE};
 
 /// Seed XORed into a backend key before hashing it for the permutation `offset`.
 pub const H1_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -104,25 +101,6 @@ pub fn backend_key(addr: IpAddr, port: u16) -> u64 {
     buf[..len + 2].iter().fold(FNV_OFFSET, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
     })
-}
-
-/// Whether `n` is prime (trial division; at most ~32 768 divisions for any `u32`).
-pub fn is_prime(n: u32) -> bool {
-    if n < 2 {
-        return false;
-    }
-    if n.is_multiple_of(2) {
-        return n == 2;
-    }
-    let mut d = 3u32;
-    // d <= n / d avoids overflowing d * d.
-    while d <= n / d {
-        if n.is_multiple_of(d) {
-            return false;
-        }
-        d += 2;
-    }
-    true
 }
 
 /// MurmurHash3's 64-bit finaliser: a bijective mixer with full avalanche.

@@ -5,56 +5,20 @@ use std::{borrow::Borrow, path::Path};
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use lb_common::{maps, Counter, FlowCounter, Stat};
 
-/// Global counters, summed over all CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GlobalStats {
-    counters: [Counter; Stat::COUNT as usize],
-}
-
-impl GlobalStats {
-    pub fn get(&self, stat: Stat) -> Counter {
-        self.counters[stat as usize]
-    }
-
-    /// `(name, counter)` for every slot, in index order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Counter)> + '_ {
-        Stat::ALL.iter().map(|s| (s.name(), self.get(*s)))
-    }
-
-    /// JSON object keyed by counter name.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Object(
-            self.iter()
-                .map(|(name, c)| {
-                    (
-                        name.to_owned(),
-                        serde_json::json!({ "packets": c.packets, "bytes": c.bytes }),
-                    )
-                })
-                .collect(),
-        )
-    }
-}
+pub use crate::dataplane::counters::{BackendStats, GlobalStats, ServiceStats};
 
 /// Sums every slot of the stats map over all CPUs.
 pub fn read_global<T: Borrow<MapData>>(
     map: &PerCpuArray<T, Counter>,
 ) -> Result<GlobalStats, MapError> {
-    let mut out = GlobalStats::default();
+    let mut sums = [Counter::default(); Stat::COUNT as usize];
     for &stat in Stat::ALL {
-        let sum = &mut out.counters[stat as usize];
         for per_cpu in map.get(&(stat as u32), 0)?.iter() {
-            sum.add(per_cpu);
+            sums[stat as usize].add(per_cpu);
         }
     }
-    // The programs leave `rx` alone (one counter update less per packet): every packet
-    // ends in exactly one verdict, so their sum is what `rx` would have counted.
-    let mut rx = Counter::default();
-    for verdict in Stat::VERDICTS {
-        rx.add(&out.counters[*verdict as usize]);
-    }
-    out.counters[Stat::Rx as usize] = rx;
-    Ok(out)
+    // The programs leave `rx` alone (one counter update less per packet).
+    Ok(GlobalStats::from_sums(sums))
 }
 
 /// Reads the stats map of a loaded object.
@@ -69,22 +33,6 @@ pub fn read_loaded(ebpf: &aya::Ebpf) -> Result<GlobalStats, MapError> {
 pub fn open_pinned(pin_dir: &Path) -> Result<PerCpuArray<MapData, Counter>, MapError> {
     let data = MapData::from_pin(pin_dir.join(maps::STATS))?;
     PerCpuArray::try_from(Map::PerCpuArray(data))
-}
-
-/// Counters of one service, summed over CPUs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceStats {
-    pub key: lb_common::VipKey,
-    pub id: u32,
-    pub counter: FlowCounter,
-}
-
-/// Counters of one backend, summed over CPUs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackendStats {
-    pub id: u32,
-    pub backend: lb_common::Backend,
-    pub counter: FlowCounter,
 }
 
 fn sum_flow<T: Borrow<MapData>>(

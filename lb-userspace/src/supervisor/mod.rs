@@ -13,20 +13,20 @@ use std::{
 };
 
 use anyhow::Result;
-use aya::Ebpf;
 use lb_common::VipKey;
 use tokio::sync::mpsc;
 
 use crate::{
-    config::Config,
+    balancer::{ApplyReport, Balancer},
+    config::{service::vip_key, Config, Fallback, OnFailure, ServiceSpec},
+    dataplane::{addr::describe_vip, DataPlane},
     health::{
         book::{HealthBook, Probe, Saved},
+        latency::{ProbeLabels, ProbeLatency},
         monitor::Checkers,
         notify::{Event, Notifier},
         CheckResult, Health,
     },
-    metrics::{ProbeLabels, ProbeLatency},
-    services::{describe_vip, vip_key, Balancer, Fallback},
 };
 
 /// Results queued from checker tasks before they wait for the daemon.
@@ -57,7 +57,7 @@ impl Supervisor {
     /// current health is saved there on every transition.
     pub fn start(
         balancer: &mut Balancer,
-        ebpf: &mut Ebpf,
+        dp: &mut dyn DataPlane,
         config: Config,
         state_file: Option<PathBuf>,
     ) -> Result<(Supervisor, mpsc::Receiver<Probe>)> {
@@ -85,7 +85,7 @@ impl Supervisor {
             probe_latency: ProbeLatency::default(),
             standby: Vec::new(),
         };
-        sup.apply(balancer, ebpf)?;
+        sup.apply(balancer, dp)?;
         sup.checkers = Checkers::start(&sup.config.services, &sup.tx);
         Ok((sup, rx))
     }
@@ -125,7 +125,12 @@ impl Supervisor {
     /// Records one probe result; on a transition, applies the new effective set, then
     /// logs it and runs the service's notify hook.
     /// Returns whether the probe changed a backend's state.
-    pub fn on_probe(&mut self, balancer: &mut Balancer, ebpf: &mut Ebpf, probe: &Probe) -> bool {
+    pub fn on_probe(
+        &mut self,
+        balancer: &mut Balancer,
+        dp: &mut dyn DataPlane,
+        probe: &Probe,
+    ) -> bool {
         self.probe_latency
             .0
             .get_or_create(&ProbeLabels {
@@ -142,7 +147,7 @@ impl Supervisor {
         let (key, addr) = probe.target;
         let service = describe_vip(&key);
         self.save();
-        if let Err(e) = self.apply(balancer, ebpf) {
+        if let Err(e) = self.apply(balancer, dp) {
             tracing::error!(%service, backend = %addr, "applying a health change failed: {e:#}");
             return true;
         }
@@ -150,8 +155,8 @@ impl Supervisor {
             Health::Down => (
                 "down",
                 self.spec(&key).map_or("", |s| match s.on_failure {
-                    crate::services::OnFailure::Drain => "drained: no new flows",
-                    crate::services::OnFailure::Reset => "removed: flows reset",
+                    OnFailure::Drain => "drained: no new flows",
+                    OnFailure::Reset => "removed: flows reset",
                 }),
             ),
             Health::Up => ("up", "back in service"),
@@ -179,7 +184,7 @@ impl Supervisor {
     pub fn reload(
         &mut self,
         balancer: &mut Balancer,
-        ebpf: &mut Ebpf,
+        dp: &mut dyn DataPlane,
         config: Config,
     ) -> Result<()> {
         if config.interfaces != self.config.interfaces {
@@ -205,7 +210,7 @@ impl Supervisor {
             vrrp: Vec::new(),
             interfaces: Vec::new(),
         };
-        apply_config(balancer, ebpf, &effective)?;
+        apply_config(balancer, dp, &effective)?;
         self.book = next;
         self.config = config;
         self.note_availability();
@@ -234,11 +239,11 @@ impl Supervisor {
     pub fn set_standby(
         &mut self,
         balancer: &mut Balancer,
-        ebpf: &mut Ebpf,
+        dp: &mut dyn DataPlane,
         standby: Vec<std::net::IpAddr>,
     ) -> Result<()> {
         self.standby = standby;
-        self.apply(balancer, ebpf)
+        self.apply(balancer, dp)
     }
 
     /// Per configured service name (`vip:port/proto`): whether a backend takes new
@@ -251,13 +256,13 @@ impl Supervisor {
             .collect()
     }
 
-    fn spec(&self, key: &VipKey) -> Option<&crate::services::ServiceSpec> {
+    fn spec(&self, key: &VipKey) -> Option<&ServiceSpec> {
         self.config.services.iter().find(|s| vip_key(s) == *key)
     }
 
-    fn apply(&mut self, balancer: &mut Balancer, ebpf: &mut Ebpf) -> Result<()> {
+    fn apply(&mut self, balancer: &mut Balancer, dp: &mut dyn DataPlane) -> Result<()> {
         let effective = self.effective();
-        apply_config(balancer, ebpf, &effective)?;
+        apply_config(balancer, dp, &effective)?;
         self.note_availability();
         Ok(())
     }
@@ -321,10 +326,14 @@ fn load_saved(path: &Path) -> Result<Option<Vec<Saved>>> {
 }
 
 /// Sets the encapsulation sources and the services of `config`.
-pub fn apply_config(balancer: &mut Balancer, ebpf: &mut Ebpf, config: &Config) -> Result<()> {
-    balancer.set_encap_sources(ebpf, config.encap_sources)?;
-    let report = balancer.apply(ebpf, &config.services)?;
-    if report != crate::services::ApplyReport::default() {
+pub fn apply_config(
+    balancer: &mut Balancer,
+    dp: &mut dyn DataPlane,
+    config: &Config,
+) -> Result<()> {
+    balancer.set_encap_sources(dp, config.encap_sources)?;
+    let report = balancer.apply(dp, &config.services)?;
+    if report != ApplyReport::default() {
         tracing::info!(
             ?report,
             services = config.services.len(),

@@ -9,22 +9,22 @@
 use std::{fmt::Write as _, net::SocketAddr};
 
 use anyhow::{Context, Result};
-use aya::Ebpf;
 use http_body_util::Full;
 use hyper::{body::Bytes, server::conn::http1, service::service_fn, Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 use tokio::{net::TcpListener, sync::mpsc};
 
 use crate::{
-    control::{server::Pending, Request},
+    balancer::Balancer,
+    config::service::vip_key,
+    dataplane::{addr::describe_vip, DataPlane},
+    edges::control::{server::Pending, Request},
     health::Health,
-    services::{describe_vip, vip_key, Balancer},
-    stats,
     supervisor::Supervisor,
 };
 
@@ -55,45 +55,18 @@ struct DropLabels {
     reason: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProbeLabels {
-    pub service: String,
-    pub result: String,
-}
-
-/// Health-check latency per service and result, observed on every probe.
-#[derive(Clone)]
-pub struct ProbeLatency(pub Family<ProbeLabels, Histogram>);
-
-impl Default for ProbeLatency {
-    fn default() -> Self {
-        ProbeLatency(Family::new_with_constructor(|| {
-            // 1 ms .. ~4 s: loopback answers to timeouts.
-            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-                0.001, 2.0, 13,
-            ))
-        }))
-    }
-}
-
-impl std::fmt::Debug for ProbeLatency {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ProbeLatency")
-    }
-}
-
 /// The whole exposition, as of now.
 pub fn render(
     sup: &Supervisor,
     balancer: &Balancer,
-    ebpf: &Ebpf,
+    dp: &dyn DataPlane,
     vrrp: &[crate::vrrp::runtime::InstanceStatus],
 ) -> String {
     let mut reg = Registry::with_prefix("xlb");
 
     let packets = Family::<CounterLabels, Counter>::default();
     let bytes = Family::<CounterLabels, Counter>::default();
-    if let Ok(global) = stats::read_loaded(ebpf) {
+    if let Ok(global) = dp.global_stats() {
         for (name, c) in global.iter() {
             let l = CounterLabels {
                 counter: name.into(),
@@ -113,7 +86,7 @@ pub fn render(
         bytes,
     );
 
-    let (svc_stats, be_stats) = stats::read_loaded_flows(ebpf).unwrap_or_default();
+    let (svc_stats, be_stats) = dp.flows().unwrap_or_default();
     let svc_packets = Family::<ServiceLabels, Counter>::default();
     let svc_bytes = Family::<ServiceLabels, Counter>::default();
     let svc_flows = Family::<ServiceLabels, Counter>::default();

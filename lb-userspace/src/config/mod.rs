@@ -1,13 +1,26 @@
-//! The configuration file (JSON): everything `xlb run --config` serves. Parsed and
-//! validated as a whole before anything is applied; errors name the field path.
+//! The configuration (JSON): everything `xlb run --config` serves, as plain data, and
+//! its validation. Parsed and validated as a whole before anything is applied; errors
+//! name the field path. This layer imports nothing above the data plane's address
+//! helpers: the balancer, health checks, VRRP and the edges all read it.
+//!
+//! - [`service`]: virtual services and backends; [`check`]: health checks;
+//!   [`vrrp`]: VRRP instances; [`validate`]: the whole-config rules.
+
+pub mod check;
+pub mod service;
+pub mod validate;
+pub mod vrrp;
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    services::{self, describe_vip, vip_key, EncapSources, Invalid, ServiceSpec},
-    vrrp::config::VrrpSpec,
+use self::vrrp::VrrpSpec;
+pub use self::{
+    service::{
+        BackendSpec, EncapSources, Fallback, MacAddr, Mode, OnFailure, Protocol, ServiceSpec,
+    },
+    validate::Invalid,
 };
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,30 +94,7 @@ impl Config {
             path: "<config>".into(),
             error,
         })?;
-        let mut errors = services::validate(&config.services, &config.encap_sources)
-            .err()
-            .unwrap_or_default();
-        let names: Vec<String> = config
-            .services
-            .iter()
-            .map(|s| describe_vip(&vip_key(s)))
-            .collect();
-        errors.extend(crate::vrrp::config::validate(&config.vrrp, &names));
-        let mut seen = std::collections::HashSet::new();
-        for (i, name) in config.interfaces.iter().enumerate() {
-            // IFNAMSIZ is 16 with the terminating NUL.
-            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
-                errors.push(Invalid {
-                    path: format!("interfaces[{i}]"),
-                    reason: format!("{name:?} is not a valid interface name"),
-                });
-            } else if !seen.insert(name) {
-                errors.push(Invalid {
-                    path: format!("interfaces[{i}]"),
-                    reason: format!("{name:?} is listed twice"),
-                });
-            }
-        }
+        let errors = validate::config(&config);
         if !errors.is_empty() {
             return Err(ConfigError::Invalid {
                 path: "<config>".into(),
@@ -121,7 +111,7 @@ mod tests {
 
     #[test]
     fn example_config_is_valid() {
-        let text = include_str!("../../examples/xlb.json");
+        let text = include_str!("../../../examples/xlb.json");
         let config = Config::parse(text).unwrap();
         assert_eq!(config.services.len(), 2);
     }

@@ -5,8 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::packet::Version;
-use crate::services::Invalid;
+use super::validate::Invalid;
 
 /// One virtual router this host takes part in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,14 +112,6 @@ fn default_garp_delay() -> u64 {
 }
 
 impl VrrpSpec {
-    pub fn version(&self) -> Version {
-        if self.version == 2 {
-            Version::V2
-        } else {
-            Version::V3
-        }
-    }
-
     /// The advert interval in centiseconds.
     pub fn adver_int_cs(&self) -> u16 {
         u16::try_from(self.advert_int_ms / 10).unwrap_or(u16::MAX)

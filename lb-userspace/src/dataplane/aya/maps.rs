@@ -24,7 +24,7 @@ use lb_common::{
     VrrpRouter, VrrpSeen,
 };
 
-use crate::mmap::Mapping;
+use super::mmap::Mapping;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -520,16 +520,7 @@ pub fn set_vrrp_router(
     key: &VrrpKey,
     router: &VrrpRouter,
 ) -> Result<(), MapsError> {
-    let v2_ok = router.version == 2 && key.family == lb_common::service::AF_INET;
-    if key.is_marker()
-        || key.vrid == 0
-        || !matches!(
-            key.family,
-            lb_common::service::AF_INET | lb_common::service::AF_INET6
-        )
-        || !(v2_ok || router.version == 3)
-        || !(14..=VRRP_FRAME_MAX).contains(&usize::from(router.frame_len))
-    {
+    if !crate::dataplane::vrrp_router_is_valid(key, router) {
         return Err(MapsError::VrrpRouter(*key));
     }
     let mut routers = vrrp_routers(ebpf)?;

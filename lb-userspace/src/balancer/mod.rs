@@ -1,0 +1,314 @@
+//! The balancing logic: what the data plane must hold for a validated service set, and
+//! how to get it there without a packet ever seeing a half-applied set.
+//!
+//! `apply` is all-or-nothing on validation: every problem in the requested set is
+//! reported with its path (`services[1].backends[3].weight: ...`) and the data plane is
+//! not touched. Backend ids are stable per backend address, so established flows
+//! (recorded by id in the connection table) survive any change that keeps their
+//! backend. Everything goes through the [`DataPlane`] port.
+//!
+//! - [`maglev`]: weighted Maglev tables.
+
+pub mod maglev;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::IpAddr,
+};
+
+use lb_common::{
+    limits::{MAX_BACKENDS, MAX_TX_PORTS},
+    service::service_flags,
+    Backend, ForwardMode, Service, VipKey,
+};
+
+use self::maglev::MaglevBackend;
+use crate::{
+    config::{service::vip_key, validate, EncapSources, Fallback, Invalid, MacAddr, ServiceSpec},
+    dataplane::{
+        addr::{be_words, ip_from_words},
+        DataPlane, PortError,
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("rejected, nothing applied:\n{}", .0.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Invalid>),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// What the data plane currently holds, so each `apply` changes only what differs.
+#[derive(Debug, Default)]
+pub struct Balancer {
+    /// Backend address → id (stable while any service uses the address).
+    backend_ids: BTreeMap<IpAddr, u32>,
+    /// Service key → (service id, spec as applied; `None` for a service adopted from
+    /// an earlier daemon's maps, whose spec is unknown until the next `apply`).
+    services: HashMap<VipKey, (u32, Option<ServiceSpec>)>,
+    /// Encapsulation sources as applied.
+    encap: EncapSources,
+    /// Egress interface name → devmap slot (1-based).
+    tx_ports: BTreeMap<String, u8>,
+    /// Where the search for a free backend id starts: ids are handed out round-robin so
+    /// a just-freed id is the last to be reused.
+    next_backend_id: u32,
+}
+
+/// What one `apply` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub services_set: usize,
+    pub services_removed: usize,
+    pub backends_added: usize,
+    pub backends_removed: usize,
+}
+
+impl Balancer {
+    /// Rebuilds the control plane's view from maps an earlier daemon left pinned, so a
+    /// restart keeps every backend id (and with it every connection-table entry) and
+    /// every service id. The next `apply` re-installs each service's table: with the
+    /// same config it is the same table, so no flow moves.
+    pub fn adopt(dp: &dyn DataPlane) -> Result<Self, PortError> {
+        let (services, backends) = dp.flows()?;
+        let mut balancer = Balancer::default();
+        for b in backends {
+            if let Some(addr) = ip_from_words(b.backend.addr, b.backend.family) {
+                balancer.backend_ids.insert(addr, b.id);
+                balancer.next_backend_id = balancer.next_backend_id.max(b.id + 1);
+            }
+        }
+        for s in services {
+            balancer.services.insert(s.key, (s.id, None));
+        }
+        Ok(balancer)
+    }
+
+    /// Number of services known (adopted or applied).
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Validates `specs` as a whole, then makes the data plane serve exactly them. Each
+    /// service's table is swapped in atomically; services not in `specs` are removed.
+    pub fn apply(
+        &mut self,
+        dp: &mut dyn DataPlane,
+        specs: &[ServiceSpec],
+    ) -> Result<ApplyReport, ApplyError> {
+        validate::services(specs, &self.encap).map_err(ApplyError::Invalid)?;
+        let mut report = ApplyReport::default();
+
+        // 1. Backends first: a table must never name an id whose record is missing.
+        let wanted: BTreeMap<IpAddr, MacAddr> = specs
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| (b.address, b.mac)))
+            .collect();
+        for (addr, mac) in &wanted {
+            let id = match self.backend_ids.get(addr) {
+                Some(id) => *id,
+                None => {
+                    let id = self.free_backend_id();
+                    self.backend_ids.insert(*addr, id);
+                    report.backends_added += 1;
+                    id
+                }
+            };
+            dp.set_backend(id, &backend_record(*addr, *mac))?;
+        }
+
+        // 2. Services: every changed table (made live in batches, one RCU grace period
+        //    per batch), then the entries, so no entry ever names a missing table.
+        let mut keep = HashSet::new();
+        let mut changed = Vec::new();
+        let mut tables = Vec::new();
+        // Ids given to new services of this apply, not yet in `self.services`.
+        let mut new_ids = HashSet::new();
+        for spec in specs {
+            let key = vip_key(spec);
+            keep.insert(key);
+            let id = match self.services.get(&key) {
+                Some((_, Some(old))) if old == spec => continue,
+                Some((id, _)) => *id,
+                None => {
+                    let id = self.free_service_id(&new_ids);
+                    new_ids.insert(id);
+                    id
+                }
+            };
+            tables.push((id, self.table_for(spec)?));
+            let tx_port = match &spec.egress {
+                Some(iface) => self.tx_port(dp, iface)?,
+                None => 0,
+            };
+            let svc = Service {
+                id,
+                flags: service_flags_of(spec),
+                mode: ForwardMode::from(spec.mode) as u8,
+                tx_port,
+                _pad: [0; 2],
+            };
+            changed.push((key, svc, spec));
+        }
+        dp.swap_tables(&tables)?;
+        for (key, svc, spec) in changed {
+            dp.set_service(&key, &svc)?;
+            self.services.insert(key, (svc.id, Some(spec.clone())));
+            report.services_set += 1;
+        }
+
+        // 3. Removed services, then backends no service uses any more.
+        let gone: Vec<VipKey> = self
+            .services
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .copied()
+            .collect();
+        for key in gone {
+            dp.remove_service(&key)?;
+            self.services.remove(&key);
+            report.services_removed += 1;
+        }
+        let unused: Vec<IpAddr> = self
+            .backend_ids
+            .keys()
+            .filter(|a| !wanted.contains_key(a))
+            .copied()
+            .collect();
+        for addr in unused {
+            if let Some(&id) = self.backend_ids.get(&addr) {
+                // Clear first (the data plane then re-chooses its flows), forget its
+                // connection entries, and only then free the id for reuse.
+                dp.clear_backend(id)?;
+                dp.forget_backend_flows(id)?;
+                self.backend_ids.remove(&addr);
+                report.backends_removed += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The devmap slot of egress interface `iface`, set up on first use.
+    fn tx_port(&mut self, dp: &mut dyn DataPlane, iface: &str) -> Result<u8, ApplyError> {
+        if let Some(slot) = self.tx_ports.get(iface) {
+            return Ok(*slot);
+        }
+        let invalid = |reason: String| {
+            ApplyError::Invalid(vec![Invalid {
+                path: format!("egress {iface:?}"),
+                reason,
+            }])
+        };
+        let slot = u8::try_from(self.tx_ports.len() + 1)
+            .ok()
+            .filter(|s| u32::from(*s) < MAX_TX_PORTS)
+            .ok_or_else(|| invalid("too many egress interfaces".into()))?;
+        let ifindex = nix::net::if_::if_nametoindex(iface)
+            .map_err(|e| invalid(format!("no such interface: {e}")))?;
+        let mac =
+            interface_mac(iface).ok_or_else(|| invalid("interface has no MAC address".into()))?;
+        dp.set_tx_port(u32::from(slot), ifindex, mac)?;
+        self.tx_ports.insert(iface.to_owned(), slot);
+        Ok(slot)
+    }
+
+    /// Sets the outer source addresses for encapsulating services. Call before `apply`
+    /// with services that need them; `apply` refuses ipip services without one.
+    pub fn set_encap_sources(
+        &mut self,
+        dp: &mut dyn DataPlane,
+        encap: EncapSources,
+    ) -> Result<(), ApplyError> {
+        let config = lb_common::Config {
+            encap_src_v4: encap.v4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
+            encap_src_v6: encap.v6.map_or([0; 4], |a| be_words(IpAddr::V6(a)).0),
+            gue_port_be: encap.gue_port.to_be(),
+            _pad: [0; 2],
+        };
+        dp.set_config(&config)?;
+        self.encap = encap;
+        Ok(())
+    }
+
+    /// The id currently given to a backend address.
+    pub fn backend_id(&self, addr: IpAddr) -> Option<u32> {
+        self.backend_ids.get(&addr).copied()
+    }
+
+    fn table_for(&self, spec: &ServiceSpec) -> Result<Vec<u32>, ApplyError> {
+        let backends: Vec<MaglevBackend> = spec
+            .backends
+            .iter()
+            .map(|b| MaglevBackend {
+                id: self.backend_ids[&b.address],
+                weight: b.weight,
+                key: maglev::backend_key(b.address, 0),
+            })
+            .collect();
+        if backends.iter().all(|b| b.weight == 0) {
+            // No backend takes new flows: an all-zero table makes the data plane drop
+            // them (counted as no_backend) while established flows keep their backend.
+            return Ok(vec![0; spec.table_size as usize]);
+        }
+        maglev::build(&backends, spec.table_size).map_err(|e| {
+            ApplyError::Invalid(vec![Invalid {
+                path: "services".into(),
+                reason: e.to_string(),
+            }])
+        })
+    }
+
+    fn free_backend_id(&mut self) -> u32 {
+        let used: HashSet<u32> = self.backend_ids.values().copied().collect();
+        let start = self.next_backend_id.max(1);
+        let id = (start..MAX_BACKENDS)
+            .chain(1..start)
+            .find(|id| !used.contains(id))
+            .expect("validated below MAX_BACKENDS");
+        self.next_backend_id = id + 1;
+        id
+    }
+
+    /// The lowest id neither a known service nor `taken` uses.
+    fn free_service_id(&self, taken: &HashSet<u32>) -> u32 {
+        let used: HashSet<u32> = self.services.values().map(|(id, _)| *id).collect();
+        (1..)
+            .find(|id| !used.contains(id) && !taken.contains(id))
+            .expect("validated below MAX_SERVICES")
+    }
+}
+
+fn service_flags_of(spec: &ServiceSpec) -> u32 {
+    let mut flags = 0;
+    if spec.source_affinity {
+        flags |= service_flags::SOURCE_AFFINITY;
+    }
+    if spec.fallback == Fallback::Pass {
+        flags |= service_flags::FALLBACK_PASS;
+    }
+    if spec.standby {
+        flags |= service_flags::STANDBY;
+    }
+    flags
+}
+
+/// The MAC address of `iface` in this network namespace.
+fn interface_mac(iface: &str) -> Option<[u8; 6]> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        if ifa.interface_name != iface {
+            return None;
+        }
+        ifa.address?.as_link_addr()?.addr()
+    })
+}
+
+fn backend_record(addr: IpAddr, mac: MacAddr) -> Backend {
+    let (words, family) = be_words(addr);
+    Backend {
+        addr: words,
+        family,
+        _pad: 0,
+        mac: mac.0,
+    }
+}
