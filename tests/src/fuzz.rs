@@ -23,6 +23,7 @@ use lb_common::{
 };
 use lb_userspace::{
     dataplane::aya::maps::{BatchAttr, BPF_MAP_LOOKUP_BATCH},
+    dataplane::DataPlane as _,
     test_run,
 };
 
@@ -127,31 +128,33 @@ pub fn full_config() -> Config {
 pub fn fuzz_tables() -> Tables {
     /// (id, VIP, family, port, proto, flags, mode, Maglev table)
     type ServiceRow = (u32, [u32; 4], u8, u16, u8, u32, u8, Option<Vec<u32>>);
-    let mut t = Tables {
-        config: full_config(),
-        ..Default::default()
-    };
+    // Written through the port, in the control plane's order (config, backends, tables,
+    // services), so the same sequence replays into the kernel.
+    let mut t = Tables::new();
+    t.set_config(&full_config()).unwrap();
     for id in 1..=4u32 {
-        t.backends.insert(
+        t.set_backend(
             id,
-            Backend {
+            &Backend {
                 addr: be4(Ipv4Addr::new(10, 0, 1, id as u8)),
                 family: AF_INET,
                 mac: backend_mac(id),
                 ..Default::default()
             },
-        );
+        )
+        .unwrap();
     }
     for id in 5..=8u32 {
-        t.backends.insert(
+        t.set_backend(
             id,
-            Backend {
+            &Backend {
                 addr: be6(format!("fd00:1::{id}").parse().unwrap()),
                 family: AF_INET6,
                 mac: backend_mac(id),
                 ..Default::default()
             },
-        );
+        )
+        .unwrap();
     }
     let (dsr, ipip, gue) = (
         ForwardMode::Dsr as u8,
@@ -178,25 +181,26 @@ pub fn fuzz_tables() -> Tables {
         (13, v6b, AF_INET6, 0, 17, service_flags::FALLBACK_PASS, dsr, Some(vec![5, 0])),
         (14, v4c, AF_INET, 80, 6, service_flags::STANDBY, dsr, Some(vec![1, 2])),
     ];
-    for (id, addr, family, port, proto, flags, mode, table) in services {
-        t.services.insert(
-            VipKey {
-                addr,
-                port_be: port.to_be(),
-                proto,
-                family,
-            },
-            Service {
-                id,
-                flags,
-                mode,
-                tx_port: if id == 6 { 7 } else { 0 },
-                _pad: [0; 2],
-            },
-        );
-        if let Some(table) = table {
-            t.maglev.insert(id, table);
-        }
+    let tables: Vec<(u32, Vec<u32>)> = services
+        .iter()
+        .filter_map(|s| s.7.clone().map(|table| (s.0, table)))
+        .collect();
+    t.swap_tables(&tables).unwrap();
+    for (id, addr, family, port, proto, flags, mode, _) in services {
+        let key = VipKey {
+            addr,
+            port_be: port.to_be(),
+            proto,
+            family,
+        };
+        let svc = Service {
+            id,
+            flags,
+            mode,
+            tx_port: if id == 6 { 7 } else { 0 },
+            _pad: [0; 2],
+        };
+        t.set_service(&key, &svc).unwrap();
     }
     t
 }
@@ -817,7 +821,7 @@ impl Harness {
     /// Loads the data plane and installs `tables` into it and into the model.
     pub fn new(tag: &str, tables: Tables) -> Self {
         let mut dp = TestDataplane::load(tag);
-        tables.install(&mut dp);
+        crate::model::install(&tables, &mut dp);
         let prog_fd = dp
             .dp
             .xdp(lb_common::programs::BALANCER)
@@ -863,7 +867,7 @@ impl Harness {
         for k in keys {
             let _ = conns.remove(&k);
         }
-        self.model.conns.clear();
+        self.model.tables.conns.clear();
     }
 
     /// Runs `frame` through the program only.

@@ -3,7 +3,8 @@
 //!
 //! Given the configured tables ([`Tables`]: services by (VIP, port, proto) with the
 //! all-ports fallback, service flags and mode, Maglev tables, backends, encap config,
-//! egress MACs) plus the connection table it keeps itself ([`Model::conns`]), and an
+//! egress MACs, and the connection table the model writes: [`Tables`] is the in-memory
+//! data-plane port), and an
 //! input frame, [`Model::step`] returns what the program must do: the verdict, the exact
 //! output bytes and the set of [`Stat`] counters that move by one packet. The output
 //! frames are built here byte by byte (the model parses with its own offsets and writes
@@ -58,7 +59,7 @@
 //!    whatever the destination (never walked); anything else → pass `not_vip`.
 //! 8. **Service lookup**: a packet that is neither a new flow nor unforwardable and
 //!    has a connection-table entry whose service is still the one it was pinned under
-//!    (same id and slot generation: every service installed here has generation 1) takes
+//!    (same id and the slot generation the tables hold for it) takes
 //!    that service, even where another service would now match (an established flow
 //!    stays with its service). Otherwise exact (VIP, port, proto, family), then (VIP, 0,
 //!    proto, family). None → pass `not_vip`. (The VIP filter is only a fast path: it never
@@ -105,13 +106,12 @@
 //! eviction (the fuzzer keeps the table far below its capacity), the decap program,
 //! backends of the other family than their service, and frames under 14 bytes.
 
-use std::collections::HashMap;
-
 use lb_common::{
     limits::{MAX_ENCAP_FRAME, MAX_TX_PORTS},
     service::{flow_hash, service_flags, AF_INET, AF_INET6},
-    Backend, Config, Conn, FlowKey, Service, Stat, VipKey,
+    Backend, Conn, FlowKey, Stat, VipKey,
 };
+use lb_userspace::dataplane::memory::{replay, MemoryPort};
 
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
@@ -144,89 +144,26 @@ pub struct Outcome {
     pub insert: Option<(FlowKey, Conn)>,
 }
 
-/// The configured data plane, as the control plane writes it (lb-userspace/src/maps.rs).
-#[derive(Clone, Debug, Default)]
-pub struct Tables {
-    pub services: HashMap<VipKey, Service>,
-    /// Maglev table per service id (slot i of the list = inner slot i + 1).
-    pub maglev: HashMap<u32, Vec<u32>>,
-    pub backends: HashMap<u32, Backend>,
-    pub config: Config,
-    /// Source MAC per egress slot (`XLB_TX_MACS`); absent = not configured.
-    pub tx_macs: HashMap<u8, [u8; 6]>,
+/// The configured data plane, as the control plane writes it: the in-memory data-plane
+/// port (`lb_userspace::dataplane::memory`), which applies the kernel port's write rules
+/// (slot generations, VIP set) and logs every operation, so [`install`] can replay the
+/// same sequence into a loaded kernel data plane.
+pub type Tables = MemoryPort;
+
+/// Replays everything written to `tables` into a loaded data plane, in the same order.
+pub fn install(tables: &Tables, dp: &mut crate::dataplane::TestDataplane) {
+    assert!(
+        tables.tx_ports.is_empty(),
+        "configured two-arm ports need a devmap target: not modelled"
+    );
+    replay(&tables.log, &mut dp.dp).expect("replaying the tables into the kernel");
 }
 
-impl Tables {
-    /// Writes everything into a loaded data plane (tables first, then services, the
-    /// order the control plane uses).
-    pub fn install(&self, dp: &mut crate::dataplane::TestDataplane) {
-        use lb_userspace::dataplane::aya::maps;
-        let ebpf = dp.dp.ebpf_mut();
-        maps::set_config(ebpf, &self.config).expect("config");
-        for (&id, b) in &self.backends {
-            maps::set_backend(ebpf, id, b).expect("backend");
-        }
-        for (&id, table) in &self.maglev {
-            maps::swap_table(ebpf, id, table).expect("maglev table");
-        }
-        for (key, svc) in &self.services {
-            maps::set_service(ebpf, key, svc).expect("service");
-        }
-        assert!(
-            self.tx_macs.is_empty(),
-            "configured two-arm ports need a devmap target: not modelled"
-        );
-    }
-
-    fn is_vip(&self, addr: &[u32; 4], family: u8) -> bool {
-        self.services
-            .keys()
-            .any(|k| k.addr == *addr && k.family == family)
-    }
-
-    fn all_standby(&self, addr: &[u32; 4], family: u8) -> bool {
-        self.services
-            .iter()
-            .filter(|(k, _)| k.addr == *addr && k.family == family)
-            .all(|(_, s)| s.flags & service_flags::STANDBY != 0)
-    }
-
-    fn service(&self, flow: &FlowKey) -> Option<Service> {
-        let mut key = VipKey {
-            addr: flow.dst,
-            port_be: flow.dport_be,
-            proto: flow.proto,
-            family: flow.family,
-        };
-        if let Some(s) = self.services.get(&key) {
-            return Some(*s);
-        }
-        key.port_be = 0;
-        self.services.get(&key).copied()
-    }
-
-    /// Service `id`, if installed.
-    fn by_id(&self, id: u32) -> Option<Service> {
-        self.services.values().find(|s| s.id == id).copied()
-    }
-
-    /// The slot generation of an installed service: the control plane gives an id its
-    /// first service with generation 1 (lb-userspace/src/maps.rs, `set_service`), and
-    /// these tables are installed once into a fresh data plane.
-    fn generation(&self, id: u32) -> Option<u32> {
-        self.by_id(id).map(|_| 1)
-    }
-
-    fn live(&self, id: u32) -> Option<Backend> {
-        self.backends.get(&id).copied().filter(|b| b.family != 0)
-    }
-}
-
-/// The reference model: tables plus its own view of the connection table.
+/// The reference model: the tables, with the connection table the model writes
+/// (`tables.conns`, which the control plane's `forget_backend_flows` also prunes).
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     pub tables: Tables,
-    pub conns: HashMap<FlowKey, Conn>,
 }
 
 /// Intermediate result of parsing.
@@ -243,6 +180,16 @@ struct Flow {
     unforwardable: Option<Stat>,
     too_big: bool,
     syn: bool,
+}
+
+/// The service key a flow's destination looks up.
+fn flow_vip_key(flow: &FlowKey) -> VipKey {
+    VipKey {
+        addr: flow.dst,
+        port_be: flow.dport_be,
+        proto: flow.proto,
+        family: flow.family,
+    }
 }
 
 fn words(b: &[u8]) -> [u32; 4] {
@@ -285,17 +232,14 @@ fn csum_replace(hc: u16, m: u16, m_new: u16) -> u16 {
 
 impl Model {
     pub fn new(tables: Tables) -> Self {
-        Self {
-            tables,
-            conns: HashMap::new(),
-        }
+        Self { tables }
     }
 
     /// Predicts the program's handling of `frame` and applies its connection-table write.
     pub fn step(&mut self, frame: &[u8]) -> Outcome {
         let out = self.predict(frame);
         if let Some((k, c)) = out.insert {
-            self.conns.insert(k, c);
+            self.tables.conns.insert(k, c);
         }
         out
     }
@@ -357,13 +301,13 @@ impl Model {
         let known = if flow.syn || flow.unforwardable.is_some() {
             None
         } else {
-            self.conns.get(&flow.key).copied()
+            t.conns.get(&flow.key).copied()
         };
         let current = |c: &Conn| t.generation(c.service_id) == Some(c.service_gen);
         let Some(svc) = known
             .filter(current)
-            .and_then(|c| t.by_id(c.service_id))
-            .or_else(|| t.service(&flow.key))
+            .and_then(|c| t.service_by_id(c.service_id).map(|(_, s)| s))
+            .or_else(|| t.lookup(&flow_vip_key(&flow.key)))
         else {
             return (XDP_PASS, None, vec![Stat::NotVip]);
         };
@@ -386,7 +330,7 @@ impl Model {
         // Rule 13.
         let hit = known
             .filter(|c| c.service_id == svc.id && current(c))
-            .and_then(|c| t.live(c.backend_id));
+            .and_then(|c| t.live_backend(c.backend_id));
         let backend = if let Some(b) = hit {
             reasons.push(Stat::ConnHit);
             b
@@ -398,7 +342,7 @@ impl Model {
                 let id = table[(h % table.len() as u32) as usize];
                 (id != 0).then_some(id)
             });
-            match choice.and_then(|id| t.live(id).map(|b| (id, b))) {
+            match choice.and_then(|id| t.live_backend(id).map(|b| (id, b))) {
                 Some((id, b)) => {
                     *insert = Some((
                         flow.key,
@@ -424,7 +368,7 @@ impl Model {
         let egress = if svc.tx_port == 0 {
             None
         } else {
-            match t.tx_macs.get(&svc.tx_port) {
+            match t.tx_ports.get(&u32::from(svc.tx_port)).map(|(_, mac)| mac) {
                 Some(mac) if *mac != [0; 6] && u32::from(svc.tx_port) < MAX_TX_PORTS => Some(*mac),
                 _ => {
                     reasons.push(Stat::NoTxPort);
