@@ -17,7 +17,7 @@ use std::{
 };
 
 use lb_common::{
-    limits::{MAX_BACKENDS, MAX_TX_PORTS},
+    limits::{MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS},
     service::service_flags,
     Backend, ForwardMode, Service, VipKey,
 };
@@ -44,6 +44,10 @@ pub enum ApplyError {
 pub struct Balancer {
     /// Backend address → id (stable while any service uses the address).
     backend_ids: BTreeMap<IpAddr, u32>,
+    /// The record written for each backend id, so an apply rewrites only what changed.
+    records: HashMap<u32, Backend>,
+    /// The global settings as written (`None`: not yet by this daemon).
+    written_config: Option<lb_common::Config>,
     /// Service key → (service id, spec as applied; `None` for a service adopted from
     /// an earlier daemon's maps, whose spec is unknown until the next `apply`).
     services: HashMap<VipKey, (u32, Option<ServiceSpec>)>,
@@ -76,6 +80,7 @@ impl Balancer {
         for b in backends {
             if let Some(addr) = ip_from_words(b.backend.addr, b.backend.family) {
                 balancer.backend_ids.insert(addr, b.id);
+                balancer.records.insert(b.id, b.backend);
                 balancer.next_backend_id = balancer.next_backend_id.max(b.id + 1);
             }
         }
@@ -99,45 +104,70 @@ impl Balancer {
     ) -> Result<ApplyReport, ApplyError> {
         validate::services(specs, &self.encap).map_err(ApplyError::Invalid)?;
         let mut report = ApplyReport::default();
-
-        // 1. Backends first: a table must never name an id whose record is missing.
         let wanted: BTreeMap<IpAddr, MacAddr> = specs
             .iter()
             .flat_map(|s| s.backends.iter().map(|b| (b.address, b.mac)))
             .collect();
+        let keep: HashSet<VipKey> = specs.iter().map(vip_key).collect();
+
+        // 0. Normally a leaving service keeps its entry, and a leaving backend its id,
+        //    until the new tables are live, so no packet meets a gap. When the ids of
+        //    both sets together do not fit, the leaving services go first and the ids
+        //    no staying table names are freed first; a transition that fits neither way
+        //    is refused before anything changes.
+        if let Some(early) = self.make_room(specs, &wanted, &keep)? {
+            self.remove_services(dp, &keep, &mut report)?;
+            for addr in early {
+                self.remove_backend(dp, addr, &mut report)?;
+            }
+        }
+
+        // 1. Backends first: a table must never name an id whose record is missing.
+        let mut used: HashSet<u32> = self.backend_ids.values().copied().collect();
         for (addr, mac) in &wanted {
             let id = match self.backend_ids.get(addr) {
                 Some(id) => *id,
                 None => {
-                    let id = self.free_backend_id();
+                    let id = self
+                        .free_backend_id(&mut used)
+                        .ok_or_else(|| ids_exhausted("backend"))?;
                     self.backend_ids.insert(*addr, id);
                     report.backends_added += 1;
                     id
                 }
             };
-            dp.set_backend(id, &backend_record(*addr, *mac))?;
+            let record = backend_record(*addr, *mac);
+            if self.records.get(&id) != Some(&record) {
+                dp.set_backend(id, &record)?;
+                self.records.insert(id, record);
+            }
         }
 
         // 2. Services: every changed table (made live in batches, one RCU grace period
         //    per batch), then the entries, so no entry ever names a missing table.
-        let mut keep = HashSet::new();
         let mut changed = Vec::new();
         let mut tables = Vec::new();
         // Ids given to new services of this apply, not yet in `self.services`.
         let mut new_ids = HashSet::new();
         for spec in specs {
             let key = vip_key(spec);
-            keep.insert(key);
-            let id = match self.services.get(&key) {
+            let (id, same_table) = match self.services.get(&key) {
                 Some((_, Some(old))) if old == spec => continue,
-                Some((id, _)) => *id,
+                // Backend ids are stable per address: the same inputs build the same
+                // table, so only the entry changes (e.g. a VRRP standby switch).
+                Some((id, Some(old))) => (*id, same_table_inputs(old, spec)),
+                Some((id, None)) => (*id, false),
                 None => {
-                    let id = self.free_service_id(&new_ids);
+                    let id = self
+                        .free_service_id(&new_ids)
+                        .ok_or_else(|| ids_exhausted("service"))?;
                     new_ids.insert(id);
-                    id
+                    (id, false)
                 }
             };
-            tables.push((id, self.table_for(spec)?));
+            if !same_table {
+                tables.push((id, self.table_for(spec)?));
+            }
             let tx_port = match &spec.egress {
                 Some(iface) => self.tx_port(dp, iface)?,
                 None => 0,
@@ -159,6 +189,84 @@ impl Balancer {
         }
 
         // 3. Removed services, then backends no service uses any more.
+        self.remove_services(dp, &keep, &mut report)?;
+        let unused: Vec<IpAddr> = self
+            .backend_ids
+            .keys()
+            .filter(|a| !wanted.contains_key(a))
+            .copied()
+            .collect();
+        for addr in unused {
+            self.remove_backend(dp, addr, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    /// Whether this apply must make room first (see step 0 of [`Balancer::apply`]):
+    /// `None` when both sets fit side by side, else the backends whose ids can be freed
+    /// before anything else (no table of a staying service names them). Refuses a
+    /// transition that does not fit even so.
+    fn make_room(
+        &self,
+        specs: &[ServiceSpec],
+        wanted: &BTreeMap<IpAddr, MacAddr>,
+        keep: &HashSet<VipKey>,
+    ) -> Result<Option<Vec<IpAddr>>, ApplyError> {
+        let id_space = MAX_BACKENDS as usize - 1;
+        let new_backends = wanted
+            .keys()
+            .filter(|a| !self.backend_ids.contains_key(a))
+            .count();
+        let new_services = keep
+            .iter()
+            .filter(|k| !self.services.contains_key(k))
+            .count();
+        let backends_fit = self.backend_ids.len() + new_backends <= id_space;
+        let services_fit = self.services.len() + new_services < MAX_SERVICES as usize;
+        if backends_fit && services_fit {
+            return Ok(None);
+        }
+        // Until its new table is live, a staying service's old table names its old
+        // backends; an adopted service's are unknown, so nothing can be freed early.
+        let mut named = HashSet::new();
+        let mut unknown = false;
+        for spec in specs {
+            match self.services.get(&vip_key(spec)) {
+                Some((_, Some(old))) => named.extend(old.backends.iter().map(|b| b.address)),
+                Some((_, None)) => unknown = true,
+                None => {}
+            }
+        }
+        let early: Vec<IpAddr> = if unknown {
+            Vec::new()
+        } else {
+            self.backend_ids
+                .keys()
+                .filter(|a| !wanted.contains_key(a) && !named.contains(a))
+                .copied()
+                .collect()
+        };
+        let in_use = self.backend_ids.len() - early.len();
+        if in_use + new_backends > id_space {
+            return Err(ApplyError::Invalid(vec![Invalid {
+                path: "services".into(),
+                reason: format!(
+                    "this change needs {new_backends} new backend ids while {in_use} stay \
+                     named by live tables until it is done, and at most {id_space} exist: \
+                     apply it in two steps (e.g. add or replace half of the backends first)"
+                ),
+            }]));
+        }
+        Ok(Some(early))
+    }
+
+    /// Removes every service not in `keep`: its traffic is passed from then on.
+    fn remove_services(
+        &mut self,
+        dp: &mut dyn DataPlane,
+        keep: &HashSet<VipKey>,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
         let gone: Vec<VipKey> = self
             .services
             .keys()
@@ -170,23 +278,25 @@ impl Balancer {
             self.services.remove(&key);
             report.services_removed += 1;
         }
-        let unused: Vec<IpAddr> = self
-            .backend_ids
-            .keys()
-            .filter(|a| !wanted.contains_key(a))
-            .copied()
-            .collect();
-        for addr in unused {
-            if let Some(&id) = self.backend_ids.get(&addr) {
-                // Clear first (the data plane then re-chooses its flows), forget its
-                // connection entries, and only then free the id for reuse.
-                dp.clear_backend(id)?;
-                dp.forget_backend_flows(id)?;
-                self.backend_ids.remove(&addr);
-                report.backends_removed += 1;
-            }
+        Ok(())
+    }
+
+    /// Frees backend `addr`'s id. Clear first (the data plane then re-chooses its
+    /// flows), forget its connection entries, and only then free the id for reuse.
+    fn remove_backend(
+        &mut self,
+        dp: &mut dyn DataPlane,
+        addr: IpAddr,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        if let Some(&id) = self.backend_ids.get(&addr) {
+            dp.clear_backend(id)?;
+            self.records.remove(&id);
+            dp.forget_backend_flows(id)?;
+            self.backend_ids.remove(&addr);
+            report.backends_removed += 1;
         }
-        Ok(report)
+        Ok(())
     }
 
     /// The devmap slot of egress interface `iface`, set up on first use.
@@ -226,7 +336,10 @@ impl Balancer {
             gue_port_be: encap.gue_port.to_be(),
             _pad: [0; 2],
         };
-        dp.set_config(&config)?;
+        if self.written_config != Some(config) {
+            dp.set_config(&config)?;
+            self.written_config = Some(config);
+        }
         self.encap = encap;
         Ok(())
     }
@@ -259,24 +372,41 @@ impl Balancer {
         })
     }
 
-    fn free_backend_id(&mut self) -> u32 {
-        let used: HashSet<u32> = self.backend_ids.values().copied().collect();
+    /// The next id not in `used` (round-robin from the last one given), now in `used`.
+    fn free_backend_id(&mut self, used: &mut HashSet<u32>) -> Option<u32> {
         let start = self.next_backend_id.max(1);
         let id = (start..MAX_BACKENDS)
             .chain(1..start)
-            .find(|id| !used.contains(id))
-            .expect("validated below MAX_BACKENDS");
+            .find(|id| !used.contains(id))?;
         self.next_backend_id = id + 1;
-        id
+        used.insert(id);
+        Some(id)
     }
 
     /// The lowest id neither a known service nor `taken` uses.
-    fn free_service_id(&self, taken: &HashSet<u32>) -> u32 {
+    fn free_service_id(&self, taken: &HashSet<u32>) -> Option<u32> {
         let used: HashSet<u32> = self.services.values().map(|(id, _)| *id).collect();
-        (1..)
-            .find(|id| !used.contains(id) && !taken.contains(id))
-            .expect("validated below MAX_SERVICES")
+        (1..MAX_SERVICES).find(|id| !used.contains(id) && !taken.contains(id))
     }
+}
+
+/// An id space ran out although [`Balancer::make_room`] said the change fits: a bug,
+/// reported rather than panicking the daemon.
+fn ids_exhausted(what: &str) -> ApplyError {
+    ApplyError::Invalid(vec![Invalid {
+        path: "services".into(),
+        reason: format!(
+            "no free {what} id left (please report: the transition check let it through)"
+        ),
+    }])
+}
+
+/// Whether two specs of one service build the same Maglev table.
+fn same_table_inputs(a: &ServiceSpec, b: &ServiceSpec) -> bool {
+    let inputs = |s: &ServiceSpec| -> Vec<(IpAddr, u32)> {
+        s.backends.iter().map(|b| (b.address, b.weight)).collect()
+    };
+    a.table_size == b.table_size && inputs(a) == inputs(b)
 }
 
 fn service_flags_of(spec: &ServiceSpec) -> u32 {
@@ -312,3 +442,6 @@ fn backend_record(addr: IpAddr, mac: MacAddr) -> Backend {
         mac: mac.0,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -45,6 +45,8 @@ pub struct Supervisor {
     probe_latency: ProbeLatency,
     /// VIPs a VRRP peer holds: their services are not balanced here.
     standby: Vec<std::net::IpAddr>,
+    /// Whether checker tasks run (false: results only through `on_probe`).
+    probing: bool,
 }
 
 impl Supervisor {
@@ -60,6 +62,27 @@ impl Supervisor {
         dp: &mut dyn DataPlane,
         config: Config,
         state_file: Option<PathBuf>,
+    ) -> Result<(Supervisor, mpsc::Receiver<Probe>)> {
+        Self::open(balancer, dp, config, state_file, true)
+    }
+
+    /// [`Supervisor::start`] without checker tasks: probe results come only from the
+    /// caller's [`Supervisor::on_probe`] (tests of the control plane, which must not
+    /// send probes anywhere).
+    pub fn without_checks(
+        balancer: &mut Balancer,
+        dp: &mut dyn DataPlane,
+        config: Config,
+    ) -> Result<(Supervisor, mpsc::Receiver<Probe>)> {
+        Self::open(balancer, dp, config, None, false)
+    }
+
+    fn open(
+        balancer: &mut Balancer,
+        dp: &mut dyn DataPlane,
+        config: Config,
+        state_file: Option<PathBuf>,
+        probing: bool,
     ) -> Result<(Supervisor, mpsc::Receiver<Probe>)> {
         let (tx, rx) = mpsc::channel(PROBE_QUEUE);
         let mut book = HealthBook::default();
@@ -84,9 +107,12 @@ impl Supervisor {
             available: HashMap::new(),
             probe_latency: ProbeLatency::default(),
             standby: Vec::new(),
+            probing,
         };
         sup.apply(balancer, dp)?;
-        sup.checkers = Checkers::start(&sup.config.services, &sup.tx);
+        if probing {
+            sup.checkers = Checkers::start(&sup.config.services, &sup.tx);
+        }
         Ok((sup, rx))
     }
 
@@ -214,7 +240,9 @@ impl Supervisor {
         self.book = next;
         self.config = config;
         self.note_availability();
-        self.checkers = Checkers::start(&self.config.services, &self.tx);
+        if self.probing {
+            self.checkers = Checkers::start(&self.config.services, &self.tx);
+        }
         Ok(())
     }
 
@@ -331,6 +359,10 @@ pub fn apply_config(
     dp: &mut dyn DataPlane,
     config: &Config,
 ) -> Result<()> {
+    // Validated against the new encapsulation settings before they are written: a
+    // rejected set must leave the data plane as it was.
+    crate::config::validate::services(&config.services, &config.encap_sources)
+        .map_err(crate::balancer::ApplyError::Invalid)?;
     balancer.set_encap_sources(dp, config.encap_sources)?;
     let report = balancer.apply(dp, &config.services)?;
     if report != ApplyReport::default() {
@@ -342,3 +374,6 @@ pub fn apply_config(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! The supervisor over the in-memory port: health transitions, reloads and VRRP standby
+//! switching, decided without a kernel (probe results are fed by hand; no probe is sent).
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use lb_common::{service::service_flags, Conn, FlowKey};
+
+use super::*;
+use crate::{
+    config::{check::CheckKind, check::CheckSpec, BackendSpec, MacAddr, Mode, Protocol},
+    dataplane::memory::{MemoryPort, Op},
+    health::{book::Probe, CheckResult, FailReason},
+};
+
+fn be(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 1, n))
+}
+
+fn vip(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, n))
+}
+
+/// Two services on two VIPs, three TCP-checked backends each (fall 1, rise 1).
+fn config(on_failure: OnFailure) -> Config {
+    let mut check = CheckSpec::new(CheckKind::Tcp);
+    check.rise = 1;
+    check.fall = 1;
+    let service = |v: u8, first: u8| ServiceSpec {
+        table_size: 251,
+        check: Some(check.clone()),
+        on_failure,
+        ..ServiceSpec::new(
+            vip(v),
+            Some(80),
+            Protocol::Tcp,
+            Mode::Dsr,
+            (first..first + 3)
+                .map(|n| BackendSpec::new(be(n), MacAddr([2, 0, 0, 0, 0, n]), 1))
+                .collect(),
+        )
+    };
+    Config {
+        services: vec![service(100, 1), service(101, 11)],
+        ..Config::default()
+    }
+}
+
+fn probe(v: u8, backend: u8, ok: bool) -> Probe {
+    let key = vip_key(&config(OnFailure::Drain).services[usize::from(v - 100)]);
+    Probe {
+        target: (key, be(backend)),
+        result: if ok {
+            CheckResult::Ok
+        } else {
+            CheckResult::Fail(FailReason::Refused)
+        },
+        took: Duration::from_millis(1),
+    }
+}
+
+/// The backend ids service `v`'s live table names.
+fn table_ids(port: &MemoryPort, balancer: &Balancer, v: u8) -> Vec<IpAddr> {
+    let key = vip_key(&config(OnFailure::Drain).services[usize::from(v - 100)]);
+    let id = port.services[&key].id;
+    let mut addrs: Vec<IpAddr> = [1u8, 2, 3, 11, 12, 13]
+        .into_iter()
+        .map(be)
+        .filter(|a| {
+            balancer
+                .backend_id(*a)
+                .is_some_and(|bid| port.maglev[&id].contains(&bid))
+        })
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+fn start(on_failure: OnFailure) -> (Supervisor, Balancer, MemoryPort) {
+    let mut port = MemoryPort::new();
+    let mut balancer = Balancer::default();
+    let (sup, _rx) =
+        Supervisor::without_checks(&mut balancer, &mut port, config(on_failure)).unwrap();
+    (sup, balancer, port)
+}
+
+#[test]
+fn a_failed_backend_is_drained_and_returns_by_itself() {
+    let (mut sup, mut balancer, mut port) = start(OnFailure::Drain);
+    assert_eq!(table_ids(&port, &balancer, 100), [be(1), be(2), be(3)]);
+    let other = port.maglev[&port.services[&vip_key(&sup.config().services[1])].id].clone();
+    port.log.clear();
+
+    assert!(sup.on_probe(&mut balancer, &mut port, &probe(100, 2, false)));
+    assert_eq!(table_ids(&port, &balancer, 100), [be(1), be(3)]);
+    // Drain: the record stays (established flows keep their backend), and only the
+    // touched service's table was swapped.
+    assert!(port
+        .live_backend(balancer.backend_id(be(2)).unwrap())
+        .is_some());
+    let tables: Vec<u32> = port
+        .log
+        .iter()
+        .filter_map(|op| match op {
+            Op::Table(id, _) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tables.len(), 1, "{:?}", port.log);
+    assert_eq!(
+        port.maglev[&port.services[&vip_key(&sup.config().services[1])].id],
+        other,
+        "the other service's table moved"
+    );
+    // A repeated failure is no transition: nothing is applied again.
+    port.log.clear();
+    assert!(!sup.on_probe(&mut balancer, &mut port, &probe(100, 2, false)));
+    assert!(port.log.is_empty(), "{:?}", port.log);
+
+    assert!(sup.on_probe(&mut balancer, &mut port, &probe(100, 2, true)));
+    assert_eq!(table_ids(&port, &balancer, 100), [be(1), be(2), be(3)]);
+}
+
+#[test]
+fn reset_removes_the_backend_and_forgets_its_flows() {
+    let (mut sup, mut balancer, mut port) = start(OnFailure::Reset);
+    let id = balancer.backend_id(be(3)).unwrap();
+    port.conns.insert(
+        FlowKey::default(),
+        Conn {
+            backend_id: id,
+            service_id: 1,
+            service_gen: 1,
+        },
+    );
+    assert!(sup.on_probe(&mut balancer, &mut port, &probe(100, 3, false)));
+    assert_eq!(table_ids(&port, &balancer, 100), [be(1), be(2)]);
+    assert_eq!(balancer.backend_id(be(3)), None);
+    assert!(port.live_backend(id).is_none());
+    assert!(
+        port.conns.is_empty(),
+        "a flow still names the removed backend"
+    );
+    assert!(sup.on_probe(&mut balancer, &mut port, &probe(100, 3, true)));
+    assert_eq!(table_ids(&port, &balancer, 100), [be(1), be(2), be(3)]);
+}
+
+#[test]
+fn all_backends_down_drops_new_flows_and_the_first_back_takes_them() {
+    let (mut sup, mut balancer, mut port) = start(OnFailure::Drain);
+    for b in 1..=3 {
+        sup.on_probe(&mut balancer, &mut port, &probe(100, b, false));
+    }
+    let key = vip_key(&sup.config().services[0]);
+    assert!(port.maglev[&port.services[&key].id]
+        .iter()
+        .all(|id| *id == 0));
+    assert_eq!(sup.availability()["10.0.0.100:80/tcp"], false);
+    sup.on_probe(&mut balancer, &mut port, &probe(100, 2, true));
+    assert_eq!(table_ids(&port, &balancer, 100), [be(2)]);
+    assert_eq!(sup.availability()["10.0.0.100:80/tcp"], true);
+}
+
+#[test]
+fn a_failed_apply_keeps_the_transition_for_the_next_change() {
+    use crate::dataplane::memory::Fault;
+    let (mut sup, mut balancer, mut port) = start(OnFailure::Drain);
+    port.inject(Some(Fault::Op("swap_tables")));
+    // The transition is recorded even though the data plane refused it...
+    assert!(sup.on_probe(&mut balancer, &mut port, &probe(100, 1, false)));
+    assert_eq!(table_ids(&port, &balancer, 100), [be(1), be(2), be(3)]);
+    port.inject(None);
+    // ...and the next apply serves it.
+    sup.on_probe(&mut balancer, &mut port, &probe(100, 2, false));
+    assert_eq!(table_ids(&port, &balancer, 100), [be(3)]);
+}
+
+#[test]
+fn reload_keeps_the_health_of_backends_it_still_checks() {
+    let (mut sup, mut balancer, mut port) = start(OnFailure::Drain);
+    sup.on_probe(&mut balancer, &mut port, &probe(100, 1, false));
+    let mut next = config(OnFailure::Drain);
+    next.services[0]
+        .backends
+        .push(BackendSpec::new(be(4), MacAddr([2, 0, 0, 0, 0, 4]), 1));
+    let id2 = balancer.backend_id(be(2)).unwrap();
+    sup.reload(&mut balancer, &mut port, next).unwrap();
+    // be1 stays out, be4 comes in, be2 keeps its id.
+    assert_eq!(
+        table_ids(&port, &balancer, 100),
+        [be(2), be(3)],
+        "be1 stays out after the reload (table_ids lists be1-3 and be11-13)"
+    );
+    assert!(balancer.backend_id(be(4)).is_some());
+    assert_eq!(balancer.backend_id(be(2)), Some(id2));
+}
+
+#[test]
+fn a_rejected_reload_changes_nothing() {
+    let (mut sup, mut balancer, mut port) = start(OnFailure::Drain);
+    let ops = port.log.len();
+    let mut bad = config(OnFailure::Drain);
+    bad.services[1].backends[0].weight = 70_000;
+    assert!(sup.reload(&mut balancer, &mut port, bad).is_err());
+    assert_eq!(port.log.len(), ops);
+    assert_eq!(sup.config(), &config(OnFailure::Drain));
+}
+
+#[test]
+fn vrrp_standby_switches_only_the_entries_of_the_peers_vips() {
+    let (mut sup, mut balancer, mut port) = start(OnFailure::Drain);
+    let keys: Vec<VipKey> = sup.config().services.iter().map(vip_key).collect();
+    let before: Vec<(u32, u32)> = keys
+        .iter()
+        .map(|k| {
+            let id = port.services[k].id;
+            (id, port.generation(id).unwrap())
+        })
+        .collect();
+    port.log.clear();
+    sup.set_standby(&mut balancer, &mut port, vec![vip(101)])
+        .unwrap();
+    assert_eq!(port.services[&keys[0]].flags & service_flags::STANDBY, 0);
+    assert_ne!(port.services[&keys[1]].flags & service_flags::STANDBY, 0);
+    assert!(port.all_standby(&keys[1].addr, keys[1].family));
+    // One entry write: no table, no backend touched.
+    assert_eq!(port.log, [Op::SetService(keys[1], port.services[&keys[1]])]);
+    // Back to master: the same service (id, generation), so established flows stay.
+    sup.set_standby(&mut balancer, &mut port, vec![]).unwrap();
+    assert_eq!(port.services[&keys[1]].flags & service_flags::STANDBY, 0);
+    let after: Vec<(u32, u32)> = keys
+        .iter()
+        .map(|k| {
+            let id = port.services[k].id;
+            (id, port.generation(id).unwrap())
+        })
+        .collect();
+    assert_eq!(before, after);
+}
