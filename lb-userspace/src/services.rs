@@ -16,6 +16,7 @@ use aya::Ebpf;
 use lb_common::{
     limits::{MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES},
     service::{service_flags, AF_INET, AF_INET6},
+    wire::{IPPROTO_TCP, IPPROTO_UDP},
     Backend, ForwardMode, Service, VipKey,
 };
 use serde::{Deserialize, Serialize};
@@ -39,8 +40,8 @@ pub enum Protocol {
 impl Protocol {
     pub const fn number(self) -> u8 {
         match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
+            Protocol::Tcp => IPPROTO_TCP,
+            Protocol::Udp => IPPROTO_UDP,
         }
     }
 }
@@ -809,8 +810,8 @@ pub fn describe_vip(key: &VipKey) -> String {
         p => p.to_string(),
     };
     let proto = match key.proto {
-        6 => "tcp".to_owned(),
-        17 => "udp".to_owned(),
+        IPPROTO_TCP => "tcp".to_owned(),
+        IPPROTO_UDP => "udp".to_owned(),
         p => p.to_string(),
     };
     if key.family == AF_INET6 {

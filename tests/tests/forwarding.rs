@@ -5,18 +5,18 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_common::{
     service::{flow_hash, AF_INET, AF_INET6},
+    wire::{
+        ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+        XDP_TX,
+    },
     Backend, FlowKey, ForwardMode, Service, Stat, VipKey,
 };
 use lb_userspace::maps;
 use testbed::{
     dataplane::TestDataplane,
-    fixture::{backend_mac, install_dsr_pair, vip6, TCP, VIP4, VIP_PORT},
+    fixture::{backend_mac, install_dsr_pair, vip6, VIP4, VIP_PORT},
     packet::{self, be4, be6},
 };
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 const CLIENT4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const TABLE: [u32; 7] = [1, 2, 3, 1, 2, 3, 1];
@@ -38,7 +38,7 @@ fn key4() -> VipKey {
     VipKey {
         addr: be4(VIP4),
         port_be: VIP_PORT.to_be(),
-        proto: TCP,
+        proto: IPPROTO_TCP,
         family: AF_INET,
     }
 }
@@ -49,7 +49,7 @@ fn flow4(sport: u16) -> FlowKey {
         dst: be4(VIP4),
         sport_be: sport.to_be(),
         dport_be: VIP_PORT.to_be(),
-        proto: TCP,
+        proto: IPPROTO_TCP,
         family: AF_INET,
         _pad: [0; 2],
     }
@@ -61,7 +61,7 @@ fn flow6(sport: u16) -> FlowKey {
         dst: be6(vip6()),
         sport_be: sport.to_be(),
         dport_be: VIP_PORT.to_be(),
-        proto: TCP,
+        proto: IPPROTO_TCP,
         family: AF_INET6,
         _pad: [0; 2],
     }
@@ -379,7 +379,7 @@ fn edge_cases_have_defined_verdicts_and_counters() {
     );
 
     // The IP header promises a TCP header the frame does not carry.
-    let cut = &syn[..packet::ETH_LEN + packet::IPV4_LEN + 2];
+    let cut = &syn[..ETH_HLEN + IPV4_HLEN + 2];
     unchanged(
         &mut dp,
         "frame cut inside the TCP header",
@@ -387,7 +387,7 @@ fn edge_cases_have_defined_verdicts_and_counters() {
         XDP_DROP,
         &[Stat::Rx, Stat::Drop, Stat::Truncated],
     );
-    let cut = &syn[..packet::ETH_LEN + 10];
+    let cut = &syn[..ETH_HLEN + 10];
     unchanged(
         &mut dp,
         "frame cut inside the IPv4 header",
@@ -396,7 +396,7 @@ fn edge_cases_have_defined_verdicts_and_counters() {
         &[Stat::Rx, Stat::Drop, Stat::Truncated],
     );
 
-    let vlan = packet::vlan_frame(42, &syn[packet::ETH_LEN..]);
+    let vlan = packet::vlan_frame(42, &syn[ETH_HLEN..]);
     unchanged(
         &mut dp,
         "802.1Q-tagged VIP traffic",
@@ -520,7 +520,7 @@ fn use_encap(dp: &mut TestDataplane, mode: ForwardMode) {
         let key = VipKey {
             addr,
             port_be: VIP_PORT.to_be(),
-            proto: TCP,
+            proto: IPPROTO_TCP,
             family,
         };
         let svc = Service {
@@ -590,7 +590,7 @@ fn ipip_without_encap_source_drops_and_too_big_frames_drop() {
     let key = VipKey {
         addr: be4(VIP4),
         port_be: VIP_PORT.to_be(),
-        proto: 17,
+        proto: IPPROTO_UDP,
         family: AF_INET,
     };
     maps::set_service(
@@ -747,7 +747,7 @@ fn vip_filter_follows_service_removal() {
     let key = |port: u16| VipKey {
         addr: be4(VIP4),
         port_be: port.to_be(),
-        proto: TCP,
+        proto: IPPROTO_TCP,
         family: AF_INET,
     };
     maps::set_service(
@@ -899,7 +899,7 @@ fn icmp_echo_to_a_vip_is_answered_from_xdp() {
         &packet::icmp4_echo(0, 7, 1, payload),
     );
     // The reply keeps the request's IP id and flags; only TTL (64) and the addresses change.
-    reply_ip[4..8].copy_from_slice(&request[packet::ETH_LEN + 4..packet::ETH_LEN + 8]);
+    reply_ip[4..8].copy_from_slice(&request[ETH_HLEN + 4..ETH_HLEN + 8]);
     let mut reply = packet::ethernet(
         packet::LB_MAC,
         packet::CLIENT_MAC,
@@ -1075,8 +1075,7 @@ fn gue_encapsulates_both_families_and_decap_unwraps_it() {
     }
     // UDP to another port is not ours to unwrap.
     let mut other_port = output.clone();
-    other_port[packet::ETH_LEN + packet::IPV4_LEN + 2..][..2]
-        .copy_from_slice(&6081u16.to_be_bytes());
+    other_port[ETH_HLEN + IPV4_HLEN + 2..][..2].copy_from_slice(&6081u16.to_be_bytes());
     let out = dp.run_program(lb_common::programs::DECAP, &other_port);
     assert_eq!((out.action, &out.packet), (XDP_PASS, &other_port));
 }
@@ -1100,7 +1099,7 @@ fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
             &packet::tcp4(VIP4, CLIENT4, VIP_PORT, sport, packet::Flags::ACK),
         );
         let mut icmp = vec![3u8, 4, 0, 0, 0, 0, 0x05, 0x78]; // MTU 1400
-        icmp.extend_from_slice(&reply[..packet::IPV4_LEN + 8]);
+        icmp.extend_from_slice(&reply[..IPV4_HLEN + 8]);
         let csum = pnet_packet::icmp::checksum(&pnet_packet::icmp::IcmpPacket::new(&icmp).unwrap());
         icmp[2..4].copy_from_slice(&csum.to_be_bytes());
         let input = packet::ethernet(
@@ -1132,7 +1131,7 @@ fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
     );
     let router6: Ipv6Addr = "fd00:9::1".parse().unwrap();
     let mut body = vec![0u8, 0, 0x05, 0x00]; // MTU 1280
-    body.extend_from_slice(&reply6[..packet::IPV6_LEN + 8]);
+    body.extend_from_slice(&reply6[..IPV6_HLEN + 8]);
     let mut icmp6 = vec![2u8, 0, 0, 0];
     icmp6.extend_from_slice(&body);
     let csum = pnet_packet::icmpv6::checksum(
@@ -1179,7 +1178,6 @@ fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
 /// interface's and redirects through the devmap; without a devmap entry it drops.
 #[test]
 fn two_arm_service_redirects_out_of_its_egress_interface() {
-    const XDP_REDIRECT: u32 = 4;
     let mut dp = setup("twoarm");
     let key = key4();
     let svc = Service {
@@ -1226,10 +1224,9 @@ fn two_arm_service_redirects_out_of_its_egress_interface() {
 /// egress.
 #[test]
 fn ipv6_edge_cases_have_defined_verdicts_and_counters() {
-    const XDP_REDIRECT: u32 = 4;
     let mut dp = setup("edges6");
     let syn = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
-    let hop_limit_at = packet::ETH_LEN + 7;
+    let hop_limit_at = ETH_HLEN + 7;
     for hops in [0u8, 1] {
         let mut low = syn.clone();
         low[hop_limit_at] = hops;
@@ -1241,7 +1238,7 @@ fn ipv6_edge_cases_have_defined_verdicts_and_counters() {
             &[Stat::Rx, Stat::Drop, Stat::TtlExpired],
         );
     }
-    let cut = &syn[..packet::ETH_LEN + packet::IPV6_LEN + 2];
+    let cut = &syn[..ETH_HLEN + IPV6_HLEN + 2];
     unchanged(
         &mut dp,
         "frame cut inside the TCP header",
@@ -1249,7 +1246,7 @@ fn ipv6_edge_cases_have_defined_verdicts_and_counters() {
         XDP_DROP,
         &[Stat::Rx, Stat::Drop, Stat::Truncated],
     );
-    let cut = &syn[..packet::ETH_LEN + 20];
+    let cut = &syn[..ETH_HLEN + 20];
     unchanged(
         &mut dp,
         "frame cut inside the IPv6 header",
@@ -1258,7 +1255,7 @@ fn ipv6_edge_cases_have_defined_verdicts_and_counters() {
         &[Stat::Rx, Stat::Drop, Stat::Truncated],
     );
     let mut long = syn.clone();
-    long[packet::ETH_LEN + 4..packet::ETH_LEN + 6].copy_from_slice(&1000u16.to_be_bytes());
+    long[ETH_HLEN + 4..ETH_HLEN + 6].copy_from_slice(&1000u16.to_be_bytes());
     unchanged(
         &mut dp,
         "payload length beyond the frame",
@@ -1267,7 +1264,7 @@ fn ipv6_edge_cases_have_defined_verdicts_and_counters() {
         &[Stat::Rx, Stat::Drop, Stat::Truncated],
     );
     let mut bad = syn.clone();
-    bad[packet::ETH_LEN] = 0x40 | (bad[packet::ETH_LEN] & 0x0f);
+    bad[ETH_HLEN] = 0x40 | (bad[ETH_HLEN] & 0x0f);
     unchanged(
         &mut dp,
         "version 4 nibble in an IPv6 frame",
@@ -1286,7 +1283,7 @@ fn ipv6_edge_cases_have_defined_verdicts_and_counters() {
     let key = VipKey {
         addr: be6(vip6()),
         port_be: VIP_PORT.to_be(),
-        proto: TCP,
+        proto: IPPROTO_TCP,
         family: AF_INET6,
     };
     let svc = Service {

@@ -3,12 +3,12 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use lb_common::Stat;
+use lb_common::{
+    wire::{XDP_DROP, XDP_PASS},
+    Stat,
+};
 use pnet_packet::ethernet::EtherTypes;
 use testbed::{dataplane::TestDataplane, packet};
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 
 struct Fixture {
     description: &'static str,

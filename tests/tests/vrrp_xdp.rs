@@ -13,6 +13,7 @@ use lb_common::{
     programs,
     service::{AF_INET, AF_INET6},
     vrrp::{VRRP_FRAME_MAX, VRRP_STATE_MASTER, VRRP_STATE_NOT_MASTER},
+    wire::{ETH_HLEN, IPV4_HLEN, IPV6_HLEN, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
     Stat, VrrpKey, VrrpRouter, VrrpSeen,
 };
 use lb_userspace::{
@@ -22,11 +23,6 @@ use lb_userspace::{
 use pnet_packet::ipv4::{self, MutableIpv4Packet};
 use testbed::{dataplane::TestDataplane, Netns};
 
-const XDP_ABORTED: u32 = 0;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-
 /// Where BPF_PROG_TEST_RUN says a context-less frame arrived: `lo`.
 const LO: u32 = 1;
 /// VRID with a VRRPv3 router for IPv4 and one for IPv6.
@@ -35,8 +31,6 @@ const VRID: u8 = 7;
 const VRID_V2: u8 = 9;
 const OUR_PRIORITY: u8 = 150;
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x33];
-const ETH_LEN: usize = 14;
-const IPV4_LEN: usize = 20;
 
 const OUR4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const PEER4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
@@ -130,7 +124,7 @@ fn peer_advert_v2(vrid: u8, priority: u8) -> Vec<u8> {
 /// Rewrites the IPv4 header of `frame` with `f` and fixes its header checksum.
 fn edit_ipv4(frame: &[u8], f: impl FnOnce(&mut MutableIpv4Packet)) -> Vec<u8> {
     let mut out = frame.to_vec();
-    let mut ip = MutableIpv4Packet::new(&mut out[ETH_LEN..]).unwrap();
+    let mut ip = MutableIpv4Packet::new(&mut out[ETH_HLEN..]).unwrap();
     f(&mut ip);
     let sum = ipv4::checksum(&ip.to_immutable());
     ip.set_checksum(sum);
@@ -434,11 +428,11 @@ fn invalid_adverts_are_dropped() {
         inv,
     );
     let mut hop254 = lower6.clone();
-    hop254[ETH_LEN + 7] = 254;
+    hop254[ETH_HLEN + 7] = 254;
     dropped(&mut dp, "hop limit 254", &hop254, inv);
 
-    let vrrp4 = ETH_LEN + IPV4_LEN;
-    let vrrp6 = ETH_LEN + 40;
+    let vrrp4 = ETH_HLEN + IPV4_HLEN;
+    let vrrp6 = ETH_HLEN + IPV6_HLEN;
     let mut bad = lower4.clone();
     bad[vrrp4 + 7] ^= 0x01;
     dropped(&mut dp, "bad v4 checksum", &bad, inv);
@@ -451,7 +445,7 @@ fn invalid_adverts_are_dropped() {
     });
     dropped(&mut dp, "v3 pseudo-header", &other_dst, inv);
     let mut bad_ip = lower4.clone();
-    bad_ip[ETH_LEN + 10] ^= 0x01;
+    bad_ip[ETH_HLEN + 10] ^= 0x01;
     dropped(&mut dp, "bad IPv4 header checksum", &bad_ip, inv);
 
     dropped(
@@ -517,12 +511,12 @@ fn invalid_adverts_are_dropped() {
     dropped(&mut dp, "v2 over IPv6", &v2over6, inv);
 
     // IPv4 options (a 4-byte NOP option), fragments.
-    let mut opt = lower4[..ETH_LEN + IPV4_LEN].to_vec();
+    let mut opt = lower4[..ETH_HLEN + IPV4_HLEN].to_vec();
     opt.extend_from_slice(&[1, 1, 1, 0]);
     opt.extend_from_slice(&lower4[vrrp4..]);
     let opt = edit_ipv4(&opt, |ip| {
         ip.set_header_length(6);
-        ip.set_total_length((lower4.len() - ETH_LEN + 4) as u16);
+        ip.set_total_length((lower4.len() - ETH_HLEN + 4) as u16);
     });
     dropped(&mut dp, "IPv4 options", &opt, inv);
     let mf = edit_ipv4(&lower4, |ip| ip.set_flags(ipv4::Ipv4Flags::MoreFragments));
@@ -537,7 +531,11 @@ fn invalid_adverts_are_dropped() {
 
 /// Recomputes a VRRPv2 checksum (RFC 1071 over the message only) in place.
 fn fix_v2_checksum(frame: &mut [u8], at: usize) {
-    let end = ETH_LEN + usize::from(u16::from_be_bytes([frame[ETH_LEN + 2], frame[ETH_LEN + 3]]));
+    let end = ETH_HLEN
+        + usize::from(u16::from_be_bytes([
+            frame[ETH_HLEN + 2],
+            frame[ETH_HLEN + 3],
+        ]));
     frame[at + 6] = 0;
     frame[at + 7] = 0;
     let sum = pnet_packet::util::checksum(&frame[at..end], 3);
@@ -580,7 +578,7 @@ fn truncated_adverts_never_transmit_or_abort() {
         ("v2", v2),
     ] {
         let v6 = name == "v6";
-        for len in ETH_LEN..whole.len() {
+        for len in ETH_HLEN..whole.len() {
             // Cut as is: the IP header claims more than the frame holds.
             let cut = &whole[..len];
             let out = dp.run(cut);
@@ -591,16 +589,16 @@ fn truncated_adverts_never_transmit_or_abort() {
             );
             assert_eq!(out.packet, cut, "{name} cut at {len}: output");
             // Cut with the IP length fixed to match: a short VRRP message.
-            let ip_hlen = if v6 { 40 } else { IPV4_LEN };
-            if len < ETH_LEN + ip_hlen {
+            let ip_hlen = if v6 { IPV6_HLEN } else { IPV4_HLEN };
+            if len < ETH_HLEN + ip_hlen {
                 continue;
             }
             let mut short = cut.to_vec();
             if v6 {
-                let payload = (len - ETH_LEN - 40) as u16;
-                short[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&payload.to_be_bytes());
+                let payload = (len - ETH_HLEN - IPV6_HLEN) as u16;
+                short[ETH_HLEN + 4..ETH_HLEN + 6].copy_from_slice(&payload.to_be_bytes());
             } else {
-                short = edit_ipv4(&short, |ip| ip.set_total_length((len - ETH_LEN) as u16));
+                short = edit_ipv4(&short, |ip| ip.set_total_length((len - ETH_HLEN) as u16));
             }
             dropped(
                 &mut dp,
