@@ -6,6 +6,11 @@
 //! it. A field read from a packet is converted first (`u16::from_be(eth.ether_type)`,
 //! `u16::from_be_bytes(..)`) and a value is written with `.to_be()` / `.to_be_bytes()`.
 //! Single-byte values (protocol numbers, ICMP types, TCP flags) have no byte order.
+//!
+//! Not the `network-types` crate: its EtherType enum holds byte-swapped values (its
+//! `Ipv4` is `0x0008` on a little-endian host), it has no XDP verdicts, VRRP fields or
+//! ICMP type constants, and its header structs would replace the data plane's own, a
+//! change of the verifier-facing code this module does not need.
 
 /// Ethernet II header: destination MAC, source MAC, EtherType (IEEE 802.3 §3.1.1).
 pub const ETH_HLEN: usize = 14;
