@@ -3,7 +3,8 @@
 //!
 //! The nested cargo runs on the stable toolchain with `RUSTC_BOOTSTRAP=1` (for
 //! `-Z build-std=core`) and links with `bpf-linker`, which `cargo xtask setup` builds
-//! against the toolchain's own LLVM into `.tools/bin` (see docs/toolchain.md).
+//! against the toolchain's own LLVM into `.tools/bin` (see docs/toolchain.md, which also says
+//! why this is not aya-build: it cannot share one BPF target dir between builds).
 
 use std::{
     env,

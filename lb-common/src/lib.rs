@@ -8,6 +8,7 @@
 pub mod service;
 pub mod stats;
 pub mod vrrp;
+pub mod wire;
 
 pub use service::{
     Backend, Config, Conn, FlowKey, ForwardMode, Service, ServiceSlot, TxPort, VipAddr, VipKey,

@@ -6,15 +6,19 @@
 //! RSS and any ECMP on the way spread flows.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use lb_common::{limits::MAX_ENCAP_FRAME, Backend, Stat};
+use lb_common::{
+    limits::MAX_ENCAP_FRAME,
+    wire::{
+        ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP, IPV4_VER_IHL,
+        IP_MF, IP_OFFSET,
+    },
+    Backend, Stat,
+};
 
 use crate::{
     csum,
     maps::XLB_CONFIG,
-    parse::{
-        header, EthHdr, Ipv4Hdr, Ipv6Hdr, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP,
-        IPPROTO_IPV6, IPPROTO_UDP,
-    },
+    parse::{header, EthHdr, Ipv4Hdr, Ipv6Hdr},
 };
 
 /// UDP header (network order).
@@ -99,7 +103,7 @@ pub fn encap4(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Re
     let extra = wrap.extra();
     grow(ctx, IPV4_HLEN + extra, len)?;
     let mut outer = Ipv4Hdr {
-        ver_ihl: 0x45,
+        ver_ihl: IPV4_VER_IHL,
         tos,
         tot_len: (inner_len + (IPV4_HLEN + extra) as u16).to_be(),
         id: 0,
@@ -115,7 +119,7 @@ pub fn encap4(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Re
     };
     // SAFETY: Ipv4Hdr is 20 bytes of plain integers, as is [u16; 10].
     outer.check = csum::ipv4_header(unsafe { &*(&outer as *const Ipv4Hdr).cast() });
-    write_eth(ctx, our_mac, backend.mac, ETH_P_IP)?;
+    write_eth(ctx, our_mac, backend.mac, ETH_P_IPV4)?;
     // SAFETY: `header` bounds-checked the outer header's room after the grow.
     unsafe { *header::<Ipv4Hdr>(ctx, ETH_HLEN)? = outer };
     write_udp(ctx, ETH_HLEN + IPV4_HLEN, wrap, inner_len)
@@ -198,17 +202,17 @@ pub fn decap(ctx: &XdpContext) -> Result<bool, Stat> {
     let eth = unsafe { &*header::<EthHdr>(ctx, 0)? };
     let (dst, src) = (eth.dst, eth.src);
     let (outer, inner_type) = match u16::from_be(eth.ether_type) {
-        ETH_P_IP => {
+        ETH_P_IPV4 => {
             let ip = unsafe { &*header::<Ipv4Hdr>(ctx, ETH_HLEN)? };
             // Only option-less, unfragmented outer headers: that is all we send.
-            if ip.ver_ihl != 0x45 || u16::from_be(ip.frag_off) & 0x3fff != 0 {
+            if ip.ver_ihl != IPV4_VER_IHL || u16::from_be(ip.frag_off) & (IP_MF | IP_OFFSET) != 0 {
                 return Ok(false);
             }
             match ip.proto {
                 IPPROTO_IPIP => {
                     // The inner header must be whole before we expose it to the stack.
                     header::<Ipv4Hdr>(ctx, ETH_HLEN + IPV4_HLEN)?;
-                    (IPV4_HLEN, ETH_P_IP)
+                    (IPV4_HLEN, ETH_P_IPV4)
                 }
                 IPPROTO_UDP => match gue_inner(ctx, ETH_HLEN + IPV4_HLEN)? {
                     Some(inner_type) => (IPV4_HLEN + UDP_HLEN, inner_type),
@@ -262,7 +266,7 @@ fn gue_inner(ctx: &XdpContext, udp_off: usize) -> Result<Option<u16>, Stat> {
     Ok(match first >> 4 {
         4 => {
             header::<Ipv4Hdr>(ctx, udp_off + UDP_HLEN)?;
-            Some(ETH_P_IP)
+            Some(ETH_P_IPV4)
         }
         6 => {
             header::<Ipv6Hdr>(ctx, udp_off + UDP_HLEN)?;

@@ -2,15 +2,17 @@
 //! answering here keeps pings off the backends and off the balancer's own stack.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{service::AF_INET, Stat};
+use lb_common::{
+    service::AF_INET,
+    wire::{ETH_HLEN, ICMPV6_ECHO_REPLY, ICMP_ECHO_REPLY},
+    Stat,
+};
 
 use crate::{
     csum,
-    parse::{header, EthHdr, IcmpHdr, Ipv4Hdr, Ipv6Hdr, ETH_HLEN},
+    parse::{header, EthHdr, IcmpHdr, Ipv4Hdr, Ipv6Hdr},
 };
 
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMPV6_ECHO_REPLY: u8 = 129;
 const REPLY_TTL: u8 = 64;
 
 /// Turns the echo request into its reply in place and transmits it back. The caller

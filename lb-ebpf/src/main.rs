@@ -18,7 +18,7 @@ mod vrrp;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::{debug, trace};
-use lb_common::{service::service_flags, ForwardMode, Stat};
+use lb_common::{service::service_flags, wire, ForwardMode, Stat};
 
 use crate::parse::Parsed;
 
@@ -217,8 +217,8 @@ pub fn bench_tx(ctx: XdpContext) -> u32 {
 pub fn bench_conn(ctx: XdpContext) -> u32 {
     let (Ok(eth), Ok(ip), Ok(ports)) = (
         parse::header::<parse::EthHdr>(&ctx, 0),
-        parse::header::<parse::Ipv4Hdr>(&ctx, parse::ETH_HLEN),
-        parse::header::<[u16; 2]>(&ctx, parse::ETH_HLEN + 20),
+        parse::header::<parse::Ipv4Hdr>(&ctx, wire::ETH_HLEN),
+        parse::header::<[u16; 2]>(&ctx, wire::ETH_HLEN + wire::IPV4_HLEN),
     ) else {
         return xdp_action::XDP_DROP;
     };
@@ -256,3 +256,12 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+// The verdict numbers the tests and tools use (`lb_common::wire`) are the kernel's.
+const _: () = assert!(
+    wire::XDP_ABORTED == xdp_action::XDP_ABORTED
+        && wire::XDP_DROP == xdp_action::XDP_DROP
+        && wire::XDP_PASS == xdp_action::XDP_PASS
+        && wire::XDP_TX == xdp_action::XDP_TX
+        && wire::XDP_REDIRECT == xdp_action::XDP_REDIRECT
+);

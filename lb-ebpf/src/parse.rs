@@ -17,32 +17,18 @@
 //!   beyond the datagram: drop `truncated`, as for a quote cut short by the frame.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{service::AF_INET, service::AF_INET6, FlowKey, Stat};
-
-pub const ETH_HLEN: usize = 14;
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_ICMPV6: u8 = 58;
-/// VRRP (RFC 5798 §5.1.1.3).
-pub const IPPROTO_VRRP: u8 = 112;
-pub const ICMP_ECHO_REQUEST: u8 = 8;
-pub const ICMPV6_ECHO_REQUEST: u8 = 128;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_FRAG_NEEDED: u8 = 4;
-const ICMPV6_PACKET_TOO_BIG: u8 = 2;
-/// ICMP / ICMPv6 error header length before the quoted packet.
-const ICMP_ERR_HLEN: usize = 8;
-/// IPv4-in-IP and IPv6-in-IP "protocol" numbers.
-pub const IPPROTO_IPIP: u8 = 4;
-pub const IPPROTO_IPV6: u8 = 41;
-/// IPv4 flags/fragment-offset field: MF bit and offset mask (host order).
-const IP_MF: u16 = 0x2000;
-const IP_OFFSET: u16 = 0x1fff;
+use lb_common::{
+    service::AF_INET,
+    service::AF_INET6,
+    wire::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ICMPV6_ECHO_REQUEST,
+        ICMPV6_PACKET_TOO_BIG, ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST, ICMP_FRAG_NEEDED, ICMP_HLEN,
+        IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HIP, IPPROTO_HOPOPTS, IPPROTO_ICMP,
+        IPPROTO_ICMPV6, IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_SHIM6, IPPROTO_TCP, IPPROTO_UDP,
+        IPPROTO_VRRP, IPV4_VER_IHL, IP_MF, IP_OFFSET, TCP_ACK, TCP_FLAGS_OFFSET, TCP_SYN,
+    },
+    FlowKey, Stat,
+};
 
 /// Ethernet II header as it sits on the wire.
 #[repr(C)]
@@ -86,11 +72,6 @@ pub struct IcmpHdr {
     pub code: u8,
     pub check: u16,
 }
-
-/// TCP header flags byte: offset from the start of the TCP header, and its bits.
-const TCP_FLAGS_OFFSET: usize = 13;
-const TCP_SYN: u8 = 0x02;
-const TCP_ACK: u8 = 0x10;
 
 /// Whether the TCP header at `l4` is a SYN without ACK. A header too short to hold
 /// the flags (in the frame or in the datagram ending at `ip_end`) counts as not a SYN:
@@ -187,7 +168,7 @@ pub fn parse(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
     // The I/G bit: broadcast and multicast destinations.
     let group = eth.dst[0] & 1 != 0;
     let mut parsed = match u16::from_be(eth.ether_type) {
-        ETH_P_IP => ipv4(ctx, len)?,
+        ETH_P_IPV4 => ipv4(ctx, len)?,
         ETH_P_IPV6 => ipv6(ctx, len)?,
         ETH_P_8021Q | ETH_P_8021AD => Parsed::Pass(Stat::Vlan),
         _ => Parsed::Pass(Stat::NotVip),
@@ -286,9 +267,9 @@ fn ipv4(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
 /// a quote (header or ports) beyond the datagram ending at `ip_end` is `Truncated`.
 #[inline(always)]
 fn too_big4(ctx: &XdpContext, ttl: u8, ip_end: usize) -> Result<Parsed, Stat> {
-    let quoted_off = ETH_HLEN + 20 + ICMP_ERR_HLEN;
+    let quoted_off = ETH_HLEN + 20 + ICMP_HLEN;
     let q = unsafe { &*l4_header::<Ipv4Hdr>(ctx, quoted_off, ip_end)? };
-    if q.ver_ihl != 0x45 || (q.proto != IPPROTO_TCP && q.proto != IPPROTO_UDP) {
+    if q.ver_ihl != IPV4_VER_IHL || (q.proto != IPPROTO_TCP && q.proto != IPPROTO_UDP) {
         return Ok(Parsed::Pass(Stat::NotVip));
     }
     let p = unsafe { &*l4_header::<Ports>(ctx, quoted_off + 20, ip_end)? };
@@ -316,7 +297,7 @@ fn too_big4(ctx: &XdpContext, ttl: u8, ip_end: usize) -> Result<Parsed, Stat> {
 /// ICMPv6 "packet too big": the IPv6 twin of [`too_big4`].
 #[inline(always)]
 fn too_big6(ctx: &XdpContext, hop_limit: u8, ip_end: usize) -> Result<Parsed, Stat> {
-    let quoted_off = ETH_HLEN + size_of::<Ipv6Hdr>() + ICMP_ERR_HLEN;
+    let quoted_off = ETH_HLEN + size_of::<Ipv6Hdr>() + ICMP_HLEN;
     let q = unsafe { &*l4_header::<Ipv6Hdr>(ctx, quoted_off, ip_end)? };
     if q.next_hdr != IPPROTO_TCP && q.next_hdr != IPPROTO_UDP {
         return Ok(Parsed::Pass(Stat::NotVip));
@@ -373,7 +354,8 @@ fn ipv6(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
         }
         // Hop-by-hop, routing, fragment, destination options, AH, mobility, HIP, shim6:
         // not walked, so never forwarded.
-        0 | 43 | 44 | 60 | 51 | 135 | 139 | 140 => return Ok(Parsed::Pass(Stat::Ipv6ExtHeader)),
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_DSTOPTS | IPPROTO_AH
+        | IPPROTO_MH | IPPROTO_HIP | IPPROTO_SHIM6 => return Ok(Parsed::Pass(Stat::Ipv6ExtHeader)),
         _ => return Ok(Parsed::Pass(Stat::NotVip)),
     }
     let l4 = ETH_HLEN + size_of::<Ipv6Hdr>();

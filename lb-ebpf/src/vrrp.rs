@@ -12,29 +12,22 @@ use aya_ebpf::{
 use lb_common::{
     service::AF_INET,
     vrrp::{VRRP_ANSWER_INTERVAL_NS, VRRP_FRAME_MAX, VRRP_MAX_ADDRS, VRRP_STATE_MASTER},
+    wire::{
+        ETH_HLEN, IPPROTO_VRRP, IPV4_VER_IHL, IP_MF, IP_OFFSET, VRRP_HLEN, VRRP_TTL,
+        VRRP_TYPE_ADVERTISEMENT, VRRP_V2_AUTH_LEN,
+    },
     Stat, VrrpKey, VrrpSeen,
 };
 
 use crate::{
     csum,
     maps::{XLB_VRRP_ROUTERS, XLB_VRRP_SEEN},
-    parse::{header, Ipv4Hdr, Ipv6Hdr, ETH_HLEN, IPPROTO_VRRP},
+    parse::{header, Ipv4Hdr, Ipv6Hdr},
 };
 
-/// The only TTL / hop limit an advert may carry (RFC 5798 §5.1.1.3, §5.1.2.3).
-const VRRP_TTL: u8 = 255;
-/// The only VRRP packet type (RFC 5798 §5.2.2).
-const TYPE_ADVERTISEMENT: u8 = 1;
-/// Fixed VRRP header: version/type, VRID, priority, count, interval/auth, checksum.
-const VRRP_HLEN: usize = 8;
-/// VRRPv2 trailing authentication data (RFC 3768 §5.3.10).
-const V2_AUTH_LEN: usize = 8;
 /// Longest message XDP validates: v3 over IPv6 with [`VRRP_MAX_ADDRS`] addresses (v2
 /// over IPv4 with as many is shorter), in 16-bit words for the checksum loop.
 const MAX_MSG_WORDS: usize = (VRRP_HLEN + VRRP_MAX_ADDRS as usize * 16) / 2;
-/// IPv4 flags/fragment-offset field: MF bit and offset mask (host order).
-const IP_MF: u16 = 0x2000;
-const IP_OFFSET: u16 = 0x1fff;
 
 /// VRRP header as it sits on the wire (RFC 5798 §5.1, RFC 3768 §5.1).
 #[repr(C)]
@@ -96,14 +89,14 @@ pub fn advert(ctx: &XdpContext, family: u8) -> Result<Verdict, Stat> {
     let hdr = unsafe { &*header::<VrrpHdr>(ctx, ip.l4).map_err(|_| Stat::VrrpInvalid)? };
     let version = hdr.ver_type >> 4;
     let v2 = version == 2;
-    if hdr.ver_type & 0x0f != TYPE_ADVERTISEMENT
+    if hdr.ver_type & 0x0f != VRRP_TYPE_ADVERTISEMENT
         || !(version == 3 || (v2 && family == AF_INET))
         || hdr.count > VRRP_MAX_ADDRS
     {
         return Err(Stat::VrrpInvalid);
     }
     let addr_len = if family == AF_INET { 4 } else { 16 };
-    let auth_len = if v2 { V2_AUTH_LEN } else { 0 };
+    let auth_len = if v2 { VRRP_V2_AUTH_LEN } else { 0 };
     if ip.msg_len != VRRP_HLEN + usize::from(hdr.count) * addr_len + auth_len {
         return Err(Stat::VrrpInvalid);
     }
@@ -198,7 +191,7 @@ fn ip4(ctx: &XdpContext) -> Result<Ip, Stat> {
     // Options, fragments (RFC 5798 §5.1.1: adverts are never fragmented) and a bad
     // header checksum (the stack would drop it: so do we, before recording it).
     // SAFETY: Ipv4Hdr is 20 bytes of plain integers, as is [u16; 10].
-    if ip.ver_ihl != 0x45
+    if ip.ver_ihl != IPV4_VER_IHL
         || u16::from_be(ip.frag_off) & (IP_MF | IP_OFFSET) != 0
         || csum::ipv4_header(unsafe { &*(ip as *const Ipv4Hdr).cast() }) != 0
     {

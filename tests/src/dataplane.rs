@@ -90,8 +90,10 @@ pub struct TestDataplane {
 
 impl TestDataplane {
     /// A packet fixture: runs `input` through the balancer, then asserts the verdict,
-    /// the exact output bytes, and that exactly the counters in `counted` moved, each
-    /// by one packet.
+    /// the exact output bytes, and that exactly the counters in `counted` moved, each by
+    /// one packet of `input`'s length (every counter counts the frame as it arrived).
+    /// Tables of these are [`crate::case::Case`] rows.
+    #[track_caller]
     pub fn check(
         &mut self,
         what: &str,
@@ -106,9 +108,19 @@ impl TestDataplane {
         assert_eq!(out.packet, output, "{what}: output bytes");
         let after = self.stats();
         for &stat in lb_common::Stat::ALL {
-            let moved = after.get(stat).packets - before.get(stat).packets;
-            let want = u64::from(counted.contains(&stat));
-            assert_eq!(moved, want, "{what}: counter {}", stat.name());
+            let (b, a) = (before.get(stat), after.get(stat));
+            let moved = (a.packets - b.packets, a.bytes - b.bytes);
+            let want = if counted.contains(&stat) {
+                (1, input.len() as u64)
+            } else {
+                (0, 0)
+            };
+            assert_eq!(
+                moved,
+                want,
+                "{what}: counter {} (packets, bytes)",
+                stat.name()
+            );
         }
     }
 

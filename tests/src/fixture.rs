@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_common::{
     service::{AF_INET, AF_INET6},
+    wire::IPPROTO_TCP,
     Backend, ForwardMode, Service, VipKey,
 };
 use lb_userspace::dataplane::aya::maps;
@@ -15,7 +16,6 @@ use crate::{
     packet::{be4, be6},
 };
 
-pub const TCP: u8 = 6;
 pub const VIP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 pub const VIP_PORT: u16 = 80;
 
@@ -45,7 +45,7 @@ pub fn install_dsr_pair(dp: &mut TestDataplane, backends: u32, table: &[u32]) {
         let key = VipKey {
             addr,
             port_be: VIP_PORT.to_be(),
-            proto: TCP,
+            proto: IPPROTO_TCP,
             family,
         };
         let svc = Service {

@@ -19,6 +19,14 @@ use std::{
 use lb_common::{
     maps as map_names,
     service::{service_flags, AF_INET, AF_INET6},
+    wire::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6,
+        ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST,
+        ICMP_FRAG_NEEDED, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HIP,
+        IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_SHIM6,
+        IPPROTO_TCP, IPPROTO_UDP, IPPROTO_VRRP, IP_DF, IP_MF, IP_OFFSET, TCP_ACK, TCP_PSH, TCP_SYN,
+        VRRP_TTL,
+    },
     Backend, Config, Conn, Counter, FlowKey, ForwardMode, Service, Stat, VipKey,
 };
 use lb_userspace::{
@@ -209,7 +217,7 @@ pub fn fuzz_tables() -> Tables {
 // Packet builders (by hand: checksums are irrelevant to the decision, except where noted).
 
 fn eth(ether_type: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(14 + payload.len());
+    let mut f = Vec::with_capacity(ETH_HLEN + payload.len());
     f.extend_from_slice(&LB_MAC);
     f.extend_from_slice(&CLIENT_MAC);
     f.extend_from_slice(&ether_type.to_be_bytes());
@@ -366,10 +374,10 @@ fn vip_port(r: &mut Rng) -> u16 {
 
 fn tcp_flags(r: &mut Rng) -> u8 {
     match r.below(10) {
-        0..=2 => 0x02,
-        3..=5 => 0x10,
-        6 => 0x12,
-        7 => 0x18,
+        0..=2 => TCP_SYN,
+        3..=5 => TCP_ACK,
+        6 => TCP_SYN | TCP_ACK,
+        7 => TCP_PSH | TCP_ACK,
         _ => r.byte(),
     }
 }
@@ -395,7 +403,7 @@ fn ttl(r: &mut Rng) -> u8 {
 fn l4_for(r: &mut Rng, proto: u8) -> Vec<u8> {
     let (sp, dp) = (client_port(r), vip_port(r));
     let p = payload(r);
-    if proto == 6 {
+    if proto == IPPROTO_TCP {
         tcp(sp, dp, tcp_flags(r), &p)
     } else {
         udp(sp, dp, &p)
@@ -421,29 +429,37 @@ pub fn generate(r: &mut Rng) -> (&'static str, Vec<u8>) {
 fn structured(r: &mut Rng, class: &str) -> Vec<u8> {
     match class {
         "tcp4-vip" | "udp4-vip" => {
-            let proto = if class == "tcp4-vip" { 6 } else { 17 };
+            let proto = if class == "tcp4-vip" {
+                IPPROTO_TCP
+            } else {
+                IPPROTO_UDP
+            };
             let l4 = l4_for(r, proto);
             let t = ttl(r);
             eth(
-                0x0800,
-                &ip4(client4(r), vip4(r), proto, t, 0x4000, &[], &l4),
+                ETH_P_IPV4,
+                &ip4(client4(r), vip4(r), proto, t, IP_DF, &[], &l4),
             )
         }
         "tcp6-vip" | "udp6-vip" => {
-            let proto = if class == "tcp6-vip" { 6 } else { 17 };
+            let proto = if class == "tcp6-vip" {
+                IPPROTO_TCP
+            } else {
+                IPPROTO_UDP
+            };
             let l4 = l4_for(r, proto);
             let t = ttl(r);
-            eth(0x86dd, &ip6(client6(r), vip6(r), proto, t, &l4))
+            eth(ETH_P_IPV6, &ip6(client6(r), vip6(r), proto, t, &l4))
         }
         "l4-not-vip" => {
-            let proto = r.pick(&[6u8, 17]);
+            let proto = r.pick(&[IPPROTO_TCP, IPPROTO_UDP]);
             let l4 = l4_for(r, proto);
             if r.chance(50) {
                 let dst = Ipv4Addr::new(10, 0, 0, 5 + r.below(3) as u8);
-                eth(0x0800, &ip4(client4(r), dst, proto, 64, 0, &[], &l4))
+                eth(ETH_P_IPV4, &ip4(client4(r), dst, proto, 64, 0, &[], &l4))
             } else {
                 let dst: Ipv6Addr = "fd00::5".parse().unwrap();
-                eth(0x86dd, &ip6(client6(r), dst, proto, 64, &l4))
+                eth(ETH_P_IPV6, &ip6(client6(r), dst, proto, 64, &l4))
             }
         }
         "icmp4-echo" => {
@@ -454,12 +470,15 @@ fn structured(r: &mut Rng, class: &str) -> Vec<u8> {
             };
             let body = payload(r);
             let m = icmp(
-                8,
+                ICMP_ECHO_REQUEST,
                 if r.chance(90) { 0 } else { r.byte() },
                 [0, 1, 0, 1],
                 &body,
             );
-            eth(0x0800, &ip4(client4(r), dst, 1, ttl(r), 0, &[], &m))
+            eth(
+                ETH_P_IPV4,
+                &ip4(client4(r), dst, IPPROTO_ICMP, ttl(r), 0, &[], &m),
+            )
         }
         "icmp6-echo" => {
             let dst = if r.chance(70) {
@@ -469,44 +488,60 @@ fn structured(r: &mut Rng, class: &str) -> Vec<u8> {
             };
             let body = payload(r);
             let m = icmp(
-                128,
+                ICMPV6_ECHO_REQUEST,
                 if r.chance(90) { 0 } else { r.byte() },
                 [0, 1, 0, 1],
                 &body,
             );
-            eth(0x86dd, &ip6(client6(r), dst, 58, ttl(r), &m))
+            eth(
+                ETH_P_IPV6,
+                &ip6(client6(r), dst, IPPROTO_ICMPV6, ttl(r), &m),
+            )
         }
         "icmp4-frag-needed" => {
             // The quoted packet is a reply VIP → client.
-            let proto = r.pick(&[6u8, 17]);
+            let proto = r.pick(&[IPPROTO_TCP, IPPROTO_UDP]);
             let (cp, vp) = (client_port(r), vip_port(r));
-            let l4 = if proto == 6 {
-                tcp(vp, cp, 0x10, &[])
+            let l4 = if proto == IPPROTO_TCP {
+                tcp(vp, cp, TCP_ACK, &[])
             } else {
                 udp(vp, cp, &[])
             };
             let vip = vip4(r);
-            let quoted = ip4(vip, client4(r), proto, 64, 0x4000, &[], &l4);
+            let quoted = ip4(vip, client4(r), proto, 64, IP_DF, &[], &l4);
             let keep = if r.chance(80) { 28 } else { quoted.len() };
-            let m = icmp(3, 4, [0, 0, 0x05, 0x78], &quoted[..keep]);
+            let m = icmp(
+                ICMP_DEST_UNREACH,
+                ICMP_FRAG_NEEDED,
+                [0, 0, 0x05, 0x78],
+                &quoted[..keep],
+            );
             let router = Ipv4Addr::new(10, 0, 9, 1);
             let dst = if r.chance(90) { vip } else { router };
-            eth(0x0800, &ip4(router, dst, 1, ttl(r), 0, &[], &m))
+            eth(
+                ETH_P_IPV4,
+                &ip4(router, dst, IPPROTO_ICMP, ttl(r), 0, &[], &m),
+            )
         }
         "icmp6-too-big" => {
-            let proto = r.pick(&[6u8, 17]);
+            let proto = r.pick(&[IPPROTO_TCP, IPPROTO_UDP]);
             let (cp, vp) = (client_port(r), vip_port(r));
-            let l4 = if proto == 6 {
-                tcp(vp, cp, 0x10, &[])
+            let l4 = if proto == IPPROTO_TCP {
+                tcp(vp, cp, TCP_ACK, &[])
             } else {
                 udp(vp, cp, &[])
             };
             let vip = vip6(r);
             let quoted = ip6(vip, client6(r), proto, 64, &l4);
             let keep = if r.chance(80) { 48 } else { quoted.len() };
-            let m = icmp(2, 0, [0, 0, 0x05, 0x00], &quoted[..keep]);
+            let m = icmp(
+                ICMPV6_PACKET_TOO_BIG,
+                0,
+                [0, 0, 0x05, 0x00],
+                &quoted[..keep],
+            );
             let router: Ipv6Addr = "fd00:9::1".parse().unwrap();
-            eth(0x86dd, &ip6(router, vip, 58, ttl(r), &m))
+            eth(ETH_P_IPV6, &ip6(router, vip, IPPROTO_ICMPV6, ttl(r), &m))
         }
         "icmp-other" => {
             let kind = r.byte();
@@ -515,10 +550,16 @@ fn structured(r: &mut Rng, class: &str) -> Vec<u8> {
             let body = r.bytes(n);
             if r.chance(50) {
                 let m = icmp(kind, code, [0; 4], &body);
-                eth(0x0800, &ip4(client4(r), vip4(r), 1, 64, 0, &[], &m))
+                eth(
+                    ETH_P_IPV4,
+                    &ip4(client4(r), vip4(r), IPPROTO_ICMP, 64, 0, &[], &m),
+                )
             } else {
                 let m = icmp(kind, code, [0; 4], &body);
-                eth(0x86dd, &ip6(client6(r), vip6(r), 58, 64, &m))
+                eth(
+                    ETH_P_IPV6,
+                    &ip6(client6(r), vip6(r), IPPROTO_ICMPV6, 64, &m),
+                )
             }
         }
         "vrrp" => {
@@ -526,12 +567,12 @@ fn structured(r: &mut Rng, class: &str) -> Vec<u8> {
             adv.extend_from_slice(&VIP4A.octets());
             if r.chance(50) {
                 eth(
-                    0x0800,
+                    ETH_P_IPV4,
                     &ip4(
                         client4(r),
                         Ipv4Addr::new(224, 0, 0, 18),
-                        112,
-                        255,
+                        IPPROTO_VRRP,
+                        VRRP_TTL,
                         0,
                         &[],
                         &adv,
@@ -539,37 +580,43 @@ fn structured(r: &mut Rng, class: &str) -> Vec<u8> {
                 )
             } else {
                 eth(
-                    0x86dd,
-                    &ip6(client6(r), "ff02::12".parse().unwrap(), 112, 255, &adv),
+                    ETH_P_IPV6,
+                    &ip6(
+                        client6(r),
+                        "ff02::12".parse().unwrap(),
+                        IPPROTO_VRRP,
+                        VRRP_TTL,
+                        &adv,
+                    ),
                 )
             }
         }
         "arp-other-ethertype" => {
             let any = r.next_u64() as u16;
-            let et = r.pick(&[0x0806u16, 0x88cc, 0x8847, 0x0842, any]);
+            let et = r.pick(&[ETH_P_ARP, 0x88cc, 0x8847, 0x0842, any]);
             let n = r.below(60);
             eth(et, &r.bytes(n))
         }
         "vlan" => {
-            let proto = r.pick(&[6u8, 17]);
+            let proto = r.pick(&[IPPROTO_TCP, IPPROTO_UDP]);
             let l4 = l4_for(r, proto);
             let inner = ip4(client4(r), vip4(r), proto, 64, 0, &[], &l4);
             let mut tags = Vec::new();
             let stacked = r.chance(40);
-            let outer_tpid = if stacked { 0x88a8u16 } else { 0x8100 };
+            let outer_tpid = if stacked { ETH_P_8021AD } else { ETH_P_8021Q };
             if stacked {
                 tags.extend_from_slice(&(r.next_u64() as u16 & 0x0fff).to_be_bytes());
-                tags.extend_from_slice(&0x8100u16.to_be_bytes());
+                tags.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
             }
             tags.extend_from_slice(&(r.next_u64() as u16 & 0x0fff).to_be_bytes());
-            tags.extend_from_slice(&0x0800u16.to_be_bytes());
+            tags.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
             tags.extend_from_slice(&inner);
             eth(outer_tpid, &tags)
         }
         "ipv4-options" => {
-            let proto = r.pick(&[6u8, 17, 1]);
-            let l4 = if proto == 1 {
-                icmp(8, 0, [0; 4], &[])
+            let proto = r.pick(&[IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP]);
+            let l4 = if proto == IPPROTO_ICMP {
+                icmp(ICMP_ECHO_REQUEST, 0, [0; 4], &[])
             } else {
                 l4_for(r, proto)
             };
@@ -583,43 +630,60 @@ fn structured(r: &mut Rng, class: &str) -> Vec<u8> {
             } else {
                 Ipv4Addr::new(10, 0, 0, 5)
             };
-            eth(0x0800, &ip4(client4(r), dst, proto, 64, 0, &opts, &l4))
+            eth(ETH_P_IPV4, &ip4(client4(r), dst, proto, 64, 0, &opts, &l4))
         }
         "ipv4-fragment" => {
-            let proto = r.pick(&[6u8, 17, 1]);
-            let l4 = if proto == 1 {
-                icmp(r.pick(&[8, 3]), r.pick(&[0, 4]), [0; 4], &r.bytes(28))
+            let proto = r.pick(&[IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP]);
+            let l4 = if proto == IPPROTO_ICMP {
+                icmp(
+                    r.pick(&[ICMP_ECHO_REQUEST, ICMP_DEST_UNREACH]),
+                    r.pick(&[0, ICMP_FRAG_NEEDED]),
+                    [0; 4],
+                    &r.bytes(28),
+                )
             } else {
                 l4_for(r, proto)
             };
             let frag = match r.below(3) {
-                0 => 0x2000,
-                1 => 1 + r.below(0x1fff) as u16,
-                _ => 0x2000 | (1 + r.below(0x1fff) as u16),
+                0 => IP_MF,
+                1 => 1 + r.below(usize::from(IP_OFFSET)) as u16,
+                _ => IP_MF | (1 + r.below(usize::from(IP_OFFSET)) as u16),
             };
-            eth(0x0800, &ip4(client4(r), vip4(r), proto, 64, frag, &[], &l4))
+            eth(
+                ETH_P_IPV4,
+                &ip4(client4(r), vip4(r), proto, 64, frag, &[], &l4),
+            )
         }
         "ipv6-ext-chain" => {
-            let proto = r.pick(&[6u8, 17]);
+            let proto = r.pick(&[IPPROTO_TCP, IPPROTO_UDP]);
             let mut body = l4_for(r, proto);
             let mut next = proto;
             for _ in 0..1 + r.below(3) {
-                let kind = r.pick(&[0u8, 43, 44, 60, 51, 135, 139, 140]);
+                let kind = r.pick(&[
+                    IPPROTO_HOPOPTS,
+                    IPPROTO_ROUTING,
+                    IPPROTO_FRAGMENT,
+                    IPPROTO_DSTOPTS,
+                    IPPROTO_AH,
+                    IPPROTO_MH,
+                    IPPROTO_HIP,
+                    IPPROTO_SHIM6,
+                ]);
                 let mut h = vec![next, 0, 0, 0, 0, 0, 0, 0];
-                if kind == 44 {
+                if kind == IPPROTO_FRAGMENT {
                     h[3] = r.byte() & 1;
                 }
                 h.extend_from_slice(&body);
                 body = h;
                 next = kind;
             }
-            eth(0x86dd, &ip6(client6(r), vip6(r), next, 64, &body))
+            eth(ETH_P_IPV6, &ip6(client6(r), vip6(r), next, 64, &body))
         }
         _ => {
             let n = 14 + r.below(120);
             let mut f = r.bytes(n);
             if r.chance(50) {
-                f[12..14].copy_from_slice(&r.pick(&[0x0800u16, 0x86dd]).to_be_bytes());
+                f[12..14].copy_from_slice(&r.pick(&[ETH_P_IPV4, ETH_P_IPV6]).to_be_bytes());
             }
             f
         }
@@ -629,7 +693,7 @@ fn structured(r: &mut Rng, class: &str) -> Vec<u8> {
 /// Applies 1–3 random mutations. Frames stay ≥ 14 bytes (BPF_PROG_TEST_RUN's minimum).
 pub fn mutate(r: &mut Rng, f: &mut Vec<u8>) {
     for _ in 0..1 + r.below(3) {
-        let v6 = f.len() >= 14 && f[12..14] == [0x86, 0xdd];
+        let v6 = f.len() >= ETH_HLEN && f[12..14] == ETH_P_IPV6.to_be_bytes();
         match r.below(11) {
             0 => {
                 let n = 14 + r.below(f.len().saturating_sub(13).max(1));
@@ -680,7 +744,7 @@ pub fn mutate(r: &mut Rng, f: &mut Vec<u8>) {
             9 if f.len() > 24 => {
                 // IPv4 flags / fragment offset.
                 let any = r.next_u64() as u16;
-                let v = r.pick(&[0u16, 0x2000, 0x4000, 0x0001, 0x1fff, any]);
+                let v = r.pick(&[0u16, IP_MF, IP_DF, 0x0001, IP_OFFSET, any]);
                 f[20..22].copy_from_slice(&v.to_be_bytes());
             }
             10 => {

@@ -14,6 +14,7 @@
 //! Helpers panic with a descriptive message instead of returning `Result`: a failing
 //! setup step should fail the test right there.
 
+pub mod case;
 pub mod dataplane;
 mod ethtool;
 pub mod fixture;

@@ -109,22 +109,18 @@
 use lb_common::{
     limits::{MAX_ENCAP_FRAME, MAX_TX_PORTS},
     service::{flow_hash, service_flags, AF_INET, AF_INET6},
+    wire::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ICMPV6_ECHO_REPLY,
+        ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY,
+        ICMP_ECHO_REQUEST, ICMP_FRAG_NEEDED, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
+        IPPROTO_HIP, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6,
+        IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_SHIM6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_VRRP,
+        IPV4_VER_IHL, IP_MF, IP_OFFSET, TCP_ACK, TCP_FLAGS_OFFSET, TCP_SYN, XDP_DROP, XDP_PASS,
+        XDP_REDIRECT, XDP_TX,
+    },
     Backend, Conn, FlowKey, Stat, VipKey,
 };
 use lb_userspace::dataplane::memory::{replay, MemoryPort};
-
-pub const XDP_ABORTED: u32 = 0;
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
-pub const XDP_TX: u32 = 3;
-pub const XDP_REDIRECT: u32 = 4;
-
-const ETH: usize = 14;
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-const ICMP: u8 = 1;
-const ICMPV6: u8 = 58;
-const VRRP: u8 = 112;
 
 /// What the program must do with one frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -410,13 +406,13 @@ fn group_dst(f: &[u8]) -> bool {
 
 /// Rules 1–7.
 fn parse(f: &[u8]) -> Parse {
-    if f.len() < ETH {
+    if f.len() < ETH_HLEN {
         return Parse::Drop(Stat::Truncated);
     }
     match be16(f, 12) {
-        0x0800 => parse4(f),
-        0x86dd => parse6(f),
-        0x8100 | 0x88a8 => Parse::Pass(Stat::Vlan),
+        ETH_P_IPV4 => parse4(f),
+        ETH_P_IPV6 => parse6(f),
+        ETH_P_8021Q | ETH_P_8021AD => Parse::Pass(Stat::Vlan),
         _ => Parse::Pass(Stat::NotVip),
     }
 }
@@ -428,47 +424,47 @@ fn has(off: usize, need: usize, ip_end: usize) -> bool {
 }
 
 fn parse4(f: &[u8]) -> Parse {
-    if f.len() < ETH + 20 {
+    if f.len() < ETH_HLEN + 20 {
         return Parse::Drop(Stat::Truncated);
     }
-    let ver_ihl = f[ETH];
+    let ver_ihl = f[ETH_HLEN];
     let ihl = usize::from(ver_ihl & 0x0f) * 4;
-    let tot = usize::from(be16(f, ETH + 2));
+    let tot = usize::from(be16(f, ETH_HLEN + 2));
     if ver_ihl >> 4 != 4 || ihl < 20 || tot < ihl {
         return Parse::Drop(Stat::Malformed);
     }
-    if ETH + tot > f.len() {
+    if ETH_HLEN + tot > f.len() {
         return Parse::Drop(Stat::Truncated);
     }
-    let end = ETH + tot;
-    let proto = f[ETH + 9];
-    let ttl = f[ETH + 8];
-    if proto == VRRP {
+    let end = ETH_HLEN + tot;
+    let proto = f[ETH_HLEN + 9];
+    let ttl = f[ETH_HLEN + 8];
+    if proto == IPPROTO_VRRP {
         return Parse::Pass(Stat::NotVip);
     }
-    let frag = be16(f, ETH + 6);
-    let (mf, offset) = (frag & 0x2000 != 0, frag & 0x1fff);
-    let src = words(&f[ETH + 12..ETH + 16]);
-    let dst = words(&f[ETH + 16..ETH + 20]);
-    if proto == ICMP && ihl == 20 && !mf && offset == 0 {
-        let icmp = ETH + 20;
+    let frag = be16(f, ETH_HLEN + 6);
+    let (mf, offset) = (frag & IP_MF != 0, frag & IP_OFFSET);
+    let src = words(&f[ETH_HLEN + 12..ETH_HLEN + 16]);
+    let dst = words(&f[ETH_HLEN + 16..ETH_HLEN + 20]);
+    if proto == IPPROTO_ICMP && ihl == 20 && !mf && offset == 0 {
+        let icmp = ETH_HLEN + 20;
         if !has(icmp, 4, end) {
             return Parse::Drop(Stat::Truncated);
         }
         match (f[icmp], f[icmp + 1]) {
-            (8, 0) => {
+            (ICMP_ECHO_REQUEST, 0) => {
                 return Parse::Echo {
                     dst,
                     family: AF_INET,
                 }
             }
-            (3, 4) => {
+            (ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED) => {
                 let q = icmp + 8;
                 if !has(q, 20, end) {
                     return Parse::Drop(Stat::Truncated);
                 }
                 let qproto = f[q + 9];
-                if f[q] != 0x45 || (qproto != TCP && qproto != UDP) {
+                if f[q] != IPV4_VER_IHL || (qproto != IPPROTO_TCP && qproto != IPPROTO_UDP) {
                     return Parse::Pass(Stat::NotVip);
                 }
                 if !has(q + 20, 4, end) {
@@ -493,11 +489,11 @@ fn parse4(f: &[u8]) -> Parse {
             _ => {}
         }
     }
-    if proto != TCP && proto != UDP {
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return Parse::Pass(Stat::NotVip);
     }
     let mut unforwardable = (ihl != 20).then_some(Stat::Ipv4Options);
-    let l4 = ETH + ihl;
+    let l4 = ETH_HLEN + ihl;
     let (sport_be, dport_be, syn) = if offset != 0 {
         unforwardable = Some(Stat::Fragment);
         (0, 0, false)
@@ -511,7 +507,7 @@ fn parse4(f: &[u8]) -> Parse {
         (
             ne16(f, l4),
             ne16(f, l4 + 2),
-            proto == TCP && syn_at(f, l4, end),
+            proto == IPPROTO_TCP && syn_at(f, l4, end),
         )
     };
     Parse::Flow(Flow {
@@ -532,43 +528,43 @@ fn parse4(f: &[u8]) -> Parse {
 }
 
 fn syn_at(f: &[u8], l4: usize, end: usize) -> bool {
-    has(l4 + 13, 1, end) && f[l4 + 13] & 0x12 == 0x02
+    has(l4 + TCP_FLAGS_OFFSET, 1, end) && f[l4 + TCP_FLAGS_OFFSET] & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
 fn parse6(f: &[u8]) -> Parse {
-    if f.len() < ETH + 40 {
+    if f.len() < ETH_HLEN + 40 {
         return Parse::Drop(Stat::Truncated);
     }
-    if f[ETH] >> 4 != 6 {
+    if f[ETH_HLEN] >> 4 != 6 {
         return Parse::Drop(Stat::Malformed);
     }
-    let end = ETH + 40 + usize::from(be16(f, ETH + 4));
+    let end = ETH_HLEN + 40 + usize::from(be16(f, ETH_HLEN + 4));
     if end > f.len() {
         return Parse::Drop(Stat::Truncated);
     }
-    let next = f[ETH + 6];
-    let hop = f[ETH + 7];
-    let l4 = ETH + 40;
+    let next = f[ETH_HLEN + 6];
+    let hop = f[ETH_HLEN + 7];
+    let l4 = ETH_HLEN + 40;
     match next {
-        TCP | UDP => {}
-        VRRP => return Parse::Pass(Stat::NotVip),
-        ICMPV6 => {
+        IPPROTO_TCP | IPPROTO_UDP => {}
+        IPPROTO_VRRP => return Parse::Pass(Stat::NotVip),
+        IPPROTO_ICMPV6 => {
             if !has(l4, 4, end) {
                 return Parse::Drop(Stat::Truncated);
             }
-            if f[l4] == 128 && f[l4 + 1] == 0 {
+            if f[l4] == ICMPV6_ECHO_REQUEST && f[l4 + 1] == 0 {
                 return Parse::Echo {
-                    dst: words(&f[ETH + 24..ETH + 40]),
+                    dst: words(&f[ETH_HLEN + 24..ETH_HLEN + 40]),
                     family: AF_INET6,
                 };
             }
-            if f[l4] == 2 {
+            if f[l4] == ICMPV6_PACKET_TOO_BIG {
                 let q = l4 + 8;
                 if !has(q, 40, end) {
                     return Parse::Drop(Stat::Truncated);
                 }
                 let qnext = f[q + 6];
-                if qnext != TCP && qnext != UDP {
+                if qnext != IPPROTO_TCP && qnext != IPPROTO_UDP {
                     return Parse::Pass(Stat::NotVip);
                 }
                 if !has(q + 40, 4, end) {
@@ -592,7 +588,8 @@ fn parse6(f: &[u8]) -> Parse {
             }
             return Parse::Pass(Stat::NotVip);
         }
-        0 | 43 | 44 | 60 | 51 | 135 | 139 | 140 => return Parse::Pass(Stat::Ipv6ExtHeader),
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_DSTOPTS | IPPROTO_AH
+        | IPPROTO_MH | IPPROTO_HIP | IPPROTO_SHIM6 => return Parse::Pass(Stat::Ipv6ExtHeader),
         _ => return Parse::Pass(Stat::NotVip),
     }
     if !has(l4, 4, end) {
@@ -600,8 +597,8 @@ fn parse6(f: &[u8]) -> Parse {
     }
     Parse::Flow(Flow {
         key: FlowKey {
-            src: words(&f[ETH + 8..ETH + 24]),
-            dst: words(&f[ETH + 24..ETH + 40]),
+            src: words(&f[ETH_HLEN + 8..ETH_HLEN + 24]),
+            dst: words(&f[ETH_HLEN + 24..ETH_HLEN + 40]),
             sport_be: ne16(f, l4),
             dport_be: ne16(f, l4 + 2),
             proto: next,
@@ -611,7 +608,7 @@ fn parse6(f: &[u8]) -> Parse {
         ttl: hop,
         unforwardable: None,
         too_big: false,
-        syn: next == TCP && syn_at(f, l4, end),
+        syn: next == IPPROTO_TCP && syn_at(f, l4, end),
     })
 }
 
@@ -621,21 +618,25 @@ fn echo_reply(f: &[u8], family: u8) -> Vec<u8> {
     out[0..6].copy_from_slice(&f[6..12]);
     out[6..12].copy_from_slice(&f[0..6]);
     let icmp = if family == AF_INET {
-        out[ETH + 12..ETH + 16].copy_from_slice(&f[ETH + 16..ETH + 20]);
-        out[ETH + 16..ETH + 20].copy_from_slice(&f[ETH + 12..ETH + 16]);
-        out[ETH + 8] = 64;
-        out[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
-        let c = !ones_sum(&out[ETH..ETH + 20]);
-        out[ETH + 10..ETH + 12].copy_from_slice(&c.to_be_bytes());
-        ETH + 20
+        out[ETH_HLEN + 12..ETH_HLEN + 16].copy_from_slice(&f[ETH_HLEN + 16..ETH_HLEN + 20]);
+        out[ETH_HLEN + 16..ETH_HLEN + 20].copy_from_slice(&f[ETH_HLEN + 12..ETH_HLEN + 16]);
+        out[ETH_HLEN + 8] = 64;
+        out[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&[0, 0]);
+        let c = !ones_sum(&out[ETH_HLEN..ETH_HLEN + 20]);
+        out[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&c.to_be_bytes());
+        ETH_HLEN + 20
     } else {
-        out[ETH + 8..ETH + 24].copy_from_slice(&f[ETH + 24..ETH + 40]);
-        out[ETH + 24..ETH + 40].copy_from_slice(&f[ETH + 8..ETH + 24]);
-        out[ETH + 7] = 64;
-        ETH + 40
+        out[ETH_HLEN + 8..ETH_HLEN + 24].copy_from_slice(&f[ETH_HLEN + 24..ETH_HLEN + 40]);
+        out[ETH_HLEN + 24..ETH_HLEN + 40].copy_from_slice(&f[ETH_HLEN + 8..ETH_HLEN + 24]);
+        out[ETH_HLEN + 7] = 64;
+        ETH_HLEN + 40
     };
     let old = be16(&out, icmp);
-    out[icmp] = if family == AF_INET { 0 } else { 129 };
+    out[icmp] = if family == AF_INET {
+        ICMP_ECHO_REPLY
+    } else {
+        ICMPV6_ECHO_REPLY
+    };
     let new = be16(&out, icmp);
     let c = csum_replace(be16(&out, icmp + 2), old, new);
     out[icmp + 2..icmp + 4].copy_from_slice(&c.to_be_bytes());
@@ -654,12 +655,12 @@ fn encap(t: &Tables, f: &[u8], flow: &FlowKey, b: &Backend, gue: bool) -> Result
         if t.config.encap_src_v4 == 0 {
             return Err(Stat::EncapError);
         }
-        (20, be16(f, ETH + 2))
+        (20, be16(f, ETH_HLEN + 2))
     } else {
         if t.config.encap_src_v6 == [0; 4] {
             return Err(Stat::EncapError);
         }
-        (40, be16(f, ETH + 4) + 40)
+        (40, be16(f, ETH_HLEN + 4) + 40)
     };
     if f.len() + outer_len + extra > MAX_ENCAP_FRAME {
         return Err(Stat::EncapTooBig);
@@ -667,18 +668,18 @@ fn encap(t: &Tables, f: &[u8], flow: &FlowKey, b: &Backend, gue: bool) -> Result
     let mut out = Vec::with_capacity(f.len() + outer_len + extra);
     out.extend_from_slice(&b.mac);
     out.extend_from_slice(&f[0..6]);
-    out.extend_from_slice(&(if v4 { 0x0800u16 } else { 0x86dd }).to_be_bytes());
+    out.extend_from_slice(&(if v4 { ETH_P_IPV4 } else { ETH_P_IPV6 }).to_be_bytes());
     let proto = if gue {
-        UDP
+        IPPROTO_UDP
     } else if v4 {
-        4
+        IPPROTO_IPIP
     } else {
-        41
+        IPPROTO_IPV6
     };
     if v4 {
         let mut ip = [0u8; 20];
-        ip[0] = 0x45;
-        ip[1] = f[ETH + 1];
+        ip[0] = IPV4_VER_IHL;
+        ip[1] = f[ETH_HLEN + 1];
         ip[2..4].copy_from_slice(&(inner_len + 20 + extra as u16).to_be_bytes());
         ip[8] = 64;
         ip[9] = proto;
@@ -688,7 +689,7 @@ fn encap(t: &Tables, f: &[u8], flow: &FlowKey, b: &Backend, gue: bool) -> Result
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         out.extend_from_slice(&ip);
     } else {
-        out.extend_from_slice(&[f[ETH], f[ETH + 1] & 0xf0, 0, 0]);
+        out.extend_from_slice(&[f[ETH_HLEN], f[ETH_HLEN + 1] & 0xf0, 0, 0]);
         out.extend_from_slice(&(inner_len + extra as u16).to_be_bytes());
         out.extend_from_slice(&[proto, 64]);
         for w in t.config.encap_src_v6.iter().chain(b.addr.iter()) {
@@ -702,7 +703,7 @@ fn encap(t: &Tables, f: &[u8], flow: &FlowKey, b: &Backend, gue: bool) -> Result
         out.extend_from_slice(&(inner_len + 8).to_be_bytes());
         out.extend_from_slice(&[0, 0]);
     }
-    out.extend_from_slice(&f[ETH..]);
+    out.extend_from_slice(&f[ETH_HLEN..]);
     Ok(out)
 }
 

@@ -3,6 +3,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use lb_common::wire::{
+    ETH_HLEN, ETH_P_IPV4, IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, TCP_HLEN, UDP_HLEN,
+};
 use pnet_packet::{
     ethernet::{EtherType, EtherTypes, MutableEthernetPacket},
     ip::{IpNextHeaderProtocol, IpNextHeaderProtocols},
@@ -12,12 +15,6 @@ use pnet_packet::{
     udp::{self, MutableUdpPacket},
     MutablePacket,
 };
-
-pub const ETH_LEN: usize = 14;
-pub const IPV4_LEN: usize = 20;
-pub const IPV6_LEN: usize = 40;
-pub const UDP_LEN: usize = 8;
-pub const TCP_LEN: usize = 20;
 
 /// Fixed MACs for fixtures: `CLIENT_MAC` → `LB_MAC`.
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -36,7 +33,7 @@ pub fn be6(a: Ipv6Addr) -> [u32; 4] {
 
 /// An Ethernet frame around `payload`.
 pub fn ethernet(src: [u8; 6], dst: [u8; 6], ether_type: EtherType, payload: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; ETH_LEN + payload.len()];
+    let mut buf = vec![0u8; ETH_HLEN + payload.len()];
     let mut eth = MutableEthernetPacket::new(&mut buf).expect("buffer fits");
     eth.set_source(src.into());
     eth.set_destination(dst.into());
@@ -47,11 +44,11 @@ pub fn ethernet(src: [u8; 6], dst: [u8; 6], ether_type: EtherType, payload: &[u8
 
 /// An IPv4 header (no options, DF set, TTL 64) around `l4`, with a valid checksum.
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: IpNextHeaderProtocol, l4: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; IPV4_LEN + l4.len()];
+    let mut buf = vec![0u8; IPV4_HLEN + l4.len()];
     let mut ip = MutableIpv4Packet::new(&mut buf).expect("buffer fits");
     ip.set_version(4);
     ip.set_header_length(5);
-    ip.set_total_length((IPV4_LEN + l4.len()) as u16);
+    ip.set_total_length((IPV4_HLEN + l4.len()) as u16);
     ip.set_identification(0x1234);
     ip.set_flags(0b010);
     ip.set_ttl(64);
@@ -66,7 +63,7 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: IpNextHeaderProtocol, l4: &[u8]
 
 /// An IPv6 header (hop limit 64) around `l4`.
 pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: IpNextHeaderProtocol, l4: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; IPV6_LEN + l4.len()];
+    let mut buf = vec![0u8; IPV6_HLEN + l4.len()];
     let mut ip = MutableIpv6Packet::new(&mut buf).expect("buffer fits");
     ip.set_version(6);
     ip.set_payload_length(l4.len() as u16);
@@ -132,17 +129,17 @@ pub use pnet_packet::tcp::TcpFlags as Flags;
 pub const SYN: u8 = TcpFlags::SYN;
 
 fn udp_bare(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; UDP_LEN + payload.len()];
+    let mut buf = vec![0u8; UDP_HLEN + payload.len()];
     let mut u = MutableUdpPacket::new(&mut buf).expect("buffer fits");
     u.set_source(sport);
     u.set_destination(dport);
-    u.set_length((UDP_LEN + payload.len()) as u16);
+    u.set_length((UDP_HLEN + payload.len()) as u16);
     u.payload_mut().copy_from_slice(payload);
     buf
 }
 
 fn tcp_bare(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut buf = vec![0u8; TCP_LEN];
+    let mut buf = vec![0u8; TCP_HLEN];
     let mut t = MutableTcpPacket::new(&mut buf).expect("buffer fits");
     t.set_source(sport);
     t.set_destination(dport);
@@ -156,7 +153,7 @@ fn tcp_bare(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
 /// Rewrites the IPv4 header of a frame built here (`f` may change TTL, flags, fragment
 /// offset, ...) and recomputes its checksum.
 pub fn tweak_ipv4(frame: &mut [u8], f: impl FnOnce(&mut MutableIpv4Packet)) {
-    let mut ip = MutableIpv4Packet::new(&mut frame[ETH_LEN..]).expect("IPv4 frame");
+    let mut ip = MutableIpv4Packet::new(&mut frame[ETH_HLEN..]).expect("IPv4 frame");
     f(&mut ip);
     ip.set_checksum(0);
     let csum = ipv4::checksum(&ip.to_immutable());
@@ -174,7 +171,7 @@ pub fn tcp4_frame_with_options(
 ) -> Vec<u8> {
     assert!(options.len().is_multiple_of(4) && options.len() <= 40);
     let l4 = tcp4(src, dst, sport, dport, SYN);
-    let hlen = IPV4_LEN + options.len();
+    let hlen = IPV4_HLEN + options.len();
     let mut buf = vec![0u8; hlen + l4.len()];
     {
         let mut ip = MutableIpv4Packet::new(&mut buf).expect("buffer fits");
@@ -186,7 +183,7 @@ pub fn tcp4_frame_with_options(
         ip.set_source(src);
         ip.set_destination(dst);
     }
-    buf[IPV4_LEN..hlen].copy_from_slice(options);
+    buf[IPV4_HLEN..hlen].copy_from_slice(options);
     buf[hlen..].copy_from_slice(&l4);
     let mut ip = MutableIpv4Packet::new(&mut buf).expect("buffer fits");
     let csum = ipv4::checksum(&ip.to_immutable());
@@ -198,7 +195,7 @@ pub fn tcp4_frame_with_options(
 pub fn vlan_frame(vid: u16, l3: &[u8]) -> Vec<u8> {
     let mut payload = Vec::with_capacity(4 + l3.len());
     payload.extend_from_slice(&vid.to_be_bytes());
-    payload.extend_from_slice(&0x0800u16.to_be_bytes());
+    payload.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
     payload.extend_from_slice(l3);
     ethernet(CLIENT_MAC, LB_MAC, EtherTypes::Vlan, &payload)
 }
@@ -208,7 +205,7 @@ pub fn vlan_frame(vid: u16, l3: &[u8]) -> Vec<u8> {
 pub fn tcp6_frame_with_hbh(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
     let tcp = tcp6(src, dst, sport, dport, SYN);
     // next header TCP, length 0 (8 bytes), PadN option of 4 bytes.
-    let mut ext = vec![6u8, 0, 1, 4, 0, 0, 0, 0];
+    let mut ext = vec![IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0];
     ext.extend_from_slice(&tcp);
     let l3 = ipv6(src, dst, IpNextHeaderProtocols::Hopopt, &ext);
     ethernet(CLIENT_MAC, LB_MAC, EtherTypes::Ipv6, &l3)
@@ -229,14 +226,14 @@ pub fn dsr_output(input: &[u8], backend_mac: [u8; 6]) -> Vec<u8> {
 /// inner IP packet unchanged. The outer checksum is computed by pnet, independently of
 /// the data plane.
 pub fn ipip4_output(input: &[u8], backend_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-    let inner = &input[ETH_LEN..];
-    let mut l3 = vec![0u8; IPV4_LEN + inner.len()];
+    let inner = &input[ETH_HLEN..];
+    let mut l3 = vec![0u8; IPV4_HLEN + inner.len()];
     let mut ip = MutableIpv4Packet::new(&mut l3).expect("buffer fits");
     ip.set_version(4);
     ip.set_header_length(5);
     ip.set_dscp(inner[1] >> 2);
     ip.set_ecn(inner[1] & 3);
-    ip.set_total_length((IPV4_LEN + inner.len()) as u16);
+    ip.set_total_length((IPV4_HLEN + inner.len()) as u16);
     ip.set_ttl(64);
     ip.set_next_level_protocol(IpNextHeaderProtocols::Ipv4);
     ip.set_source(src);
@@ -250,7 +247,7 @@ pub fn ipip4_output(input: &[u8], backend_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4
 
 /// The IPv6-in-IPv6 twin of [`ipip4_output`]: outer next header 41, hop limit 64.
 pub fn ipip6_output(input: &[u8], backend_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
-    let inner = &input[ETH_LEN..];
+    let inner = &input[ETH_HLEN..];
     let mut l3 = ipv6(src, dst, IpNextHeaderProtocols::Ipv6, inner);
     // Keep the inner traffic class, as the balancer does.
     l3[0] = (l3[0] & 0xf0) | (inner[0] & 0x0f);
@@ -302,15 +299,15 @@ pub fn gue4_output(
     sport: u16,
     dport: u16,
 ) -> Vec<u8> {
-    let inner = &input[ETH_LEN..];
+    let inner = &input[ETH_HLEN..];
     let udp = gue_udp(inner, sport, dport);
-    let mut l3 = vec![0u8; IPV4_LEN + udp.len()];
+    let mut l3 = vec![0u8; IPV4_HLEN + udp.len()];
     let mut ip = MutableIpv4Packet::new(&mut l3).expect("buffer fits");
     ip.set_version(4);
     ip.set_header_length(5);
     ip.set_dscp(inner[1] >> 2);
     ip.set_ecn(inner[1] & 3);
-    ip.set_total_length((IPV4_LEN + udp.len()) as u16);
+    ip.set_total_length((IPV4_HLEN + udp.len()) as u16);
     ip.set_ttl(64);
     ip.set_next_level_protocol(IpNextHeaderProtocols::Udp);
     ip.set_source(src);
@@ -331,7 +328,7 @@ pub fn gue6_output(
     sport: u16,
     dport: u16,
 ) -> Vec<u8> {
-    let inner = &input[ETH_LEN..];
+    let inner = &input[ETH_HLEN..];
     let udp = gue_udp(inner, sport, dport);
     let mut l3 = ipv6(src, dst, IpNextHeaderProtocols::Udp, &udp);
     l3[0] = (l3[0] & 0xf0) | (inner[0] & 0x0f);

@@ -34,6 +34,7 @@ use lb_common::{
     maps::{CONNS, MAGLEV, SERVICES},
     programs,
     service::flow_hash,
+    wire::IPPROTO_TCP,
     Conn, FlowKey, Service, Stat, VipKey,
 };
 use lb_userspace::{
@@ -491,7 +492,7 @@ impl Testbed {
             dst,
             sport_be: sport.to_be(),
             dport_be: VIP_PORT.to_be(),
-            proto: 6,
+            proto: IPPROTO_TCP,
             family,
             _pad: [0; 2],
         }

@@ -15,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::{limits::MAX_CONNS, service::AF_INET, Backend, ForwardMode, Service, Stat, VipKey};
+use lb_common::{
+    limits::MAX_CONNS, service::AF_INET, wire::IPPROTO_TCP, Backend, ForwardMode, Service, Stat,
+    VipKey,
+};
 use lb_userspace::dataplane::aya::maps;
 use testbed::{
     dataplane::{wait_until, xlb_bin, TestDataplane},
@@ -244,7 +247,7 @@ fn connection_table_past_capacity_evicts_without_moving_flows() {
     let key = VipKey {
         addr: [u32::from_ne_bytes(VIP.octets()), 0, 0, 0],
         port_be: 80u16.to_be(),
-        proto: 6,
+        proto: IPPROTO_TCP,
         family: AF_INET,
     };
     let svc = Service {

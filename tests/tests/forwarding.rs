@@ -5,18 +5,20 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_common::{
     service::{flow_hash, AF_INET, AF_INET6},
+    wire::{
+        ETH_HLEN, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, ICMP_DEST_UNREACH,
+        ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_FRAG_NEEDED, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
+        IPV6_HLEN, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
+    },
     Backend, FlowKey, ForwardMode, Service, Stat, VipKey,
 };
 use lb_userspace::dataplane::aya::maps;
 use testbed::{
+    case::{Case, ESTABLISHED_TX, NEW_FLOW_TX, NOT_VIP},
     dataplane::TestDataplane,
-    fixture::{backend_mac, install_dsr_pair, vip6, TCP, VIP4, VIP_PORT},
+    fixture::{backend_mac, install_dsr_pair, vip6, VIP4, VIP_PORT},
     packet::{self, be4, be6},
 };
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 const CLIENT4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const TABLE: [u32; 7] = [1, 2, 3, 1, 2, 3, 1];
@@ -38,7 +40,7 @@ fn key4() -> VipKey {
     VipKey {
         addr: be4(VIP4),
         port_be: VIP_PORT.to_be(),
-        proto: TCP,
+        proto: IPPROTO_TCP,
         family: AF_INET,
     }
 }
@@ -49,7 +51,7 @@ fn flow4(sport: u16) -> FlowKey {
         dst: be4(VIP4),
         sport_be: sport.to_be(),
         dport_be: VIP_PORT.to_be(),
-        proto: TCP,
+        proto: IPPROTO_TCP,
         family: AF_INET,
         _pad: [0; 2],
     }
@@ -61,7 +63,7 @@ fn flow6(sport: u16) -> FlowKey {
         dst: be6(vip6()),
         sport_be: sport.to_be(),
         dport_be: VIP_PORT.to_be(),
-        proto: TCP,
+        proto: IPPROTO_TCP,
         family: AF_INET6,
         _pad: [0; 2],
     }
@@ -72,51 +74,32 @@ fn expected_backend(flow: &FlowKey, table: &[u32]) -> u32 {
     table[(flow_hash(flow, false) % table.len() as u32) as usize]
 }
 
-/// [`check`] for packets the program must leave byte-for-byte unchanged.
-fn unchanged(dp: &mut TestDataplane, what: &str, input: &[u8], verdict: u32, counted: &[Stat]) {
-    check(dp, what, input, verdict, input, counted);
-}
-
-/// Runs `input`, checks verdict and output, and that exactly `counted` moved by one.
-fn check(
-    dp: &mut TestDataplane,
-    what: &str,
-    input: &[u8],
-    verdict: u32,
-    output: &[u8],
-    counted: &[Stat],
-) {
-    dp.check(what, input, verdict, output, counted);
-}
-
 #[test]
 fn dsr_forwards_new_and_established_flows_to_the_maglev_backend() {
     let mut dp = setup("dsr");
     let mut per_backend = [0u64; 4];
+    let mut cases = Vec::new();
     for sport in [40000u16, 40001, 40002, 40003, 40004, 40005] {
-        let input = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::SYN);
+        let syn = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::SYN);
+        let ack = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::Flags::ACK);
         let id = expected_backend(&flow4(sport), &TABLE);
         per_backend[id as usize] += 1;
-        let output = packet::dsr_output(&input, backend_mac(id));
-        check(
-            &mut dp,
-            &format!("SYN from :{sport}"),
-            &input,
+        cases.push(Case::new(
+            format!("SYN from :{sport}"),
+            syn.clone(),
             XDP_TX,
-            &output,
-            &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-        );
-        let ack = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::Flags::ACK);
-        let output = packet::dsr_output(&ack, backend_mac(id));
-        check(
-            &mut dp,
-            &format!("ACK from :{sport}"),
-            &ack,
+            packet::dsr_output(&syn, backend_mac(id)),
+            NEW_FLOW_TX,
+        ));
+        cases.push(Case::new(
+            format!("ACK from :{sport}"),
+            ack.clone(),
             XDP_TX,
-            &output,
-            &[Stat::Rx, Stat::Tx, Stat::ConnHit],
-        );
+            packet::dsr_output(&ack, backend_mac(id)),
+            ESTABLISHED_TX,
+        ));
     }
+    dp.run_cases(cases);
 
     // Per-service and per-backend counters: 6 flows of 2 packets each.
     let (services, backends) =
@@ -147,16 +130,8 @@ fn dsr_forwards_new_and_established_flows_to_the_maglev_backend() {
 fn dsr_forwards_ipv6() {
     let mut dp = setup("dsr6");
     let input = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
-    let flow = flow6(40000);
-    let output = packet::dsr_output(&input, backend_mac(expected_backend(&flow, &TABLE)));
-    check(
-        &mut dp,
-        "IPv6 SYN",
-        &input,
-        XDP_TX,
-        &output,
-        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-    );
+    let output = packet::dsr_output(&input, backend_mac(expected_backend(&flow6(40000), &TABLE)));
+    dp.run_case(&Case::new("IPv6 SYN", input, XDP_TX, output, NEW_FLOW_TX));
 }
 
 #[test]
@@ -195,37 +170,7 @@ fn table_swap_keeps_established_flows_and_moves_new_ones() {
     maps::swap_table(dp.dp.ebpf_mut(), 1, &new_table).unwrap();
     maps::swap_table(dp.dp.ebpf_mut(), 2, &new_table).unwrap();
     let ack = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::Flags::ACK);
-    check(
-        &mut dp,
-        "established flow after swap",
-        &ack,
-        XDP_TX,
-        &packet::dsr_output(&ack, backend_mac(1)),
-        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
-    );
-
-    // A new connection on the same 4-tuple (a client reusing its port) is a SYN: it
-    // follows the new table, never the drained backend the old entry names, and takes
-    // over the entry. Both address families.
-    let reused = expected_backend(&flow4(sport_b), &new_table);
-    check(
-        &mut dp,
-        "SYN on a reused 4-tuple",
-        &syn_b,
-        XDP_TX,
-        &packet::dsr_output(&syn_b, backend_mac(reused)),
-        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-    );
     let ack_b = packet::tcp4_frame(CLIENT4, VIP4, sport_b, VIP_PORT, packet::Flags::ACK);
-    check(
-        &mut dp,
-        "its ACK follows the new entry",
-        &ack_b,
-        XDP_TX,
-        &packet::dsr_output(&ack_b, backend_mac(reused)),
-        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
-    );
-    // Only SYN-without-ACK is new: a SYN+ACK follows the entry like any other packet.
     let synack = packet::tcp4_frame(
         CLIENT4,
         VIP4,
@@ -233,206 +178,195 @@ fn table_swap_keeps_established_flows_and_moves_new_ones() {
         VIP_PORT,
         packet::SYN | packet::Flags::ACK,
     );
-    check(
-        &mut dp,
-        "SYN+ACK follows the entry",
-        &synack,
-        XDP_TX,
-        &packet::dsr_output(&synack, backend_mac(1)),
-        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
-    );
+    let reused = expected_backend(&flow4(sport_b), &new_table);
     let id6 = expected_backend(&flow6(sport6), &new_table);
-    check(
-        &mut dp,
-        "IPv6 SYN on a reused 4-tuple",
-        &syn6,
-        XDP_TX,
-        &packet::dsr_output(&syn6, backend_mac(id6)),
-        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-    );
-
-    // A new flow follows the new table.
     let other = (41000u16..)
         .find(|p| expected_backend(&flow4(*p), &TABLE) == 1)
         .unwrap();
     let syn2 = packet::tcp4_frame(CLIENT4, VIP4, other, VIP_PORT, packet::SYN);
     let id = expected_backend(&flow4(other), &new_table);
     assert_ne!(id, 1);
-    check(
-        &mut dp,
-        "new flow after swap",
-        &syn2,
-        XDP_TX,
-        &packet::dsr_output(&syn2, backend_mac(id)),
-        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-    );
+    let to = |frame: &[u8], id| packet::dsr_output(frame, backend_mac(id));
+    dp.run_cases([
+        Case::new(
+            "established flow after swap",
+            ack.clone(),
+            XDP_TX,
+            to(&ack, 1),
+            ESTABLISHED_TX,
+        ),
+        // A new connection on the same 4-tuple (a client reusing its port) is a SYN: it
+        // follows the new table, never the drained backend the old entry names, and takes
+        // over the entry. Both address families.
+        Case::new(
+            "SYN on a reused 4-tuple",
+            syn_b.clone(),
+            XDP_TX,
+            to(&syn_b, reused),
+            NEW_FLOW_TX,
+        ),
+        Case::new(
+            "its ACK follows the new entry",
+            ack_b.clone(),
+            XDP_TX,
+            to(&ack_b, reused),
+            ESTABLISHED_TX,
+        ),
+        // Only SYN-without-ACK is new: a SYN+ACK follows the entry like any other packet.
+        Case::new(
+            "SYN+ACK follows the entry",
+            synack.clone(),
+            XDP_TX,
+            to(&synack, 1),
+            ESTABLISHED_TX,
+        ),
+        Case::new(
+            "IPv6 SYN on a reused 4-tuple",
+            syn6.clone(),
+            XDP_TX,
+            to(&syn6, id6),
+            NEW_FLOW_TX,
+        ),
+        // A new flow follows the new table.
+        Case::new(
+            "new flow after swap",
+            syn2.clone(),
+            XDP_TX,
+            to(&syn2, id),
+            NEW_FLOW_TX,
+        ),
+    ]);
 
     // Removing backend 1 (reset semantics) moves its established flow to the new table.
     maps::clear_backend(dp.dp.ebpf_mut(), 1).unwrap();
     let id = expected_backend(&flow4(sport), &new_table);
-    check(
-        &mut dp,
+    dp.run_case(&Case::new(
         "flow of a removed backend",
-        &ack,
+        ack.clone(),
         XDP_TX,
-        &packet::dsr_output(&ack, backend_mac(id)),
-        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-    );
+        to(&ack, id),
+        NEW_FLOW_TX,
+    ));
 }
 
 #[test]
 fn edge_cases_have_defined_verdicts_and_counters() {
     let mut dp = setup("edges");
     let syn = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
-
-    let other_port = packet::tcp4_frame(CLIENT4, VIP4, 40000, 81, packet::SYN);
-    unchanged(
-        &mut dp,
-        "VIP, port without service",
-        &other_port,
-        XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::NotVip],
-    );
-
-    let udp = packet::udp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, b"x");
-    unchanged(
-        &mut dp,
-        "VIP, protocol without service",
-        &udp,
-        XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::NotVip],
-    );
-
-    let opts = packet::tcp4_frame_with_options(CLIENT4, VIP4, 40000, VIP_PORT, &[1, 1, 1, 0]);
-    unchanged(
-        &mut dp,
-        "IPv4 options to a VIP",
-        &opts,
-        XDP_DROP,
-        &[Stat::Rx, Stat::Drop, Stat::Ipv4Options],
-    );
-
-    let opts_other = packet::tcp4_frame_with_options(
-        CLIENT4,
-        Ipv4Addr::new(10, 0, 0, 5),
-        40000,
-        VIP_PORT,
-        &[1, 1, 1, 0],
-    );
-    unchanged(
-        &mut dp,
-        "IPv4 options, not a VIP",
-        &opts_other,
-        XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::NotVip],
-    );
-
-    let mut first_frag = syn.clone();
-    packet::tweak_ipv4(&mut first_frag, |ip| ip.set_flags(0b001));
-    unchanged(
-        &mut dp,
-        "first fragment to a VIP",
-        &first_frag,
-        XDP_DROP,
-        &[Stat::Rx, Stat::Drop, Stat::Fragment],
-    );
-
-    let mut later_frag = syn.clone();
-    packet::tweak_ipv4(&mut later_frag, |ip| ip.set_fragment_offset(100));
-    unchanged(
-        &mut dp,
-        "later fragment (no ports; no all-ports service)",
-        &later_frag,
-        XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::NotVip],
-    );
-
+    let options = [1, 1, 1, 0];
+    let tweaked = |f: &dyn Fn(&mut pnet_packet::ipv4::MutableIpv4Packet)| {
+        let mut frame = syn.clone();
+        packet::tweak_ipv4(&mut frame, f);
+        frame
+    };
+    let mut cases = vec![
+        Case::unchanged(
+            "VIP, port without service",
+            packet::tcp4_frame(CLIENT4, VIP4, 40000, 81, packet::SYN),
+            XDP_PASS,
+            NOT_VIP,
+        ),
+        Case::unchanged(
+            "VIP, protocol without service",
+            packet::udp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, b"x"),
+            XDP_PASS,
+            NOT_VIP,
+        ),
+        Case::unchanged(
+            "IPv4 options to a VIP",
+            packet::tcp4_frame_with_options(CLIENT4, VIP4, 40000, VIP_PORT, &options),
+            XDP_DROP,
+            &[Stat::Rx, Stat::Drop, Stat::Ipv4Options],
+        ),
+        Case::unchanged(
+            "IPv4 options, not a VIP",
+            packet::tcp4_frame_with_options(
+                CLIENT4,
+                Ipv4Addr::new(10, 0, 0, 5),
+                40000,
+                VIP_PORT,
+                &options,
+            ),
+            XDP_PASS,
+            NOT_VIP,
+        ),
+        Case::unchanged(
+            "first fragment to a VIP",
+            tweaked(&|ip| ip.set_flags(0b001)),
+            XDP_DROP,
+            &[Stat::Rx, Stat::Drop, Stat::Fragment],
+        ),
+        Case::unchanged(
+            "later fragment (no ports; no all-ports service)",
+            tweaked(&|ip| ip.set_fragment_offset(100)),
+            XDP_PASS,
+            NOT_VIP,
+        ),
+    ];
     for ttl in [0u8, 1] {
-        let mut low = syn.clone();
-        packet::tweak_ipv4(&mut low, |ip| ip.set_ttl(ttl));
-        unchanged(
-            &mut dp,
-            &format!("TTL {ttl} to a VIP"),
-            &low,
+        cases.push(Case::unchanged(
+            format!("TTL {ttl} to a VIP"),
+            tweaked(&|ip| ip.set_ttl(ttl)),
             XDP_DROP,
             &[Stat::Rx, Stat::Drop, Stat::TtlExpired],
-        );
+        ));
     }
-
-    let mut bad_version = syn.clone();
-    packet::tweak_ipv4(&mut bad_version, |ip| ip.set_version(5));
-    unchanged(
-        &mut dp,
-        "IP version 5 in an IPv4 frame",
-        &bad_version,
-        XDP_DROP,
-        &[Stat::Rx, Stat::Drop, Stat::Malformed],
-    );
-
-    let mut bad_ihl = syn.clone();
-    packet::tweak_ipv4(&mut bad_ihl, |ip| ip.set_header_length(4));
-    unchanged(
-        &mut dp,
-        "IHL 4",
-        &bad_ihl,
-        XDP_DROP,
-        &[Stat::Rx, Stat::Drop, Stat::Malformed],
-    );
-
-    // The IP header promises a TCP header the frame does not carry.
-    let cut = &syn[..packet::ETH_LEN + packet::IPV4_LEN + 2];
-    unchanged(
-        &mut dp,
-        "frame cut inside the TCP header",
-        cut,
-        XDP_DROP,
-        &[Stat::Rx, Stat::Drop, Stat::Truncated],
-    );
-    let cut = &syn[..packet::ETH_LEN + 10];
-    unchanged(
-        &mut dp,
-        "frame cut inside the IPv4 header",
-        cut,
-        XDP_DROP,
-        &[Stat::Rx, Stat::Drop, Stat::Truncated],
-    );
-
-    let vlan = packet::vlan_frame(42, &syn[packet::ETH_LEN..]);
-    unchanged(
-        &mut dp,
-        "802.1Q-tagged VIP traffic",
-        &vlan,
-        XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::Vlan],
-    );
-
-    let hbh = packet::tcp6_frame_with_hbh(client6(), vip6(), 40000, VIP_PORT);
-    unchanged(
-        &mut dp,
-        "IPv6 hop-by-hop header to a VIP",
-        &hbh,
-        XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::Ipv6ExtHeader],
-    );
-
-    let icmp = packet::ethernet(
-        packet::CLIENT_MAC,
-        packet::LB_MAC,
-        pnet_packet::ethernet::EtherTypes::Ipv4,
-        &packet::ipv4(
-            CLIENT4,
-            VIP4,
-            pnet_packet::ip::IpNextHeaderProtocols::Gre,
-            &[0u8; 8],
+    cases.extend([
+        Case::unchanged(
+            "IP version 5 in an IPv4 frame",
+            tweaked(&|ip| ip.set_version(5)),
+            XDP_DROP,
+            &[Stat::Rx, Stat::Drop, Stat::Malformed],
         ),
-    );
-    unchanged(
-        &mut dp,
-        "unknown protocol to a VIP",
-        &icmp,
-        XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::NotVip],
-    );
+        Case::unchanged(
+            "IHL 4",
+            tweaked(&|ip| ip.set_header_length(4)),
+            XDP_DROP,
+            &[Stat::Rx, Stat::Drop, Stat::Malformed],
+        ),
+        // The IP header promises a TCP header the frame does not carry.
+        Case::unchanged(
+            "frame cut inside the TCP header",
+            syn[..ETH_HLEN + IPV4_HLEN + 2].to_vec(),
+            XDP_DROP,
+            &[Stat::Rx, Stat::Drop, Stat::Truncated],
+        ),
+        Case::unchanged(
+            "frame cut inside the IPv4 header",
+            syn[..ETH_HLEN + 10].to_vec(),
+            XDP_DROP,
+            &[Stat::Rx, Stat::Drop, Stat::Truncated],
+        ),
+        Case::unchanged(
+            "802.1Q-tagged VIP traffic",
+            packet::vlan_frame(42, &syn[ETH_HLEN..]),
+            XDP_PASS,
+            &[Stat::Rx, Stat::Pass, Stat::Vlan],
+        ),
+        Case::unchanged(
+            "IPv6 hop-by-hop header to a VIP",
+            packet::tcp6_frame_with_hbh(client6(), vip6(), 40000, VIP_PORT),
+            XDP_PASS,
+            &[Stat::Rx, Stat::Pass, Stat::Ipv6ExtHeader],
+        ),
+        Case::unchanged(
+            "unknown protocol to a VIP",
+            packet::ethernet(
+                packet::CLIENT_MAC,
+                packet::LB_MAC,
+                pnet_packet::ethernet::EtherTypes::Ipv4,
+                &packet::ipv4(
+                    CLIENT4,
+                    VIP4,
+                    pnet_packet::ip::IpNextHeaderProtocols::Gre,
+                    &[0u8; 8],
+                ),
+            ),
+            XDP_PASS,
+            NOT_VIP,
+        ),
+    ]);
+    dp.run_cases(cases);
 }
 
 #[test]
@@ -441,14 +375,12 @@ fn service_without_live_backend_drops() {
     for id in 1..=3 {
         maps::clear_backend(dp.dp.ebpf_mut(), id).unwrap();
     }
-    let syn = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
-    unchanged(
-        &mut dp,
+    dp.run_case(&Case::unchanged(
         "all backends removed",
-        &syn,
+        packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN),
         XDP_DROP,
         &[Stat::Rx, Stat::Drop, Stat::ConnMiss, Stat::NoBackend],
-    );
+    ));
 }
 
 /// `fallback: "pass"`: with no usable backend, new flows go to the local stack untouched
@@ -472,23 +404,22 @@ fn fallback_pass_hands_new_flows_to_the_stack_when_no_backend_is_left() {
     );
     // Every backend drained: an all-zero table (what the control plane installs).
     maps::swap_table(dp.dp.ebpf_mut(), 1, &[0; 7]).unwrap();
-    let syn = packet::tcp4_frame(CLIENT4, VIP4, 40001, VIP_PORT, packet::SYN);
-    unchanged(
-        &mut dp,
-        "new flow, no backend",
-        &syn,
-        XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::ConnMiss, Stat::FallbackPass],
-    );
     let ack = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::Flags::ACK);
-    check(
-        &mut dp,
-        "established flow of a drained backend",
-        &ack,
-        XDP_TX,
-        &packet::dsr_output(&ack, backend_mac(id)),
-        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
-    );
+    dp.run_cases([
+        Case::unchanged(
+            "new flow, no backend",
+            packet::tcp4_frame(CLIENT4, VIP4, 40001, VIP_PORT, packet::SYN),
+            XDP_PASS,
+            &[Stat::Rx, Stat::Pass, Stat::ConnMiss, Stat::FallbackPass],
+        ),
+        Case::new(
+            "established flow of a drained backend",
+            ack.clone(),
+            XDP_TX,
+            packet::dsr_output(&ack, backend_mac(id)),
+            ESTABLISHED_TX,
+        ),
+    ]);
 }
 
 const ENCAP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -521,7 +452,7 @@ fn use_encap(dp: &mut TestDataplane, mode: ForwardMode) {
         let key = VipKey {
             addr,
             port_be: VIP_PORT.to_be(),
-            proto: TCP,
+            proto: IPPROTO_TCP,
             family,
         };
         let svc = Service {
@@ -548,20 +479,19 @@ fn use_encap(dp: &mut TestDataplane, mode: ForwardMode) {
 fn ipip4_encapsulates_to_the_maglev_backend() {
     let mut dp = setup("ipip4");
     use_ipip(&mut dp);
-    for sport in [40000u16, 40001, 40002] {
+    dp.run_cases([40000u16, 40001, 40002].map(|sport| {
         let input = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::SYN);
         let id = expected_backend(&flow4(sport), &TABLE);
         let backend = Ipv4Addr::new(10, 0, 1, id as u8);
         let output = packet::ipip4_output(&input, backend_mac(id), ENCAP4, backend);
-        check(
-            &mut dp,
-            &format!("IPIP SYN from :{sport}"),
-            &input,
+        Case::new(
+            format!("IPIP SYN from :{sport}"),
+            input,
             XDP_TX,
-            &output,
-            &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-        );
-    }
+            output,
+            NEW_FLOW_TX,
+        )
+    }));
 }
 
 #[test]
@@ -569,18 +499,16 @@ fn ipip6_encapsulates_to_the_maglev_backend() {
     let mut dp = setup("ipip6");
     use_ipip(&mut dp);
     let input = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
-    let flow = flow6(40000);
-    let id = expected_backend(&flow, &[4, 5, 6, 4, 5, 6, 4]);
+    let id = expected_backend(&flow6(40000), &[4, 5, 6, 4, 5, 6, 4]);
     let backend: Ipv6Addr = format!("fd00:1::{id}").parse().unwrap();
     let output = packet::ipip6_output(&input, backend_mac(id), encap6(), backend);
-    check(
-        &mut dp,
+    dp.run_case(&Case::new(
         "IPv6-in-IPv6 SYN",
-        &input,
+        input,
         XDP_TX,
-        &output,
-        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-    );
+        output,
+        NEW_FLOW_TX,
+    ));
 }
 
 #[test]
@@ -591,7 +519,7 @@ fn ipip_without_encap_source_drops_and_too_big_frames_drop() {
     let key = VipKey {
         addr: be4(VIP4),
         port_be: VIP_PORT.to_be(),
-        proto: 17,
+        proto: IPPROTO_UDP,
         family: AF_INET,
     };
     maps::set_service(
@@ -604,23 +532,20 @@ fn ipip_without_encap_source_drops_and_too_big_frames_drop() {
         },
     )
     .unwrap();
-    unchanged(
-        &mut dp,
+    dp.run_case(&Case::unchanged(
         "1514-byte frame needing 20 more bytes",
-        &big,
+        big,
         XDP_DROP,
         &[Stat::Rx, Stat::Drop, Stat::ConnMiss, Stat::EncapTooBig],
-    );
+    ));
 
     maps::set_config(dp.dp.ebpf_mut(), &lb_common::Config::default()).unwrap();
-    let syn = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
-    unchanged(
-        &mut dp,
+    dp.run_case(&Case::unchanged(
         "IPIP with no encap source",
-        &syn,
+        packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN),
         XDP_DROP,
         &[Stat::Rx, Stat::Drop, Stat::ConnMiss, Stat::EncapError],
-    );
+    ));
 }
 
 #[test]
@@ -748,7 +673,7 @@ fn vip_filter_follows_service_removal() {
     let key = |port: u16| VipKey {
         addr: be4(VIP4),
         port_be: port.to_be(),
-        proto: TCP,
+        proto: IPPROTO_TCP,
         family: AF_INET,
     };
     maps::set_service(
@@ -770,22 +695,15 @@ fn vip_filter_follows_service_removal() {
         "the VIP's other service must still forward"
     );
     let to80 = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
-    unchanged(
-        &mut dp,
-        "removed service",
-        &to80,
-        XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::NotVip],
-    );
+    dp.run_case(&Case::unchanged("removed service", to80, XDP_PASS, NOT_VIP));
 
     maps::remove_service(dp.dp.ebpf_mut(), &key(81)).unwrap();
-    unchanged(
-        &mut dp,
+    dp.run_case(&Case::unchanged(
         "last service of the VIP removed",
-        &to81,
+        to81,
         XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::NotVip],
-    );
+        NOT_VIP,
+    ));
     let filter: aya::maps::Array<_, u8> =
         aya::maps::Array::try_from(dp.dp.ebpf().map(lb_common::maps::VIP_FILTER).unwrap()).unwrap();
     let slot = lb_common::service::vip_filter_slot(&be4(VIP4));
@@ -828,7 +746,7 @@ fn echo_follows_the_vip_standby_state() {
             CLIENT4,
             VIP4,
             P::Icmp,
-            &packet::icmp4_echo(8, 7, 1, b"vrrp"),
+            &packet::icmp4_echo(ICMP_ECHO_REQUEST, 7, 1, b"vrrp"),
         ),
     );
     let mut balancer = Balancer::default();
@@ -893,17 +811,17 @@ fn icmp_echo_to_a_vip_is_answered_from_xdp() {
             CLIENT4,
             VIP4,
             P::Icmp,
-            &packet::icmp4_echo(8, 7, 1, payload),
+            &packet::icmp4_echo(ICMP_ECHO_REQUEST, 7, 1, payload),
         ),
     );
     let mut reply_ip = packet::ipv4(
         VIP4,
         CLIENT4,
         P::Icmp,
-        &packet::icmp4_echo(0, 7, 1, payload),
+        &packet::icmp4_echo(ICMP_ECHO_REPLY, 7, 1, payload),
     );
     // The reply keeps the request's IP id and flags; only TTL (64) and the addresses change.
-    reply_ip[4..8].copy_from_slice(&request[packet::ETH_LEN + 4..packet::ETH_LEN + 8]);
+    reply_ip[4..8].copy_from_slice(&request[ETH_HLEN + 4..ETH_HLEN + 8]);
     let mut reply = packet::ethernet(
         packet::LB_MAC,
         packet::CLIENT_MAC,
@@ -911,14 +829,6 @@ fn icmp_echo_to_a_vip_is_answered_from_xdp() {
         &reply_ip,
     );
     packet::tweak_ipv4(&mut reply, |_| {});
-    check(
-        &mut dp,
-        "ICMP echo to VIP4",
-        &request,
-        XDP_TX,
-        &reply,
-        &[Stat::Rx, Stat::Tx, Stat::IcmpEcho],
-    );
 
     let other = Ipv4Addr::new(10, 0, 0, 5);
     let to_other = packet::ethernet(
@@ -929,15 +839,8 @@ fn icmp_echo_to_a_vip_is_answered_from_xdp() {
             CLIENT4,
             other,
             P::Icmp,
-            &packet::icmp4_echo(8, 7, 1, payload),
+            &packet::icmp4_echo(ICMP_ECHO_REQUEST, 7, 1, payload),
         ),
-    );
-    unchanged(
-        &mut dp,
-        "ICMP echo to a non-VIP",
-        &to_other,
-        XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::NotVip],
     );
 
     let (c6, v6) = (client6(), vip6());
@@ -949,7 +852,7 @@ fn icmp_echo_to_a_vip_is_answered_from_xdp() {
             c6,
             v6,
             P::Icmpv6,
-            &packet::icmp6_echo(128, c6, v6, 9, 2, payload),
+            &packet::icmp6_echo(ICMPV6_ECHO_REQUEST, c6, v6, 9, 2, payload),
         ),
     );
     let reply6 = packet::ethernet(
@@ -960,28 +863,25 @@ fn icmp_echo_to_a_vip_is_answered_from_xdp() {
             v6,
             c6,
             P::Icmpv6,
-            &packet::icmp6_echo(129, v6, c6, 9, 2, payload),
+            &packet::icmp6_echo(ICMPV6_ECHO_REPLY, v6, c6, 9, 2, payload),
         ),
     );
-    check(
-        &mut dp,
-        "ICMPv6 echo to VIP6",
-        &request6,
-        XDP_TX,
-        &reply6,
-        &[Stat::Rx, Stat::Tx, Stat::IcmpEcho],
-    );
+    const ECHO: &[Stat] = &[Stat::Rx, Stat::Tx, Stat::IcmpEcho];
+    dp.run_cases([
+        Case::new("ICMP echo to VIP4", request.clone(), XDP_TX, reply, ECHO),
+        Case::unchanged("ICMP echo to a non-VIP", to_other, XDP_PASS, NOT_VIP),
+        Case::new("ICMPv6 echo to VIP6", request6, XDP_TX, reply6, ECHO),
+    ]);
 
     // Once its last service is gone, the address is no longer answered for.
     let key = key4();
     maps::remove_service(dp.dp.ebpf_mut(), &key).unwrap();
-    unchanged(
-        &mut dp,
+    dp.run_case(&Case::unchanged(
         "ICMP echo after the VIP's last service left",
-        &request,
+        request,
         XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::NotVip],
-    );
+        NOT_VIP,
+    ));
 }
 
 /// With source affinity, every flow of a client goes to the backend its address hashes
@@ -1039,14 +939,6 @@ fn gue_encapsulates_both_families_and_decap_unwraps_it() {
         gue_sport(&flow),
         GUE_PORT,
     );
-    check(
-        &mut dp,
-        "GUE v4 SYN",
-        &input,
-        XDP_TX,
-        &output,
-        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-    );
 
     let input6 = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
     let flow6 = flow6(40000);
@@ -1060,14 +952,22 @@ fn gue_encapsulates_both_families_and_decap_unwraps_it() {
         gue_sport(&flow6),
         GUE_PORT,
     );
-    check(
-        &mut dp,
-        "GUE v6 SYN",
-        &input6,
-        XDP_TX,
-        &output6,
-        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-    );
+    dp.run_cases([
+        Case::new(
+            "GUE v4 SYN",
+            input.clone(),
+            XDP_TX,
+            output.clone(),
+            NEW_FLOW_TX,
+        ),
+        Case::new(
+            "GUE v6 SYN",
+            input6.clone(),
+            XDP_TX,
+            output6.clone(),
+            NEW_FLOW_TX,
+        ),
+    ]);
 
     // The backend's decap (same object, same config) unwraps both.
     for (what, wrapped, inner) in [("GUE v4", &output, &input), ("GUE v6", &output6, &input6)] {
@@ -1079,8 +979,7 @@ fn gue_encapsulates_both_families_and_decap_unwraps_it() {
     }
     // UDP to another port is not ours to unwrap.
     let mut other_port = output.clone();
-    other_port[packet::ETH_LEN + packet::IPV4_LEN + 2..][..2]
-        .copy_from_slice(&6081u16.to_be_bytes());
+    other_port[ETH_HLEN + IPV4_HLEN + 2..][..2].copy_from_slice(&6081u16.to_be_bytes());
     let out = dp.run_program(lb_common::programs::DECAP, &other_port);
     assert_eq!((out.action, &out.packet), (XDP_PASS, &other_port));
 }
@@ -1090,11 +989,14 @@ fn gue_encapsulates_both_families_and_decap_unwraps_it() {
 #[test]
 fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
     use pnet_packet::{ethernet::EtherTypes, ip::IpNextHeaderProtocols as P};
+    const TOO_BIG: &[Stat] = &[Stat::Rx, Stat::Tx, Stat::IcmpTooBig, Stat::ConnHit];
     let mut dp = setup("toobig");
     let router = Ipv4Addr::new(10, 0, 9, 1);
+    // Each flow is established by its SYN, then an ICMP error quoting the backend's
+    // reply follows that flow's connection entry.
+    let mut cases = Vec::new();
     for sport in [40000u16, 40001, 40002, 40003] {
         let syn = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::SYN);
-        dp.run(&syn);
         let id = expected_backend(&flow4(sport), &TABLE);
         // The backend's reply VIP:80 → client:sport, quoted (IP header + 8 bytes).
         let reply = packet::ipv4(
@@ -1103,8 +1005,9 @@ fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
             P::Tcp,
             &packet::tcp4(VIP4, CLIENT4, VIP_PORT, sport, packet::Flags::ACK),
         );
-        let mut icmp = vec![3u8, 4, 0, 0, 0, 0, 0x05, 0x78]; // MTU 1400
-        icmp.extend_from_slice(&reply[..packet::IPV4_LEN + 8]);
+        // MTU 1400
+        let mut icmp = vec![ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, 0, 0, 0, 0, 0x05, 0x78];
+        icmp.extend_from_slice(&reply[..IPV4_HLEN + 8]);
         let csum = pnet_packet::icmp::checksum(&pnet_packet::icmp::IcmpPacket::new(&icmp).unwrap());
         icmp[2..4].copy_from_slice(&csum.to_be_bytes());
         let input = packet::ethernet(
@@ -1113,21 +1016,26 @@ fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
             EtherTypes::Ipv4,
             &packet::ipv4(router, VIP4, P::Icmp, &icmp),
         );
-        let output = packet::dsr_output(&input, backend_mac(id));
-        check(
-            &mut dp,
-            &format!("frag needed for :{sport}"),
-            &input,
+        cases.push(Case::new(
+            format!("SYN from :{sport}"),
+            syn.clone(),
             XDP_TX,
-            &output,
-            &[Stat::Rx, Stat::Tx, Stat::IcmpTooBig, Stat::ConnHit],
-        );
+            packet::dsr_output(&syn, backend_mac(id)),
+            NEW_FLOW_TX,
+        ));
+        cases.push(Case::new(
+            format!("frag needed for :{sport}"),
+            input.clone(),
+            XDP_TX,
+            packet::dsr_output(&input, backend_mac(id)),
+            TOO_BIG,
+        ));
     }
 
     // ICMPv6 packet too big about a v6 flow.
     let (c6, v6) = (client6(), vip6());
     let syn6 = packet::tcp6_frame(c6, v6, 40000, VIP_PORT, packet::SYN);
-    let first = dp.run(&syn6);
+    let mac6 = backend_mac(expected_backend(&flow6(40000), &TABLE));
     let reply6 = packet::ipv6(
         v6,
         c6,
@@ -1136,8 +1044,8 @@ fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
     );
     let router6: Ipv6Addr = "fd00:9::1".parse().unwrap();
     let mut body = vec![0u8, 0, 0x05, 0x00]; // MTU 1280
-    body.extend_from_slice(&reply6[..packet::IPV6_LEN + 8]);
-    let mut icmp6 = vec![2u8, 0, 0, 0];
+    body.extend_from_slice(&reply6[..IPV6_HLEN + 8]);
+    let mut icmp6 = vec![ICMPV6_PACKET_TOO_BIG, 0, 0, 0];
     icmp6.extend_from_slice(&body);
     let csum = pnet_packet::icmpv6::checksum(
         &pnet_packet::icmpv6::Icmpv6Packet::new(&icmp6).unwrap(),
@@ -1151,39 +1059,42 @@ fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
         EtherTypes::Ipv6,
         &packet::ipv6(router6, v6, P::Icmpv6, &icmp6),
     );
-    let mac: [u8; 6] = first.packet[..6].try_into().unwrap();
-    check(
-        &mut dp,
-        "packet too big (v6)",
-        &input6,
+    cases.push(Case::new(
+        "IPv6 SYN",
+        syn6.clone(),
         XDP_TX,
-        &packet::dsr_output(&input6, mac),
-        &[Stat::Rx, Stat::Tx, Stat::IcmpTooBig, Stat::ConnHit],
-    );
+        packet::dsr_output(&syn6, mac6),
+        NEW_FLOW_TX,
+    ));
+    cases.push(Case::new(
+        "packet too big (v6)",
+        input6.clone(),
+        XDP_TX,
+        packet::dsr_output(&input6, mac6),
+        TOO_BIG,
+    ));
 
-    // Other ICMP errors are the stack's business.
-    let mut unreach = vec![3u8, 1, 0, 0, 0, 0, 0, 0];
+    // Other ICMP errors are the stack's business: host unreachable (code 1).
+    let mut unreach = vec![ICMP_DEST_UNREACH, 1, 0, 0, 0, 0, 0, 0];
     unreach.extend_from_slice(&packet::ipv4(VIP4, CLIENT4, P::Tcp, &[0u8; 20])[..28]);
-    let other = packet::ethernet(
-        packet::CLIENT_MAC,
-        packet::LB_MAC,
-        EtherTypes::Ipv4,
-        &packet::ipv4(router, VIP4, P::Icmp, &unreach),
-    );
-    unchanged(
-        &mut dp,
+    cases.push(Case::unchanged(
         "host unreachable",
-        &other,
+        packet::ethernet(
+            packet::CLIENT_MAC,
+            packet::LB_MAC,
+            EtherTypes::Ipv4,
+            &packet::ipv4(router, VIP4, P::Icmp, &unreach),
+        ),
         XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::NotVip],
-    );
+        NOT_VIP,
+    ));
+    dp.run_cases(cases);
 }
 
 /// Two-arm: a service with an egress interface rewrites the source MAC to that
 /// interface's and redirects through the devmap; without a devmap entry it drops.
 #[test]
 fn two_arm_service_redirects_out_of_its_egress_interface() {
-    const XDP_REDIRECT: u32 = 4;
     let mut dp = setup("twoarm");
     let key = key4();
     let svc = Service {
@@ -1193,14 +1104,12 @@ fn two_arm_service_redirects_out_of_its_egress_interface() {
         ..Default::default()
     };
     maps::set_service(dp.dp.ebpf_mut(), &key, &svc).unwrap();
-    let syn = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
-    unchanged(
-        &mut dp,
+    dp.run_case(&Case::unchanged(
         "egress slot not set",
-        &syn,
+        packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN),
         XDP_DROP,
         &[Stat::Rx, Stat::Drop, Stat::ConnMiss, Stat::NoTxPort],
-    );
+    ));
 
     // An egress interface inside a namespace of our own (the devmap resolves the
     // ifindex in the namespace of the thread that sets it).
@@ -1215,14 +1124,13 @@ fn two_arm_service_redirects_out_of_its_egress_interface() {
     let syn = packet::tcp4_frame(CLIENT4, VIP4, 40001, VIP_PORT, packet::SYN);
     let mut expected = packet::dsr_output(&syn, backend_mac(id));
     expected[6..12].copy_from_slice(&mac);
-    check(
-        &mut dp,
+    dp.run_case(&Case::new(
         "two-arm DSR",
-        &syn,
+        syn,
         XDP_REDIRECT,
-        &expected,
+        expected,
         &[Stat::Rx, Stat::Redirect, Stat::ConnMiss],
-    );
+    ));
 }
 
 /// The IPv6 twins of the edge cases: hop limit 0/1, frames cut inside the IPv6 or TCP
@@ -1230,55 +1138,51 @@ fn two_arm_service_redirects_out_of_its_egress_interface() {
 /// egress.
 #[test]
 fn ipv6_edge_cases_have_defined_verdicts_and_counters() {
-    const XDP_REDIRECT: u32 = 4;
     let mut dp = setup("edges6");
     let syn = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
-    let hop_limit_at = packet::ETH_LEN + 7;
-    for hops in [0u8, 1] {
-        let mut low = syn.clone();
-        low[hop_limit_at] = hops;
-        unchanged(
-            &mut dp,
-            &format!("hop limit {hops} to a VIP"),
-            &low,
+    let edited = |f: &dyn Fn(&mut [u8])| {
+        let mut frame = syn.clone();
+        f(&mut frame);
+        frame
+    };
+    let hop_limit_at = ETH_HLEN + 7;
+    let mut cases: Vec<Case> = [0u8, 1]
+        .map(|hops| {
+            Case::unchanged(
+                format!("hop limit {hops} to a VIP"),
+                edited(&|f| f[hop_limit_at] = hops),
+                XDP_DROP,
+                &[Stat::Rx, Stat::Drop, Stat::TtlExpired],
+            )
+        })
+        .into();
+    cases.extend([
+        Case::unchanged(
+            "frame cut inside the TCP header",
+            syn[..ETH_HLEN + IPV6_HLEN + 2].to_vec(),
             XDP_DROP,
-            &[Stat::Rx, Stat::Drop, Stat::TtlExpired],
-        );
-    }
-    let cut = &syn[..packet::ETH_LEN + packet::IPV6_LEN + 2];
-    unchanged(
-        &mut dp,
-        "frame cut inside the TCP header",
-        cut,
-        XDP_DROP,
-        &[Stat::Rx, Stat::Drop, Stat::Truncated],
-    );
-    let cut = &syn[..packet::ETH_LEN + 20];
-    unchanged(
-        &mut dp,
-        "frame cut inside the IPv6 header",
-        cut,
-        XDP_DROP,
-        &[Stat::Rx, Stat::Drop, Stat::Truncated],
-    );
-    let mut long = syn.clone();
-    long[packet::ETH_LEN + 4..packet::ETH_LEN + 6].copy_from_slice(&1000u16.to_be_bytes());
-    unchanged(
-        &mut dp,
-        "payload length beyond the frame",
-        &long,
-        XDP_DROP,
-        &[Stat::Rx, Stat::Drop, Stat::Truncated],
-    );
-    let mut bad = syn.clone();
-    bad[packet::ETH_LEN] = 0x40 | (bad[packet::ETH_LEN] & 0x0f);
-    unchanged(
-        &mut dp,
-        "version 4 nibble in an IPv6 frame",
-        &bad,
-        XDP_DROP,
-        &[Stat::Rx, Stat::Drop, Stat::Malformed],
-    );
+            &[Stat::Rx, Stat::Drop, Stat::Truncated],
+        ),
+        Case::unchanged(
+            "frame cut inside the IPv6 header",
+            syn[..ETH_HLEN + 20].to_vec(),
+            XDP_DROP,
+            &[Stat::Rx, Stat::Drop, Stat::Truncated],
+        ),
+        Case::unchanged(
+            "payload length beyond the frame",
+            edited(&|f| f[ETH_HLEN + 4..ETH_HLEN + 6].copy_from_slice(&1000u16.to_be_bytes())),
+            XDP_DROP,
+            &[Stat::Rx, Stat::Drop, Stat::Truncated],
+        ),
+        Case::unchanged(
+            "version 4 nibble in an IPv6 frame",
+            edited(&|f| f[ETH_HLEN] = 0x40 | (f[ETH_HLEN] & 0x0f)),
+            XDP_DROP,
+            &[Stat::Rx, Stat::Drop, Stat::Malformed],
+        ),
+    ]);
+    dp.run_cases(cases);
 
     // Two-arm egress for the IPv6 service.
     let a = testbed::Netns::new("edges6-a");
@@ -1290,7 +1194,7 @@ fn ipv6_edge_cases_have_defined_verdicts_and_counters() {
     let key = VipKey {
         addr: be6(vip6()),
         port_be: VIP_PORT.to_be(),
-        proto: TCP,
+        proto: IPPROTO_TCP,
         family: AF_INET6,
     };
     let svc = Service {
@@ -1303,14 +1207,13 @@ fn ipv6_edge_cases_have_defined_verdicts_and_counters() {
     let flow = flow6(40000);
     let mut expected = packet::dsr_output(&syn, backend_mac(expected_backend(&flow, &TABLE)));
     expected[6..12].copy_from_slice(&mac);
-    check(
-        &mut dp,
+    dp.run_case(&Case::new(
         "two-arm DSR (v6)",
-        &syn,
+        syn,
         XDP_REDIRECT,
-        &expected,
+        expected,
         &[Stat::Rx, Stat::Redirect, Stat::ConnMiss],
-    );
+    ));
 }
 
 /// Established flows find their service through their connection entry and the service
@@ -1332,20 +1235,25 @@ fn established_flows_follow_their_service_slot() {
     let ack = packet::tcp4_frame(CLIENT4, VIP4, 41000, VIP_PORT, packet::Flags::ACK);
     let id = expected_backend(&flow4(41000), &TABLE);
     let to_backend = |frame: &[u8], id| packet::dsr_output(frame, backend_mac(id));
-    dp.check(
-        "SYN",
-        &syn,
-        XDP_TX,
-        &to_backend(&syn, id),
-        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-    );
-    dp.check(
-        "ACK",
-        &ack,
-        XDP_TX,
-        &to_backend(&ack, id),
-        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
-    );
+    let ack_to_backend = || {
+        Case::new(
+            "ACK",
+            ack.clone(),
+            XDP_TX,
+            to_backend(&ack, id),
+            ESTABLISHED_TX,
+        )
+    };
+    dp.run_cases([
+        Case::new(
+            "SYN",
+            syn.clone(),
+            XDP_TX,
+            to_backend(&syn, id),
+            NEW_FLOW_TX,
+        ),
+        ack_to_backend(),
+    ]);
 
     // 1. STANDBY set on the service reaches the established flow, and clearing it
     //    brings the flow back to its backend.
@@ -1354,21 +1262,17 @@ fn established_flows_follow_their_service_slot() {
         ..dsr
     };
     maps::set_service(dp.dp.ebpf_mut(), &key4, &standby).unwrap();
-    unchanged(
-        &mut dp,
+    dp.run_case(&Case::unchanged(
         "ACK, standby",
-        &ack,
+        ack.clone(),
         XDP_PASS,
         &[Stat::Rx, Stat::Pass, Stat::Standby],
-    );
+    ));
     maps::set_service(dp.dp.ebpf_mut(), &key4, &dsr).unwrap();
-    dp.check(
-        "ACK, active again",
-        &ack,
-        XDP_TX,
-        &to_backend(&ack, id),
-        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
-    );
+    dp.run_case(&Case {
+        description: "ACK, active again".into(),
+        ..ack_to_backend()
+    });
 
     // 2. The service is removed and its id given to a service on another port: the
     //    entry's generation no longer matches, so the flow is not forwarded by the
@@ -1379,13 +1283,12 @@ fn established_flows_follow_their_service_slot() {
         ..key4
     };
     maps::set_service(dp.dp.ebpf_mut(), &other, &dsr).unwrap();
-    unchanged(
-        &mut dp,
+    dp.run_case(&Case::unchanged(
         "ACK, service gone",
-        &ack,
+        ack.clone(),
         XDP_PASS,
-        &[Stat::Rx, Stat::Pass, Stat::NotVip],
-    );
+        NOT_VIP,
+    ));
     maps::remove_service(dp.dp.ebpf_mut(), &other).unwrap();
 
     // 3. An all-ports service (id 3, backends 1..3 reversed) takes a flow; then an
@@ -1401,28 +1304,30 @@ fn established_flows_follow_their_service_slot() {
         id2, 2,
         "pick a flow whose all-ports backend is not the exact service's"
     );
-    dp.check(
+    dp.run_case(&Case::new(
         "SYN, all ports",
-        &syn2,
+        syn2.clone(),
         XDP_TX,
-        &to_backend(&syn2, id2),
-        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-    );
+        to_backend(&syn2, id2),
+        NEW_FLOW_TX,
+    ));
     maps::swap_table(dp.dp.ebpf_mut(), 4, &[2]).unwrap();
     maps::set_service(dp.dp.ebpf_mut(), &key4, &Service { id: 4, ..dsr }).unwrap();
-    dp.check(
-        "ACK stays with the all-ports service",
-        &ack2,
-        XDP_TX,
-        &to_backend(&ack2, id2),
-        &[Stat::Rx, Stat::Tx, Stat::ConnHit],
-    );
     let syn3 = packet::tcp4_frame(CLIENT4, VIP4, 41002, VIP_PORT, packet::SYN);
-    dp.check(
-        "a new SYN takes the exact service",
-        &syn3,
-        XDP_TX,
-        &to_backend(&syn3, 2),
-        &[Stat::Rx, Stat::Tx, Stat::ConnMiss],
-    );
+    dp.run_cases([
+        Case::new(
+            "ACK stays with the all-ports service",
+            ack2.clone(),
+            XDP_TX,
+            to_backend(&ack2, id2),
+            ESTABLISHED_TX,
+        ),
+        Case::new(
+            "a new SYN takes the exact service",
+            syn3.clone(),
+            XDP_TX,
+            to_backend(&syn3, 2),
+            NEW_FLOW_TX,
+        ),
+    ]);
 }

@@ -10,10 +10,12 @@
 
 use std::net::Ipv4Addr;
 
-use lb_common::Stat;
+use lb_common::{
+    wire::{XDP_DROP, XDP_PASS, XDP_TX},
+    Stat,
+};
 use testbed::{
     fuzz::{self, hex, unhex, Harness},
-    model::{XDP_DROP, XDP_PASS, XDP_TX},
     packet,
 };
 

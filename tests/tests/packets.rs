@@ -3,99 +3,60 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use lb_common::Stat;
+use lb_common::{
+    wire::{XDP_DROP, XDP_PASS},
+    Stat,
+};
 use pnet_packet::ethernet::EtherTypes;
-use testbed::{dataplane::TestDataplane, packet};
+use testbed::{
+    case::{Case, NOT_VIP},
+    dataplane::TestDataplane,
+    packet,
+};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-
-struct Fixture {
-    description: &'static str,
-    input: Vec<u8>,
-    verdict: u32,
-    /// `None`: the packet must come out byte-for-byte unchanged.
-    output: Option<Vec<u8>>,
-    /// Counter slots that must move by exactly one packet (and the input's bytes).
-    counted: &'static [Stat],
-}
-
-fn fixtures() -> Vec<Fixture> {
+fn fixtures() -> Vec<Case> {
     let c4 = Ipv4Addr::new(10, 0, 0, 1);
     let v4 = Ipv4Addr::new(10, 0, 0, 100);
     let c6: Ipv6Addr = "fd00::1".parse().unwrap();
     let v6: Ipv6Addr = "fd00::100".parse().unwrap();
     vec![
-        Fixture {
-            description: "IPv4 UDP passes untouched",
-            input: packet::udp4_frame(c4, v4, 40000, 53, b"hello"),
-            verdict: XDP_PASS,
-            output: None,
-            counted: &[Stat::Rx, Stat::Pass, Stat::NotVip],
-        },
-        Fixture {
-            description: "IPv4 TCP SYN passes untouched",
-            input: packet::tcp4_frame(c4, v4, 40000, 80, packet::SYN),
-            verdict: XDP_PASS,
-            output: None,
-            counted: &[Stat::Rx, Stat::Pass, Stat::NotVip],
-        },
-        Fixture {
-            description: "IPv6 TCP SYN passes untouched",
-            input: packet::tcp6_frame(c6, v6, 40000, 80, packet::SYN),
-            verdict: XDP_PASS,
-            output: None,
-            counted: &[Stat::Rx, Stat::Pass, Stat::NotVip],
-        },
-        Fixture {
-            description: "ARP passes untouched",
-            input: packet::ethernet(packet::CLIENT_MAC, [0xff; 6], EtherTypes::Arp, &[0u8; 28]),
-            verdict: XDP_PASS,
-            output: None,
-            counted: &[Stat::Rx, Stat::Pass, Stat::NotVip],
-        },
-        Fixture {
-            description: "IPv4 ethertype without an IPv4 header is dropped as truncated",
-            input: packet::ethernet(packet::CLIENT_MAC, packet::LB_MAC, EtherTypes::Ipv4, &[]),
-            verdict: XDP_DROP,
-            output: None,
-            counted: &[Stat::Rx, Stat::Drop, Stat::Truncated],
-        },
+        Case::unchanged(
+            "IPv4 UDP passes untouched",
+            packet::udp4_frame(c4, v4, 40000, 53, b"hello"),
+            XDP_PASS,
+            NOT_VIP,
+        ),
+        Case::unchanged(
+            "IPv4 TCP SYN passes untouched",
+            packet::tcp4_frame(c4, v4, 40000, 80, packet::SYN),
+            XDP_PASS,
+            NOT_VIP,
+        ),
+        Case::unchanged(
+            "IPv6 TCP SYN passes untouched",
+            packet::tcp6_frame(c6, v6, 40000, 80, packet::SYN),
+            XDP_PASS,
+            NOT_VIP,
+        ),
+        Case::unchanged(
+            "ARP passes untouched",
+            packet::ethernet(packet::CLIENT_MAC, [0xff; 6], EtherTypes::Arp, &[0u8; 28]),
+            XDP_PASS,
+            NOT_VIP,
+        ),
+        Case::unchanged(
+            "IPv4 ethertype without an IPv4 header is dropped as truncated",
+            packet::ethernet(packet::CLIENT_MAC, packet::LB_MAC, EtherTypes::Ipv4, &[]),
+            XDP_DROP,
+            &[Stat::Rx, Stat::Drop, Stat::Truncated],
+        ),
     ]
 }
 
 #[test]
 fn fixtures_verdicts_outputs_and_counters() {
     let mut dp = TestDataplane::load("packets");
-    for f in fixtures() {
-        let before = dp.stats();
-        let out = dp.run(&f.input);
-        assert_eq!(out.action, f.verdict, "{}: verdict", f.description);
-        let expected = f.output.as_ref().unwrap_or(&f.input);
-        assert_eq!(&out.packet, expected, "{}: output bytes", f.description);
-        let after = dp.stats();
-        for &stat in Stat::ALL {
-            let (b, a) = (before.get(stat), after.get(stat));
-            let (dp_, db) = (a.packets - b.packets, a.bytes - b.bytes);
-            if f.counted.contains(&stat) {
-                assert_eq!(
-                    (dp_, db),
-                    (1, f.input.len() as u64),
-                    "{}: counter {}",
-                    f.description,
-                    stat.name()
-                );
-            } else {
-                assert_eq!(
-                    (dp_, db),
-                    (0, 0),
-                    "{}: counter {} must not move",
-                    f.description,
-                    stat.name()
-                );
-            }
-        }
-    }
+    dp.run_cases(fixtures());
 }
 
 #[test]

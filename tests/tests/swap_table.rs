@@ -13,6 +13,7 @@ use lb_common::{
     limits::{BPF_F_INNER_MAP, MAGLEV_INNER_FLAGS, MAX_MAGLEV_SIZE, MAX_SERVICES},
     maps as map_names,
     service::{flow_hash, AF_INET, AF_INET6},
+    wire::{IPPROTO_TCP, XDP_TX},
     FlowKey,
 };
 use lb_userspace::{
@@ -21,11 +22,10 @@ use lb_userspace::{
 };
 use testbed::{
     dataplane::{PinDir, TestDataplane},
-    fixture::{backend_mac, install_dsr_pair, vip6, TCP, VIP4, VIP_PORT},
+    fixture::{backend_mac, install_dsr_pair, vip6, VIP4, VIP_PORT},
     packet::{self, be4, be6},
 };
 
-const XDP_TX: u32 = 3;
 /// Flows per family per table: enough that a wrong stride, offset or size moves some.
 const FLOWS: u32 = 300;
 
@@ -70,7 +70,7 @@ fn flow(i: u32, family: u8) -> (FlowKey, Vec<u8>) {
         dst,
         sport_be: sport.to_be(),
         dport_be: VIP_PORT.to_be(),
-        proto: TCP,
+        proto: IPPROTO_TCP,
         family,
         _pad: [0; 2],
     };

@@ -13,6 +13,7 @@ use lb_common::{
     programs,
     service::{AF_INET, AF_INET6},
     vrrp::{VRRP_FRAME_MAX, VRRP_STATE_MASTER, VRRP_STATE_NOT_MASTER},
+    wire::{ETH_HLEN, IPV4_HLEN, IPV6_HLEN, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
     Stat, VrrpKey, VrrpRouter, VrrpSeen,
 };
 use lb_userspace::{
@@ -20,12 +21,7 @@ use lb_userspace::{
     vrrp::packet::{encode_frame, Advert},
 };
 use pnet_packet::ipv4::{self, MutableIpv4Packet};
-use testbed::{dataplane::TestDataplane, Netns};
-
-const XDP_ABORTED: u32 = 0;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
+use testbed::{case::Case, dataplane::TestDataplane, Netns};
 
 /// Where BPF_PROG_TEST_RUN says a context-less frame arrived: `lo`.
 const LO: u32 = 1;
@@ -35,8 +31,6 @@ const VRID: u8 = 7;
 const VRID_V2: u8 = 9;
 const OUR_PRIORITY: u8 = 150;
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x33];
-const ETH_LEN: usize = 14;
-const IPV4_LEN: usize = 20;
 
 const OUR4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const PEER4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
@@ -130,56 +124,42 @@ fn peer_advert_v2(vrid: u8, priority: u8) -> Vec<u8> {
 /// Rewrites the IPv4 header of `frame` with `f` and fixes its header checksum.
 fn edit_ipv4(frame: &[u8], f: impl FnOnce(&mut MutableIpv4Packet)) -> Vec<u8> {
     let mut out = frame.to_vec();
-    let mut ip = MutableIpv4Packet::new(&mut out[ETH_LEN..]).unwrap();
+    let mut ip = MutableIpv4Packet::new(&mut out[ETH_HLEN..]).unwrap();
     f(&mut ip);
     let sum = ipv4::checksum(&ip.to_immutable());
     ip.set_checksum(sum);
     out
 }
 
-/// Runs `input` on `lo`; checks verdict, output bytes and that exactly `counted` moved.
-fn check(
-    dp: &mut TestDataplane,
-    what: &str,
-    input: &[u8],
-    verdict: u32,
-    output: &[u8],
-    counted: &[Stat],
-) {
-    dp.check(what, input, verdict, output, counted);
-}
-
-fn passed(dp: &mut TestDataplane, what: &str, input: &[u8], reason: Stat) {
-    check(
-        dp,
+/// A row (run on `lo`): an advert passed untouched, counting `reason`.
+fn passed(what: impl Into<String>, input: &[u8], reason: Stat) -> Case {
+    Case::unchanged(
         what,
-        input,
+        input.to_vec(),
         XDP_PASS,
-        input,
         &[Stat::Rx, Stat::Pass, reason],
-    );
+    )
 }
 
-fn dropped(dp: &mut TestDataplane, what: &str, input: &[u8], reason: Stat) {
-    check(
-        dp,
+/// A row: an advert dropped untouched, counting `reason`.
+fn dropped(what: impl Into<String>, input: &[u8], reason: Stat) -> Case {
+    Case::unchanged(
         what,
-        input,
+        input.to_vec(),
         XDP_DROP,
-        input,
         &[Stat::Rx, Stat::Drop, reason],
-    );
+    )
 }
 
-fn answered(dp: &mut TestDataplane, what: &str, input: &[u8], ours: &[u8]) {
-    check(
-        dp,
+/// A row: an advert answered with our own frame `ours`.
+fn answered(what: impl Into<String>, input: &[u8], ours: &[u8]) -> Case {
+    Case::new(
         what,
-        input,
+        input.to_vec(),
         XDP_TX,
-        ours,
+        ours.to_vec(),
         &[Stat::Rx, Stat::Tx, Stat::VrrpAnswered],
-    );
+    )
 }
 
 fn seen(dp: &TestDataplane, key: VrrpKey) -> Option<VrrpSeen> {
@@ -201,34 +181,40 @@ fn no_router_on_the_interface_passes_untouched() {
     let lower4 = peer_advert4(VRID, 100);
     let lower6 = peer_advert6(VRID, 100);
     let ttl254 = edit_ipv4(&lower4, |ip| ip.set_ttl(254));
-    passed(&mut dp, "no VRRP at all, v4", &lower4, Stat::NotVip);
-    passed(&mut dp, "no VRRP at all, v6", &lower6, Stat::NotVip);
-    passed(&mut dp, "no VRRP at all, TTL 254", &ttl254, Stat::NotVip);
+    dp.run_cases([
+        passed("no VRRP at all, v4", &lower4, Stat::NotVip),
+        passed("no VRRP at all, v6", &lower6, Stat::NotVip),
+        passed("no VRRP at all, TTL 254", &ttl254, Stat::NotVip),
+    ]);
 
     // Routers (and so the marker) on another interface only.
     let ebpf = dp.dp.ebpf_mut();
     let other = VrrpKey::new(4242, VRID, AF_INET);
     maps::set_vrrp_router(ebpf, &other, &router(AF_INET, 3, VRRP_STATE_MASTER)).unwrap();
-    passed(&mut dp, "VRRP elsewhere, v4", &lower4, Stat::NotVip);
-    passed(&mut dp, "VRRP elsewhere, TTL 254", &ttl254, Stat::NotVip);
-    passed(&mut dp, "VRRP elsewhere, v6", &lower6, Stat::NotVip);
+    dp.run_cases([
+        passed("VRRP elsewhere, v4", &lower4, Stat::NotVip),
+        passed("VRRP elsewhere, TTL 254", &ttl254, Stat::NotVip),
+        passed("VRRP elsewhere, v6", &lower6, Stat::NotVip),
+    ]);
     assert_eq!(maps::read_vrrp_seen(dp.dp.ebpf()).unwrap(), vec![]);
 
     // Configured here, then removed again: the interface goes back to untouched.
     let ebpf = dp.dp.ebpf_mut();
     let here = key(AF_INET, VRID);
     maps::set_vrrp_router(ebpf, &here, &router(AF_INET, 3, VRRP_STATE_MASTER)).unwrap();
-    dropped(&mut dp, "VRRP here, TTL 254", &ttl254, Stat::VrrpInvalid);
+    dp.run_case(&dropped("VRRP here, TTL 254", &ttl254, Stat::VrrpInvalid));
     maps::remove_vrrp_router(dp.dp.ebpf_mut(), &here).unwrap();
-    passed(&mut dp, "VRRP removed, TTL 254", &ttl254, Stat::NotVip);
-    passed(&mut dp, "VRRP removed, v4", &lower4, Stat::NotVip);
+    dp.run_cases([
+        passed("VRRP removed, TTL 254", &ttl254, Stat::NotVip),
+        passed("VRRP removed, v4", &lower4, Stat::NotVip),
+    ]);
 }
 
 #[test]
 fn higher_priority_peer_while_master_passes_and_is_recorded() {
     let mut dp = setup("vrrp-higher", VRRP_STATE_MASTER);
     let higher4 = peer_advert4(VRID, 200);
-    passed(&mut dp, "v4 priority 200", &higher4, Stat::VrrpAdvert);
+    dp.run_case(&passed("v4 priority 200", &higher4, Stat::VrrpAdvert));
     let s = seen(&dp, key(AF_INET, VRID)).expect("v4 seen");
     assert_eq!(s.src, be(PEER4.into()));
     assert_eq!(
@@ -243,32 +229,27 @@ fn higher_priority_peer_while_master_passes_and_is_recorded() {
         "{s:?}"
     );
     assert!(s.last_seen_ns > 0);
-    passed(&mut dp, "v4 priority 200 again", &higher4, Stat::VrrpAdvert);
+    dp.run_case(&passed("v4 priority 200 again", &higher4, Stat::VrrpAdvert));
     let again = seen(&dp, key(AF_INET, VRID)).unwrap();
     assert_eq!(again.adverts, 2);
     assert!(again.last_seen_ns >= s.last_seen_ns);
 
     // Equal priority is not lower: the election (address tie-break) decides.
-    passed(
-        &mut dp,
-        "v4 equal priority",
-        &peer_advert4(VRID, OUR_PRIORITY),
-        Stat::VrrpAdvert,
-    );
-    // The owner's priority 255.
-    passed(
-        &mut dp,
-        "v4 owner",
-        &peer_advert4(VRID, 255),
-        Stat::VrrpAdvert,
-    );
+    dp.run_cases([
+        passed(
+            "v4 equal priority",
+            &peer_advert4(VRID, OUR_PRIORITY),
+            Stat::VrrpAdvert,
+        ),
+        // The owner's priority 255.
+        passed("v4 owner", &peer_advert4(VRID, 255), Stat::VrrpAdvert),
+    ]);
 
-    passed(
-        &mut dp,
+    dp.run_case(&passed(
         "v6 priority 200",
         &peer_advert6(VRID, 200),
         Stat::VrrpAdvert,
-    );
+    ));
     let s6 = seen(&dp, key(AF_INET6, VRID)).expect("v6 seen");
     assert_eq!(s6.src, be(peer6().into()));
     assert_eq!(
@@ -286,7 +267,7 @@ fn lower_priority_while_master_is_answered_with_our_frame() {
     let ours4 = our_frame(AF_INET, 3);
     let lower4 = peer_advert4(VRID, 100);
     assert!(ours4.len() > lower4.len());
-    answered(&mut dp, "v4 priority 100", &lower4, &ours4);
+    dp.run_case(&answered("v4 priority 100", &lower4, &ours4));
     let s = seen(&dp, key(AF_INET, VRID)).unwrap();
     assert_eq!((s.adverts, s.priority), (1, 100));
     assert!(
@@ -306,16 +287,20 @@ fn lower_priority_while_master_is_answered_with_our_frame() {
     );
     let many = encode_frame(Some(PEER_MAC), PEER4.into(), &many).unwrap();
     assert!(many.len() > ours4.len());
-    answered(&mut dp, "v4 priority 1, 5 addresses", &many, &ours4);
+    dp.run_case(&answered("v4 priority 1, 5 addresses", &many, &ours4));
 
     // Ethernet minimum-size padding after the IP packet is not part of the advert.
     after_rate_limit();
     let mut padded = lower4.clone();
     padded.resize(60, 0);
-    answered(&mut dp, "v4 padded to 60 bytes", &padded, &ours4);
+    dp.run_case(&answered("v4 padded to 60 bytes", &padded, &ours4));
 
     let ours6 = our_frame(AF_INET6, 3);
-    answered(&mut dp, "v6 priority 100", &peer_advert6(VRID, 100), &ours6);
+    dp.run_case(&answered(
+        "v6 priority 100",
+        &peer_advert6(VRID, 100),
+        &ours6,
+    ));
     assert!(seen(&dp, key(AF_INET6, VRID)).unwrap().answered_ns > 0);
 
     // Through an explicit xdp_md context too (ingress ifindex 1 = lo).
@@ -327,18 +312,18 @@ fn lower_priority_while_master_is_answered_with_our_frame() {
 #[test]
 fn priority_zero_while_master_is_answered() {
     let mut dp = setup("vrrp-zero", VRRP_STATE_MASTER);
-    answered(
-        &mut dp,
-        "v4 resigning",
-        &peer_advert4(VRID, 0),
-        &our_frame(AF_INET, 3),
-    );
-    answered(
-        &mut dp,
-        "v6 resigning",
-        &peer_advert6(VRID, 0),
-        &our_frame(AF_INET6, 3),
-    );
+    dp.run_cases([
+        answered(
+            "v4 resigning",
+            &peer_advert4(VRID, 0),
+            &our_frame(AF_INET, 3),
+        ),
+        answered(
+            "v6 resigning",
+            &peer_advert6(VRID, 0),
+            &our_frame(AF_INET6, 3),
+        ),
+    ]);
     let s = seen(&dp, key(AF_INET, VRID)).unwrap();
     assert_eq!(s.priority, 0);
 }
@@ -346,24 +331,19 @@ fn priority_zero_while_master_is_answered() {
 #[test]
 fn lower_priority_while_backup_passes() {
     let mut dp = setup("vrrp-backup", VRRP_STATE_NOT_MASTER);
-    passed(
-        &mut dp,
-        "v4 priority 100",
-        &peer_advert4(VRID, 100),
-        Stat::VrrpAdvert,
-    );
-    passed(
-        &mut dp,
-        "v4 resigning",
-        &peer_advert4(VRID, 0),
-        Stat::VrrpAdvert,
-    );
-    passed(
-        &mut dp,
-        "v6 priority 100",
-        &peer_advert6(VRID, 100),
-        Stat::VrrpAdvert,
-    );
+    dp.run_cases([
+        passed(
+            "v4 priority 100",
+            &peer_advert4(VRID, 100),
+            Stat::VrrpAdvert,
+        ),
+        passed("v4 resigning", &peer_advert4(VRID, 0), Stat::VrrpAdvert),
+        passed(
+            "v6 priority 100",
+            &peer_advert6(VRID, 100),
+            Stat::VrrpAdvert,
+        ),
+    ]);
     let s = seen(&dp, key(AF_INET, VRID)).unwrap();
     assert_eq!((s.adverts, s.priority, s.answered_ns), (2, 0, 0));
 }
@@ -372,24 +352,22 @@ fn lower_priority_while_backup_passes() {
 fn our_own_advert_is_not_answered() {
     let mut dp = setup("vrrp-own", VRRP_STATE_MASTER);
     // Our address with a lower priority than ours, and resigning: still never answered.
-    for priority in [100, 0] {
-        let advert = Advert::v3(VRID, priority, 100, vec![VIP4.into()]);
-        let own = encode_frame(None, OUR4.into(), &advert).unwrap();
-        passed(
-            &mut dp,
-            &format!("own v4 {priority}"),
-            &own,
-            Stat::VrrpAdvert,
-        );
-        let advert = Advert::v3(VRID, priority, 100, vec![vip6().into()]);
-        let own = encode_frame(None, our6().into(), &advert).unwrap();
-        passed(
-            &mut dp,
-            &format!("own v6 {priority}"),
-            &own,
-            Stat::VrrpAdvert,
-        );
-    }
+    dp.run_cases([100, 0].into_iter().flat_map(|priority| {
+        let own4 = Advert::v3(VRID, priority, 100, vec![VIP4.into()]);
+        let own6 = Advert::v3(VRID, priority, 100, vec![vip6().into()]);
+        [
+            passed(
+                format!("own v4 {priority}"),
+                &encode_frame(None, OUR4.into(), &own4).unwrap(),
+                Stat::VrrpAdvert,
+            ),
+            passed(
+                format!("own v6 {priority}"),
+                &encode_frame(None, our6().into(), &own6).unwrap(),
+                Stat::VrrpAdvert,
+            ),
+        ]
+    }));
     let s = seen(&dp, key(AF_INET, VRID)).unwrap();
     assert_eq!((s.src, s.answered_ns), (be(OUR4.into()), 0));
 }
@@ -399,25 +377,25 @@ fn second_answer_within_10ms_is_rate_limited() {
     let mut dp = setup("vrrp-rate", VRRP_STATE_MASTER);
     let lower4 = peer_advert4(VRID, 100);
     let ours4 = our_frame(AF_INET, 3);
-    answered(&mut dp, "first", &lower4, &ours4);
-    passed(&mut dp, "second at once", &lower4, Stat::VrrpRateLimited);
-    passed(
-        &mut dp,
-        "resigning at once",
-        &peer_advert4(VRID, 0),
-        Stat::VrrpRateLimited,
-    );
-    // Per router: the IPv6 router of the same VRID has its own limit.
-    answered(
-        &mut dp,
-        "v6 at once",
-        &peer_advert6(VRID, 100),
-        &our_frame(AF_INET6, 3),
-    );
+    dp.run_cases([
+        answered("first", &lower4, &ours4),
+        passed("second at once", &lower4, Stat::VrrpRateLimited),
+        passed(
+            "resigning at once",
+            &peer_advert4(VRID, 0),
+            Stat::VrrpRateLimited,
+        ),
+        // Per router: the IPv6 router of the same VRID has its own limit.
+        answered(
+            "v6 at once",
+            &peer_advert6(VRID, 100),
+            &our_frame(AF_INET6, 3),
+        ),
+    ]);
     let s = seen(&dp, key(AF_INET, VRID)).unwrap();
     assert_eq!(s.adverts, 3, "rate-limited adverts are still recorded");
     after_rate_limit();
-    answered(&mut dp, "after 10 ms", &lower4, &ours4);
+    dp.run_case(&answered("after 10 ms", &lower4, &ours4));
 }
 
 #[test]
@@ -426,43 +404,14 @@ fn invalid_adverts_are_dropped() {
     let lower4 = peer_advert4(VRID, 100);
     let lower6 = peer_advert6(VRID, 100);
     let inv = Stat::VrrpInvalid;
-
-    dropped(
-        &mut dp,
-        "TTL 254",
-        &edit_ipv4(&lower4, |ip| ip.set_ttl(254)),
-        inv,
-    );
-    let mut hop254 = lower6.clone();
-    hop254[ETH_LEN + 7] = 254;
-    dropped(&mut dp, "hop limit 254", &hop254, inv);
-
-    let vrrp4 = ETH_LEN + IPV4_LEN;
-    let vrrp6 = ETH_LEN + 40;
-    let mut bad = lower4.clone();
-    bad[vrrp4 + 7] ^= 0x01;
-    dropped(&mut dp, "bad v4 checksum", &bad, inv);
-    let mut bad = lower6.clone();
-    bad[vrrp6 + 6] ^= 0x80;
-    dropped(&mut dp, "bad v6 checksum", &bad, inv);
-    // A v3 checksum is over the pseudo-header: another destination breaks it.
-    let other_dst = edit_ipv4(&lower4, |ip| {
-        ip.set_destination(Ipv4Addr::new(224, 0, 0, 19));
-    });
-    dropped(&mut dp, "v3 pseudo-header", &other_dst, inv);
-    let mut bad_ip = lower4.clone();
-    bad_ip[ETH_LEN + 10] ^= 0x01;
-    dropped(&mut dp, "bad IPv4 header checksum", &bad_ip, inv);
-
-    dropped(
-        &mut dp,
-        "v2 advert to a v3 router",
-        &peer_advert_v2(VRID, 100),
-        inv,
-    );
-    let v3_to_v2 = peer_advert4(VRID_V2, 100);
-    dropped(&mut dp, "v3 advert to a v2 router", &v3_to_v2, inv);
-
+    let vrrp4 = ETH_HLEN + IPV4_HLEN;
+    let vrrp6 = ETH_HLEN + IPV6_HLEN;
+    // `frame` with `edit` applied to a copy.
+    let edited = |frame: &[u8], edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut f = frame.to_vec();
+        edit(&mut f);
+        f
+    };
     // Header fields the codec would never produce: patch and fix the v2 checksum (the
     // message only) by re-encoding through a raw edit of version/type.
     let patched = |version_type: u8| {
@@ -471,25 +420,13 @@ fn invalid_adverts_are_dropped() {
         fix_v2_checksum(&mut f, vrrp4);
         f
     };
-    passed(
-        &mut dp,
-        "v2 re-checksummed",
-        &patched(0x21),
-        Stat::VrrpAdvert,
-    );
-    dropped(&mut dp, "type 2", &patched(0x22), inv);
-    dropped(&mut dp, "version 4", &patched(0x41), inv);
-    dropped(&mut dp, "version 1", &patched(0x11), inv);
-
     // Count says 2 addresses, message holds 1 (and the reverse).
-    let mut count = peer_advert_v2(VRID_V2, 200);
-    count[vrrp4 + 3] = 2;
-    fix_v2_checksum(&mut count, vrrp4);
-    dropped(&mut dp, "count 2 for 1 address", &count, inv);
-    count[vrrp4 + 3] = 0;
-    fix_v2_checksum(&mut count, vrrp4);
-    dropped(&mut dp, "count 0 for 1 address", &count, inv);
-    // More than 16 addresses: valid for the RFC, not validated by XDP.
+    let count = |n: u8| {
+        let mut f = peer_advert_v2(VRID_V2, 200);
+        f[vrrp4 + 3] = n;
+        fix_v2_checksum(&mut f, vrrp4);
+        f
+    };
     let many = Advert::v3(
         VRID,
         100,
@@ -499,7 +436,6 @@ fn invalid_adverts_are_dropped() {
             .collect(),
     );
     let many = encode_frame(Some(PEER_MAC), PEER4.into(), &many).unwrap();
-    dropped(&mut dp, "17 addresses", &many, inv);
     let sixteen = Advert::v3(
         VRID,
         200,
@@ -509,26 +445,70 @@ fn invalid_adverts_are_dropped() {
             .collect(),
     );
     let sixteen = encode_frame(Some(PEER_MAC), peer6().into(), &sixteen).unwrap();
-    passed(&mut dp, "16 IPv6 addresses", &sixteen, Stat::VrrpAdvert);
-
-    // VRRPv2 over IPv6 (the codec refuses to build it: flip the version nibble).
-    let mut v2over6 = lower6.clone();
-    v2over6[vrrp6] = 0x21;
-    dropped(&mut dp, "v2 over IPv6", &v2over6, inv);
-
-    // IPv4 options (a 4-byte NOP option), fragments.
-    let mut opt = lower4[..ETH_LEN + IPV4_LEN].to_vec();
+    // IPv4 options (a 4-byte NOP option).
+    let mut opt = lower4[..ETH_HLEN + IPV4_HLEN].to_vec();
     opt.extend_from_slice(&[1, 1, 1, 0]);
     opt.extend_from_slice(&lower4[vrrp4..]);
     let opt = edit_ipv4(&opt, |ip| {
         ip.set_header_length(6);
-        ip.set_total_length((lower4.len() - ETH_LEN + 4) as u16);
+        ip.set_total_length((lower4.len() - ETH_HLEN + 4) as u16);
     });
-    dropped(&mut dp, "IPv4 options", &opt, inv);
-    let mf = edit_ipv4(&lower4, |ip| ip.set_flags(ipv4::Ipv4Flags::MoreFragments));
-    dropped(&mut dp, "first fragment", &mf, inv);
-    let later = edit_ipv4(&lower4, |ip| ip.set_fragment_offset(8));
-    dropped(&mut dp, "later fragment", &later, inv);
+
+    dp.run_cases([
+        dropped("TTL 254", &edit_ipv4(&lower4, |ip| ip.set_ttl(254)), inv),
+        dropped(
+            "hop limit 254",
+            &edited(&lower6, &|f| f[ETH_HLEN + 7] = 254),
+            inv,
+        ),
+        dropped(
+            "bad v4 checksum",
+            &edited(&lower4, &|f| f[vrrp4 + 7] ^= 0x01),
+            inv,
+        ),
+        dropped(
+            "bad v6 checksum",
+            &edited(&lower6, &|f| f[vrrp6 + 6] ^= 0x80),
+            inv,
+        ),
+        // A v3 checksum is over the pseudo-header: another destination breaks it.
+        dropped(
+            "v3 pseudo-header",
+            &edit_ipv4(&lower4, |ip| {
+                ip.set_destination(Ipv4Addr::new(224, 0, 0, 19));
+            }),
+            inv,
+        ),
+        dropped(
+            "bad IPv4 header checksum",
+            &edited(&lower4, &|f| f[ETH_HLEN + 10] ^= 0x01),
+            inv,
+        ),
+        dropped("v2 advert to a v3 router", &peer_advert_v2(VRID, 100), inv),
+        dropped("v3 advert to a v2 router", &peer_advert4(VRID_V2, 100), inv),
+        passed("v2 re-checksummed", &patched(0x21), Stat::VrrpAdvert),
+        dropped("type 2", &patched(0x22), inv),
+        dropped("version 4", &patched(0x41), inv),
+        dropped("version 1", &patched(0x11), inv),
+        dropped("count 2 for 1 address", &count(2), inv),
+        dropped("count 0 for 1 address", &count(0), inv),
+        // More than 16 addresses: valid for the RFC, not validated by XDP.
+        dropped("17 addresses", &many, inv),
+        passed("16 IPv6 addresses", &sixteen, Stat::VrrpAdvert),
+        // VRRPv2 over IPv6 (the codec refuses to build it: flip the version nibble).
+        dropped("v2 over IPv6", &edited(&lower6, &|f| f[vrrp6] = 0x21), inv),
+        dropped("IPv4 options", &opt, inv),
+        dropped(
+            "first fragment",
+            &edit_ipv4(&lower4, |ip| ip.set_flags(ipv4::Ipv4Flags::MoreFragments)),
+            inv,
+        ),
+        dropped(
+            "later fragment",
+            &edit_ipv4(&lower4, |ip| ip.set_fragment_offset(8)),
+            inv,
+        ),
+    ]);
 
     // None of them was recorded or answered.
     let s = seen(&dp, key(AF_INET, VRID));
@@ -537,7 +517,11 @@ fn invalid_adverts_are_dropped() {
 
 /// Recomputes a VRRPv2 checksum (RFC 1071 over the message only) in place.
 fn fix_v2_checksum(frame: &mut [u8], at: usize) {
-    let end = ETH_LEN + usize::from(u16::from_be_bytes([frame[ETH_LEN + 2], frame[ETH_LEN + 3]]));
+    let end = ETH_HLEN
+        + usize::from(u16::from_be_bytes([
+            frame[ETH_HLEN + 2],
+            frame[ETH_HLEN + 3],
+        ]));
     frame[at + 6] = 0;
     frame[at + 7] = 0;
     let sum = pnet_packet::util::checksum(&frame[at..end], 3);
@@ -547,26 +531,17 @@ fn fix_v2_checksum(frame: &mut [u8], at: usize) {
 #[test]
 fn unknown_vrid_is_dropped() {
     let mut dp = setup("vrrp-unknown", VRRP_STATE_MASTER);
-    dropped(
-        &mut dp,
-        "v4 VRID 8",
-        &peer_advert4(8, 100),
-        Stat::VrrpUnknownVrid,
-    );
-    // VRID 9 exists for IPv4 only.
-    dropped(
-        &mut dp,
-        "v6 VRID 9",
-        &peer_advert6(VRID_V2, 100),
-        Stat::VrrpUnknownVrid,
-    );
-    // VRID 0 is the marker's, never a router.
-    dropped(
-        &mut dp,
-        "v4 VRID 0",
-        &peer_advert4(0, 100),
-        Stat::VrrpUnknownVrid,
-    );
+    dp.run_cases([
+        dropped("v4 VRID 8", &peer_advert4(8, 100), Stat::VrrpUnknownVrid),
+        // VRID 9 exists for IPv4 only.
+        dropped(
+            "v6 VRID 9",
+            &peer_advert6(VRID_V2, 100),
+            Stat::VrrpUnknownVrid,
+        ),
+        // VRID 0 is the marker's, never a router.
+        dropped("v4 VRID 0", &peer_advert4(0, 100), Stat::VrrpUnknownVrid),
+    ]);
     assert_eq!(maps::read_vrrp_seen(dp.dp.ebpf()).unwrap(), vec![]);
 }
 
@@ -580,7 +555,7 @@ fn truncated_adverts_never_transmit_or_abort() {
         ("v2", v2),
     ] {
         let v6 = name == "v6";
-        for len in ETH_LEN..whole.len() {
+        for len in ETH_HLEN..whole.len() {
             // Cut as is: the IP header claims more than the frame holds.
             let cut = &whole[..len];
             let out = dp.run(cut);
@@ -591,23 +566,22 @@ fn truncated_adverts_never_transmit_or_abort() {
             );
             assert_eq!(out.packet, cut, "{name} cut at {len}: output");
             // Cut with the IP length fixed to match: a short VRRP message.
-            let ip_hlen = if v6 { 40 } else { IPV4_LEN };
-            if len < ETH_LEN + ip_hlen {
+            let ip_hlen = if v6 { IPV6_HLEN } else { IPV4_HLEN };
+            if len < ETH_HLEN + ip_hlen {
                 continue;
             }
             let mut short = cut.to_vec();
             if v6 {
-                let payload = (len - ETH_LEN - 40) as u16;
-                short[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&payload.to_be_bytes());
+                let payload = (len - ETH_HLEN - IPV6_HLEN) as u16;
+                short[ETH_HLEN + 4..ETH_HLEN + 6].copy_from_slice(&payload.to_be_bytes());
             } else {
-                short = edit_ipv4(&short, |ip| ip.set_total_length((len - ETH_LEN) as u16));
+                short = edit_ipv4(&short, |ip| ip.set_total_length((len - ETH_HLEN) as u16));
             }
-            dropped(
-                &mut dp,
-                &format!("{name} message cut at {len}"),
+            dp.run_case(&dropped(
+                format!("{name} message cut at {len}"),
                 &short,
                 Stat::VrrpInvalid,
-            );
+            ));
         }
     }
     let stats = dp.stats();
@@ -618,24 +592,22 @@ fn truncated_adverts_never_transmit_or_abort() {
 #[test]
 fn v2_ipv4_adverts_are_recorded_and_answered() {
     let mut dp = setup("vrrp-v2", VRRP_STATE_MASTER);
-    passed(
-        &mut dp,
+    dp.run_case(&passed(
         "v2 priority 200",
         &peer_advert_v2(VRID_V2, 200),
         Stat::VrrpAdvert,
-    );
+    ));
     let s = seen(&dp, key(AF_INET, VRID_V2)).expect("v2 seen");
     assert_eq!(s.src, be(PEER4.into()));
     assert_eq!(
         (s.adverts, s.priority, s.version, s.adver_int_cs),
         (1, 200, 2, 100)
     );
-    answered(
-        &mut dp,
+    dp.run_case(&answered(
         "v2 priority 100",
         &peer_advert_v2(VRID_V2, 100),
         &our_frame(AF_INET, 2),
-    );
+    ));
 }
 
 #[test]
@@ -668,12 +640,11 @@ fn router_validation_and_pinned_read() {
             "{k:?} accepted"
         );
     }
-    passed(
-        &mut dp,
+    dp.run_case(&passed(
         "v4 200",
         &peer_advert4(VRID, 200),
         Stat::VrrpAdvert,
-    );
+    ));
     let pinned = maps::read_pinned_vrrp_seen(dp.pin_dir()).unwrap();
     assert_eq!(pinned, maps::read_vrrp_seen(dp.dp.ebpf()).unwrap());
     assert_eq!(pinned.len(), 1);

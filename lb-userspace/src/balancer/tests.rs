@@ -287,10 +287,7 @@ fn replacing_1000_services_in_one_reload_fits() {
     balancer.apply(&mut port, &set(1)).unwrap();
     balancer.apply(&mut port, &set(2)).unwrap();
     assert_eq!(port.services.len(), 1000);
-    assert!(port
-        .services
-        .values()
-        .all(|s| s.id < lb_common::limits::MAX_SERVICES));
+    assert!(port.services.values().all(|s| s.id < MAX_SERVICES));
 }
 
 /// The normal order, when both sets fit: a table goes live only after every backend it

@@ -4,7 +4,10 @@
 
 use std::{fmt, net::IpAddr};
 
-use lb_common::{ForwardMode, VipKey};
+use lb_common::{
+    wire::{IPPROTO_TCP, IPPROTO_UDP},
+    ForwardMode, VipKey,
+};
 use serde::{Deserialize, Serialize};
 
 use super::check::CheckSpec;
@@ -48,8 +51,8 @@ pub enum Protocol {
 impl Protocol {
     pub const fn number(self) -> u8 {
         match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
+            Protocol::Tcp => IPPROTO_TCP,
+            Protocol::Udp => IPPROTO_UDP,
         }
     }
 }

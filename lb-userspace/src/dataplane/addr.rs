@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use lb_common::{
     service::{AF_INET, AF_INET6},
+    wire::{IPPROTO_TCP, IPPROTO_UDP},
     VipKey,
 };
 
@@ -47,8 +48,8 @@ pub fn describe_vip(key: &VipKey) -> String {
         p => p.to_string(),
     };
     let proto = match key.proto {
-        6 => "tcp".to_owned(),
-        17 => "udp".to_owned(),
+        IPPROTO_TCP => "tcp".to_owned(),
+        IPPROTO_UDP => "udp".to_owned(),
         p => p.to_string(),
     };
     if key.family == AF_INET6 {

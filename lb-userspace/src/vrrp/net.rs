@@ -24,9 +24,10 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
-use super::packet::{IPPROTO_VRRP, MULTICAST_V4, MULTICAST_V6, TOS, TTL};
+use super::packet::{MULTICAST_V4, MULTICAST_V6, TOS};
 use anyhow::{bail, Context, Result};
 use futures_util::TryStreamExt;
+use lb_common::wire::{ETH_HLEN, ICMPV6_NEIGHBOR_ADVERT, IPPROTO_VRRP, IPV6_HLEN, VRRP_TTL};
 use pnet_packet::{
     arp::{ArpHardwareTypes, ArpOperations, MutableArpPacket},
     ethernet::{EtherTypes, MutableEthernetPacket},
@@ -148,8 +149,8 @@ impl AdvertSocket {
         s.join_multicast_v4_n(&MULTICAST_V4, &InterfaceIndexOrAddress::Index(iface.index))
             .context("joining 224.0.0.18")?;
         s.set_multicast_loop_v4(false)?;
-        s.set_multicast_ttl_v4(255)?;
-        s.set_ttl_v4(255)?;
+        s.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
+        s.set_ttl_v4(u32::from(VRRP_TTL))?;
         s.set_tos_v4(u32::from(TOS))?;
         s.set_multicast_if_v4(&primary)?;
         s.set_nonblocking(true)?;
@@ -202,8 +203,8 @@ impl AdvertSocket {
         s.join_multicast_v6(&MULTICAST_V6, iface.index)
             .context("joining ff02::12")?;
         s.set_multicast_loop_v6(false)?;
-        s.set_multicast_hops_v6(u32::from(TTL))?;
-        s.set_unicast_hops_v6(u32::from(TTL))?;
+        s.set_multicast_hops_v6(u32::from(VRRP_TTL))?;
+        s.set_unicast_hops_v6(u32::from(VRRP_TTL))?;
         s.set_multicast_if_v6(iface.index)?;
         s.set_tclass_v6(u32::from(TOS))?;
         s.set_recv_hoplimit_v6(true)?;
@@ -461,8 +462,6 @@ pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
 /// All-nodes (RFC 4291 §2.7.1), where unsolicited neighbour advertisements go.
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
-/// ICMPv6 neighbour advertisement (RFC 4861 §4.4).
-const ICMPV6_NEIGHBOR_ADVERT: u8 = 136;
 /// The Override flag of a neighbour advertisement (R = 0x80, S = 0x40, O = 0x20).
 const NA_OVERRIDE: u8 = 0x20;
 /// Target link-layer address option (RFC 4861 §4.6.1).
@@ -473,8 +472,6 @@ const ND_OPT_TARGET_LL_ADDR: u8 = 2;
 /// Override set (Router and Solicited clear: we are no router, and nobody asked), with
 /// the target link-layer address option, as a whole Ethernet frame.
 pub fn unsolicited_na_frame(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
-    const ETH: usize = 14;
-    const IP6: usize = 40;
     // type, code, checksum, flags + reserved, target, option (type, length in 8 bytes, MAC)
     let mut icmp = vec![ICMPV6_NEIGHBOR_ADVERT, 0, 0, 0, NA_OVERRIDE, 0, 0, 0];
     icmp.extend_from_slice(&target.octets());
@@ -489,7 +486,7 @@ pub fn unsolicited_na_frame(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Ve
         IpNextHeaderProtocols::Icmpv6,
     );
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    let mut frame = vec![0u8; ETH + IP6 + icmp.len()];
+    let mut frame = vec![0u8; ETH_HLEN + IPV6_HLEN + icmp.len()];
     {
         let mut eth = MutableEthernetPacket::new(&mut frame).expect("sized above");
         // 33:33 + the low 32 bits of the group (RFC 2464 §7).
@@ -498,7 +495,7 @@ pub fn unsolicited_na_frame(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Ve
         eth.set_ethertype(EtherTypes::Ipv6);
     }
     {
-        let mut ip = MutableIpv6Packet::new(&mut frame[ETH..]).expect("sized above");
+        let mut ip = MutableIpv6Packet::new(&mut frame[ETH_HLEN..]).expect("sized above");
         ip.set_version(6);
         ip.set_payload_length(icmp.len() as u16);
         ip.set_next_header(IpNextHeaderProtocols::Icmpv6);
@@ -506,7 +503,7 @@ pub fn unsolicited_na_frame(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Ve
         ip.set_source(src);
         ip.set_destination(ALL_NODES);
     }
-    frame[ETH + IP6..].copy_from_slice(&icmp);
+    frame[ETH_HLEN + IPV6_HLEN..].copy_from_slice(&icmp);
     frame
 }
 

@@ -31,34 +31,21 @@ use pnet_packet::ipv4::{self, Ipv4Packet, MutableIpv4Packet};
 use pnet_packet::ipv6::{Ipv6Packet, MutableIpv6Packet};
 use pnet_packet::util;
 
-/// IP protocol number / IPv6 next header of VRRP (RFC 5798 §5.1.1.3, §5.1.2.3).
-pub const IPPROTO_VRRP: u8 = 112;
+use lb_common::wire::{
+    ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_VRRP, IPV4_HLEN,
+    IPV6_HLEN, VLAN_HLEN, VRRP_HLEN, VRRP_TTL, VRRP_TYPE_ADVERTISEMENT, VRRP_V2_AUTH_LEN,
+};
+
 /// The IPv4 multicast group adverts are sent to (RFC 5798 §5.1.1.2).
 pub const MULTICAST_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 /// The IPv6 multicast group adverts are sent to (RFC 5798 §5.1.2.2).
 pub const MULTICAST_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
-/// The only TTL / hop limit a VRRP packet may carry (RFC 5798 §5.1.1.3, §5.1.2.3): a
-/// packet with 255 cannot have crossed a router, so adverts stay on the link.
-pub const TTL: u8 = 255;
 /// The IPv4 TOS / IPv6 traffic class put on sent adverts: DSCP CS6 (network control),
 /// as keepalived does, so adverts win over data traffic in congested queues.
 pub const TOS: u8 = 0xc0;
-/// VRRP packet type: the only one defined (RFC 5798 §5.2.2).
-pub const TYPE_ADVERTISEMENT: u8 = 1;
 /// Largest Max Adver Int a VRRPv3 packet can carry: a 12-bit field (RFC 5798 §5.2.7).
 pub const MAX_ADVER_INT_V3_CS: u16 = 0x0fff;
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
-const ETH_HEADER_LEN: usize = 14;
-const IPV4_HEADER_LEN: usize = 20;
-const IPV6_HEADER_LEN: usize = 40;
-/// Version/type, VRID, priority, count, (auth type, adver int | max adver int), checksum.
-const VRRP_FIXED_LEN: usize = 8;
-/// VRRPv2 ends with 8 bytes of authentication data (RFC 3768 §5.3.10).
-const V2_AUTH_DATA_LEN: usize = 8;
 /// The checksum is the fourth 16-bit word of the VRRP header; pnet's helpers skip it.
 const CHECKSUM_WORD: usize = 3;
 
@@ -212,10 +199,9 @@ pub fn encode(src: IpAddr, dst: IpAddr, advert: &Advert) -> Result<Vec<u8>, Enco
         version: advert.version,
         cs: advert.max_adver_int_cs,
     };
-    let mut msg =
-        Vec::with_capacity(VRRP_FIXED_LEN + advert.addresses.len() * 16 + V2_AUTH_DATA_LEN);
+    let mut msg = Vec::with_capacity(VRRP_HLEN + advert.addresses.len() * 16 + VRRP_V2_AUTH_LEN);
     msg.extend_from_slice(&[
-        (advert.version.number() << 4) | TYPE_ADVERTISEMENT,
+        (advert.version.number() << 4) | VRRP_TYPE_ADVERTISEMENT,
         advert.vrid,
         advert.priority,
         count,
@@ -279,8 +265,8 @@ pub fn encode_ip_packet(
 }
 
 fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, msg: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; IPV4_HEADER_LEN + msg.len()];
-    buf[IPV4_HEADER_LEN..].copy_from_slice(msg);
+    let mut buf = vec![0u8; IPV4_HLEN + msg.len()];
+    buf[IPV4_HLEN..].copy_from_slice(msg);
     // Sizes are ours: at most 20 + 8 + 255 * 4 + 8 bytes.
     let total = u16::try_from(buf.len()).unwrap_or(u16::MAX);
     if let Some(mut ip) = MutableIpv4Packet::new(&mut buf) {
@@ -289,7 +275,7 @@ fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, msg: &[u8]) -> Vec<u8> {
         ip.set_dscp(TOS >> 2);
         ip.set_ecn(0);
         ip.set_total_length(total);
-        ip.set_ttl(TTL);
+        ip.set_ttl(VRRP_TTL);
         ip.set_next_level_protocol(IpNextHeaderProtocols::Vrrp);
         ip.set_source(src);
         ip.set_destination(dst);
@@ -300,15 +286,15 @@ fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, msg: &[u8]) -> Vec<u8> {
 }
 
 fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; IPV6_HEADER_LEN + msg.len()];
-    buf[IPV6_HEADER_LEN..].copy_from_slice(msg);
+    let mut buf = vec![0u8; IPV6_HLEN + msg.len()];
+    buf[IPV6_HLEN..].copy_from_slice(msg);
     let payload = u16::try_from(msg.len()).unwrap_or(u16::MAX);
     if let Some(mut ip) = MutableIpv6Packet::new(&mut buf) {
         ip.set_version(6);
         ip.set_traffic_class(TOS);
         ip.set_payload_length(payload);
         ip.set_next_header(IpNextHeaderProtocols::Vrrp);
-        ip.set_hop_limit(TTL);
+        ip.set_hop_limit(VRRP_TTL);
         ip.set_source(src);
         ip.set_destination(dst);
     }
@@ -329,10 +315,10 @@ pub fn encode_frame(
     let family = Family::of(src);
     let packet = encode_ip_packet(src, None, advert)?;
     let ethertype = match family {
-        Family::V4 => ETHERTYPE_IPV4,
-        Family::V6 => ETHERTYPE_IPV6,
+        Family::V4 => ETH_P_IPV4,
+        Family::V6 => ETH_P_IPV6,
     };
-    let mut frame = Vec::with_capacity(ETH_HEADER_LEN + packet.len());
+    let mut frame = Vec::with_capacity(ETH_HLEN + packet.len());
     frame.extend_from_slice(&family.multicast_mac());
     frame.extend_from_slice(&src_mac.unwrap_or_else(|| virtual_mac(family, advert.vrid)));
     frame.extend_from_slice(&ethertype.to_be_bytes());
@@ -492,24 +478,24 @@ fn need(bytes: &[u8], len: usize) -> Result<(), Invalid> {
 
 /// Decode an Ethernet frame (at most one 802.1Q/802.1ad tag) carrying an advert.
 pub fn decode_frame(frame: &[u8], configured: &[Configured]) -> Result<Received, Invalid> {
-    need(frame, ETH_HEADER_LEN)?;
+    need(frame, ETH_HLEN)?;
     let mut src_mac = [0u8; 6];
     src_mac.copy_from_slice(&frame[6..12]);
     let mut offset = 12;
     let mut ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-    if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
-        need(frame, ETH_HEADER_LEN + 4)?;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        need(frame, ETH_HLEN + VLAN_HLEN)?;
         offset += 4;
         ethertype = u16::from_be_bytes([frame[16], frame[17]]);
     }
     match ethertype {
-        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => {}
+        ETH_P_IPV4 | ETH_P_IPV6 => {}
         other => return Err(Invalid::EtherType(other)),
     }
     let packet = &frame[offset + 2..];
     let mut rx = decode_ip(packet, configured)?;
     // The IP version nibble must agree with the ethertype.
-    let want = if ethertype == ETHERTYPE_IPV4 {
+    let want = if ethertype == ETH_P_IPV4 {
         Family::V4
     } else {
         Family::V6
@@ -534,12 +520,12 @@ pub fn decode_ip(packet: &[u8], configured: &[Configured]) -> Result<Received, I
 
 fn decode_ipv4(packet: &[u8], configured: &[Configured]) -> Result<Received, Invalid> {
     let ip = Ipv4Packet::new(packet).ok_or(Invalid::Truncated {
-        need: IPV4_HEADER_LEN,
+        need: IPV4_HLEN,
         have: packet.len(),
     })?;
     let header_len = usize::from(ip.get_header_length()) * 4;
     let total_len = usize::from(ip.get_total_length());
-    if header_len < IPV4_HEADER_LEN || total_len < header_len {
+    if header_len < IPV4_HLEN || total_len < header_len {
         return Err(Invalid::IpHeader);
     }
     need(packet, header_len)?;
@@ -565,16 +551,16 @@ fn decode_ipv4(packet: &[u8], configured: &[Configured]) -> Result<Received, Inv
 
 fn decode_ipv6(packet: &[u8], configured: &[Configured]) -> Result<Received, Invalid> {
     let ip = Ipv6Packet::new(packet).ok_or(Invalid::Truncated {
-        need: IPV6_HEADER_LEN,
+        need: IPV6_HLEN,
         have: packet.len(),
     })?;
-    let end = IPV6_HEADER_LEN + usize::from(ip.get_payload_length());
+    let end = IPV6_HLEN + usize::from(ip.get_payload_length());
     need(packet, end)?;
     let proto = ip.get_next_header().0;
     if proto != IPPROTO_VRRP {
         return Err(Invalid::Protocol(proto));
     }
-    let payload = &packet[IPV6_HEADER_LEN..end];
+    let payload = &packet[IPV6_HLEN..end];
     let (src, dst) = (
         IpAddr::V6(ip.get_source()),
         IpAddr::V6(ip.get_destination()),
@@ -599,7 +585,7 @@ pub fn decode_vrrp(
     msg: &[u8],
     configured: &[Configured],
 ) -> Result<Received, Invalid> {
-    if hop_limit != TTL {
+    if hop_limit != VRRP_TTL {
         return Err(Invalid::Ttl(hop_limit));
     }
     need(msg, 1)?;
@@ -609,22 +595,22 @@ pub fn decode_vrrp(
         other => return Err(Invalid::Version(other)),
     };
     let kind = msg[0] & 0x0f;
-    if kind != TYPE_ADVERTISEMENT {
+    if kind != VRRP_TYPE_ADVERTISEMENT {
         return Err(Invalid::Type(kind));
     }
     let family = Family::of(src);
     if Family::of(dst) != family || (version == Version::V2 && family != Family::V4) {
         return Err(Invalid::Family);
     }
-    need(msg, VRRP_FIXED_LEN)?;
+    need(msg, VRRP_HLEN)?;
     let count = msg[3];
     let auth_len = if version == Version::V2 {
-        V2_AUTH_DATA_LEN
+        VRRP_V2_AUTH_LEN
     } else {
         0
     };
     let addr_len = family.addr_len();
-    let expected = VRRP_FIXED_LEN + usize::from(count) * addr_len + auth_len;
+    let expected = VRRP_HLEN + usize::from(count) * addr_len + auth_len;
     if msg.len() != expected {
         return Err(Invalid::Length {
             count,
@@ -647,7 +633,7 @@ pub fn decode_vrrp(
             u16::from_be_bytes([msg[4], msg[5]]) & MAX_ADVER_INT_V3_CS,
         ),
     };
-    let addr_bytes = &msg[VRRP_FIXED_LEN..VRRP_FIXED_LEN + usize::from(count) * addr_len];
+    let addr_bytes = &msg[VRRP_HLEN..VRRP_HLEN + usize::from(count) * addr_len];
     let addresses: Vec<IpAddr> = addr_bytes
         .chunks_exact(addr_len)
         .map(|c| match family {
@@ -661,7 +647,7 @@ pub fn decode_vrrp(
         .collect();
     let mut auth_data = [0u8; 8];
     if version == Version::V2 {
-        auth_data.copy_from_slice(&msg[msg.len() - V2_AUTH_DATA_LEN..]);
+        auth_data.copy_from_slice(&msg[msg.len() - VRRP_V2_AUTH_LEN..]);
     }
 
     let local = configured

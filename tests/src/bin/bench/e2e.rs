@@ -30,7 +30,8 @@ use std::{
 };
 
 use lb_common::{
-    programs, service::AF_INET, Backend, Conn, FlowKey, ForwardMode, Service, Stat, VipKey,
+    programs, service::AF_INET, wire::IPPROTO_TCP, Backend, Conn, FlowKey, ForwardMode, Service,
+    Stat, VipKey,
 };
 use lb_userspace::dataplane::aya::{maps, stats, AyaPort, LoadOptions};
 use testbed::{dataplane::PinDir, packet, Netns};
@@ -180,7 +181,7 @@ pub fn run() -> serde_json::Value {
         let key = VipKey {
             addr: [u32::from_ne_bytes(VIP.octets()), 0, 0, 0],
             port_be: 80u16.to_be(),
-            proto: 6,
+            proto: IPPROTO_TCP,
             family: AF_INET,
         };
         let svc = Service {
@@ -200,7 +201,7 @@ pub fn run() -> serde_json::Value {
         dst: [u32::from_ne_bytes(VIP.octets()), 0, 0, 0],
         sport_be: 40000u16.to_be(),
         dport_be: 80u16.to_be(),
-        proto: 6,
+        proto: IPPROTO_TCP,
         family: AF_INET,
         _pad: [0; 2],
     };

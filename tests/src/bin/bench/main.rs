@@ -26,6 +26,7 @@ use lb_common::{
     programs,
     service::{flow_hash, AF_INET, AF_INET6},
     vrrp::VRRP_STATE_MASTER,
+    wire::{IPPROTO_TCP, XDP_PASS, XDP_TX},
     Backend, Config, FlowKey, ForwardMode, Service, Stat, VipKey, VrrpKey, VrrpRouter, VrrpSeen,
 };
 use lb_userspace::{
@@ -511,8 +512,6 @@ fn main() {
 
 const SS_PASS: &str = "single-shot floor: XDP_PASS";
 const SS_TX: &str = "single-shot floor: MAC swap + XDP_TX";
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 fn client6() -> Ipv6Addr {
     "fd00::1".parse().unwrap()
@@ -654,7 +653,7 @@ fn control_plane(dp: &mut TestDataplane) -> serde_json::Value {
         dst: be4(VIP4),
         sport_be: sport.to_be(),
         dport_be: PORT_SWAP.to_be(),
-        proto: 6,
+        proto: IPPROTO_TCP,
         family: AF_INET,
         _pad: [0; 2],
     };
@@ -670,7 +669,7 @@ fn control_plane(dp: &mut TestDataplane) -> serde_json::Value {
         let key = VipKey {
             addr: be4(VIP4),
             port_be: PORT_SWAP.to_be(),
-            proto: 6,
+            proto: IPPROTO_TCP,
             family: AF_INET,
         };
         let svc = Service {
@@ -994,7 +993,7 @@ fn configure(dp: &mut TestDataplane) {
             let key = VipKey {
                 addr,
                 port_be: port.to_be(),
-                proto: 6,
+                proto: IPPROTO_TCP,
                 family,
             };
             maps::set_service(

@@ -21,8 +21,11 @@ use std::{net::Ipv4Addr, os::fd::AsFd, path::Path, time::Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use lb_common::{
-    limits::MAX_CONNS, programs, service::AF_INET, Backend, Conn, FlowKey, ForwardMode, Service,
-    Stat, VipKey,
+    limits::MAX_CONNS,
+    programs,
+    service::AF_INET,
+    wire::{IPPROTO_TCP, XDP_TX},
+    Backend, Conn, FlowKey, ForwardMode, Service, Stat, VipKey,
 };
 use lb_userspace::{
     balancer::maglev::{self, MaglevBackend},
@@ -30,9 +33,6 @@ use lb_userspace::{
     test_run,
 };
 use testbed::{dataplane::PinDir, packet};
-
-/// The verdict `bench_conn` returns on a hit.
-const XDP_TX: u32 = 3;
 
 const ROUNDS: usize = 7;
 const REPEAT: u32 = 300_000;
@@ -159,7 +159,7 @@ fn flow_key(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> FlowKey {
         dst: [be(dst), 0, 0, 0],
         sport_be: sport.to_be(),
         dport_be: dport.to_be(),
-        proto: 6,
+        proto: IPPROTO_TCP,
         family: AF_INET,
         _pad: [0; 2],
     }
@@ -222,7 +222,7 @@ fn configure(plane: &mut Plane, backends: u32, services: u32) {
         let key = VipKey {
             addr: [be(vip(id)), 0, 0, 0],
             port_be: 80u16.to_be(),
-            proto: 6,
+            proto: IPPROTO_TCP,
             family: AF_INET,
         };
         let svc = Service {
