@@ -14,8 +14,6 @@
 //! - [`supervisor`]: the daemon's loop state: config + health → what the data plane serves.
 //! - [`stats`]: read and sum the per-CPU counters (live or from pins).
 //! - [`ebpf_log`]: forward aya-log records from the data plane into `tracing`.
-//! - [`test_run`]: `BPF_PROG_TEST_RUN` for packet tests and benchmarks.
-//! - [`verifier`]: the verifier's statistics (states, stack depth) of loaded programs.
 //! - [`vrrp`]: VRRP v2/v3 wire format and election state machine, pure (no I/O).
 
 pub mod bpffs;
@@ -33,8 +31,6 @@ pub mod mmap;
 pub mod services;
 pub mod stats;
 pub mod supervisor;
-pub mod test_run;
-pub mod verifier;
 pub mod vrrp;
 
 /// The XDP object built from `lb-ebpf` by this crate's build script.
