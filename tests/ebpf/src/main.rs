@@ -57,6 +57,13 @@ fn header<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((ctx.data() + offset) as *mut T)
 }
 
+/// The flow's connection-table entry, if it has one (lb-ebpf's `lookup::conn`).
+#[inline(always)]
+fn conn(flow: &FlowKey) -> Option<Conn> {
+    // SAFETY: LRU values are read by copy right away.
+    unsafe { XLB_CONNS.get(flow) }.copied()
+}
+
 /// Benchmark floor: the cheapest possible program.
 #[xdp]
 pub fn bench_pass(_ctx: XdpContext) -> u32 {
@@ -110,8 +117,7 @@ pub fn bench_conn(ctx: XdpContext) -> u32 {
         family: AF_INET,
         _pad: [0; 2],
     };
-    // SAFETY: the value is read by copy right away (lb-ebpf's `lookup::conn`).
-    if unsafe { XLB_CONNS.get(&key) }.copied().is_none() {
+    if conn(&key).is_none() {
         return xdp_action::XDP_DROP;
     }
     core::mem::swap(&mut eth.src, &mut eth.dst);
