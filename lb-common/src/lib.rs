@@ -101,11 +101,6 @@ pub mod programs {
     pub const BALANCER: &str = "xlb";
     /// Backend-side decapsulation of IPIP / IPv6-in-IPv6 (the kernel here has no ipip).
     pub const DECAP: &str = "xlb_decap";
-    /// Benchmark floors, loaded only by `cargo xtask bench`.
-    pub const BENCH_PASS: &str = "bench_pass";
-    pub const BENCH_TX: &str = "bench_tx";
-    /// Benchmark floor: one connection-table lookup, MAC swap, XDP_TX.
-    pub const BENCH_CONN: &str = "bench_conn";
     /// XDP_PASS companion for the receiving peer of a veth (native XDP_TX needs it).
     pub const PASS: &str = "xlb_pass";
 }

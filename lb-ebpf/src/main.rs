@@ -179,67 +179,6 @@ pub fn xlb_decap(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Benchmark floor: the cheapest possible program (not attached by xlb).
-#[xdp]
-pub fn bench_pass(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
-/// Benchmark floor: swap MACs and transmit, the least a forwarder does (not attached by
-/// xlb).
-#[xdp]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the #[xdp] ABI hands the context over by value"
-)]
-pub fn bench_tx(ctx: XdpContext) -> u32 {
-    match parse::header::<parse::EthHdr>(&ctx, 0) {
-        Ok(eth) => {
-            // SAFETY: `header` bounds-checked the Ethernet header.
-            let eth = unsafe { &mut *eth };
-            core::mem::swap(&mut eth.src, &mut eth.dst);
-            xdp_action::XDP_TX
-        }
-        Err(_) => xdp_action::XDP_DROP,
-    }
-}
-
-/// Benchmark floor of a connection-tracking balancer (not attached by xlb): one
-/// `XLB_CONNS` lookup of the packet's IPv4 5-tuple (IHL 5 assumed, nothing validated),
-/// then `bench_tx`'s MAC swap and XDP_TX on a hit (XDP_DROP on a miss, so a benchmark
-/// can tell). What `xlb` costs beyond this is its own; this much every balancer that
-/// keeps a per-flow table in a BPF hash pays.
-#[xdp]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the #[xdp] ABI hands the context over by value"
-)]
-pub fn bench_conn(ctx: XdpContext) -> u32 {
-    let (Ok(eth), Ok(ip), Ok(ports)) = (
-        parse::header::<parse::EthHdr>(&ctx, 0),
-        parse::header::<parse::Ipv4Hdr>(&ctx, wire::ETH_HLEN),
-        parse::header::<[u16; 2]>(&ctx, wire::ETH_HLEN + wire::IPV4_HLEN),
-    ) else {
-        return xdp_action::XDP_DROP;
-    };
-    // SAFETY: `header` bounds-checked all three.
-    let (eth, ip, ports) = unsafe { (&mut *eth, &*ip, &*ports) };
-    let key = lb_common::FlowKey {
-        src: [ip.src, 0, 0, 0],
-        dst: [ip.dst, 0, 0, 0],
-        sport_be: ports[0],
-        dport_be: ports[1],
-        proto: ip.proto,
-        family: lb_common::service::AF_INET,
-        _pad: [0; 2],
-    };
-    if lookup::conn(&key).is_none() {
-        return xdp_action::XDP_DROP;
-    }
-    core::mem::swap(&mut eth.src, &mut eth.dst);
-    xdp_action::XDP_TX
-}
-
 /// Companion for the peer end of a veth: passes everything, counts nothing.
 #[xdp]
 pub fn xlb_pass(_ctx: XdpContext) -> u32 {

@@ -20,6 +20,4 @@ pub mod edges;
 pub mod health;
 pub mod import;
 pub mod supervisor;
-pub mod test_run;
-pub mod verifier;
 pub mod vrrp;

@@ -7,13 +7,12 @@ use std::{
 };
 
 use lb_common::programs;
-use lb_userspace::{
-    dataplane::{
-        aya::{loader, stats, AyaPort, LoadOptions},
-        GlobalStats,
-    },
-    test_run::{self, TestRunOutput},
+use lb_userspace::dataplane::{
+    aya::{loader, stats, AyaPort, LoadOptions},
+    GlobalStats,
 };
+
+use crate::test_run::{self, XdpOutput};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -141,26 +140,24 @@ impl TestDataplane {
     }
 
     /// Runs the balancer program once on `packet` through BPF_PROG_TEST_RUN.
-    pub fn run(&mut self, packet: &[u8]) -> TestRunOutput {
+    pub fn run(&mut self, packet: &[u8]) -> XdpOutput {
         self.run_program(programs::BALANCER, packet)
     }
 
     /// Runs the named program once on `packet`.
-    pub fn run_program(&mut self, name: &'static str, packet: &[u8]) -> TestRunOutput {
+    pub fn run_program(&mut self, name: &'static str, packet: &[u8]) -> XdpOutput {
         let prog = self.dp.xdp(name).expect("program in the object");
-        let fd = prog.fd().expect("loaded program has an fd");
-        test_run::run_xdp(fd, packet, 1, 0).expect("BPF_PROG_TEST_RUN")
+        test_run::run(prog, packet).expect("BPF_PROG_TEST_RUN")
     }
 
     /// Runs the balancer program once on `packet` as if it arrived on `ingress_ifindex`
     /// (an interface of this thread's network namespace).
-    pub fn run_on(&mut self, ingress_ifindex: u32, packet: &[u8]) -> TestRunOutput {
+    pub fn run_on(&mut self, ingress_ifindex: u32, packet: &[u8]) -> XdpOutput {
         let prog = self
             .dp
             .xdp(programs::BALANCER)
             .expect("program in the object");
-        let fd = prog.fd().expect("loaded program has an fd");
-        test_run::run_xdp_on(fd, packet, ingress_ifindex).expect("BPF_PROG_TEST_RUN")
+        test_run::run_on(prog, packet, ingress_ifindex).expect("BPF_PROG_TEST_RUN")
     }
 
     pub fn stats(&self) -> GlobalStats {

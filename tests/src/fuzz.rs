@@ -12,7 +12,7 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     net::{Ipv4Addr, Ipv6Addr},
-    os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, RawFd},
     path::PathBuf,
 };
 
@@ -29,15 +29,15 @@ use lb_common::{
     },
     Backend, Config, Conn, Counter, FlowKey, ForwardMode, Service, Stat, VipKey,
 };
-use lb_userspace::{
-    dataplane::aya::maps::{BatchAttr, BPF_MAP_LOOKUP_BATCH},
-    dataplane::DataPlane as _,
-    test_run,
+use lb_userspace::dataplane::{
+    aya::maps::{BatchAttr, BPF_MAP_LOOKUP_BATCH},
+    DataPlane as _,
 };
 
 use crate::{
     dataplane::TestDataplane,
     model::{Expected, Model, Outcome, Tables},
+    test_run,
 };
 
 /// Connection-table entries are cleared (program and model) this often.
@@ -876,7 +876,8 @@ impl std::fmt::Display for Disagreement {
 pub struct Harness {
     pub dp: TestDataplane,
     pub model: Model,
-    prog_fd: RawFd,
+    /// Its own handle on the loaded balancer, so runs need no borrow of `dp`.
+    prog: aya::programs::Xdp,
     stats: StatsReader,
     last: [u64; Stat::COUNT as usize],
 }
@@ -886,14 +887,9 @@ impl Harness {
     pub fn new(tag: &str, tables: Tables) -> Self {
         let mut dp = TestDataplane::load(tag);
         crate::model::install(&tables, &mut dp);
-        let prog_fd = dp
-            .dp
-            .xdp(lb_common::programs::BALANCER)
-            .expect("program")
-            .fd()
-            .expect("fd")
-            .as_fd()
-            .as_raw_fd();
+        let balancer = lb_common::programs::BALANCER;
+        let prog = test_run::handle(dp.dp.xdp(balancer).expect("program"), balancer)
+            .expect("a handle on the balancer");
         let fd = match dp.dp.ebpf().map(map_names::STATS) {
             Some(aya::maps::Map::PerCpuArray(d)) => d.fd().as_fd().as_raw_fd(),
             _ => panic!("XLB_STATS is a per-CPU array"),
@@ -909,7 +905,7 @@ impl Harness {
         Self {
             dp,
             model: Model::new(tables),
-            prog_fd,
+            prog,
             stats,
             last,
         }
@@ -936,9 +932,7 @@ impl Harness {
 
     /// Runs `frame` through the program only.
     pub fn run_program(&mut self, frame: &[u8]) -> Actual {
-        // SAFETY: the fd belongs to the loaded program, alive as long as `self.dp`.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.prog_fd) };
-        let out = test_run::run_xdp(&fd, frame, 1, 0).expect("BPF_PROG_TEST_RUN");
+        let out = test_run::run(&self.prog, frame).expect("BPF_PROG_TEST_RUN");
         let now = self.stats.read();
         let mut counted = Vec::new();
         for &s in Stat::ALL {

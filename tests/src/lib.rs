@@ -13,7 +13,12 @@
 //!
 //! Helpers panic with a descriptive message instead of returning `Result`: a failing
 //! setup step should fail the test right there.
+//!
+//! Test and benchmark tooling that `xlb` does not ship lives here too: [`test_run`]
+//! (XDP runs through aya's `BPF_PROG_TEST_RUN`), [`verifier`] (the verifier's
+//! statistics of loaded programs) and [`bench`] (the benchmark floors' object).
 
+pub mod bench;
 pub mod case;
 pub mod dataplane;
 mod ethtool;
@@ -26,7 +31,9 @@ pub mod packet;
 mod process;
 pub mod servers;
 mod sweep;
+pub mod test_run;
 pub mod topology;
+pub mod verifier;
 mod veth;
 pub mod vrrp_lab;
 

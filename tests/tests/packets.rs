@@ -3,15 +3,19 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use aya::{programs::ProgramError, sys::SyscallError, TestRun as _, TestRunOptions};
 use lb_common::{
-    wire::{XDP_DROP, XDP_PASS},
-    Stat,
+    maps,
+    service::AF_INET,
+    wire::{XDP_DROP, XDP_PASS, XDP_TX},
+    Conn, FlowKey, Stat,
 };
 use pnet_packet::ethernet::EtherTypes;
 use testbed::{
+    bench::{self, BenchPrograms},
     case::{Case, NOT_VIP},
     dataplane::TestDataplane,
-    packet,
+    packet, test_run,
 };
 
 fn fixtures() -> Vec<Case> {
@@ -65,7 +69,49 @@ fn kernel_rejects_frames_shorter_than_ethernet() {
     // branch is reachable only from real NICs; make sure that stays true.
     let mut dp = TestDataplane::load("runt");
     let prog = dp.dp.xdp(lb_common::programs::BALANCER).unwrap();
-    let err = lb_userspace::test_run::run_xdp(prog.fd().unwrap(), &[0u8; 13], 1, 0)
+    let err = prog
+        .test_run(TestRunOptions {
+            data_in: Some(&[0u8; 13]),
+            ..TestRunOptions::new()
+        })
         .expect_err("a 13-byte frame must be rejected");
-    assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+    let ProgramError::SyscallError(SyscallError { io_error, .. }) = &err else {
+        panic!("not the syscall's error: {err}");
+    };
+    assert_eq!(io_error.raw_os_error(), Some(libc::EINVAL), "{err}");
+}
+
+/// `bench_conn`, from the benchmark object, hits exactly the flows in the data plane's
+/// own connection table: both objects use one `XLB_CONNS`, so the floor is timed on the
+/// flows `xlb` is timed on.
+#[test]
+fn bench_conn_looks_flows_up_in_the_data_planes_table() {
+    let mut dp = TestDataplane::load("bench-conn");
+    let floors = BenchPrograms::load(&dp.dp);
+    let (client, vip) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 100));
+    let flow = |sport| packet::tcp4_frame(client, vip, sport, 80, packet::Flags::ACK);
+    let conn_floor = |frame: &[u8]| {
+        test_run::run(floors.xdp(bench::CONN), frame)
+            .expect("BPF_PROG_TEST_RUN")
+            .action
+    };
+    assert_eq!(conn_floor(&flow(40000)), XDP_DROP, "empty table: a miss");
+    let key = FlowKey {
+        src: [u32::from_ne_bytes(client.octets()), 0, 0, 0],
+        dst: [u32::from_ne_bytes(vip.octets()), 0, 0, 0],
+        sport_be: 40000u16.to_be(),
+        dport_be: 80u16.to_be(),
+        proto: 6,
+        family: AF_INET,
+        _pad: [0; 2],
+    };
+    let mut conns: aya::maps::HashMap<_, FlowKey, Conn> =
+        aya::maps::HashMap::try_from(dp.dp.ebpf_mut().map_mut(maps::CONNS).unwrap()).unwrap();
+    conns.insert(key, Conn::default(), 0).unwrap();
+    assert_eq!(
+        conn_floor(&flow(40000)),
+        XDP_TX,
+        "the data plane's entry: a hit"
+    );
+    assert_eq!(conn_floor(&flow(40001)), XDP_DROP, "another flow: a miss");
 }

@@ -1,55 +1,54 @@
-//! Verifier statistics on the real kernel (`lb_userspace::verifier`): every program of
-//! the object re-verifies with the instruction count of its real load, and the count is
-//! sensitive enough for that to prove something.
+//! Verifier statistics on the real kernel (`testbed::verifier`): every program of both
+//! objects (the shipped data plane and the benchmark floors) re-verifies with the
+//! instruction count of its real load, and the count is sensitive enough for that to
+//! prove something. Also what each object holds: the shipped one production programs
+//! only.
+
+use std::collections::BTreeSet;
 
 use lb_common::programs;
-use lb_userspace::{
-    dataplane::aya::{AyaPort, LoadOptions, EBPF_OBJECT},
+use lb_userspace::dataplane::aya::{AyaPort, LoadOptions, EBPF_OBJECT};
+use testbed::{
+    bench::{self, BenchPrograms},
+    dataplane::{PinDir, TestDataplane},
     verifier::verifier_stats,
 };
-use testbed::dataplane::{PinDir, TestDataplane};
 
-const ALL: [&str; 6] = [
-    programs::BALANCER,
-    programs::DECAP,
-    programs::PASS,
-    programs::BENCH_PASS,
-    programs::BENCH_TX,
-    programs::BENCH_CONN,
-];
+/// The programs `xlb` ships (and `AyaPort::load` loads).
+const PRODUCTION: [&str; 3] = [programs::BALANCER, programs::DECAP, programs::PASS];
 
 #[test]
 fn every_program_reports_states_with_its_loaded_instruction_count() {
-    let mut dp = TestDataplane::load("verifier");
-    for name in [
-        programs::BENCH_PASS,
-        programs::BENCH_TX,
-        programs::BENCH_CONN,
+    let dp = TestDataplane::load("verifier");
+    let floors = BenchPrograms::load(&dp.dp);
+    for (ebpf, object, names) in [
+        (dp.dp.ebpf(), EBPF_OBJECT, &PRODUCTION),
+        (floors.ebpf(), bench::OBJECT, &bench::ALL),
     ] {
-        dp.dp.xdp(name).unwrap().load().unwrap();
+        let stats = verifier_stats(ebpf, object, names).unwrap();
+        assert_eq!(stats.len(), names.len());
+        for (name, s) in names.iter().zip(&stats) {
+            assert_eq!(s.program, *name);
+            let loaded = ebpf
+                .program(name)
+                .unwrap()
+                .info()
+                .unwrap()
+                .verified_instruction_count();
+            assert_eq!(Some(s.processed_insns), loaded, "{name}: processed insns");
+            assert_eq!(s.insn_limit, 1_000_000, "{name}");
+            assert!(s.total_states >= s.peak_states, "{name}: {s:?}");
+            assert!(!s.stack_depth.is_empty(), "{name}: {s:?}");
+            eprintln!("{s:?}");
+        }
+        if object == EBPF_OBJECT {
+            let balancer = &stats[0];
+            // Branches and bpf-to-bpf calls: the balancer cannot verify without pruning
+            // states.
+            assert!(balancer.total_states > 100, "{balancer:?}");
+            assert!(balancer.max_states_per_insn > 1, "{balancer:?}");
+        }
     }
-    let stats = verifier_stats(dp.dp.ebpf(), EBPF_OBJECT, &ALL).unwrap();
-    assert_eq!(stats.len(), ALL.len());
-    for (name, s) in ALL.iter().zip(&stats) {
-        assert_eq!(s.program, *name);
-        let loaded = dp
-            .dp
-            .ebpf()
-            .program(name)
-            .unwrap()
-            .info()
-            .unwrap()
-            .verified_instruction_count();
-        assert_eq!(Some(s.processed_insns), loaded, "{name}: processed insns");
-        assert_eq!(s.insn_limit, 1_000_000, "{name}");
-        assert!(s.total_states >= s.peak_states, "{name}: {s:?}");
-        assert!(!s.stack_depth.is_empty(), "{name}: {s:?}");
-        eprintln!("{s:?}");
-    }
-    let balancer = &stats[0];
-    // Branches and bpf-to-bpf calls: the balancer cannot verify without pruning states.
-    assert!(balancer.total_states > 100, "{balancer:?}");
-    assert!(balancer.max_states_per_insn > 1, "{balancer:?}");
 }
 
 /// The equality above means "the same program" only because the count moves with what
@@ -72,4 +71,20 @@ fn instruction_count_follows_the_frozen_rodata() {
         })
         .collect();
     assert_ne!(counts[0], counts[1], "log level off vs trace: {counts:?}");
+}
+
+/// The program names of an object file, as the loader sees them.
+fn program_names(object: &[u8]) -> BTreeSet<String> {
+    aya_obj::Object::parse(object)
+        .unwrap()
+        .programs
+        .into_keys()
+        .collect()
+}
+
+#[test]
+fn shipped_object_holds_production_programs_only() {
+    let names = |set: &[&str]| set.iter().map(|n| (*n).to_owned()).collect::<BTreeSet<_>>();
+    assert_eq!(program_names(EBPF_OBJECT), names(&PRODUCTION));
+    assert_eq!(program_names(bench::OBJECT), names(&bench::ALL));
 }

@@ -170,22 +170,15 @@ fn test(extra: &[String]) -> Result<()> {
         );
     }
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--exclude",
-        "lb-ebpf",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
+    let mut clippy = vec!["clippy".to_owned(), "--workspace".to_owned()];
+    clippy.extend(util::exclude_ebpf());
+    clippy.extend(["--all-targets", "--", "-D", "warnings"].map(String::from));
+    run(&mut util::cargo_cmd(&clippy))?;
     util::clippy_ebpf()?;
     // Integration tests start the real `xlb` binary.
     cargo(&["build", "-p", "lb-userspace"])?;
-    let mut args: Vec<String> = ["test", "--workspace", "--exclude", "lb-ebpf"]
-        .map(String::from)
-        .to_vec();
+    let mut args = vec!["test".to_owned(), "--workspace".to_owned()];
+    args.extend(util::exclude_ebpf());
     args.extend(extra.iter().cloned());
     let mut cmd = util::cargo_cmd(&args);
     cmd.env("XLB_BIN", root().join("target/debug/xlb"));

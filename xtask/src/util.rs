@@ -47,12 +47,26 @@ pub fn path_with_tools() -> std::ffi::OsString {
     path
 }
 
-/// Clippy for the no_std XDP crate, on its real target.
+/// The workspace's no_std eBPF crates (bpfel-unknown-none only): the data plane and the
+/// benchmark floors. Host-side cargo runs over the workspace exclude them.
+pub const EBPF_CRATES: [&str; 2] = ["lb-ebpf", "xlb-bench-ebpf"];
+
+/// `--exclude <crate>` for each of [`EBPF_CRATES`].
+pub fn exclude_ebpf() -> Vec<String> {
+    EBPF_CRATES
+        .iter()
+        .flat_map(|krate| ["--exclude".to_owned(), (*krate).to_owned()])
+        .collect()
+}
+
+/// Clippy for the no_std XDP crates, on their real target.
 pub fn clippy_ebpf() -> Result<()> {
     let mut cmd = cargo_cmd(&[
         "clippy",
         "-p",
-        "lb-ebpf",
+        EBPF_CRATES[0],
+        "-p",
+        EBPF_CRATES[1],
         "--release",
         "--target",
         "bpfel-unknown-none",

@@ -29,12 +29,19 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::{programs::Xdp, TestRun as _, TestRunAttrs, TestRunOptions};
 use lb_common::{
     programs, service::AF_INET, wire::IPPROTO_TCP, Backend, Conn, FlowKey, ForwardMode, Service,
     Stat, VipKey,
 };
 use lb_userspace::dataplane::aya::{maps, stats, AyaPort, LoadOptions};
-use testbed::{dataplane::PinDir, packet, Netns};
+use testbed::{
+    bench::{self, BenchPrograms},
+    dataplane::PinDir,
+    packet,
+    test_run::XdpMd,
+    Netns,
+};
 
 const ROUNDS: usize = 5;
 const FRAMES: u32 = 2_000_000;
@@ -110,12 +117,21 @@ fn attach_native(prog: impl AsFd, ifindex: u32) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd as i32) }
 }
 
-/// Live-frames test run: `frames` iterations of `prog` on `frame` arriving on
-/// `ifindex` (XDP_TX sends it out there). Call in the interface's namespace.
-fn generate(prog: impl AsFd, frame: &[u8], ifindex: u32, frames: u32) -> Duration {
+/// Live-frames test run: `frames` iterations of `prog`, each on a fresh copy of `frame`
+/// arriving on `ifindex` (XDP_TX really sends it out there). Call in the interface's
+/// namespace.
+fn generate(prog: &Xdp, frame: &[u8], ifindex: u32, frames: u32) -> Duration {
+    let ctx = XdpMd::arriving_on(frame, ifindex).to_bytes();
     let t = Instant::now();
-    lb_userspace::test_run::run_xdp_live(&prog, frame, ifindex, frames)
-        .expect("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES");
+    prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ctx_in: Some(&ctx),
+        repeat: frames,
+        // Batch size 0: the kernel's default (64 frames).
+        attrs: TestRunAttrs::new().xdp_live_frames(0),
+        ..TestRunOptions::new()
+    })
+    .expect("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES");
     t.elapsed()
 }
 
@@ -161,8 +177,7 @@ pub fn run() -> serde_json::Value {
         ebpf_log_level: None,
     })
     .expect("load the data plane");
-    dp.xdp(programs::BENCH_TX).unwrap().load().unwrap();
-    dp.xdp(programs::BENCH_CONN).unwrap().load().unwrap();
+    let floors = BenchPrograms::load(&dp);
     // One DSR service on VIP:80 whose only backend is g0 (by MAC).
     {
         let ebpf = dp.ebpf_mut();
@@ -208,13 +223,19 @@ pub fn run() -> serde_json::Value {
 
     let drop_prog = load_drop();
     let _rx_link = gen.run(|| attach_native(&drop_prog, g0));
-    let mut prog_fd = |name| dp.xdp(name).unwrap().fd().unwrap().try_clone().unwrap();
-    let gen_fd = prog_fd(programs::BENCH_TX);
-    let lb_fd = prog_fd(programs::BALANCER);
-    let tx_fd = prog_fd(programs::BENCH_TX);
+    let floor_fd = |name| floors.xdp(name).fd().unwrap().try_clone().unwrap();
+    let generator = floors.xdp(bench::TX);
+    let lb_fd = dp
+        .xdp(programs::BALANCER)
+        .unwrap()
+        .fd()
+        .unwrap()
+        .try_clone()
+        .unwrap();
+    let tx_fd = floor_fd(bench::TX);
     // The connection-tracking floor runs after xlb in each round, so the flow it looks
     // up is in the table (it drops on a miss: the delivered fraction would show it).
-    let conn_fd = prog_fd(programs::BENCH_CONN);
+    let conn_fd = floor_fd(bench::CONN);
 
     println!(
         "\nend to end: veth, native XDP on both ends, live-frames generator \
@@ -231,11 +252,11 @@ pub fn run() -> serde_json::Value {
         for (k, prog) in [&tx_fd, &lb_fd, &conn_fd].into_iter().enumerate() {
             let link = lb.run(|| attach_native(prog, l0));
             // Warm-up (and, for xlb, the flow's insert).
-            gen.run(|| generate(&gen_fd, &frame, g0, 10_000));
+            gen.run(|| generate(generator, &frame, g0, 10_000));
             std::thread::sleep(Duration::from_millis(20));
             let before = rx_packets(&gen, "g0");
             let tx_before = stats::read_loaded(dp.ebpf()).unwrap().get(Stat::Tx).packets;
-            let elapsed = gen.run(|| generate(&gen_fd, &frame, g0, FRAMES));
+            let elapsed = gen.run(|| generate(generator, &frame, g0, FRAMES));
             std::thread::sleep(Duration::from_millis(50));
             let got = rx_packets(&gen, "g0") - before;
             let tx = stats::read_loaded(dp.ebpf()).unwrap().get(Stat::Tx).packets - tx_before;

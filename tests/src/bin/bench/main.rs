@@ -20,7 +20,11 @@ use std::{
     time::Instant,
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData},
+    programs::Xdp,
+    TestRun as _, TestRunOptions, TestRunResult,
+};
 use lb_common::{
     limits::MAGLEV_INNER_FLAGS,
     programs,
@@ -31,12 +35,13 @@ use lb_common::{
 };
 use lb_userspace::{
     dataplane::aya::maps,
-    test_run, verifier,
     vrrp::packet::{encode_frame, Advert},
 };
 use testbed::{
+    bench::{self, BenchPrograms},
     dataplane::TestDataplane,
     packet::{self, be4, be6},
+    test_run, verifier,
 };
 
 const REPEAT: u32 = 1_000_000;
@@ -132,13 +137,7 @@ fn main() {
     }
     let only_packets = std::env::args().nth(1).as_deref() == Some("packets");
     let mut dp = TestDataplane::load("bench");
-    for name in [
-        programs::BENCH_PASS,
-        programs::BENCH_TX,
-        programs::BENCH_CONN,
-    ] {
-        dp.dp.xdp(name).unwrap().load().unwrap();
-    }
+    let floors = BenchPrograms::load(&dp.dp);
     configure(&mut dp);
     if std::env::args().nth(1).as_deref() == Some("control") {
         let control = control_plane(&mut dp);
@@ -190,17 +189,10 @@ fn main() {
     let no = Prep::None;
     let b = programs::BALANCER;
     let mut scenarios = vec![
-        scenario(
-            "floor: XDP_PASS",
-            programs::BENCH_PASS,
-            Repeat,
-            None,
-            &non_vip,
-            no,
-        ),
+        scenario("floor: XDP_PASS", bench::PASS, Repeat, None, &non_vip, no),
         scenario(
             "floor: MAC swap + XDP_TX",
-            programs::BENCH_TX,
+            bench::TX,
             Repeat,
             None,
             &ack_dsr,
@@ -209,7 +201,7 @@ fn main() {
         // What any balancer with a per-flow BPF hash table pays at least: the same
         // `XLB_CONNS` lookup of the established DSR flow, then the MAC swap (its last
         // verdict is checked: XDP_TX only on a hit).
-        scenario(FLOOR_CONN, programs::BENCH_CONN, Repeat, None, &ack_dsr, no),
+        scenario(FLOOR_CONN, bench::CONN, Repeat, None, &ack_dsr, no),
         scenario("non-VIP pass", b, Repeat, Some(Stat::NotVip), &non_vip, no),
         scenario(
             "VIP TCP established, DSR (v4)",
@@ -243,15 +235,8 @@ fn main() {
             &vrrp_higher,
             no,
         ),
-        scenario(
-            SS_PASS,
-            programs::BENCH_PASS,
-            SingleShot,
-            None,
-            &non_vip,
-            no,
-        ),
-        scenario(SS_TX, programs::BENCH_TX, SingleShot, None, &ack_dsr, no),
+        scenario(SS_PASS, bench::PASS, SingleShot, None, &non_vip, no),
+        scenario(SS_TX, bench::TX, SingleShot, None, &ack_dsr, no),
         scenario(
             "single-shot VIP established, DSR (v4)",
             b,
@@ -360,12 +345,12 @@ fn main() {
             let before = dp.stats();
             let (ns, iterations) = match s.method {
                 Repeat => {
-                    let fd = dp.dp.xdp(s.program).unwrap().fd().unwrap();
-                    let out = test_run::run_xdp(fd, &s.packet, REPEAT, 0).expect("test run");
+                    let prog = program(&mut dp, &floors, s.program);
+                    let out = timed(prog, &s.packet, REPEAT);
                     if s.name == FLOOR_CONN {
-                        assert_eq!(out.action, XDP_TX, "{}: the lookup missed", s.name);
+                        assert_eq!(out.return_value, XDP_TX, "{}: the lookup missed", s.name);
                     }
-                    (f64::from(out.duration_ns), u64::from(REPEAT))
+                    (out.duration.as_nanos() as f64, u64::from(REPEAT))
                 }
                 SingleShot => {
                     let mut total = 0u64;
@@ -386,9 +371,8 @@ fn main() {
                             }
                             Prep::ResetVrrpAnswer => reset_vrrp_answer(&mut dp, &vrrp_key),
                         }
-                        let fd = dp.dp.xdp(s.program).unwrap().fd().unwrap();
-                        let out = test_run::run_xdp(fd, &packet, 1, 0).expect("test run");
-                        total += u64::from(out.duration_ns);
+                        let out = timed(program(&mut dp, &floors, s.program), &packet, 1);
+                        total += out.duration.as_nanos() as u64;
                     }
                     (total as f64 / f64::from(SHOTS), u64::from(SHOTS))
                 }
@@ -448,29 +432,30 @@ fn main() {
         "\nverifier: instructions processed at load (bpf_prog_info.verified_insns), and the \
          states of a BPF_LOG_STATS re-load (same count, checked)"
     );
-    let names = [
-        programs::BALANCER,
-        programs::DECAP,
-        programs::PASS,
-        programs::BENCH_PASS,
-        programs::BENCH_TX,
-        programs::BENCH_CONN,
-    ];
+    let production = [programs::BALANCER, programs::DECAP, programs::PASS];
     // Fails (and so aborts the bench) unless each re-load processed exactly the
     // instructions of the program aya loaded.
-    let stats = verifier::verifier_stats(
+    let reverify = |ebpf, object, names: &[&str]| {
+        verifier::verifier_stats(ebpf, object, names)
+            .unwrap_or_else(|e| panic!("verifier statistics: {e}"))
+    };
+    let mut stats = reverify(
         dp.dp.ebpf(),
         lb_userspace::dataplane::aya::EBPF_OBJECT,
-        &names,
-    )
-    .unwrap_or_else(|e| panic!("verifier statistics: {e}"));
+        &production,
+    );
+    stats.extend(reverify(floors.ebpf(), bench::OBJECT, &bench::ALL));
+    let names = production.into_iter().chain(bench::ALL);
     println!(
         "  {:<12} {:>8} {:>7} {:>12} {:>11} {:>10} {:>12}",
         "program", "insns", "xlated", "total states", "peak states", "max/insn", "stack depth"
     );
     let mut verifier = Vec::new();
-    for (name, s) in names.into_iter().zip(stats) {
-        let size = dp.dp.xdp(name).unwrap().info().unwrap().size_translated();
+    for (name, s) in names.zip(stats) {
+        let size = program(&mut dp, &floors, name)
+            .info()
+            .unwrap()
+            .size_translated();
         let stack = s
             .stack_depth
             .iter()
@@ -508,6 +493,30 @@ fn main() {
         "health_checks": health,
     });
     write_json(&out, "bench.json");
+}
+
+/// The program a scenario times: a floor of the benchmark object, or the data plane's.
+fn program<'a>(
+    dp: &'a mut TestDataplane,
+    floors: &'a BenchPrograms,
+    name: &'static str,
+) -> &'a Xdp {
+    if bench::ALL.contains(&name) {
+        floors.xdp(name)
+    } else {
+        dp.dp.xdp(name).unwrap()
+    }
+}
+
+/// `repeat` runs of `prog` on `frame` (BPF_PROG_TEST_RUN, aya's wrapper): the last
+/// verdict and the kernel's mean time per run.
+fn timed(prog: &Xdp, frame: &[u8], repeat: u32) -> TestRunResult {
+    prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..TestRunOptions::new()
+    })
+    .expect("test run")
 }
 
 const SS_PASS: &str = "single-shot floor: XDP_PASS";
@@ -679,14 +688,9 @@ fn control_plane(dp: &mut TestDataplane) -> serde_json::Value {
         };
         maps::set_service(ebpf, &key, &svc).unwrap();
     }
-    let prog = dp
-        .dp
-        .xdp(programs::BALANCER)
-        .unwrap()
-        .fd()
-        .unwrap()
-        .try_clone()
-        .unwrap();
+    // The prober's own handle: `swap` borrows the data plane mutably meanwhile.
+    let prog = test_run::handle(dp.dp.xdp(programs::BALANCER).unwrap(), programs::BALANCER)
+        .expect("a handle on the balancer");
     let prober_cpu = other_cpu();
     let mut r = SwapRounds::default();
     for round in 0..RUNS {
@@ -834,7 +838,7 @@ struct SwapObservation {
 /// the new backend for a while.
 fn probe_swap(
     dp: &mut TestDataplane,
-    prog: &aya::programs::ProgramFd,
+    prog: &Xdp,
     cpu: Option<usize>,
     syn: &[u8],
     old_mac: [u8; 6],
@@ -857,7 +861,7 @@ fn probe_swap(
             let mut probes = Vec::with_capacity(1 << 16);
             while !stop.load(Relaxed) {
                 let start = Instant::now();
-                let out = test_run::run_xdp(prog, syn, 1, 0).expect("test run");
+                let out = test_run::run(prog, syn).expect("test run");
                 let end = Instant::now();
                 let mac: [u8; 6] = out.packet[..6].try_into().unwrap();
                 assert!(

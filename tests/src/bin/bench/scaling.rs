@@ -17,9 +17,12 @@
 //!   lookup, then the TX floor's work; every shot must hit): how much of the spread
 //!   cost is the table's memory, which no balancer that looks flows up avoids.
 
-use std::{net::Ipv4Addr, os::fd::AsFd, path::Path, time::Instant};
+use std::{net::Ipv4Addr, path::Path, time::Instant};
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData},
+    TestRunResult,
+};
 use lb_common::{
     limits::MAX_CONNS,
     programs,
@@ -30,9 +33,14 @@ use lb_common::{
 use lb_userspace::{
     balancer::maglev::{self, MaglevBackend},
     dataplane::aya::{maps, stats, AyaPort, LoadOptions},
-    test_run,
 };
-use testbed::{dataplane::PinDir, packet};
+use testbed::{
+    bench::{self, BenchPrograms},
+    dataplane::PinDir,
+    packet,
+};
+
+use crate::timed;
 
 const ROUNDS: usize = 7;
 const REPEAT: u32 = 300_000;
@@ -45,9 +53,10 @@ fn be(a: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(a.octets())
 }
 
-/// A data plane with its own pin directory (removed on drop).
+/// A data plane with its own pin directory (removed on drop), and the floors next to it.
 struct Plane {
     dp: AyaPort,
+    floors: BenchPrograms,
     _pins: PinDir,
 }
 
@@ -60,19 +69,25 @@ impl Plane {
             std::fs::create_dir_all(pins.path()).unwrap();
             pin_lru(&pins.path().join(lb_common::maps::CONNS), n);
         }
-        let mut dp = AyaPort::load(&LoadOptions {
+        let dp = AyaPort::load(&LoadOptions {
             pin_dir: pins.path().to_path_buf(),
             ebpf_log_level: None,
         })
         .expect("load the data plane");
-        dp.xdp(programs::BENCH_TX).unwrap().load().unwrap();
-        dp.xdp(programs::BENCH_CONN).unwrap().load().unwrap();
-        Self { dp, _pins: pins }
+        let floors = BenchPrograms::load(&dp);
+        Self {
+            dp,
+            floors,
+            _pins: pins,
+        }
     }
 
-    fn run(&mut self, name: &'static str, frame: &[u8], repeat: u32) -> test_run::TestRunOutput {
-        let fd = self.dp.xdp(name).unwrap().fd().unwrap();
-        test_run::run_xdp(fd, frame, repeat, 0).expect("test run")
+    fn run(&mut self, name: &'static str, frame: &[u8], repeat: u32) -> TestRunResult {
+        if bench::ALL.contains(&name) {
+            timed(self.floors.xdp(name), frame, repeat)
+        } else {
+            timed(self.dp.xdp(name).unwrap(), frame, repeat)
+        }
     }
 
     fn stat(&self, s: Stat) -> u64 {
@@ -252,7 +267,7 @@ fn point_with(tag: &str, size: u64, services: u32, backends: u32) -> Point {
         })
         .collect();
     for f in &spread {
-        assert_eq!(plane.run(programs::BALANCER, f, 1).action, 3);
+        assert_eq!(plane.run(programs::BALANCER, f, 1).return_value, 3);
     }
     let hot = spread[0].clone();
     Point {
@@ -351,16 +366,15 @@ struct Floors {
 
 fn measure(points: &mut [Point], floors: &mut Floors, next_client: &mut u32) {
     for _ in 0..ROUNDS {
-        let out = floors.plane.run(programs::BENCH_TX, &floors.frame, REPEAT);
-        floors.repeat.push(f64::from(out.duration_ns));
+        let out = floors.plane.run(bench::TX, &floors.frame, REPEAT);
+        floors.repeat.push(out.duration.as_nanos() as f64);
         let mut total = 0u64;
         for _ in 0..SHOTS {
-            total += u64::from(
-                floors
-                    .plane
-                    .run(programs::BENCH_TX, &floors.frame, 1)
-                    .duration_ns,
-            );
+            total += floors
+                .plane
+                .run(bench::TX, &floors.frame, 1)
+                .duration
+                .as_nanos() as u64;
         }
         floors.single.push(total as f64 / SHOTS as f64);
         for p in points.iter_mut() {
@@ -369,15 +383,14 @@ fn measure(points: &mut [Point], floors: &mut Floors, next_client: &mut u32) {
             let out = p.plane.run(programs::BALANCER, &p.hot, REPEAT);
             let moved = p.plane.stat(Stat::ConnHit) - hit0;
             assert_eq!(moved, u64::from(REPEAT), "size {}: hot path proof", p.size);
-            p.samples[0].push(f64::from(out.duration_ns));
+            p.samples[0].push(out.duration.as_nanos() as f64);
             // Spread established flows, single shots.
             let hit0 = p.plane.stat(Stat::ConnHit);
-            let fd = p.plane.dp.xdp(programs::BALANCER).unwrap().fd().unwrap();
-            let fd = fd.as_fd();
+            let prog = p.plane.dp.xdp(programs::BALANCER).unwrap();
             let mut total = 0u64;
             for i in 0..SHOTS {
                 let f = &p.spread[(i * 7919) % p.spread.len()];
-                total += u64::from(test_run::run_xdp(&fd, f, 1, 0).unwrap().duration_ns);
+                total += timed(prog, f, 1).duration.as_nanos() as u64;
             }
             p.spread_hits += p.plane.stat(Stat::ConnHit) - hit0;
             p.spread_total += SHOTS as u64;
@@ -394,21 +407,24 @@ fn measure(points: &mut [Point], floors: &mut Floors, next_client: &mut u32) {
                     packet::SYN,
                 );
                 f[6..12].copy_from_slice(&CLIENT_MAC);
-                let fd = p.plane.dp.xdp(programs::BALANCER).unwrap().fd().unwrap();
-                total += u64::from(test_run::run_xdp(fd, &f, 1, 0).unwrap().duration_ns);
+                let prog = p.plane.dp.xdp(programs::BALANCER).unwrap();
+                total += timed(prog, &f, 1).duration.as_nanos() as u64;
             }
             let moved = p.plane.stat(Stat::ConnMiss) - miss0;
             assert_eq!(moved, SHOTS as u64, "size {}: new-flow path proof", p.size);
             p.samples[2].push(total as f64 / SHOTS as f64);
             // The same spread flows through the connection-tracking floor.
-            let fd = p.plane.dp.xdp(programs::BENCH_CONN).unwrap().fd().unwrap();
-            let fd = fd.as_fd();
+            let prog = p.plane.floors.xdp(bench::CONN);
             let mut total = 0u64;
             for i in 0..SHOTS {
                 let f = &p.spread[(i * 7919) % p.spread.len()];
-                let out = test_run::run_xdp(&fd, f, 1, 0).unwrap();
-                assert_eq!(out.action, XDP_TX, "size {}: bench_conn missed", p.size);
-                total += u64::from(out.duration_ns);
+                let out = timed(prog, f, 1);
+                assert_eq!(
+                    out.return_value, XDP_TX,
+                    "size {}: bench_conn missed",
+                    p.size
+                );
+                total += out.duration.as_nanos() as u64;
             }
             p.samples[3].push(total as f64 / SHOTS as f64);
         }

@@ -1,0 +1,136 @@
+//! Benchmark floors: XDP programs `cargo xtask bench` times next to the data plane, built
+//! into an object of their own (`testbed::bench::OBJECT`) so that the shipped one carries
+//! production programs only.
+//!
+//! `bench_conn` looks flows up in the data plane's own connection table: this object
+//! declares `XLB_CONNS` with the production layout, and the bench loader points it at
+//! the map the data plane pinned (`testbed::bench::BenchPrograms`), so both time the
+//! very same flows in the very same table.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action, btf_maps::LruHashMap, macros::btf_map, macros::xdp, programs::XdpContext,
+};
+use lb_common::{limits::MAX_CONNS, service::AF_INET, Conn, FlowKey};
+
+/// The data plane's connection table (lb-ebpf's `XLB_CONNS`: same name, key, value and
+/// size, so the pinned production map can stand in for it).
+#[btf_map]
+static XLB_CONNS: LruHashMap<FlowKey, Conn, { MAX_CONNS as usize }> = LruHashMap::new();
+
+const ETH_HLEN: usize = 14;
+
+/// The layouts of lb-ebpf's `EthHdr` and `Ipv4Hdr` (same field types and alignment), so
+/// the floors read the packet with the loads the data plane uses.
+#[repr(C)]
+#[allow(dead_code, reason = "the header's layout matters, not every field")]
+struct EthHdr {
+    dst: [u8; 6],
+    src: [u8; 6],
+    ether_type: u16,
+}
+
+/// IPv4 header without options; multi-byte fields in network byte order.
+#[repr(C)]
+#[allow(dead_code, reason = "the header's layout matters, not every field")]
+struct Ipv4Hdr {
+    ver_ihl: u8,
+    tos: u8,
+    tot_len: u16,
+    id: u16,
+    frag_off: u16,
+    ttl: u8,
+    proto: u8,
+    check: u16,
+    src: u32,
+    dst: u32,
+}
+
+/// A pointer to a `T` at `offset` bytes into the packet, if the packet holds it (the
+/// bounds check the verifier needs before any access).
+#[inline(always)]
+fn header<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    if ctx.data() + offset + size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some((ctx.data() + offset) as *mut T)
+}
+
+/// The flow's connection-table entry, if it has one (lb-ebpf's `lookup::conn`).
+#[inline(always)]
+fn conn(flow: &FlowKey) -> Option<Conn> {
+    // SAFETY: LRU values are read by copy right away.
+    unsafe { XLB_CONNS.get(flow) }.copied()
+}
+
+/// Benchmark floor: the cheapest possible program.
+#[xdp]
+pub fn bench_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Benchmark floor: swap MACs and transmit, the least a forwarder does.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] ABI hands the context over by value"
+)]
+pub fn bench_tx(ctx: XdpContext) -> u32 {
+    match header::<EthHdr>(&ctx, 0) {
+        Some(eth) => {
+            // SAFETY: `header` bounds-checked the Ethernet header.
+            let eth = unsafe { &mut *eth };
+            core::mem::swap(&mut eth.src, &mut eth.dst);
+            xdp_action::XDP_TX
+        }
+        None => xdp_action::XDP_DROP,
+    }
+}
+
+/// Benchmark floor of a connection-tracking balancer: one `XLB_CONNS` lookup of the
+/// packet's IPv4 5-tuple (IHL 5 assumed, nothing validated), then `bench_tx`'s MAC swap
+/// and XDP_TX on a hit (XDP_DROP on a miss, so a benchmark can tell). What `xlb` costs
+/// beyond this is its own; this much every balancer that keeps a per-flow table in a
+/// BPF hash pays.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] ABI hands the context over by value"
+)]
+pub fn bench_conn(ctx: XdpContext) -> u32 {
+    let (Some(eth), Some(ip), Some(ports)) = (
+        header::<EthHdr>(&ctx, 0),
+        header::<Ipv4Hdr>(&ctx, ETH_HLEN),
+        header::<[u16; 2]>(&ctx, ETH_HLEN + size_of::<Ipv4Hdr>()),
+    ) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: `header` bounds-checked all three.
+    let (eth, ip, ports) = unsafe { (&mut *eth, &*ip, &*ports) };
+    let key = FlowKey {
+        src: [ip.src, 0, 0, 0],
+        dst: [ip.dst, 0, 0, 0],
+        sport_be: ports[0],
+        dport_be: ports[1],
+        proto: ip.proto,
+        family: AF_INET,
+        _pad: [0; 2],
+    };
+    if conn(&key).is_none() {
+        return xdp_action::XDP_DROP;
+    }
+    core::mem::swap(&mut eth.src, &mut eth.dst);
+    xdp_action::XDP_TX
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic path, so this is never executed.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,87 @@
+//! The benchmark floors (`tests/ebpf`, package `xlb-bench-ebpf`): XDP programs timed
+//! next to the data plane, in an object of their own so that the one `xlb` ships holds
+//! production programs only. `bench_conn` looks flows up in the connection table of the
+//! data plane it is loaded next to.
+
+use aya::{
+    maps::Map,
+    programs::{ProgramError, Xdp},
+    Ebpf, EbpfLoader,
+};
+use lb_common::maps;
+use lb_userspace::dataplane::aya::AyaPort;
+
+/// The object `tests/build.rs` builds from `tests/ebpf`.
+pub static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-bench-ebpf.o"));
+
+/// The cheapest possible program: XDP_PASS.
+pub const PASS: &str = "bench_pass";
+/// Swaps MACs and transmits, the least a forwarder does.
+pub const TX: &str = "bench_tx";
+/// One connection-table lookup, MAC swap, XDP_TX (XDP_DROP on a miss).
+pub const CONN: &str = "bench_conn";
+/// Every program of [`OBJECT`].
+pub const ALL: [&str; 3] = [PASS, TX, CONN];
+
+/// The floors, loaded, with `bench_conn` reading the data plane's `XLB_CONNS`.
+pub struct BenchPrograms {
+    ebpf: Ebpf,
+}
+
+impl BenchPrograms {
+    /// Loads every floor next to `dp`. The object declares `XLB_CONNS` with the
+    /// production layout; aya opens the map `dp` pinned instead of creating one
+    /// (`map_pin_path`), so `bench_conn` sees the very flows `xlb` inserted. Panics
+    /// unless the map it got is `dp`'s (same kernel map id).
+    pub fn load(dp: &AyaPort) -> Self {
+        let pin = dp.pin_dir().join(maps::CONNS);
+        // Without the pin aya would create a fresh, empty table and pin it there.
+        assert!(
+            pin.exists(),
+            "{} is not pinned: the data plane must be loaded first",
+            pin.display()
+        );
+        let mut ebpf = EbpfLoader::new()
+            .map_pin_path(maps::CONNS, pin.as_path())
+            .load(OBJECT)
+            .unwrap_or_else(|e| panic!("loading the benchmark object: {e}"));
+        for name in ALL {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .unwrap_or_else(|| panic!("{name} is not in the benchmark object"))
+                .try_into()
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            prog.load()
+                .unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
+        }
+        assert_eq!(
+            conns_id(&ebpf),
+            conns_id(dp.ebpf()),
+            "bench_conn must read the data plane's own connection table"
+        );
+        Self { ebpf }
+    }
+
+    /// The named floor ([`PASS`], [`TX`], [`CONN`]), loaded.
+    pub fn xdp(&self, name: &str) -> &Xdp {
+        let prog = self
+            .ebpf
+            .program(name)
+            .unwrap_or_else(|| panic!("{name} is not in the benchmark object"));
+        prog.try_into()
+            .unwrap_or_else(|e: ProgramError| panic!("{name}: {e}"))
+    }
+
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+}
+
+/// The kernel id of `ebpf`'s `XLB_CONNS`.
+fn conns_id(ebpf: &Ebpf) -> u32 {
+    match ebpf.map(maps::CONNS) {
+        Some(Map::LruHashMap(data)) => data.info().expect("XLB_CONNS info").id(),
+        _ => panic!("{} is not an LRU hash in this object", maps::CONNS),
+    }
+}
