@@ -76,6 +76,16 @@ fn named_layers(text: &str, prefix: &str) -> BTreeSet<String> {
     out
 }
 
+/// A source file without its comment lines (doc links are not imports).
+fn code(file: &Path) -> String {
+    fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn no_layer_imports_a_layer_above_it() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -99,13 +109,7 @@ fn no_layer_imports_a_layer_above_it() {
             wrong.push(format!("{}: not in any layer", rel.display()));
             continue;
         };
-        // Comments (doc links included) are not imports.
-        let text: String = fs::read_to_string(file)
-            .unwrap()
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("//"))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let text = code(file);
         let prefix = if layer == "bin" {
             "lb_userspace::"
         } else {
@@ -132,7 +136,7 @@ fn only_the_kernel_port_sees_aya_ebpf() {
         .iter()
         .filter(|f| !f.starts_with(src.join("dataplane/aya")))
         .filter(|f| {
-            let text = fs::read_to_string(f).unwrap();
+            let text = code(f);
             text.contains("aya::Ebpf") || text.contains("Ebpf,") || text.contains("&Ebpf")
         })
         .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
