@@ -19,6 +19,13 @@ pub struct Node {
     pub block: Option<Vec<Node>>,
 }
 
+impl Node {
+    /// The first argument, the value of a one-value keyword.
+    pub(super) fn arg(&self) -> Option<&str> {
+        self.args.first().map(String::as_str)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Tok {
     Word(String),

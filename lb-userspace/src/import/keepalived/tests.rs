@@ -3,8 +3,11 @@
 
 use serde_json::{json, Value};
 
-use super::*;
-use crate::import::{parse_for_another_host, to_json};
+use super::{real_server::NOTIFY_REASON, *};
+use crate::{
+    config::Config,
+    import::{parse_for_another_host, to_json, ImportReport},
+};
 
 const SAMPLE: &str = include_str!("../../../tests/fixtures/keepalived/sample.conf");
 const DR_TCP: &str = include_str!("../../../tests/fixtures/keepalived/dr_tcp.conf");
