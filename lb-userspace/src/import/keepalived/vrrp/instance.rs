@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use super::{
     addresses,
     garp::{self, GarpTimers},
+    globals::Globals,
     seconds_ms, tracking, valid_ifname, Converter, Node, MAX_ADDRESSES, STRICT_REASON,
 };
 use crate::{
@@ -228,50 +229,12 @@ pub(in super::super) fn convert(
     };
     // Notes about the instance's contents are dropped when it is skipped.
     let notes_before = c.notes.len();
-    let g = &c.vrrp_globals;
-    let mut b = VrrpInstanceBuilder {
-        master_line: None,
-        interface: None,
-        vrid: None,
-        priority: None,
-        version: None,
-        advert: None,
-        nopreempt: None,
-        preempt_delay: None,
-        strict: g.strict,
-        auth: None,
-        vips: None,
-        peers: None,
-        track_script: None,
-        tracks: Vec::new(),
-        notify: None,
-        garp: g.garp,
-        fatal: None,
-    };
+    let mut b = VrrpInstanceBuilder::new(&c.vrrp_globals);
     KEYWORDS.walk(&mut b, c, body);
 
-    // The addresses: the first one's family wins, as in keepalived.
-    let mut addresses: Vec<IpAddr> = Vec::new();
-    for n in b.vips.iter().flat_map(|v| v.block.iter().flatten()) {
-        addresses::vip(c, n, b.interface.as_deref(), &mut addresses);
-    }
+    let addresses = b.addresses(c);
     let v4 = addresses.first().is_none_or(IpAddr::is_ipv4);
-    if addresses.is_empty() {
-        b.fatal
-            .get_or_insert("no virtual_ipaddress (xlb needs at least one)".into());
-    }
-    let interface = match (b.interface.take(), &c.vrrp_globals.default_interface) {
-        (Some(i), _) => i,
-        (None, Some(d)) => d.clone(),
-        (None, None) => {
-            c.note(
-                line,
-                "vrrp_instance",
-                "no interface: eth0, keepalived's default_interface",
-            );
-            "eth0".into()
-        }
-    };
+    let interface = b.resolved_interface(c, line);
     let Some(vrid) = b.vrid else {
         let why = b.fatal.unwrap_or_else(|| "no virtual_router_id".into());
         c.notes.truncate(notes_before);
@@ -319,6 +282,59 @@ pub(in super::super) fn convert(
 }
 
 impl VrrpInstanceBuilder {
+    /// An instance that inherits `global_defs`' settings.
+    fn new(g: &Globals) -> VrrpInstanceBuilder {
+        VrrpInstanceBuilder {
+            master_line: None,
+            interface: None,
+            vrid: None,
+            priority: None,
+            version: None,
+            advert: None,
+            nopreempt: None,
+            preempt_delay: None,
+            strict: g.strict,
+            auth: None,
+            vips: None,
+            peers: None,
+            track_script: None,
+            tracks: Vec::new(),
+            notify: None,
+            garp: g.garp,
+            fatal: None,
+        }
+    }
+
+    /// The `virtual_ipaddress` block's addresses: the first one's family wins, as in
+    /// keepalived. None is a reason to skip the instance.
+    fn addresses(&mut self, c: &mut Converter<'_>) -> Vec<IpAddr> {
+        let mut addresses: Vec<IpAddr> = Vec::new();
+        for n in self.vips.iter().flat_map(|v| v.block.iter().flatten()) {
+            addresses::vip(c, n, self.interface.as_deref(), &mut addresses);
+        }
+        if addresses.is_empty() {
+            self.fatal
+                .get_or_insert("no virtual_ipaddress (xlb needs at least one)".into());
+        }
+        addresses
+    }
+
+    /// `interface`, else `global_defs`' `default_interface`, else keepalived's eth0.
+    fn resolved_interface(&mut self, c: &mut Converter<'_>, line: usize) -> String {
+        match (self.interface.take(), &c.vrrp_globals.default_interface) {
+            (Some(i), _) => i,
+            (None, Some(d)) => d.clone(),
+            (None, None) => {
+                c.note(
+                    line,
+                    "vrrp_instance",
+                    "no interface: eth0, keepalived's default_interface",
+                );
+                "eth0".into()
+            }
+        }
+    }
+
     fn state(&mut self, c: &mut Converter<'_>, n: &Node) {
         match n.arg() {
             Some("MASTER") => self.master_line = Some(n.line),
