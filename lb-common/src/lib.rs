@@ -63,8 +63,11 @@ pub mod maps {
 
 /// Map capacities, shared so the control plane validates against what the program has.
 pub mod limits {
-    /// Services (`XLB_SERVICES` entries and `XLB_MAGLEV` slots; id 0 unused).
+    /// Services (`XLB_SERVICES` entries and service slots; id 0 unused).
     pub const MAX_SERVICES: u32 = 1024;
+    /// `XLB_MAGLEV` slots: two per service id (`id` and `id + MAX_SERVICES`), so a new
+    /// table goes live together with new entry settings (see `Service::table`).
+    pub const MAGLEV_SLOTS: u32 = 2 * MAX_SERVICES;
     /// Backends (`XLB_BACKENDS` slots; id 0 unused). Sized with the per-CPU backend
     /// counters in mind: 16384 × 24 bytes × CPUs (24 MiB on 64 CPUs).
     pub const MAX_BACKENDS: u32 = 16384;

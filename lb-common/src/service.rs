@@ -89,7 +89,23 @@ pub struct Service {
     /// Egress: 0 = back out of the receiving interface (XDP_TX, one-arm); n = the
     /// interface in `XLB_TX_PORTS[n]` (XDP_REDIRECT, two-arm).
     pub tx_port: u8,
-    pub _pad: [u8; 2],
+    /// The `XLB_MAGLEV` slot of this service's table: `id` or `id + MAX_SERVICES`. The
+    /// control plane builds a changed table in the slot not in use and then rewrites
+    /// the entry, so the table and the entry's settings (mode, flags) change for new
+    /// flows in one atomic map update. 0 means `id` (entries written before slots).
+    pub table: u16,
+}
+
+impl Service {
+    /// The `XLB_MAGLEV` slot to read this service's table from.
+    #[inline(always)]
+    pub const fn table_slot(&self) -> u32 {
+        if self.table == 0 {
+            self.id
+        } else {
+            self.table as u32
+        }
+    }
 }
 
 /// Value of `XLB_TX_MACS[n]`: the source MAC for frames leaving through tx port n.
@@ -159,24 +175,42 @@ pub struct Conn {
 /// `XLB_SERVICES` hash lookup, the largest single cost of its path.
 ///
 /// Bits: 0–31 generation, 32–39 [`service_flags`] (all fit in a byte), 40–47
-/// [`ForwardMode`], 48–55 tx port, 56 live.
+/// [`ForwardMode`], 48–55 tx port, 56 live, 57 the table is in the service's second
+/// `XLB_MAGLEV` slot (`id + MAX_SERVICES`, see [`Service::table`]).
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceSlot(pub u64);
 
 impl ServiceSlot {
     const LIVE: u64 = 1 << 56;
+    const SECOND_TABLE: u64 = 1 << 57;
 
-    /// A live slot.
+    /// A live slot for `service` (its flags, mode, egress and table slot).
     #[inline(always)]
-    pub const fn new(generation: u32, flags: u32, mode: u8, tx_port: u8) -> Self {
+    pub const fn new(generation: u32, service: &Service) -> Self {
+        let second = if service.table_slot() != service.id {
+            Self::SECOND_TABLE
+        } else {
+            0
+        };
         Self(
             generation as u64
-                | ((flags as u8 as u64) << 32)
-                | ((mode as u64) << 40)
-                | ((tx_port as u64) << 48)
-                | Self::LIVE,
+                | ((service.flags as u8 as u64) << 32)
+                | ((service.mode as u64) << 40)
+                | ((service.tx_port as u64) << 48)
+                | Self::LIVE
+                | second,
         )
+    }
+
+    /// The `XLB_MAGLEV` slot of service `id`'s table.
+    #[inline(always)]
+    pub const fn table_slot(self, id: u32) -> u32 {
+        if self.0 & Self::SECOND_TABLE != 0 {
+            id + crate::limits::MAX_SERVICES
+        } else {
+            id
+        }
     }
 
     /// The same generation, no longer live (a removed service): the generation is kept

@@ -64,7 +64,8 @@ pub fn conn_service(conn: &Conn) -> Option<(Service, u32)> {
         flags: slot.flags(),
         mode: slot.mode(),
         tx_port: slot.tx_port(),
-        _pad: [0; 2],
+        // Below MAGLEV_SLOTS, which fits a u16.
+        table: slot.table_slot(conn.service_id) as u16,
     };
     (slot.generation() == conn.service_gen).then_some((svc, slot.generation()))
 }
@@ -177,7 +178,7 @@ pub fn backend(
 
 #[inline(always)]
 fn maglev(flow: &FlowKey, svc: &Service) -> Option<u32> {
-    let table = XLB_MAGLEV.get(svc.id)?;
+    let table = XLB_MAGLEV.get(svc.table_slot())?;
     let m = *table.get(MAGLEV_SIZE_SLOT)?;
     if m == 0 {
         return None;

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     limits::{
-        BPF_F_MMAPABLE, MAGLEV_INNER_FLAGS, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE, MAX_SERVICES,
-        MAX_TX_PORTS, MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
+        BPF_F_MMAPABLE, MAGLEV_INNER_FLAGS, MAGLEV_SLOTS, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE,
+        MAX_SERVICES, MAX_TX_PORTS, MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
     },
     Backend, Config, Conn, FlowKey, Service, ServiceSlot, TxPort, VipAddr, VipKey, VrrpKey,
     VrrpRouter, VrrpSeen,
@@ -46,7 +46,7 @@ pub type MaglevTable =
     Array<u32, { MAX_MAGLEV_SIZE as usize + 1 }, { MAGLEV_INNER_FLAGS as usize }>;
 
 #[btf_map]
-pub static XLB_MAGLEV: ArrayOfMaps<MaglevTable, { MAX_SERVICES as usize }> = ArrayOfMaps::new();
+pub static XLB_MAGLEV: ArrayOfMaps<MaglevTable, { MAGLEV_SLOTS as usize }> = ArrayOfMaps::new();
 
 /// One LRU shared by all CPUs rather than per-CPU LRUs (Katran's choice), because:
 /// - correctness: a flow's packets can arrive on different CPUs (RSS re-steering, veth

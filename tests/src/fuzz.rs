@@ -206,7 +206,7 @@ pub fn fuzz_tables() -> Tables {
             flags,
             mode,
             tx_port: if id == 6 { 7 } else { 0 },
-            _pad: [0; 2],
+            table: 0,
         };
         t.set_service(&key, &svc).unwrap();
     }

@@ -59,7 +59,8 @@
 //!    whatever the destination (never walked); anything else → pass `not_vip`.
 //! 8. **Service lookup**: a packet that is neither a new flow nor unforwardable and
 //!    has a connection-table entry whose service is still the one it was pinned under
-//!    (same id and the slot generation the tables hold for it) takes
+//!    (same id and the slot generation the tables hold for it) takes the service as its
+//!    slot describes it (flags, mode, egress, table slot: not the entry), i.e.
 //!    that service, even where another service would now match (an established flow
 //!    stays with its service). Otherwise exact (VIP, port, proto, family), then (VIP, 0,
 //!    proto, family). None → pass `not_vip`. (The VIP filter is only a fast path: it never
@@ -302,7 +303,7 @@ impl Model {
         let current = |c: &Conn| t.generation(c.service_id) == Some(c.service_gen);
         let Some(svc) = known
             .filter(current)
-            .and_then(|c| t.service_by_id(c.service_id).map(|(_, s)| s))
+            .and_then(|c| t.slot_service(c.service_id))
             .or_else(|| t.lookup(&flow_vip_key(&flow.key)))
         else {
             return (XDP_PASS, None, vec![Stat::NotVip]);
@@ -332,7 +333,7 @@ impl Model {
             b
         } else {
             reasons.push(Stat::ConnMiss);
-            let choice = t.maglev.get(&svc.id).and_then(|table| {
+            let choice = t.maglev.get(&svc.table_slot()).and_then(|table| {
                 let affinity = svc.flags & service_flags::SOURCE_AFFINITY != 0;
                 let h = flow_hash(&flow.key, affinity);
                 let id = table[(h % table.len() as u32) as usize];

@@ -457,7 +457,9 @@ impl Testbed {
         let svc = services.get(&key, 0).expect("the service is installed");
         let outer: ArrayOfMaps<&MapData, Array<MapData, u32>> =
             ArrayOfMaps::try_from(self.dp.ebpf().map(MAGLEV).expect("maglev map")).unwrap();
-        let inner = outer.get(&svc.id, 0).expect("the service has a table");
+        let inner = outer
+            .get(&svc.table_slot(), 0)
+            .expect("the service has a table");
         let m = inner.get(&0, 0).unwrap();
         (1..=m).map(|slot| inner.get(&slot, 0).unwrap()).collect()
     }

@@ -48,9 +48,8 @@ pub struct Balancer {
     records: HashMap<u32, Backend>,
     /// The global settings as written (`None`: not yet by this daemon).
     written_config: Option<lb_common::Config>,
-    /// Service key → (service id, spec as applied; `None` for a service adopted from
-    /// an earlier daemon's maps, whose spec is unknown until the next `apply`).
-    services: HashMap<VipKey, (u32, Option<ServiceSpec>)>,
+    /// What each service key has in the data plane.
+    services: HashMap<VipKey, Installed>,
     /// Encapsulation sources as applied.
     encap: EncapSources,
     /// Egress interface name → devmap slot (1-based).
@@ -58,6 +57,29 @@ pub struct Balancer {
     /// Where the search for a free backend id starts: ids are handed out round-robin so
     /// a just-freed id is the last to be reused.
     next_backend_id: u32,
+}
+
+/// One service as the data plane holds it.
+#[derive(Debug, Clone)]
+struct Installed {
+    id: u32,
+    /// The `XLB_MAGLEV` slot its entry names: `id` or `id + MAX_SERVICES`.
+    slot: u32,
+    /// The spec as applied; `None` for a service adopted from an earlier daemon's maps,
+    /// whose spec is unknown until the next `apply`.
+    spec: Option<ServiceSpec>,
+}
+
+impl Installed {
+    /// The slot a new table of this service goes to: the one its entry does not name,
+    /// so packets keep reading the live table until the entry switches them over.
+    fn other_slot(&self) -> u32 {
+        if self.slot == self.id {
+            self.id + MAX_SERVICES
+        } else {
+            self.id
+        }
+    }
 }
 
 /// What one `apply` did.
@@ -85,7 +107,14 @@ impl Balancer {
             }
         }
         for s in services {
-            balancer.services.insert(s.key, (s.id, None));
+            balancer.services.insert(
+                s.key,
+                Installed {
+                    id: s.id,
+                    slot: s.table,
+                    spec: None,
+                },
+            );
         }
         Ok(balancer)
     }
@@ -151,23 +180,32 @@ impl Balancer {
         let mut new_ids = HashSet::new();
         for spec in specs {
             let key = vip_key(spec);
-            let (id, same_table) = match self.services.get(&key) {
-                Some((_, Some(old))) if old == spec => continue,
+            // A changed table is built in the slot the entry does not name; the entry
+            // write then switches new flows to it together with the entry's new settings.
+            let (id, slot) = match self.services.get(&key) {
+                Some(Installed {
+                    spec: Some(old), ..
+                }) if old == spec => continue,
                 // Backend ids are stable per address: the same inputs build the same
                 // table, so only the entry changes (e.g. a VRRP standby switch).
-                Some((id, Some(old))) => (*id, same_table_inputs(old, spec)),
-                Some((id, None)) => (*id, false),
+                Some(
+                    i @ Installed {
+                        spec: Some(old), ..
+                    },
+                ) if same_table_inputs(old, spec) => (i.id, None),
+                Some(i) => (i.id, Some(i.other_slot())),
                 None => {
                     let id = self
                         .free_service_id(&new_ids)
                         .ok_or_else(|| ids_exhausted("service"))?;
                     new_ids.insert(id);
-                    (id, false)
+                    (id, Some(id))
                 }
             };
-            if !same_table {
-                tables.push((id, self.table_for(spec)?));
+            if let Some(slot) = slot {
+                tables.push((slot, self.table_for(spec)?));
             }
+            let slot = slot.unwrap_or_else(|| self.services[&key].slot);
             let tx_port = match &spec.egress {
                 Some(iface) => self.tx_port(dp, iface)?,
                 None => 0,
@@ -177,16 +215,36 @@ impl Balancer {
                 flags: service_flags_of(spec),
                 mode: ForwardMode::from(spec.mode) as u8,
                 tx_port,
-                _pad: [0; 2],
+                // Below MAGLEV_SLOTS, which fits (asserted at the end of the file).
+                table: slot as u16,
             };
             changed.push((key, svc, spec));
         }
         dp.swap_tables(&tables)?;
+        // The slots the entries named before this apply, once they name the other one.
+        let mut retired = Vec::new();
         for (key, svc, spec) in changed {
             dp.set_service(&key, &svc)?;
-            self.services.insert(key, (svc.id, Some(spec.clone())));
+            if let Some(old) = self.services.get(&key) {
+                if old.slot != svc.table_slot() {
+                    retired.push(old.slot);
+                }
+            }
+            self.services.insert(
+                key,
+                Installed {
+                    id: svc.id,
+                    slot: svc.table_slot(),
+                    spec: Some(spec.clone()),
+                },
+            );
             report.services_set += 1;
         }
+
+        // Freeing the old tables also waits out the packets that read them: a SYN that
+        // chose a leaving backend just before the switch completes its handshake with
+        // it before step 3 clears it (the margin an in-place swap's RCU wait gave).
+        dp.retire_tables(&retired)?;
 
         // 3. Removed services, then backends no service uses any more.
         self.remove_services(dp, &keep, &mut report)?;
@@ -232,8 +290,12 @@ impl Balancer {
         let mut unknown = false;
         for spec in specs {
             match self.services.get(&vip_key(spec)) {
-                Some((_, Some(old))) => named.extend(old.backends.iter().map(|b| b.address)),
-                Some((_, None)) => unknown = true,
+                Some(Installed {
+                    spec: Some(old), ..
+                }) => {
+                    named.extend(old.backends.iter().map(|b| b.address));
+                }
+                Some(Installed { spec: None, .. }) => unknown = true,
                 None => {}
             }
         }
@@ -273,11 +335,16 @@ impl Balancer {
             .filter(|k| !keep.contains(k))
             .copied()
             .collect();
+        let mut retired = Vec::new();
         for key in gone {
             dp.remove_service(&key)?;
-            self.services.remove(&key);
+            if let Some(old) = self.services.remove(&key) {
+                retired.extend([old.id, old.id + MAX_SERVICES]);
+            }
             report.services_removed += 1;
         }
+        // Nothing reads a removed service's tables: free them.
+        dp.retire_tables(&retired)?;
         Ok(())
     }
 
@@ -385,7 +452,7 @@ impl Balancer {
 
     /// The lowest id neither a known service nor `taken` uses.
     fn free_service_id(&self, taken: &HashSet<u32>) -> Option<u32> {
-        let used: HashSet<u32> = self.services.values().map(|(id, _)| *id).collect();
+        let used: HashSet<u32> = self.services.values().map(|i| i.id).collect();
         (1..MAX_SERVICES).find(|id| !used.contains(id) && !taken.contains(id))
     }
 }
@@ -442,6 +509,8 @@ fn backend_record(addr: IpAddr, mac: MacAddr) -> Backend {
         mac: mac.0,
     }
 }
+
+const _: () = assert!(lb_common::limits::MAGLEV_SLOTS <= u16::MAX as u32);
 
 #[cfg(test)]
 mod tests;

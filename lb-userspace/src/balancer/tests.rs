@@ -137,7 +137,7 @@ fn check(
     prop_assert_eq!(service_ids.len(), specs.len());
     for spec in specs {
         let svc = port.services[&vip_key(spec)];
-        let table = &port.maglev[&svc.id];
+        let table = &port.maglev[&svc.table_slot()];
         prop_assert_eq!(table.len(), spec.table_size as usize);
         let weighted: HashSet<u32> = spec
             .backends
@@ -291,8 +291,9 @@ fn replacing_1000_services_in_one_reload_fits() {
 }
 
 /// The normal order, when both sets fit: a table goes live only after every backend it
-/// names has its record, an entry only after its table, and leaving backends are freed
-/// only after no table names them.
+/// names has its record, an entry only after its table, the table it replaced is freed
+/// (waiting out its readers), and leaving backends are freed only after no table names
+/// them.
 #[test]
 fn apply_writes_backends_then_tables_then_entries_then_frees() {
     let a = [(addr(0, 1), 1), (addr(0, 2), 1)];
@@ -314,12 +315,18 @@ fn apply_writes_backends_then_tables_then_entries_then_frees() {
             "set_backend",
             "swap_tables",
             "set_service",
+            "swap_tables",
             "set_backend",
             "forget_backend_flows"
         ]
     );
     assert_eq!(balancer.backend_ids.len(), 2);
-    assert_eq!(port.log[3], Op::SetBackend(1, Backend::default()));
+    // The new table went to the service's other slot; the old one is emptied after the
+    // entry names the new one.
+    let svc = port.services.values().next().copied().unwrap();
+    assert_eq!(svc.table_slot(), svc.id + MAX_SERVICES);
+    assert_eq!(port.log[3], Op::Table(svc.id, vec![0]));
+    assert_eq!(port.log[4], Op::SetBackend(1, Backend::default()));
 }
 
 /// A failing data plane leaves the error to the caller and panics nothing.

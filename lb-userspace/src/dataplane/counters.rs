@@ -50,6 +50,8 @@ impl GlobalStats {
 pub struct ServiceStats {
     pub key: lb_common::VipKey,
     pub id: u32,
+    /// The `XLB_MAGLEV` slot its entry names.
+    pub table: u32,
     pub counter: FlowCounter,
 }
 

@@ -19,7 +19,7 @@ use std::{
 };
 
 use lb_common::{
-    limits::{MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES, MAX_TX_PORTS},
+    limits::{MAGLEV_SLOTS, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES, MAX_TX_PORTS},
     service::service_flags,
     Backend, Config, Conn, FlowCounter, FlowKey, Service, ServiceSlot, VipKey, VrrpKey, VrrpRouter,
     VrrpSeen,
@@ -90,7 +90,7 @@ pub struct MemoryPort {
     pub config: Config,
     /// Backend records by id (a cleared record has family 0, as in the array map).
     pub backends: HashMap<u32, Backend>,
-    /// Live Maglev table per service id.
+    /// Live Maglev table per `XLB_MAGLEV` slot (a service reads `Service::table_slot`).
     pub maglev: HashMap<u32, Vec<u32>>,
     pub services: HashMap<VipKey, Service>,
     /// `XLB_SVC_SLOTS`: per service id, its generation and flags.
@@ -147,12 +147,18 @@ impl MemoryPort {
         self.fault = fault;
     }
 
-    /// The service installed under `id`.
-    pub fn service_by_id(&self, id: u32) -> Option<(VipKey, Service)> {
-        self.services
-            .iter()
-            .find(|(_, s)| s.id == id)
-            .map(|(k, s)| (*k, *s))
+    /// Service `id` as an established flow finds it: from its live slot (flags, mode,
+    /// egress, table slot), without the entry, as the data plane does.
+    pub fn slot_service(&self, id: u32) -> Option<Service> {
+        let slot = self.slots.get(&id).filter(|s| s.is_live())?;
+        Some(Service {
+            id,
+            flags: slot.flags(),
+            mode: slot.mode(),
+            tx_port: slot.tx_port(),
+            // Below MAGLEV_SLOTS, which fits a u16.
+            table: slot.table_slot(id) as u16,
+        })
     }
 
     /// The live slot generation of service `id` (what connection entries must match).
@@ -250,8 +256,13 @@ impl DataPlane for MemoryPort {
     fn swap_tables(&mut self, tables: &[(u32, Vec<u32>)]) -> Result<(), PortError> {
         self.check_fault("swap_tables")?;
         // Like the kernel port, every table is checked (and built) before any goes live.
-        for (id, table) in tables {
-            check_service_id("swap_tables", *id)?;
+        for (slot, table) in tables {
+            if *slot == 0 || *slot >= MAGLEV_SLOTS {
+                return Err(refused(
+                    "swap_tables",
+                    format!("table slot {slot} is out of range 1..{MAGLEV_SLOTS}"),
+                ));
+            }
             if table.is_empty() || table.len() > MAX_MAGLEV_SIZE as usize {
                 return Err(refused(
                     "swap_tables",
@@ -284,10 +295,8 @@ impl DataPlane for MemoryPort {
         } else {
             slot.generation().wrapping_add(1).max(1)
         };
-        self.slots.insert(
-            service.id,
-            ServiceSlot::new(generation, service.flags, service.mode, service.tx_port),
-        );
+        self.slots
+            .insert(service.id, ServiceSlot::new(generation, service));
         self.services.insert(*key, *service);
         self.done(Op::SetService(*key, *service));
         Ok(())
@@ -370,6 +379,7 @@ impl DataPlane for MemoryPort {
             .map(|(key, svc)| ServiceStats {
                 key: *key,
                 id: svc.id,
+                table: svc.table_slot(),
                 counter: self
                     .service_counters
                     .get(&svc.id)

@@ -88,9 +88,18 @@ pub trait DataPlane {
         self.set_backend(id, &Backend::default())
     }
 
-    /// Makes each `(service id, table)` live, each table whole (a packet reads either
+    /// Makes each `(table slot, table)` live, each table whole (a packet reads either
     /// the old table or the new one, never a mix), in as few kernel waits as possible.
+    /// A service reads the slot its entry names (`Service::table_slot`).
     fn swap_tables(&mut self, tables: &[(u32, Vec<u32>)]) -> Result<(), PortError>;
+
+    /// Replaces the tables in `slots` (no entry names them any more) with an empty one,
+    /// freeing their memory; like [`DataPlane::swap_tables`] it returns once no packet
+    /// can still be reading them (one RCU grace period per batch in the kernel).
+    fn retire_tables(&mut self, slots: &[u32]) -> Result<(), PortError> {
+        let empty: Vec<(u32, Vec<u32>)> = slots.iter().map(|s| (*s, vec![0])).collect();
+        self.swap_tables(&empty)
+    }
 
     /// Adds or replaces a service entry (its table must already be live); the VIP
     /// filter and VIP set follow. Same key and id keep the service's established flows;

@@ -64,14 +64,14 @@ fn probe(v: u8, backend: u8, ok: bool) -> Probe {
 /// The backend ids service `v`'s live table names.
 fn table_ids(port: &MemoryPort, balancer: &Balancer, v: u8) -> Vec<IpAddr> {
     let key = vip_key(&config(OnFailure::Drain).services[usize::from(v - 100)]);
-    let id = port.services[&key].id;
+    let slot = port.services[&key].table_slot();
     let mut addrs: Vec<IpAddr> = [1u8, 2, 3, 11, 12, 13]
         .into_iter()
         .map(be)
         .filter(|a| {
             balancer
                 .backend_id(*a)
-                .is_some_and(|bid| port.maglev[&id].contains(&bid))
+                .is_some_and(|bid| port.maglev[&slot].contains(&bid))
         })
         .collect();
     addrs.sort();
@@ -90,7 +90,8 @@ fn start(on_failure: OnFailure) -> (Supervisor, Balancer, MemoryPort) {
 fn a_failed_backend_is_drained_and_returns_by_itself() {
     let (mut sup, mut balancer, mut port) = start(OnFailure::Drain);
     assert_eq!(table_ids(&port, &balancer, 100), [be(1), be(2), be(3)]);
-    let other = port.maglev[&port.services[&vip_key(&sup.config().services[1])].id].clone();
+    let other =
+        port.maglev[&port.services[&vip_key(&sup.config().services[1])].table_slot()].clone();
     port.log.clear();
 
     assert!(sup.on_probe(&mut balancer, &mut port, &probe(100, 2, false)));
@@ -100,17 +101,24 @@ fn a_failed_backend_is_drained_and_returns_by_itself() {
     assert!(port
         .live_backend(balancer.backend_id(be(2)).unwrap())
         .is_some());
-    let tables: Vec<u32> = port
+    // The new table in the service's other slot, then its old slot emptied.
+    let id = port.services[&vip_key(&sup.config().services[0])].id;
+    let tables: Vec<(u32, bool)> = port
         .log
         .iter()
         .filter_map(|op| match op {
-            Op::Table(id, _) => Some(*id),
+            Op::Table(slot, t) => Some((*slot, *t == [0])),
             _ => None,
         })
         .collect();
-    assert_eq!(tables.len(), 1, "{:?}", port.log);
     assert_eq!(
-        port.maglev[&port.services[&vip_key(&sup.config().services[1])].id],
+        tables,
+        [(id + lb_common::limits::MAX_SERVICES, false), (id, true)],
+        "{:?}",
+        port.log
+    );
+    assert_eq!(
+        port.maglev[&port.services[&vip_key(&sup.config().services[1])].table_slot()],
         other,
         "the other service's table moved"
     );
@@ -154,7 +162,7 @@ fn all_backends_down_drops_new_flows_and_the_first_back_takes_them() {
         sup.on_probe(&mut balancer, &mut port, &probe(100, b, false));
     }
     let key = vip_key(&sup.config().services[0]);
-    assert!(port.maglev[&port.services[&key].id]
+    assert!(port.maglev[&port.services[&key].table_slot()]
         .iter()
         .all(|id| *id == 0));
     assert!(!sup.availability()["10.0.0.100:80/tcp"]);

@@ -320,7 +320,10 @@ pub fn retire_incompatible_pins(pin_dir: &Path) -> Result<Vec<&'static str>, Loa
             if devmap { have.2 } else { want.value_size() },
             if devmap { have.3 } else { want.map_flags() },
         );
-        if have == need {
+        // Sizes are kept (a resized table keeps its entries), except an XLB_MAGLEV
+        // too small for the second table slot of every service.
+        let too_small = name == maps::MAGLEV && pinned.max_entries() < want.max_entries();
+        if have == need && !too_small {
             continue;
         }
         tracing::warn!(

@@ -16,7 +16,10 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    limits::{BPF_F_INNER_MAP, MAGLEV_INNER_FLAGS, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES},
+    limits::{
+        BPF_F_INNER_MAP, MAGLEV_INNER_FLAGS, MAGLEV_SLOTS, MAX_BACKENDS, MAX_MAGLEV_SIZE,
+        MAX_SERVICES,
+    },
     maps,
     service::{service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT, VIP_STANDBY},
     vrrp::VRRP_FRAME_MAX,
@@ -38,6 +41,8 @@ pub enum MapsError {
     },
     #[error("service id {0} is out of range 1..{MAX_SERVICES}")]
     ServiceId(u32),
+    #[error("table slot {0} is out of range 1..{MAGLEV_SLOTS}")]
+    TableSlot(u32),
     #[error("backend id {0} is out of range 1..{MAX_BACKENDS}")]
     BackendId(u32),
     #[error("table of {0} entries: must be 1..={MAX_MAGLEV_SIZE}")]
@@ -88,20 +93,20 @@ pub fn clear_backend(ebpf: &mut Ebpf, id: u32) -> Result<(), MapsError> {
     set_backend(ebpf, id, &Backend::default())
 }
 
-/// Builds `table` (backend ids, length M) in a new inner map and swaps it in as service
-/// `service_id`'s Maglev table in one map operation.
+/// Builds `table` (backend ids, length M) in a new inner map and swaps it in as
+/// table slot `slot` (a service id, or id + MAX_SERVICES) in one map operation.
 ///
 /// An `XLB_MAGLEV` pinned by an xlb from before mmapable tables has a template without
 /// `BPF_F_MMAPABLE`, and the kernel refuses an inner map whose flags differ from the
 /// template's (EINVAL): the table is then built again with the old flags (filled by
 /// `BPF_MAP_UPDATE_BATCH`), so an upgraded daemon that adopts such pins keeps working.
-pub fn swap_table(ebpf: &mut Ebpf, service_id: u32, table: &[u32]) -> Result<(), MapsError> {
+pub fn swap_table(ebpf: &mut Ebpf, slot: u32, table: &[u32]) -> Result<(), MapsError> {
     let inner = build_table(table)?;
-    match install_table(ebpf, service_id, &inner) {
+    match install_table(ebpf, slot, &inner) {
         Err(e) if is_einval(&e) => {
             drop(inner);
             let legacy = build_legacy_table(table)?;
-            install_table(ebpf, service_id, &legacy).map_err(|_| e)
+            install_table(ebpf, slot, &legacy).map_err(|_| e)
         }
         other => other,
     }
@@ -121,8 +126,11 @@ const TABLES_PER_BATCH: usize = 64;
 /// swapped one by one with [`swap_table`]'s fallback.
 pub fn swap_tables(ebpf: &mut Ebpf, tables: &[(u32, Vec<u32>)]) -> Result<(), MapsError> {
     for chunk in tables.chunks(TABLES_PER_BATCH) {
-        if let Some(&(bad, _)) = chunk.iter().find(|(id, _)| *id == 0 || *id >= MAX_SERVICES) {
-            return Err(MapsError::ServiceId(bad));
+        if let Some(&(bad, _)) = chunk
+            .iter()
+            .find(|(slot, _)| *slot == 0 || *slot >= MAGLEV_SLOTS)
+        {
+            return Err(MapsError::TableSlot(bad));
         }
         let built = chunk
             .iter()
@@ -274,25 +282,23 @@ fn update_batch(map: &MapData, keys: &[u32], values: &[u32]) -> std::io::Result<
     Ok(())
 }
 
-/// Makes a built table live for `service_id`: one `bpf_map_update_elem` on the outer map.
+/// Makes a built table live for `slot`: one `bpf_map_update_elem` on the outer map.
 /// The pointer swap is immediate (packets read the new table from then on); the call
 /// returns after an RCU grace period, when no packet can still be reading the old one.
 pub fn install_table(
     ebpf: &mut Ebpf,
-    service_id: u32,
+    slot: u32,
     inner: &Array<MapData, u32>,
 ) -> Result<(), MapsError> {
-    if service_id == 0 || service_id >= MAX_SERVICES {
-        return Err(MapsError::ServiceId(service_id));
+    if slot == 0 || slot >= MAGLEV_SLOTS {
+        return Err(MapsError::TableSlot(slot));
     }
     let mut outer: ArrayOfMaps<&mut MapData, Array<MapData, u32>> = ArrayOfMaps::try_from(
         ebpf.map_mut(maps::MAGLEV)
             .ok_or(MapsError::Missing(maps::MAGLEV))?,
     )
     .map_err(map_err(maps::MAGLEV))?;
-    outer
-        .set(service_id, inner, 0)
-        .map_err(map_err(maps::MAGLEV))
+    outer.set(slot, inner, 0).map_err(map_err(maps::MAGLEV))
 }
 
 /// Adds or replaces a service entry. Install its table first ([`swap_table`]) so no
@@ -322,8 +328,7 @@ pub fn set_service(ebpf: &mut Ebpf, key: &VipKey, service: &Service) -> Result<(
         } else {
             slot.generation().wrapping_add(1).max(1)
         };
-        let flags = service.flags;
-        ServiceSlot::new(generation, flags, service.mode, service.tx_port)
+        ServiceSlot::new(generation, service)
     })?;
     services(ebpf)?
         .insert(key, service, 0)

@@ -58,6 +58,7 @@ pub fn read_services<A: Borrow<MapData>, B: Borrow<MapData>>(
         out.push(ServiceStats {
             key,
             id: svc.id,
+            table: svc.table_slot(),
             counter: sum_flow(stats, svc.id)?,
         });
     }
