@@ -7,7 +7,7 @@ use std::{
     io::{BufRead, Read, Write},
     net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream},
     path::PathBuf,
-    process::Stdio,
+    process::{ExitStatus, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -153,6 +153,36 @@ impl Lab {
         );
         self.daemons.push(guard);
         self.daemons.len() - 1
+    }
+
+    /// Starts `xlb run` like [`Lab::start_xlb`] but expects it to give up: waits up to
+    /// 20 s for it to exit and returns its exit status and what it wrote to stderr.
+    /// A daemon still running then is killed and reported as a panic.
+    pub fn start_xlb_expecting_failure(&mut self, extra: &[&str]) -> (ExitStatus, String) {
+        let err = TempFile::new("xlb-fail.log");
+        let file = std::fs::File::create(err.path()).expect("create the stderr file");
+        let mut cmd = self.lb.command(xlb_bin());
+        cmd.args([
+            "run",
+            "--xdp-mode",
+            "native",
+            "--iface",
+            &self.lb_if.b,
+            "--config",
+        ])
+        .arg(self.config.path())
+        .arg("--pin-dir")
+        .arg(self.pins.path())
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(file);
+        let mut guard = self.lb.spawn(cmd);
+        let Some(status) = guard.wait_timeout(Duration::from_secs(20)) else {
+            guard.kill();
+            panic!("xlb run {extra:?} kept running:\n{}", err.read());
+        };
+        (status, err.read())
     }
 
     /// Log lines written since the last call.

@@ -10,7 +10,7 @@ use std::{
 
 use aya::maps::{Array, ArrayOfMaps, MapData, MapError};
 use lb_common::{
-    limits::{BPF_F_INNER_MAP, MAGLEV_INNER_FLAGS, MAX_MAGLEV_SIZE, MAX_SERVICES},
+    limits::{BPF_F_INNER_MAP, MAGLEV_INNER_FLAGS, MAGLEV_SLOTS, MAX_MAGLEV_SIZE},
     maps as map_names,
     service::{flow_hash, AF_INET, AF_INET6},
     wire::{IPPROTO_TCP, XDP_TX},
@@ -161,9 +161,9 @@ fn batched_swaps_make_every_table_live_whole() {
     assert!(matches!(
         maps::swap_tables(
             dp.dp.ebpf_mut(),
-            &[(1, after.clone()), (MAX_SERVICES, after)]
+            &[(1, after.clone()), (MAGLEV_SLOTS, after)]
         ),
-        Err(maps::MapsError::ServiceId(MAX_SERVICES))
+        Err(maps::MapsError::TableSlot(MAGLEV_SLOTS))
     ));
 }
 
@@ -226,7 +226,8 @@ fn swap_falls_back_for_a_pinned_template_without_mmapable() {
         "value",
         "4",
         "entries",
-        &MAX_SERVICES.to_string(),
+        // This build's size: a smaller outer map is replaced at load whatever its template.
+        &MAGLEV_SLOTS.to_string(),
         "name",
         map_names::MAGLEV,
         "inner_map",

@@ -9,7 +9,7 @@ use lb_userspace::{
     balancer::Balancer,
     config::Config,
     dataplane::{
-        aya::{ebpf_log, AyaPort, LoadOptions},
+        aya::{ebpf_log, AyaPort, LoadOptions, PinLock},
         AttachMode, DataPlane,
     },
     edges::{
@@ -68,18 +68,50 @@ impl Daemon {
         if let Some(port) = self.gue_port {
             config.encap_sources.gue_port = port;
         }
+        // Ownership first: a second daemon on these pins stops here, before it has
+        // touched the maps, the link or the first daemon's socket and health file.
+        let lock = PinLock::acquire(&self.pin_dir).context("taking the pin directory")?;
+        // Then what can be refused by others (a socket, a port in use), still before the
+        // data plane is touched.
+        let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
+        // The decap program has nothing to report: only the balancer gets a socket.
+        let socket = if self.program == programs::BALANCER {
+            Some(ControlSocket::bind(
+                &control::socket_path(&self.pin_dir),
+                requests_tx.clone(),
+            )?)
+        } else {
+            None
+        };
+        if let Some(addr) = self.metrics_listen {
+            metrics::serve(addr, requests_tx.clone()).await?;
+        }
+        drop(requests_tx);
         let opts = LoadOptions {
             pin_dir: self.pin_dir.clone(),
             ebpf_log_level: self.ebpf_log_level.to_aya(),
         };
-        let mut dp = AyaPort::load(&opts).context("loading the XDP data plane")?;
+        let mut dp = AyaPort::load_locked(&opts, lock).context("loading the XDP data plane")?;
         if self.ebpf_log_level.to_aya().is_some() {
             ebpf_log::spawn(dp.ebpf_mut())?;
         }
-        let result = self.serve(&mut dp, config).await;
+        let result = self.serve(&mut dp, config, requests).await;
+        drop(socket);
         if self.keep_attached && result.is_ok() {
             tracing::info!(pin_dir = %self.pin_dir.display(), "left attached and pinned for the next xlb run");
             return Ok(());
+        }
+        if let Err(e) = &result {
+            if dp.adopted() {
+                // The pins were a running data plane before this start: it may still be
+                // forwarding (the previous daemon crashed), so a failed start leaves it.
+                tracing::error!(
+                    pin_dir = %self.pin_dir.display(),
+                    "start failed; the data plane this daemon took over is left pinned and \
+                     forwarding as it was: {e:#}"
+                );
+                return result;
+            }
         }
         // Clean up whatever got attached, also when attaching a later interface failed;
         // with the data plane gone there is no health for a successor to take over.
@@ -89,7 +121,12 @@ impl Daemon {
         result
     }
 
-    async fn serve(&self, dp: &mut AyaPort, config: Config) -> Result<()> {
+    async fn serve(
+        &self,
+        dp: &mut AyaPort,
+        config: Config,
+        mut requests: tokio::sync::mpsc::Receiver<control::server::Pending>,
+    ) -> Result<()> {
         // Maps pinned by an earlier daemon (restart, crash) carry backend ids that live
         // connection-table entries refer to: continue from them, never from scratch.
         let mut balancer = Balancer::adopt(dp).context("reading pinned state")?;
@@ -122,20 +159,6 @@ impl Daemon {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        // The decap program has nothing to report: only the balancer gets a socket.
-        let (requests_tx, mut requests) = tokio::sync::mpsc::channel(16);
-        let _socket = if self.program == programs::BALANCER {
-            Some(ControlSocket::bind(
-                &control::socket_path(&self.pin_dir),
-                requests_tx.clone(),
-            )?)
-        } else {
-            None
-        };
-        if let Some(addr) = self.metrics_listen {
-            metrics::serve(addr, requests_tx.clone()).await?;
-        }
-        drop(requests_tx);
         let (vrrp_tx, mut vrrp_events) = tokio::sync::mpsc::channel(16);
         let vrrp = Vrrp::start(&vrrp_specs, &vrrp_tx).context("starting VRRP")?;
         track(&sup, &vrrp);

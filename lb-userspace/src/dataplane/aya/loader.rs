@@ -73,6 +73,16 @@ pub enum LoadError {
     },
     #[error("parsing the embedded eBPF object")]
     Parse(#[source] Box<aya_obj::ParseError>),
+    #[error(
+        "pin directory {} is in use by another xlb{}: one daemon owns a pin directory (stop \
+         that one first, or give this one another --pin-dir)",
+        pin_dir.display(),
+        holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Busy {
+        pin_dir: PathBuf,
+        holder: Option<u32>,
+    },
     #[error("pinning {what} at {path}")]
     Pin {
         what: String,
@@ -98,19 +108,30 @@ pub struct LoadOptions {
 pub struct AyaPort {
     ebpf: Ebpf,
     pin_dir: PathBuf,
+    /// Maps pinned by an earlier daemon were taken over: on a failed start they (and
+    /// the link) must stay, since they may still be forwarding.
+    adopted: bool,
+    /// The pin directory's exclusive lock, held for this port's lifetime.
+    _lock: PinLock,
 }
 
 impl AyaPort {
     /// Loads the embedded object, reusing maps already pinned in `opts.pin_dir`
     /// (so counters and, later, connection state survive a daemon restart).
     pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
-        bpffs::prepare_pin_dir(&opts.pin_dir)?;
+        Self::load_locked(opts, PinLock::acquire(&opts.pin_dir)?)
+    }
+
+    /// [`AyaPort::load`] with the pin directory's lock already taken (a daemon takes it
+    /// first, before it binds its sockets).
+    pub fn load_locked(opts: &LoadOptions, lock: PinLock) -> Result<Self, LoadError> {
         retire_incompatible_pins(&opts.pin_dir)?;
         let mut loader = EbpfLoader::new();
         let pin_paths: Vec<(&str, PathBuf)> = PINNED_MAPS
             .iter()
             .map(|name| (*name, opts.pin_dir.join(name)))
             .collect();
+        let adopted = pin_paths.iter().any(|(_, path)| path.exists());
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -122,6 +143,8 @@ impl AyaPort {
         let mut dp = Self {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
+            adopted,
+            _lock: lock,
         };
         for name in [programs::BALANCER, programs::PASS, programs::DECAP] {
             dp.xdp(name)?.load().map_err(|e| program_err(name, e))?;
@@ -131,6 +154,11 @@ impl AyaPort {
 
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
+    }
+
+    /// Whether this load took over maps an earlier daemon pinned.
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 
     pub fn ebpf(&self) -> &Ebpf {
@@ -410,4 +438,48 @@ pub fn unpin_all(pin_dir: &Path) -> Result<(), LoadError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// An exclusive `flock` on the pin directory itself (bpffs holds no regular files), so
+/// a second daemon on the same pins fails before it touches anything. The kernel drops
+/// it when the owner exits, however it exits, so a restart after kill -9 takes it.
+pub struct PinLock(
+    #[expect(dead_code, reason = "held for its Drop")] nix::fcntl::Flock<std::fs::File>,
+);
+
+impl PinLock {
+    /// Mounts bpffs if needed, creates the pin directory and locks it; fails at once
+    /// (naming the holder) if another process holds it.
+    pub fn acquire(pin_dir: &Path) -> Result<PinLock, LoadError> {
+        bpffs::prepare_pin_dir(pin_dir)?;
+        let pin_err = |source| LoadError::Pin {
+            what: "pin directory (to lock it)".into(),
+            path: pin_dir.to_path_buf(),
+            source,
+        };
+        let dir = std::fs::File::open(pin_dir).map_err(pin_err)?;
+        match nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(PinLock(lock)),
+            Err((dir, nix::errno::Errno::EWOULDBLOCK)) => Err(LoadError::Busy {
+                pin_dir: pin_dir.to_path_buf(),
+                holder: lock_holder(&dir),
+            }),
+            Err((_, e)) => Err(pin_err(io::Error::from(e))),
+        }
+    }
+}
+
+/// The pid holding a `flock` on `file`, from `/proc/locks`
+/// (`1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF`).
+fn lock_holder(file: &std::fs::File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = file.metadata().ok()?;
+    let (dev, ino) = (meta.dev(), meta.ino());
+    let id = format!("{:02x}:{:02x}:{ino}", libc::major(dev), libc::minor(dev));
+    std::fs::read_to_string("/proc/locks")
+        .ok()?
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&id.as_str()))
+        .and_then(|f| f.get(4)?.parse().ok())
 }

@@ -19,7 +19,7 @@ pub mod stats;
 
 use lb_common::{Backend, Config, Service, VipKey, VrrpKey, VrrpRouter, VrrpSeen};
 
-pub use self::loader::{AyaPort, LoadError, LoadOptions};
+pub use self::loader::{AyaPort, LoadError, LoadOptions, PinLock};
 use super::{
     AttachMode, Attachment, BackendStats, DataPlane, GlobalStats, PortError, ServiceStats,
 };

@@ -1,0 +1,99 @@
+//! Who owns a pin directory (issue 14, item 1). A second `xlb run` on the pin directory
+//! of a running daemon, or a restart that fails after it adopted a crashed daemon's
+//! pins, must leave the live data plane forwarding: the first takes an exclusive lock
+//! on the pin directory before it touches anything, the second never unpins what it
+//! adopted.
+
+use std::time::Duration;
+
+use testbed::lab::{Lab, Traffic};
+
+/// Connections that failed, with their errors.
+fn failures(attempts: &[testbed::lab::Attempt]) -> Vec<String> {
+    attempts
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err().cloned())
+        .collect()
+}
+
+#[test]
+fn a_second_daemon_on_the_same_pins_exits_and_leaves_the_first_forwarding() {
+    let mut lab = Lab::new("own2nd");
+    lab.write_config(&[1, 1, 1]);
+    lab.start_peer();
+    let first = lab.start_xlb(&[]);
+    let traffic = Traffic::start(&lab.client, lab.vip());
+    assert!(
+        traffic.progressed(50, Duration::from_secs(10)),
+        "no traffic"
+    );
+
+    let (status, stderr) = lab.start_xlb_expecting_failure(&[]);
+    assert!(!status.success(), "the second daemon succeeded:\n{stderr}");
+    assert!(
+        stderr.contains("in use by another xlb"),
+        "no clear reason in:\n{stderr}"
+    );
+    assert!(lab.link_pin().exists(), "the link pin is gone");
+    assert!(
+        traffic.progressed(100, Duration::from_secs(10)),
+        "traffic stopped after the second daemon"
+    );
+    let attempts = traffic.stop();
+    assert_eq!(
+        failures(&attempts),
+        Vec::<String>::new(),
+        "{} connections",
+        attempts.len()
+    );
+    // The first daemon is still the one in charge, and still answers.
+    assert!(
+        lab.daemons[first].try_wait().is_none(),
+        "the first daemon died"
+    );
+    let status = lab.daemons[first].terminate(Duration::from_secs(10));
+    assert!(status.success(), "xlb exited with {status}");
+}
+
+#[test]
+fn a_restart_that_fails_after_adopting_leaves_forwarding_untouched() {
+    let mut lab = Lab::new("ownfail");
+    lab.write_config(&[1, 1, 1]);
+    lab.start_peer();
+    let first = lab.start_xlb(&[]);
+    let traffic = Traffic::start(&lab.client, lab.vip());
+    assert!(
+        traffic.progressed(50, Duration::from_secs(10)),
+        "no traffic"
+    );
+    lab.daemons[first].kill();
+
+    // The successor adopts the pins, applies and takes the link over, then fails on a
+    // second interface that does not exist (an operator's typo).
+    let (status, stderr) = lab.start_xlb_expecting_failure(&["--iface", "xlbt-nosuch0"]);
+    assert!(!status.success(), "the restart succeeded:\n{stderr}");
+    assert!(
+        stderr.contains("adopted=true"),
+        "it did not adopt:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("no interface named xlbt-nosuch0"),
+        "not the expected failure:\n{stderr}"
+    );
+
+    assert!(
+        lab.link_pin().exists(),
+        "the failed start unpinned the link"
+    );
+    assert!(
+        traffic.progressed(100, Duration::from_secs(10)),
+        "traffic stopped after the failed start"
+    );
+    let attempts = traffic.stop();
+    assert_eq!(
+        failures(&attempts),
+        Vec::<String>::new(),
+        "{} connections",
+        attempts.len()
+    );
+}
