@@ -10,7 +10,7 @@ use std::{
 
 use aya::maps::{Array, ArrayOfMaps, MapData, MapError};
 use lb_common::{
-    limits::{BPF_F_INNER_MAP, MAGLEV_INNER_FLAGS, MAGLEV_SLOTS, MAX_MAGLEV_SIZE},
+    limits::{BPF_F_INNER_MAP, MAGLEV_INNER_FLAGS, MAGLEV_SLOTS, MAX_MAGLEV_SIZE, MAX_SERVICES},
     maps as map_names,
     service::{flow_hash, AF_INET, AF_INET6},
     wire::{IPPROTO_TCP, XDP_TX},
@@ -178,12 +178,9 @@ fn build_table_rejects_sizes_the_template_cannot_hold() {
     }
 }
 
-/// An xlb from before mmapable tables pinned `XLB_MAGLEV` with a template of flags
-/// BPF_F_INNER_MAP only; the kernel refuses an mmapable table there, so an upgraded
-/// daemon adopting those pins must fall back to tables with the old flags.
-#[test]
-fn swap_falls_back_for_a_pinned_template_without_mmapable() {
-    let pin_dir = PinDir::new("swap-legacy");
+/// Pins an `XLB_MAGLEV` of `slots` slots under `pin_dir` whose template has the flags
+/// BPF_F_INNER_MAP only, as an xlb from before mmapable tables left it.
+fn pin_legacy_maglev(pin_dir: &PinDir, slots: u32) {
     lb_userspace::dataplane::aya::bpffs::prepare_pin_dir(pin_dir.path()).unwrap();
     let template = pin_dir.path().join("legacy_template");
     let bpftool = |args: &[&str]| {
@@ -226,8 +223,7 @@ fn swap_falls_back_for_a_pinned_template_without_mmapable() {
         "value",
         "4",
         "entries",
-        // This build's size: a smaller outer map is replaced at load whatever its template.
-        &MAGLEV_SLOTS.to_string(),
+        &slots.to_string(),
         "name",
         map_names::MAGLEV,
         "inner_map",
@@ -235,6 +231,34 @@ fn swap_falls_back_for_a_pinned_template_without_mmapable() {
         template_s,
     ]);
     std::fs::remove_file(&template).unwrap();
+}
+
+/// An `XLB_MAGLEV` pinned by an xlb from before per-service table slots (one slot per
+/// service id) has no room for the second slot: it is replaced at load, and the tables
+/// the daemon then writes go to both slots.
+#[test]
+fn a_maglev_map_without_second_slots_is_replaced() {
+    let pin_dir = PinDir::new("swap-slots");
+    pin_legacy_maglev(&pin_dir, MAX_SERVICES);
+    let mut dp = TestDataplane::load_in(pin_dir);
+    let info = aya::maps::MapInfo::from_pin(dp.pin_dir().join(map_names::MAGLEV)).unwrap();
+    assert_eq!(info.max_entries(), MAGLEV_SLOTS);
+    let table = maglev_table(&[1, 2, 3, 4], maglev::DEFAULT_TABLE_SIZE);
+    maps::swap_tables(
+        dp.dp.ebpf_mut(),
+        &[(1, table.clone()), (1 + MAX_SERVICES, table)],
+    )
+    .unwrap();
+}
+
+/// An xlb from before mmapable tables pinned `XLB_MAGLEV` with a template of flags
+/// BPF_F_INNER_MAP only; the kernel refuses an mmapable table there, so an upgraded
+/// daemon adopting those pins must fall back to tables with the old flags.
+#[test]
+fn swap_falls_back_for_a_pinned_template_without_mmapable() {
+    let pin_dir = PinDir::new("swap-legacy");
+    // This build's size: a smaller outer map is replaced at load whatever its template.
+    pin_legacy_maglev(&pin_dir, MAGLEV_SLOTS);
 
     let mut dp = TestDataplane::load_in(pin_dir);
     let table = maglev_table(&[1, 2, 3, 4], maglev::DEFAULT_TABLE_SIZE);
