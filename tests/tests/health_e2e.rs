@@ -700,3 +700,45 @@ fn dns_and_udp_checks_follow_their_servers() {
         lab.log.read()
     );
 }
+
+/// Issue 14, item 7: every reload restarted every checker with its phase counted from
+/// the reload, so with reloads more frequent than the interval a backend whose phase
+/// came later was never probed again. Unchanged checks must keep running through a
+/// reload. Reloads every 500 ms, checks every 2 s: every backend's server dies, and
+/// each must be reported down within fall × interval + timeout (+ slack).
+#[test]
+fn frequent_reloads_do_not_stop_the_checks() {
+    let mut lab = Lab::new("hreload");
+    let (interval, timeout, fall) = (2000u64, 300u64, 2u64);
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({"check": {
+            "type": "tcp", "interval_ms": interval, "timeout_ms": timeout,
+            "rise": 1, "fall": fall,
+        }}),
+    );
+    lab.start_peer();
+    let xlb = lab.start_xlb(&[]);
+    let killed = Instant::now();
+    lab.servers.clear();
+    let bound = Duration::from_millis(fall * interval + timeout) + SLACK;
+    let mut reloads = 0;
+    while killed.elapsed() < bound {
+        lab.reload(xlb);
+        reloads += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for i in 0..3 {
+        assert!(
+            lab.wait_log(&["backend down", &addr(i)], 1, Duration::ZERO),
+            "{} not reported down within {bound:?} under {reloads} reloads:\n{}",
+            addr(i),
+            lab.log.read()
+        );
+    }
+    assert!(
+        lab.log.read().matches("reloaded").count() >= reloads - 1,
+        "the reloads did not all apply:\n{}",
+        lab.log.read()
+    );
+}

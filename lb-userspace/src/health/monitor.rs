@@ -3,11 +3,13 @@
 //!
 //! Scheduling: every target gets a fixed phase in `[0, interval)` derived from its
 //! identity, so thousands of checks with the same interval spread evenly over the
-//! interval instead of firing together, and a reload (which restarts the tasks) keeps
-//! each backend's rhythm. A semaphore bounds the probes in flight, so a burst of slow
+//! interval instead of firing together. A reload keeps the tasks of unchanged checks
+//! running ([`Checkers::update`]): restarting them would reset their schedules, and with
+//! reloads more frequent than the interval some backends would never be probed. A semaphore bounds the probes in flight, so a burst of slow
 //! (timing-out) probes cannot exhaust file descriptors.
 
 use std::{
+    collections::HashMap,
     hash::{Hash, Hasher},
     sync::Arc,
     time::{Duration, Instant},
@@ -15,80 +17,127 @@ use std::{
 
 use tokio::{
     sync::{mpsc, Semaphore},
-    task::JoinSet,
+    task::{AbortHandle, JoinSet},
 };
 
 use super::book::{check_of, Probe, Target};
 use crate::{
-    config::{service::vip_key, ServiceSpec},
+    config::{check::CheckSpec, service::vip_key, ServiceSpec},
     dataplane::addr::describe_vip,
 };
 
 /// At most this many probes in flight, whatever the number of backends.
 pub const MAX_CONCURRENT_PROBES: usize = 256;
 
-/// The checker tasks of one configuration. Dropping it stops them all.
+/// The checker tasks. Dropping it stops them all.
 pub struct Checkers {
     tasks: JoinSet<()>,
+    /// What each running task checks, so a reload keeps the ones it does not change.
+    running: HashMap<Target, (Running, AbortHandle)>,
+    limit: Arc<Semaphore>,
+    tx: mpsc::Sender<Probe>,
+}
+
+/// Everything a checker task was started with.
+#[derive(Clone, PartialEq, Eq)]
+struct Running {
+    check: CheckSpec,
+    service_port: Option<u16>,
+    service: Arc<str>,
 }
 
 impl Checkers {
     /// Starts one task per checked backend of `services`.
     pub fn start(services: &[ServiceSpec], tx: &mpsc::Sender<Probe>) -> Checkers {
-        let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
-        let mut tasks = JoinSet::new();
+        let mut checkers = Checkers {
+            tasks: JoinSet::new(),
+            running: HashMap::new(),
+            limit: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
+            tx: tx.clone(),
+        };
+        checkers.update(services);
+        checkers
+    }
+
+    /// Makes the running checks those of `services`: a check that is unchanged (same
+    /// backend, service, settings) keeps running as it is, on its schedule and with a
+    /// probe in flight left to finish; changed ones restart, removed ones stop. A
+    /// reload therefore costs the checks only what it changes.
+    pub fn update(&mut self, services: &[ServiceSpec]) {
+        let mut wanted: HashMap<Target, Running> = HashMap::new();
         for svc in services {
             let key = vip_key(svc);
             // `vip:port/proto`, for exec checks' XLB_SERVICE.
             let service: Arc<str> = describe_vip(&key).into();
             for b in &svc.backends {
-                let Some(check) = check_of(svc, b) else {
-                    continue;
-                };
-                let target: Target = (key, b.address);
-                let (check, tx, limit) = (check.clone(), tx.clone(), limit.clone());
-                let service = service.clone();
-                let (addr, service_port) = (b.address, svc.port);
-                tasks.spawn(async move {
-                    let interval = check.interval();
-                    tokio::time::sleep(phase(&target, interval)).await;
-                    let mut ticks = tokio::time::interval(interval);
-                    // A probe that overran (waited for a permit) shifts the schedule
-                    // rather than firing a burst of catch-up probes.
-                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        ticks.tick().await;
-                        let Ok(permit) = limit.acquire().await else {
-                            return;
-                        };
-                        let started = Instant::now();
-                        // Boxed: a probe's state (socket, buffers) lives on the heap
-                        // only while it runs, instead of inline in every one of
-                        // thousands of idle tasks.
-                        let result = Box::pin(check.probe(addr, service_port, &service)).await;
-                        drop(permit);
-                        let probe = Probe {
-                            target,
-                            result,
-                            took: started.elapsed(),
-                        };
-                        if tx.send(probe).await.is_err() {
-                            return;
-                        }
-                    }
-                });
+                if let Some(check) = check_of(svc, b) {
+                    let run = Running {
+                        check: check.clone(),
+                        service_port: svc.port,
+                        service: service.clone(),
+                    };
+                    wanted.insert((key, b.address), run);
+                }
             }
         }
-        Checkers { tasks }
+        self.running.retain(|target, (run, task)| {
+            let keep = wanted.get(target) == Some(run);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (target, run) in wanted {
+            if !self.running.contains_key(&target) {
+                let task = self.tasks.spawn(check_loop(
+                    target,
+                    run.clone(),
+                    self.tx.clone(),
+                    self.limit.clone(),
+                ));
+                self.running.insert(target, (run, task));
+            }
+        }
+        // Reap the tasks aborted now or ended before (their results are not wanted).
+        while self.tasks.try_join_next().is_some() {}
     }
 
     /// Number of checker tasks.
     pub fn len(&self) -> usize {
-        self.tasks.len()
+        self.running.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.running.is_empty()
+    }
+}
+
+/// One backend's checks, forever: first at its phase, then every interval.
+async fn check_loop(target: Target, run: Running, tx: mpsc::Sender<Probe>, limit: Arc<Semaphore>) {
+    let interval = run.check.interval();
+    tokio::time::sleep(phase(&target, interval)).await;
+    let mut ticks = tokio::time::interval(interval);
+    // A probe that overran (waited for a permit) shifts the schedule rather than firing
+    // a burst of catch-up probes.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Ok(permit) = limit.acquire().await else {
+            return;
+        };
+        let started = Instant::now();
+        // Boxed: a probe's state (socket, buffers) lives on the heap only while it
+        // runs, instead of inline in every one of thousands of idle tasks.
+        let result = Box::pin(run.check.probe(target.1, run.service_port, &run.service)).await;
+        drop(permit);
+        let probe = Probe {
+            target,
+            result,
+            took: started.elapsed(),
+        };
+        if tx.send(probe).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -107,6 +156,64 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
+
+    /// A reload keeps the tasks of unchanged checks and restarts only changed ones. (The
+    /// tasks are never polled here: nothing is probed.)
+    #[test]
+    fn update_keeps_unchanged_checks_running() {
+        use crate::config::{
+            check::{CheckKind, CheckSpec},
+            BackendSpec, MacAddr, Mode, Protocol,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let service = |interval_ms: u64| ServiceSpec {
+            check: Some(CheckSpec {
+                interval_ms,
+                ..CheckSpec::new(CheckKind::Tcp)
+            }),
+            ..ServiceSpec::new(
+                "10.0.0.100".parse().unwrap(),
+                Some(80),
+                Protocol::Tcp,
+                Mode::Dsr,
+                (1..=3)
+                    .map(|n| {
+                        let a: IpAddr = format!("10.0.1.{n}").parse().unwrap();
+                        BackendSpec::new(a, MacAddr([2, 0, 0, 0, 0, n]), 1)
+                    })
+                    .collect(),
+            )
+        };
+        let ids = |c: &Checkers| -> Vec<tokio::task::Id> {
+            let mut ids: Vec<_> = c.running.values().map(|(_, t)| t.id()).collect();
+            ids.sort();
+            ids
+        };
+        let (tx, _rx) = mpsc::channel(8);
+        let mut checkers = Checkers::start(&[service(1000)], &tx);
+        let first = ids(&checkers);
+        assert_eq!(first.len(), 3);
+        checkers.update(&[service(1000)]);
+        assert_eq!(
+            ids(&checkers),
+            first,
+            "an unchanged reload restarted checks"
+        );
+        let mut fewer = service(1000);
+        fewer.backends.pop();
+        checkers.update(&[fewer]);
+        assert_eq!(checkers.len(), 2);
+        assert!(ids(&checkers).iter().all(|id| first.contains(id)));
+        checkers.update(&[service(2000)]);
+        assert!(
+            ids(&checkers).iter().all(|id| !first.contains(id)),
+            "changed checks must restart"
+        );
+    }
 
     #[test]
     fn phases_spread_over_the_interval() {

@@ -38,7 +38,6 @@ pub struct Supervisor {
     state_file: Option<PathBuf>,
     book: HealthBook,
     checkers: Checkers,
-    tx: mpsc::Sender<Probe>,
     notifier: Notifier,
     /// Per service: whether a real backend took new flows at the last apply.
     available: HashMap<VipKey, bool>,
@@ -102,7 +101,6 @@ impl Supervisor {
             state_file,
             config,
             book,
-            tx,
             notifier: Notifier::default(),
             available: HashMap::new(),
             probe_latency: ProbeLatency::default(),
@@ -111,7 +109,7 @@ impl Supervisor {
         };
         sup.apply(balancer, dp)?;
         if probing {
-            sup.checkers = Checkers::start(&sup.config.services, &sup.tx);
+            sup.checkers.update(&sup.config.services);
         }
         Ok((sup, rx))
     }
@@ -241,7 +239,7 @@ impl Supervisor {
         self.config = config;
         self.note_availability();
         if self.probing {
-            self.checkers = Checkers::start(&self.config.services, &self.tx);
+            self.checkers.update(&self.config.services);
         }
         Ok(())
     }
