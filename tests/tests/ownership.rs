@@ -97,3 +97,85 @@ fn a_restart_that_fails_after_adopting_leaves_forwarding_untouched() {
         attempts.len()
     );
 }
+
+fn status(lab: &Lab) -> serde_json::Value {
+    let out = std::process::Command::new(testbed::dataplane::xlb_bin())
+        .args(["status", "--json", "--pin-dir"])
+        .arg(lab.pins.path())
+        .output()
+        .expect("run xlb status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+/// Issue 14, item 12: started through `ip netns exec` (a private mount namespace whose
+/// /sys has no bpffs), the daemon mounts a bpffs that dies with it. It must say so at
+/// start and in `xlb status`; started in the host's mount namespace it must not.
+#[test]
+fn pins_that_die_with_the_daemon_are_announced() {
+    use std::process::Stdio;
+
+    let mut lab = Lab::new("ownns");
+    lab.write_config(&[1, 1, 1]);
+    lab.start_peer();
+    let first = lab.start_xlb(&[]);
+    assert_eq!(status(&lab)["pins_persist"], true);
+    assert!(
+        !lab.log.read().contains("pins die with"),
+        "{}",
+        lab.log.read()
+    );
+    lab.daemons[first].terminate(Duration::from_secs(10));
+
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(lab.log.path())
+        .unwrap();
+    let mut cmd = lab.lb.command("ip");
+    cmd.args(["netns", "exec", lab.lb.name()])
+        .arg(testbed::dataplane::xlb_bin())
+        .args([
+            "run",
+            "--xdp-mode",
+            "native",
+            "--iface",
+            &lab.lb_if.b,
+            "--config",
+        ])
+        .arg(lab.config.path())
+        .arg("--pin-dir")
+        .arg(lab.pins.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log);
+    let mut daemon = lab.lb.spawn(cmd);
+    assert!(
+        testbed::dataplane::wait_until(Duration::from_secs(20), || lab
+            .log
+            .read()
+            .matches("running; SIGHUP reloads")
+            .count()
+            == 2),
+        "xlb via ip netns exec did not start:\n{}",
+        lab.log.read()
+    );
+    assert!(
+        lab.log.read().contains("ERROR") && lab.log.read().contains("pins die with this process"),
+        "no warning at start:\n{}",
+        lab.log.read()
+    );
+    let s = status(&lab);
+    assert_eq!(s["pins_persist"], false, "{s}");
+    assert!(
+        s["pins_warning"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nsenter --net"),
+        "{s}"
+    );
+    daemon.terminate(Duration::from_secs(10));
+}

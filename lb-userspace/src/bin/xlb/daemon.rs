@@ -170,6 +170,10 @@ impl Daemon {
         let notifier = Notifier::default();
         let started = std::time::Instant::now();
         let mut last_reload: Option<String> = None;
+        let pins_warning = dp.persistence().warning();
+        if let Some(warning) = &pins_warning {
+            tracing::error!(pin_dir = %self.pin_dir.display(), "{warning}");
+        }
         tracing::info!(
             pin_dir = %dp.pin_dir().display(), checks = sup.checks(),
             "running; SIGHUP reloads, SIGINT/SIGTERM stop"
@@ -232,6 +236,8 @@ impl Daemon {
                             checks: sup.checks(),
                             backends_down: sup.book().iter().filter(|(_, h)| h.health() == Health::Down).count(),
                             last_reload: last_reload.clone(),
+                            pins_persist: pins_warning.is_none(),
+                            pins_warning: pins_warning.clone(),
                         })),
                         Request::Services => Response::ok(json(&views::services(&sup, dp))),
                         Request::Backends => {

@@ -112,7 +112,7 @@ pub struct AyaPort {
     /// the link) must stay, since they may still be forwarding.
     adopted: bool,
     /// The pin directory's exclusive lock, held for this port's lifetime.
-    _lock: PinLock,
+    lock: PinLock,
 }
 
 impl AyaPort {
@@ -144,7 +144,7 @@ impl AyaPort {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
             adopted,
-            _lock: lock,
+            lock,
         };
         for name in [programs::BALANCER, programs::PASS, programs::DECAP] {
             dp.xdp(name)?.load().map_err(|e| program_err(name, e))?;
@@ -154,6 +154,11 @@ impl AyaPort {
 
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
+    }
+
+    /// Whether the pins outlive this process (bpffs as found at load).
+    pub fn persistence(&self) -> &bpffs::Persistence {
+        &self.lock.persistence
     }
 
     /// Whether this load took over maps an earlier daemon pinned.
@@ -443,15 +448,16 @@ pub fn unpin_all(pin_dir: &Path) -> Result<(), LoadError> {
 /// An exclusive `flock` on the pin directory itself (bpffs holds no regular files), so
 /// a second daemon on the same pins fails before it touches anything. The kernel drops
 /// it when the owner exits, however it exits, so a restart after kill -9 takes it.
-pub struct PinLock(
-    #[expect(dead_code, reason = "held for its Drop")] nix::fcntl::Flock<std::fs::File>,
-);
+pub struct PinLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+    persistence: bpffs::Persistence,
+}
 
 impl PinLock {
     /// Mounts bpffs if needed, creates the pin directory and locks it; fails at once
     /// (naming the holder) if another process holds it.
     pub fn acquire(pin_dir: &Path) -> Result<PinLock, LoadError> {
-        bpffs::prepare_pin_dir(pin_dir)?;
+        let persistence = bpffs::prepare_pin_dir(pin_dir)?;
         let pin_err = |source| LoadError::Pin {
             what: "pin directory (to lock it)".into(),
             path: pin_dir.to_path_buf(),
@@ -459,7 +465,10 @@ impl PinLock {
         };
         let dir = std::fs::File::open(pin_dir).map_err(pin_err)?;
         match nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(PinLock(lock)),
+            Ok(lock) => Ok(PinLock {
+                _lock: lock,
+                persistence,
+            }),
             Err((dir, nix::errno::Errno::EWOULDBLOCK)) => Err(LoadError::Busy {
                 pin_dir: pin_dir.to_path_buf(),
                 holder: lock_holder(&dir),

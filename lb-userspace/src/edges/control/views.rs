@@ -36,6 +36,16 @@ pub struct Status {
     pub backends_down: usize,
     /// The last reload: `ok` or the reason it was rejected.
     pub last_reload: Option<String>,
+    /// Whether the pinned data plane outlives the daemon (false: bpffs is private to its
+    /// mount namespace, so a crash detaches XDP); `pins_warning` says why.
+    #[serde(default = "yes")]
+    pub pins_persist: bool,
+    #[serde(default)]
+    pub pins_warning: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One row of `xlb services`.
@@ -428,6 +438,12 @@ pub fn status_text(s: &Status) -> String {
         s.services, s.backends, s.checks, s.backends_down
     );
     let _ = writeln!(out, "  last reload  {}", opt(s.last_reload.clone()));
+    if let Some(warning) = &s.pins_warning {
+        let _ = writeln!(
+            out,
+            "  WARNING      pins do not outlive this daemon: {warning}"
+        );
+    }
     out
 }
 
