@@ -65,6 +65,10 @@ pub struct VrrpRouter {
     pub adver_int_cs: u16,
     /// Bytes of `frame` to send; 0 (or out of range) = never answer.
     pub frame_len: u16,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) until which XDP may answer as master. The
+    /// daemon renews it every advert interval: a daemon that died (SIGKILL, OOM) stops
+    /// renewing, and its XDP stops defending a mastership nobody holds any more.
+    pub lease_until_ns: u64,
     /// Our primary address on the interface, be32 words (IPv4 in word 0): adverts from it
     /// are never answered.
     pub addr: [u32; 4],
@@ -81,6 +85,7 @@ impl Default for VrrpRouter {
             _pad: 0,
             adver_int_cs: 0,
             frame_len: 0,
+            lease_until_ns: 0,
             addr: [0; 4],
             frame: [0; VRRP_FRAME_MAX],
         }
@@ -129,6 +134,6 @@ mod pod {
 
 const _: () = {
     assert!(size_of::<VrrpKey>() == 8);
-    assert!(size_of::<VrrpRouter>() == 24 + VRRP_FRAME_MAX);
+    assert!(size_of::<VrrpRouter>() == 32 + VRRP_FRAME_MAX);
     assert!(size_of::<VrrpSeen>() == 48);
 };

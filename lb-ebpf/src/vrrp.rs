@@ -141,8 +141,10 @@ pub fn advert(ctx: &XdpContext, family: u8) -> Result<Verdict, Stat> {
     seen.version = version;
     seen.adver_int_cs = adver_int_cs;
 
-    // Rule 4: answer a weaker or resigning peer while we are master.
+    // Rule 4: answer a weaker or resigning peer while we are master, under the lease
+    // of a live daemon.
     if router.state != VRRP_STATE_MASTER
+        || now >= router.lease_until_ns
         || ip.src == router.addr
         || !(priority == 0 || priority < router.priority)
     {

@@ -645,6 +645,51 @@ fn kill_master_host(lab: &mut VrrpLab) -> (Instant, Instant) {
     (killed, took_over)
 }
 
+/// Issue 14, item 2: the XDP program answered lower-priority adverts for a master whose
+/// daemon was gone (SIGKILL, its link still up), so the backup that took over was
+/// pushed back to backup by the dead master's XDP, again and again. XDP now answers
+/// only under a lease the daemon renews every advert interval: the backup takes over
+/// within Master_Down_Interval + one interval and stays master, and clients reach the
+/// VIP through it.
+#[test]
+fn a_killed_master_daemon_with_its_link_up_is_taken_over_for_good() {
+    let mut lab = VrrpLab::new("vrlease");
+    elect(
+        &mut lab,
+        instance(150, INTERVAL, true),
+        instance(100, INTERVAL, true),
+    );
+    let killed = Instant::now();
+    lab.nodes[0].daemons[0].kill();
+    let took_over = lab.nodes[1]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never took over:\n{}", lab.nodes[1].log.read()));
+    let bound = Duration::from_millis(master_down(100, INTERVAL) + INTERVAL);
+    assert!(
+        took_over - killed <= bound + SLACK,
+        "takeover {:?}, bound {bound:?}",
+        took_over - killed
+    );
+    // It stays master: two seconds without going back to backup.
+    std::thread::sleep(Duration::from_secs(2));
+    let backups = lab.nodes[1].log_lines(&["VRRP backup"]).len();
+    assert_eq!(
+        backups,
+        1,
+        "lb1 went back to backup after taking over:\n{}",
+        lab.nodes[1].log.read()
+    );
+    assert!(
+        lab.nodes[1].holds_vip(),
+        "the new master does not hold the VIP"
+    );
+    let traffic = lab.traffic();
+    assert!(
+        traffic.progressed(50, Duration::from_secs(20)),
+        "no traffic through the new master"
+    );
+}
+
 /// The client's neighbour entry for `vip` names `mac`.
 fn client_neighbour_is(lab: &VrrpLab, vip: std::net::IpAddr, mac: [u8; 6]) -> bool {
     let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();

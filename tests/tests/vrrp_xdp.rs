@@ -80,6 +80,8 @@ fn router(family: u8, version: u8, state: u8) -> VrrpRouter {
         version,
         adver_int_cs: 100,
         frame_len: frame.len() as u16,
+        // A live daemon's lease (it renews it every advert interval).
+        lease_until_ns: u64::MAX,
         addr: if family == AF_INET {
             be(OUR4.into())
         } else {
@@ -326,6 +328,39 @@ fn priority_zero_while_master_is_answered() {
     ]);
     let s = seen(&dp, key(AF_INET, VRID)).unwrap();
     assert_eq!(s.priority, 0);
+}
+
+/// A master whose daemon stopped renewing its lease (killed, hung) is not defended by
+/// XDP: weaker and resigning adverts pass to the election, recorded, never answered.
+#[test]
+fn lower_priority_under_a_lapsed_lease_passes() {
+    let mut dp = TestDataplane::load("vrrp-lease");
+    for (family, vrid, version) in [(AF_INET, VRID, 3), (AF_INET6, VRID, 3)] {
+        let lapsed = VrrpRouter {
+            lease_until_ns: 1,
+            ..router(family, version, VRRP_STATE_MASTER)
+        };
+        maps::set_vrrp_router(dp.dp.ebpf_mut(), &key(family, vrid), &lapsed).unwrap();
+    }
+    dp.run_cases([
+        passed(
+            "v4 priority 100, lease lapsed",
+            &peer_advert4(VRID, 100),
+            Stat::VrrpAdvert,
+        ),
+        passed(
+            "v4 resigning, lease lapsed",
+            &peer_advert4(VRID, 0),
+            Stat::VrrpAdvert,
+        ),
+        passed(
+            "v6 priority 100, lease lapsed",
+            &peer_advert6(VRID, 100),
+            Stat::VrrpAdvert,
+        ),
+    ]);
+    let s = seen(&dp, key(AF_INET, VRID)).unwrap();
+    assert_eq!((s.adverts, s.priority, s.answered_ns), (2, 0, 0));
 }
 
 #[test]

@@ -209,6 +209,18 @@ impl Vrrp {
 
     /// What the XDP program needs per instance to answer lower-priority adverts at line
     /// rate (docs/vrrp-xdp.md): state, priority and our own advert frame.
+    /// The shortest advert interval of the instances: how often the XDP leases must be
+    /// renewed (1 s without instances).
+    pub fn lease_renewal(&self) -> Duration {
+        let cs = self
+            .instances
+            .iter()
+            .map(|i| i.spec.adver_int_cs())
+            .min()
+            .unwrap_or(100);
+        Duration::from_millis(u64::from(cs.max(1)) * 10)
+    }
+
     pub fn xdp_routers(&self) -> Vec<(lb_common::VrrpKey, lb_common::VrrpRouter)> {
         let mut out = Vec::new();
         for i in &self.instances {
@@ -226,11 +238,20 @@ impl Vrrp {
             let Ok(frame) = packet::encode_frame(Some(i.ifc.mac), primary, &advert) else {
                 continue;
             };
+            let master = st.state == State::Master.to_string();
             let mut router = lb_common::VrrpRouter {
-                state: if st.state == State::Master.to_string() {
+                state: if master {
                     lb_common::vrrp::VRRP_STATE_MASTER
                 } else {
                     lb_common::vrrp::VRRP_STATE_NOT_MASTER
+                },
+                // Two advert intervals: renewed every interval by the daemon, lapsed
+                // well before a peer's Master_Down_Interval (3 intervals + skew) if the
+                // daemon dies.
+                lease_until_ns: if master {
+                    monotonic_ns() + 2 * u64::from(cs) * 10_000_000
+                } else {
+                    0
                 },
                 priority: st.priority,
                 version: i.spec.version,
@@ -615,4 +636,15 @@ mod tests {
         assert_eq!(xdp_words(v4)[0].to_ne_bytes(), [10, 0, 0, 2]);
         assert_eq!(xdp_words(v4)[1..], [0, 0, 0]);
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads in XDP.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out pointer; CLOCK_MONOTONIC cannot fail on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }

@@ -167,6 +167,8 @@ impl Daemon {
         let mut xdp_vrrp = Vec::new();
         sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
         let mut vrrp_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        // XDP answers as master only under a lease: renewed every advert interval.
+        let mut lease_tick = tokio::time::interval(vrrp.lease_renewal());
         let notifier = Notifier::default();
         let started = std::time::Instant::now();
         let mut last_reload: Option<String> = None;
@@ -195,6 +197,9 @@ impl Daemon {
                 _ = vrrp_tick.tick(), if !vrrp.is_empty() => {
                     // Interfaces have no event here: their state is polled with the tick.
                     track(&sup, &vrrp);
+                    sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
+                }
+                _ = lease_tick.tick(), if !vrrp.is_empty() => {
                     sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
                 }
                 Some(probe) = probes.recv() => {
@@ -327,17 +332,27 @@ fn missing_capabilities() -> Vec<&'static str> {
     }
 }
 
-/// Writes the instances' XDP records where they changed since `last`.
+/// Writes the instances' XDP records where they changed since `last`, and every master's
+/// record each time (renewing its lease).
 fn sync_xdp_vrrp(
     vrrp: &Vrrp,
     dp: &mut dyn DataPlane,
     last: &mut Vec<(lb_common::VrrpKey, lb_common::VrrpRouter)>,
 ) {
     let now = vrrp.xdp_routers();
-    if now == *last {
-        return;
-    }
     for (key, router) in &now {
+        // A master's record is rewritten every time (its lease renewed); others only
+        // when they change.
+        let same = last.iter().any(|(k, r)| {
+            k == key
+                && lb_common::VrrpRouter {
+                    lease_until_ns: router.lease_until_ns,
+                    ..*r
+                } == *router
+        });
+        if same && router.state != lb_common::vrrp::VRRP_STATE_MASTER {
+            continue;
+        }
         if let Err(e) = dp.set_vrrp_router(key, router) {
             tracing::warn!("updating the XDP VRRP record failed: {e}");
         }

@@ -546,6 +546,7 @@ fn configure_vrrp(dp: &mut TestDataplane) {
         version: 3,
         adver_int_cs: 100,
         frame_len: frame.len() as u16,
+        lease_until_ns: u64::MAX,
         addr: be4(ENCAP4),
         ..Default::default()
     };
