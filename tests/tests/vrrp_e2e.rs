@@ -690,6 +690,51 @@ fn a_killed_master_daemon_with_its_link_up_is_taken_over_for_good() {
     );
 }
 
+/// Issue 14, item 3: a `unicast_peers` instance gets an XDP record that never answers
+/// (`frame_len` 0), which the data plane refused; with a multicast instance on the same
+/// interface (whose record installs the interface marker) XDP then dropped the unicast
+/// instance's adverts as an unknown VRID and both nodes became its master. Each
+/// instance must elect exactly one master.
+#[test]
+fn multicast_and_unicast_instances_on_one_interface_each_elect_one_master() {
+    let mut lab = VrrpLab::new("vrmix");
+    let addrs = [lab.nodes[0].addr.to_string(), lab.nodes[1].addr.to_string()];
+    for (i, priority) in [(0usize, 150u8), (1, 100)] {
+        lab.write_config(i, instance(priority, INTERVAL, true));
+        let path = lab.nodes[i].config.path().to_path_buf();
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut unicast = config["vrrp"][0].clone();
+        unicast["name"] = "VI_2".into();
+        unicast["vrid"] = 52.into();
+        unicast["addresses"] = serde_json::json!(["10.70.0.201"]);
+        unicast["unicast_peers"] = serde_json::json!([addrs[1 - i]]);
+        config["vrrp"].as_array_mut().unwrap().push(unicast);
+        std::fs::write(&path, config.to_string()).unwrap();
+    }
+    lab.start_xlb(0);
+    lab.start_xlb(1);
+    let masters = |lab: &VrrpLab, instance: usize| -> Vec<usize> {
+        (0..2)
+            .filter(|&n| lab.nodes[n].vrrp()[instance]["state"] == "master")
+            .collect()
+    };
+    for instance in 0..2 {
+        assert!(
+            wait_until(Duration::from_secs(5), || masters(&lab, instance) == [0]),
+            "instance {instance}: masters {:?}\nlb0:\n{}\nlb1:\n{}",
+            masters(&lab, instance),
+            lab.nodes[0].log.read(),
+            lab.nodes[1].log.read()
+        );
+    }
+    // And it stays that way.
+    std::thread::sleep(Duration::from_secs(1));
+    for instance in 0..2 {
+        assert_eq!(masters(&lab, instance), [0], "instance {instance}");
+    }
+}
+
 /// The client's neighbour entry for `vip` names `mac`.
 fn client_neighbour_is(lab: &VrrpLab, vip: std::net::IpAddr, mac: [u8; 6]) -> bool {
     let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();

@@ -645,6 +645,35 @@ fn v2_ipv4_adverts_are_recorded_and_answered() {
     ));
 }
 
+/// A router that never answers (`frame_len` 0: unicast peers, or an advert too big
+/// for the record) is still a router: next to another VRID's router on the interface
+/// (which installs the interface marker) its peer's adverts are recorded for the
+/// election and passed, not dropped as an unknown VRID (issue 14, item 3).
+#[test]
+fn a_router_that_never_answers_still_has_its_adverts_recorded() {
+    let mut dp = setup("vrrp-noanswer", VRRP_STATE_MASTER);
+    let silent = VrrpRouter {
+        frame_len: 0,
+        ..router(AF_INET, 3, VRRP_STATE_MASTER)
+    };
+    maps::set_vrrp_router(dp.dp.ebpf_mut(), &key(AF_INET, 8), &silent)
+        .expect("a router with no frame to answer with");
+    dp.run_cases([
+        passed(
+            "VRID 8, priority 100 (weaker, but no frame to answer with)",
+            &peer_advert4(8, 100),
+            Stat::VrrpAdvert,
+        ),
+        passed(
+            "VRID 8, priority 200",
+            &peer_advert4(8, 200),
+            Stat::VrrpAdvert,
+        ),
+    ]);
+    let s = seen(&dp, key(AF_INET, 8)).expect("recorded for the election");
+    assert_eq!((s.adverts, s.priority, s.answered_ns), (2, 200, 0));
+}
+
 #[test]
 fn router_validation_and_pinned_read() {
     let mut dp = setup("vrrp-api", VRRP_STATE_MASTER);
@@ -658,7 +687,7 @@ fn router_validation_and_pinned_read() {
         (
             VrrpKey::new(LO, 1, AF_INET),
             VrrpRouter {
-                frame_len: 0,
+                frame_len: 13,
                 ..good
             },
         ),

@@ -149,7 +149,8 @@ pub trait DataPlane {
 
 /// Whether XDP can use this VRRP router record: a real VRID (not the interface marker),
 /// AF_INET/AF_INET6, version 3 (or 2 over IPv4), and a prebuilt advert frame of
-/// 14..=VRRP_FRAME_MAX bytes. Both ports refuse anything else.
+/// 14..=VRRP_FRAME_MAX bytes, or none (0: XDP records the peer's adverts for the
+/// election but never answers, as for unicast peers). Both ports refuse anything else.
 pub fn vrrp_router_is_valid(key: &VrrpKey, router: &VrrpRouter) -> bool {
     use lb_common::service::{AF_INET, AF_INET6};
     let v2_ok = router.version == 2 && key.family == AF_INET;
@@ -157,5 +158,6 @@ pub fn vrrp_router_is_valid(key: &VrrpKey, router: &VrrpRouter) -> bool {
         && key.vrid != 0
         && matches!(key.family, AF_INET | AF_INET6)
         && (v2_ok || router.version == 3)
-        && (14..=lb_common::vrrp::VRRP_FRAME_MAX).contains(&usize::from(router.frame_len))
+        && (router.frame_len == 0
+            || (14..=lb_common::vrrp::VRRP_FRAME_MAX).contains(&usize::from(router.frame_len)))
 }

@@ -61,7 +61,7 @@ pub enum MapsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("VRRP router {0:?}: VRID must be 1..=255, family AF_INET/AF_INET6, version 2 (IPv4) or 3, frame 14..={VRRP_FRAME_MAX} bytes")]
+    #[error("VRRP router {0:?}: VRID must be 1..=255, family AF_INET/AF_INET6, version 2 (IPv4) or 3, frame 0 or 14..={VRRP_FRAME_MAX} bytes")]
     VrrpRouter(VrrpKey),
     #[error("egress slot {slot} -> ifindex {ifindex}: {error}")]
     TxPort {
