@@ -132,9 +132,17 @@ fn master_failure_takeover_and_preemption() {
 
 #[test]
 fn graceful_stop_hands_over_within_skew_time() {
-    let mut lab = VrrpLab::new("vrstop");
-    // A longer interval separates the two timers clearly: skew 120 ms vs 720 ms.
-    let interval = 200;
+    graceful_stop_at(200);
+}
+
+/// The same at 100 ms adverts (skew 60 ms, master down 360 ms; issue 14, item 13).
+#[test]
+fn graceful_stop_hands_over_within_skew_time_at_100ms() {
+    graceful_stop_at(100);
+}
+
+fn graceful_stop_at(interval: u64) {
+    let mut lab = VrrpLab::new(&format!("vrstop{interval}"));
     elect(
         &mut lab,
         instance(150, interval, true),
@@ -733,6 +741,57 @@ fn multicast_and_unicast_instances_on_one_interface_each_elect_one_master() {
     for instance in 0..2 {
         assert_eq!(masters(&lab, instance), [0], "instance {instance}");
     }
+}
+
+/// Issue 14, item 13: a master stopped (SIGTERM) 0.9 s after it became master by
+/// preempting resigns with a priority-0 advert, so its backup takes over within
+/// Skew_Time rather than Master_Down_Interval, at 100 ms and at 1 s adverts.
+fn resigns_soon_after_preempting(interval: u64) {
+    let mut lab = VrrpLab::new(&format!("vrres{interval}"));
+    lab.write_config(0, instance(150, interval, true));
+    lab.write_config(1, instance(100, interval, true));
+    lab.start_xlb(1);
+    lab.nodes[1]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never became master:\n{}", lab.nodes[1].log.read()));
+    lab.start_xlb(0);
+    let preempted = lab.nodes[0]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb0 never preempted:\n{}", lab.nodes[0].log.read()));
+    lab.nodes[1]
+        .wait_log(&["VRRP backup"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never yielded:\n{}", lab.nodes[1].log.read()));
+    std::thread::sleep(
+        (preempted + Duration::from_millis(900)).saturating_duration_since(Instant::now()),
+    );
+    let pid = nix::unistd::Pid::from_raw(lab.nodes[0].daemons[0].pid() as i32);
+    let stopped = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let took_over = lab.nodes[1]
+        .wait_log(&["VRRP master"], 2, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never took over again:\n{}", lab.nodes[1].log.read()));
+    let handover = took_over - stopped;
+    let down = Duration::from_millis(master_down(100, interval));
+    eprintln!(
+        "vrrp: resigned at {interval} ms adverts, handover in {handover:?} (master down {down:?})"
+    );
+    assert!(
+        handover < down,
+        "handover {handover:?} at {interval} ms adverts took as long as a failure ({down:?}): \
+         no priority-0 advert\nlb0:\n{}\nlb1:\n{}",
+        lab.nodes[0].log.read(),
+        lab.nodes[1].log.read()
+    );
+}
+
+#[test]
+fn resigns_soon_after_preempting_at_100ms() {
+    resigns_soon_after_preempting(100);
+}
+
+#[test]
+fn resigns_soon_after_preempting_at_1s() {
+    resigns_soon_after_preempting(1000);
 }
 
 /// The client's neighbour entry for `vip` names `mac`.
