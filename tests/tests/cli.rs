@@ -310,3 +310,58 @@ fn unprivileged_commands_are_refused_with_the_reason() {
     // The daemon itself is untouched.
     assert_eq!(json(&lab, "status")["services"], 1);
 }
+
+/// Issue 14, item 5: idle connections to the metrics endpoint must not cost the daemon
+/// its file descriptors (accept errors looped without backoff, nothing closed idle
+/// connections, nothing capped them): 2,000 of them under a 1,024-descriptor limit leave
+/// every backend's health as it was, reloads keep applying, and a scrape still answers.
+#[test]
+fn idle_metrics_connections_change_nothing() {
+    let mut lab = Lab::new("mflood");
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({"check": {
+            "type": "tcp", "interval_ms": 200, "timeout_ms": 100, "rise": 1, "fall": 1,
+        }}),
+    );
+    lab.start_peer();
+    let daemon = lab.start_xlb(&["--metrics-listen", "127.0.0.1:9642"]);
+    let pid = lab.daemons[daemon].pid().to_string();
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=1024:1024"])
+        .status()
+        .expect("prlimit");
+    assert!(limited.success());
+
+    let flood = lab.lb.run(|| {
+        (0..2000)
+            .filter_map(|_| {
+                let addr = "127.0.0.1:9642".parse().unwrap();
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(20)).ok()
+            })
+            .collect::<Vec<_>>()
+    });
+    // Past the cap (64) the kernel backlog holds them; past that, connects time out.
+    assert!(flood.len() >= 300, "only {} connections", flood.len());
+    std::thread::sleep(Duration::from_secs(2));
+    let reload = xlb(&lab, &["reload"]);
+    assert!(
+        reload.status.success(),
+        "reload during the flood: {}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    drop(flood);
+    let (status, body) = http_get(&lab.lb, "127.0.0.1:9642", "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("xlb_backend_up"), "{body}");
+    let text = lab.log.read();
+    assert!(
+        !text.contains("backend down"),
+        "the flood took a backend down:\n{text}"
+    );
+    assert!(
+        lab.daemons[daemon].try_wait().is_none(),
+        "the daemon died:\n{text}"
+    );
+}

@@ -41,9 +41,10 @@ pub enum Command {
         /// the running one stays.
         #[arg(long, short = 'c')]
         config: Option<PathBuf>,
-        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9641): counters per
-        /// verdict, service and backend, backend health, check latencies. Off by default.
-        #[arg(long)]
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9641; a port alone,
+        /// `9641` or `:9641`, means loopback): counters per verdict, service and backend,
+        /// backend health, check latencies. Off by default.
+        #[arg(long, value_parser = listen_addr)]
         metrics_listen: Option<std::net::SocketAddr>,
         /// On exit leave program, maps and links pinned (traffic keeps flowing), for a
         /// restart or upgrade: the next `xlb run` with the same pin directory adopts them.
@@ -159,6 +160,16 @@ impl EbpfLogLevel {
     }
 }
 
+/// `PORT` or `:PORT` (loopback: nothing is exposed beyond the host unless an address
+/// says so), or `ADDR:PORT`.
+fn listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = s.strip_prefix(':').unwrap_or(s).parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|e| format!("{s:?}: {e} (want PORT, :PORT or ADDR:PORT)"))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -194,5 +205,17 @@ mod tests {
             err(&["xlb", "run", "--xdp-mode", "fast"]),
             ErrorKind::InvalidValue
         );
+    }
+
+    #[test]
+    fn a_metrics_port_alone_means_loopback() {
+        assert_eq!(listen_addr("9641").unwrap().to_string(), "127.0.0.1:9641");
+        assert_eq!(listen_addr(":9641").unwrap().to_string(), "127.0.0.1:9641");
+        assert_eq!(
+            listen_addr("0.0.0.0:9641").unwrap().to_string(),
+            "0.0.0.0:9641"
+        );
+        assert_eq!(listen_addr("[::1]:9641").unwrap().to_string(), "[::1]:9641");
+        assert!(listen_addr("example:9641").is_err());
     }
 }

@@ -6,18 +6,21 @@
 //! through the same request channel as the control socket), from the live maps: a
 //! scrape sees the counters as they are, never a cached copy.
 
-use std::{fmt::Write as _, net::SocketAddr};
+use std::{fmt::Write as _, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use http_body_util::Full;
 use hyper::{body::Bytes, server::conn::http1, service::service_fn, Method, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tokio::{net::TcpListener, sync::mpsc};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, Semaphore},
+};
 
 use crate::{
     balancer::Balancer,
@@ -251,24 +254,50 @@ pub async fn serve(addr: SocketAddr, tx: mpsc::Sender<Pending>) -> Result<()> {
         .await
         .with_context(|| format!("binding the metrics endpoint {addr}"))?;
     tracing::info!(%addr, "metrics on http://{addr}/metrics");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let tx = tx.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(&req, &tx).await) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(accept_loop(listener, tx));
     Ok(())
+}
+
+/// Connections served at once; more wait in the listen backlog until one ends. A
+/// scraper needs one; the cap keeps a flood of idle clients from taking the daemon's
+/// file descriptors (its health checks need them).
+const MAX_CONNECTIONS: usize = 64;
+/// A client gets this long to send a request's headers (on a new or kept-alive
+/// connection), so idle connections give their slot back.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest life of one connection, whatever it does.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Pause after a failed accept (EMFILE and the like) instead of spinning on it.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Pending>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!("metrics endpoint: accept failed: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let tx = tx.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&req, &tx).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+        });
+    }
 }
 
 async fn answer(
