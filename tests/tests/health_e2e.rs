@@ -742,3 +742,35 @@ fn frequent_reloads_do_not_stop_the_checks() {
         lab.log.read()
     );
 }
+
+/// Issue 14, item 14: a definitive failure (the dead server's kernel refuses at once) is
+/// confirmed by immediate re-probes instead of whole intervals: with checks every 1 s
+/// and fall 3, a killed server is out within one interval (+ a few ms), not three.
+#[test]
+fn a_refused_backend_is_out_within_one_interval() {
+    let mut lab = Lab::new("hfast");
+    let interval = 1000u64;
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({"check": {
+            "type": "tcp", "interval_ms": interval, "timeout_ms": 500, "rise": 2, "fall": 3,
+        }}),
+    );
+    lab.start_peer();
+    lab.start_xlb(&[]);
+    // Past the first round of checks, so every backend is settled up.
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Instant::now();
+    drop(lab.servers.remove(1));
+    assert!(
+        lab.wait_log(&["backend down", &addr(1)], 1, Duration::from_secs(10)),
+        "be2 never reported down:\n{}",
+        lab.log.read()
+    );
+    let detected = killed.elapsed();
+    eprintln!("health: refused backend out after {detected:?} (interval {interval} ms, fall 3)");
+    assert!(
+        detected < Duration::from_millis(interval + 500),
+        "out after {detected:?}: the failure was not confirmed at once"
+    );
+}

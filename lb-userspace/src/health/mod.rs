@@ -134,6 +134,14 @@ impl fmt::Display for FailReason {
 }
 
 impl FailReason {
+    /// Whether the failure is an answer, not a silence: the host refused the connection
+    /// or an ICMP error came back. Such a failure is confirmed at once by re-probing
+    /// rather than waiting whole intervals (a dead server's kernel answers in
+    /// microseconds; a slow one still needs `fall` timeouts).
+    pub fn is_definitive(&self) -> bool {
+        matches!(self, FailReason::Refused | FailReason::Unreachable(_))
+    }
+
     /// Classifies a socket error from connecting, writing or reading.
     pub(crate) fn from_io(e: &io::Error) -> FailReason {
         match e.kind() {

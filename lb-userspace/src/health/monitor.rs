@@ -3,10 +3,14 @@
 //!
 //! Scheduling: every target gets a fixed phase in `[0, interval)` derived from its
 //! identity, so thousands of checks with the same interval spread evenly over the
-//! interval instead of firing together. A reload keeps the tasks of unchanged checks
-//! running ([`Checkers::update`]): restarting them would reset their schedules, and with
-//! reloads more frequent than the interval some backends would never be probed. A semaphore bounds the probes in flight, so a burst of slow
-//! (timing-out) probes cannot exhaust file descriptors.
+//! interval instead of firing together. A definitive failure after a success (refused,
+//! unreachable: an answer, not a silence) is confirmed by `fall - 1` re-probes 10 ms
+//! apart, so a dead server is out within one interval; timeouts still take `fall`
+//! intervals. A reload keeps the tasks of unchanged checks running
+//! ([`Checkers::update`]): restarting them would reset their schedules, and with
+//! reloads more frequent than the interval some backends would never be probed. A
+//! semaphore bounds the probes in flight, so a burst of slow (timing-out) probes cannot
+//! exhaust file descriptors.
 
 use std::{
     collections::HashMap,
@@ -20,11 +24,17 @@ use tokio::{
     task::{AbortHandle, JoinSet},
 };
 
-use super::book::{check_of, Probe, Target};
+use super::{
+    book::{check_of, Probe, Target},
+    CheckResult,
+};
 use crate::{
     config::{check::CheckSpec, service::vip_key, ServiceSpec},
     dataplane::addr::describe_vip,
 };
+
+/// Gap between the re-probes that confirm a definitive failure (refused, unreachable).
+const CONFIRM_GAP: Duration = Duration::from_millis(10);
 
 /// At most this many probes in flight, whatever the number of backends.
 pub const MAX_CONCURRENT_PROBES: usize = 256;
@@ -120,8 +130,18 @@ async fn check_loop(target: Target, run: Running, tx: mpsc::Sender<Probe>, limit
     // A probe that overran (waited for a permit) shifts the schedule rather than firing
     // a burst of catch-up probes.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Re-probes still owed to confirm a definitive failure.
+    let mut confirming = 0u32;
+    // Whether the last probe passed: only a first failure after a success is
+    // confirmed fast (a backend already down is probed at its interval).
+    let mut last_ok = true;
     loop {
-        ticks.tick().await;
+        if confirming == 0 {
+            ticks.tick().await;
+        } else {
+            tokio::time::sleep(CONFIRM_GAP).await;
+            confirming -= 1;
+        }
         let Ok(permit) = limit.acquire().await else {
             return;
         };
@@ -130,6 +150,13 @@ async fn check_loop(target: Target, run: Running, tx: mpsc::Sender<Probe>, limit
         // runs, instead of inline in every one of thousands of idle tasks.
         let result = Box::pin(run.check.probe(target.1, run.service_port, &run.service)).await;
         drop(permit);
+        let definitive = matches!(&result, CheckResult::Fail(r) if r.is_definitive());
+        if definitive && last_ok {
+            confirming = run.check.fall.saturating_sub(1);
+        } else if !definitive {
+            confirming = 0;
+        }
+        last_ok = result.is_ok();
         let probe = Probe {
             target,
             result,
