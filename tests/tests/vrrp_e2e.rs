@@ -794,6 +794,40 @@ fn resigns_soon_after_preempting_at_1s() {
     resigns_soon_after_preempting(1000);
 }
 
+/// Issue 14, item 11: an IPv6 VIP added as a /128 became the master's preferred source
+/// towards the backends' /64 (the longest match wins), so its health checks left from
+/// the VIP and the DSR backends, which hold the VIP on `lo`, answered themselves: every
+/// check timed out. VIPs are added with preferred lifetime 0 (they still answer
+/// neighbour solicitations, they are never chosen as a source): the master keeps its
+/// IPv6 backends healthy.
+#[test]
+fn an_ipv6_master_keeps_its_dsr_backends_healthy() {
+    let mut lab = VrrpLab::new_v6("vr6chk");
+    let check = serde_json::json!({"check": {
+        "type": "tcp", "interval_ms": 200, "timeout_ms": 150, "rise": 1, "fall": 2,
+    }});
+    lab.write_config_with(0, instance(150, INTERVAL, true), check.clone());
+    lab.write_config_with(1, instance(100, INTERVAL, true), check);
+    lab.start_xlb(0);
+    lab.nodes[0]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb0 never became master:\n{}", lab.nodes[0].log.read()));
+    assert!(wait_until(Duration::from_secs(2), || lab.nodes[0].holds_vip()));
+    // Ten check intervals with the VIP in place.
+    std::thread::sleep(Duration::from_secs(2));
+    let down = lab.nodes[0].log_lines(&["backend down"]);
+    assert!(
+        down.is_empty(),
+        "the master's checks failed once it held the VIP:\n{}",
+        down.join("\n")
+    );
+    let traffic = lab.traffic();
+    assert!(
+        traffic.progressed(30, Duration::from_secs(20)),
+        "no IPv6 traffic through the master"
+    );
+}
+
 /// The client's neighbour entry for `vip` names `mac`.
 fn client_neighbour_is(lab: &VrrpLab, vip: std::net::IpAddr, mac: [u8; 6]) -> bool {
     let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();

@@ -401,10 +401,22 @@ impl Netlink {
         let prefix = if addr.is_ipv4() { 32 } else { 128 };
         let mut req = self.handle.address().add(index, addr, prefix);
         if addr.is_ipv6() {
+            use rtnetlink::packet_route::address::{
+                AddressAttribute, AddressHeaderFlags, CacheInfo,
+            };
             // The header's flag byte is enough: the kernel reads IFA_FLAGS when present,
             // ifa_flags otherwise, and rtnetlink's builder sends no IFA_FLAGS.
-            req.message_mut().header.flags |=
-                rtnetlink::packet_route::address::AddressHeaderFlags::Nodad;
+            req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+            // Preferred lifetime 0 (valid forever): the VIP answers neighbour
+            // solicitations but is never chosen as a source address. As a /128 it would
+            // otherwise win source selection towards the backends' subnet, and health
+            // checks from it would be answered by the DSR backends to themselves.
+            let mut lifetimes = CacheInfo::default();
+            lifetimes.ifa_preferred = 0;
+            lifetimes.ifa_valid = u32::MAX;
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::CacheInfo(lifetimes));
         }
         match req.execute().await {
             Ok(()) => Ok(()),
