@@ -8,12 +8,24 @@ use std::time::Duration;
 
 use testbed::lab::{Lab, Traffic};
 
-/// Connections that failed, with their errors.
-fn failures(attempts: &[testbed::lab::Attempt]) -> Vec<String> {
-    attempts
+/// The traffic kept flowing after `what`, and not one connection failed.
+fn assert_forwarding_survived(lab: &Lab, traffic: Traffic, what: &str) {
+    assert!(lab.link_pin().exists(), "the link pin is gone after {what}");
+    assert!(
+        traffic.progressed(100, Duration::from_secs(10)),
+        "traffic stopped after {what}"
+    );
+    let attempts = traffic.stop();
+    let failed: Vec<String> = attempts
         .iter()
         .filter_map(|(_, r)| r.as_ref().err().cloned())
-        .collect()
+        .collect();
+    assert_eq!(
+        failed,
+        Vec::<String>::new(),
+        "{} connections across {what}",
+        attempts.len()
+    );
 }
 
 #[test]
@@ -34,18 +46,7 @@ fn a_second_daemon_on_the_same_pins_exits_and_leaves_the_first_forwarding() {
         stderr.contains("in use by another xlb"),
         "no clear reason in:\n{stderr}"
     );
-    assert!(lab.link_pin().exists(), "the link pin is gone");
-    assert!(
-        traffic.progressed(100, Duration::from_secs(10)),
-        "traffic stopped after the second daemon"
-    );
-    let attempts = traffic.stop();
-    assert_eq!(
-        failures(&attempts),
-        Vec::<String>::new(),
-        "{} connections",
-        attempts.len()
-    );
+    assert_forwarding_survived(&lab, traffic, "the second daemon");
     // The first daemon is still the one in charge, and still answers.
     assert!(
         lab.daemons[first].try_wait().is_none(),
@@ -81,21 +82,7 @@ fn a_restart_that_fails_after_adopting_leaves_forwarding_untouched() {
         "not the expected failure:\n{stderr}"
     );
 
-    assert!(
-        lab.link_pin().exists(),
-        "the failed start unpinned the link"
-    );
-    assert!(
-        traffic.progressed(100, Duration::from_secs(10)),
-        "traffic stopped after the failed start"
-    );
-    let attempts = traffic.stop();
-    assert_eq!(
-        failures(&attempts),
-        Vec::<String>::new(),
-        "{} connections",
-        attempts.len()
-    );
+    assert_forwarding_survived(&lab, traffic, "the failed start");
 }
 
 fn status(lab: &Lab) -> serde_json::Value {
