@@ -235,6 +235,7 @@ fn metrics_endpoint_exposes_counters_and_health() {
         sample(&body, series).unwrap_or_else(|| panic!("no sample {series} in:\n{body}"))
     };
     assert!(get(r#"xlb_datapath_packets_total{counter="rx"}"#) >= 80.0);
+    assert_eq!(get("xlb_check_task_restarts_total"), 0.0);
     assert_eq!(get(r#"xlb_datapath_packets_total{counter="aborted"}"#), 0.0);
     assert_eq!(get(&format!("xlb_service_new_flows_total{{{svc}}}")), 20.0);
     assert_eq!(

@@ -181,6 +181,13 @@ pub fn render(
         transitions,
     );
     reg.register("backend_probes", "Health probes run", probes);
+    let restarts = Counter::<u64>::default();
+    restarts.inc_by(sup.check_restarts());
+    reg.register(
+        "check_task_restarts",
+        "Health checker tasks restarted after a panic (each one is also logged)",
+        restarts,
+    );
     reg.register(
         "backend_probe_failures",
         "Health probes that failed",

@@ -44,6 +44,10 @@ pub struct Checkers {
     tasks: JoinSet<()>,
     /// What each running task checks, so a reload keeps the ones it does not change.
     running: HashMap<Target, (Running, AbortHandle)>,
+    /// Which target each live task checks, to restart one that panicked.
+    targets: HashMap<tokio::task::Id, Target>,
+    /// Checker tasks restarted after a panic, since start.
+    restarts: u64,
     limit: Arc<Semaphore>,
     tx: mpsc::Sender<Probe>,
 }
@@ -62,6 +66,8 @@ impl Checkers {
         let mut checkers = Checkers {
             tasks: JoinSet::new(),
             running: HashMap::new(),
+            targets: HashMap::new(),
+            restarts: 0,
             limit: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
             tx: tx.clone(),
         };
@@ -99,17 +105,70 @@ impl Checkers {
         });
         for (target, run) in wanted {
             if !self.running.contains_key(&target) {
-                let task = self.tasks.spawn(check_loop(
-                    target,
-                    run.clone(),
-                    self.tx.clone(),
-                    self.limit.clone(),
-                ));
-                self.running.insert(target, (run, task));
+                self.spawn(target, run);
             }
         }
-        // Reap the tasks aborted now or ended before (their results are not wanted).
-        while self.tasks.try_join_next().is_some() {}
+        self.reap();
+    }
+
+    fn spawn(&mut self, target: Target, run: Running) {
+        let task = self.tasks.spawn(check_loop(
+            target,
+            run.clone(),
+            self.tx.clone(),
+            self.limit.clone(),
+        ));
+        self.targets.insert(task.id(), target);
+        self.running.insert(target, (run, task));
+    }
+
+    /// Collects the tasks that ended: aborted ones (a reload) are forgotten, and one that
+    /// panicked is started again, so its backend's health never freezes silently.
+    /// Returns the targets restarted, with the panic's message.
+    pub fn reap(&mut self) -> Vec<(Target, String)> {
+        let mut restarted = Vec::new();
+        while let Some(ended) = self.tasks.try_join_next_with_id() {
+            let (id, panic) = match ended {
+                Ok((id, ())) => (id, None),
+                Err(e) => (e.id(), e.is_panic().then(|| panic_message(e))),
+            };
+            let Some(target) = self.targets.remove(&id) else {
+                continue;
+            };
+            let Some(why) = panic else {
+                continue;
+            };
+            // Restart it only if it is still the task checking this target.
+            let current = self
+                .running
+                .get(&target)
+                .map(|(run, task)| (run.clone(), task.id()));
+            if let Some((run, task_id)) = current {
+                if task_id == id {
+                    self.spawn(target, run);
+                    self.restarts += 1;
+                    restarted.push((target, why));
+                }
+            }
+        }
+        restarted
+    }
+
+    /// Checker tasks restarted after a panic, since start.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    /// Replaces `target`'s task with one that panics at once (tests of [`Checkers::reap`]).
+    #[cfg(test)]
+    fn inject_panic(&mut self, target: Target) {
+        let Some((run, old)) = self.running.get(&target).cloned() else {
+            return;
+        };
+        old.abort();
+        let task = self.tasks.spawn(async { panic!("injected") });
+        self.targets.insert(task.id(), target);
+        self.running.insert(target, (run, task));
     }
 
     /// Number of checker tasks.
@@ -120,6 +179,16 @@ impl Checkers {
     pub fn is_empty(&self) -> bool {
         self.running.is_empty()
     }
+}
+
+/// The text a panicking task passed to `panic!`.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// One backend's checks, forever: first at its phase, then every interval.
@@ -240,6 +309,73 @@ mod tests {
             ids(&checkers).iter().all(|id| !first.contains(id)),
             "changed checks must restart"
         );
+    }
+
+    /// A checker task that panics is started again (and counted), and its backend is
+    /// probed again. Backends on loopback with a closed port: probes are refused there.
+    #[test]
+    fn a_panicked_checker_is_restarted() {
+        use crate::config::{
+            check::{CheckKind, CheckSpec},
+            BackendSpec, MacAddr, Mode, Protocol,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let svc = ServiceSpec {
+                check: Some(CheckSpec {
+                    interval_ms: 200,
+                    timeout_ms: 100,
+                    port: Some(9),
+                    ..CheckSpec::new(CheckKind::Tcp)
+                }),
+                ..ServiceSpec::new(
+                    "127.0.0.100".parse().unwrap(),
+                    Some(80),
+                    Protocol::Tcp,
+                    Mode::Dsr,
+                    (1..=3)
+                        .map(|n| {
+                            let a: IpAddr = format!("127.0.0.{n}").parse().unwrap();
+                            BackendSpec::new(a, MacAddr([2, 0, 0, 0, 0, n]), 1)
+                        })
+                        .collect(),
+                )
+            };
+            let (tx, mut rx) = mpsc::channel(64);
+            let mut checkers = Checkers::start(std::slice::from_ref(&svc), &tx);
+            let target = (vip_key(&svc), "127.0.0.2".parse().unwrap());
+            checkers.inject_panic(target);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let restarted = checkers.reap();
+            assert_eq!(restarted, [(target, "injected".to_owned())]);
+            assert_eq!((checkers.restarts(), checkers.len()), (1, 3));
+            // The new task probes the backend again.
+            let probe = tokio::time::timeout(Duration::from_secs(3), async {
+                loop {
+                    let p = rx.recv().await.expect("probes");
+                    if p.target == target {
+                        return p;
+                    }
+                }
+            })
+            .await
+            .expect("a probe from the restarted checker");
+            assert!(
+                !probe.result.is_ok(),
+                "port 9 is closed: {:?}",
+                probe.result
+            );
+            // An aborted task (a reload dropping the backend) is not restarted.
+            let mut fewer = svc.clone();
+            fewer.backends.remove(1);
+            checkers.update(&[fewer]);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(checkers.reap().is_empty());
+            assert_eq!(checkers.len(), 2);
+        });
     }
 
     #[test]

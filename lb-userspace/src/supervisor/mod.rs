@@ -132,6 +132,22 @@ impl Supervisor {
         self.checkers.len()
     }
 
+    /// Starts again every checker task that panicked (its backend's health would
+    /// otherwise freeze where it was), logging each. Call periodically.
+    pub fn restart_panicked_checks(&mut self) {
+        for ((key, backend), why) in self.checkers.reap() {
+            tracing::error!(
+                service = %describe_vip(&key), %backend,
+                "health checker panicked ({why}); restarted"
+            );
+        }
+    }
+
+    /// Checker tasks restarted after a panic, since start (for the metrics).
+    pub fn check_restarts(&self) -> u64 {
+        self.checkers.restarts()
+    }
+
     /// What the data plane should serve now.
     pub fn effective(&self) -> Config {
         let mut services = self.book.effective(&self.config.services);

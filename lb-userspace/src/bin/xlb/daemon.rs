@@ -167,6 +167,8 @@ impl Daemon {
         let mut xdp_vrrp = Vec::new();
         sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
         let mut vrrp_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        // Checker tasks that panicked are found and restarted on this tick.
+        let mut upkeep = tokio::time::interval(std::time::Duration::from_secs(1));
         // XDP answers as master only under a lease: renewed every advert interval.
         let mut lease_tick = tokio::time::interval(vrrp.lease_renewal());
         let notifier = Notifier::default();
@@ -199,6 +201,7 @@ impl Daemon {
                     track(&sup, &vrrp);
                     sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
                 }
+                _ = upkeep.tick() => sup.restart_panicked_checks(),
                 _ = lease_tick.tick(), if !vrrp.is_empty() => {
                     sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
                 }
