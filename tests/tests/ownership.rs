@@ -28,9 +28,9 @@ fn assert_forwarding_survived(lab: &Lab, traffic: Traffic, what: &str) {
     );
 }
 
-#[test]
-fn a_second_daemon_on_the_same_pins_exits_and_leaves_the_first_forwarding() {
-    let mut lab = Lab::new("own2nd");
+/// A lab whose daemon (the index returned) serves traffic that is already flowing.
+fn serving(tag: &str) -> (Lab, usize, Traffic) {
+    let mut lab = Lab::new(tag);
     lab.write_config(&[1, 1, 1]);
     lab.start_peer();
     let first = lab.start_xlb(&[]);
@@ -39,6 +39,12 @@ fn a_second_daemon_on_the_same_pins_exits_and_leaves_the_first_forwarding() {
         traffic.progressed(50, Duration::from_secs(10)),
         "no traffic"
     );
+    (lab, first, traffic)
+}
+
+#[test]
+fn a_second_daemon_on_the_same_pins_exits_and_leaves_the_first_forwarding() {
+    let (mut lab, first, traffic) = serving("own2nd");
 
     let (status, stderr) = lab.start_xlb_expecting_failure(&[]);
     assert!(!status.success(), "the second daemon succeeded:\n{stderr}");
@@ -58,15 +64,7 @@ fn a_second_daemon_on_the_same_pins_exits_and_leaves_the_first_forwarding() {
 
 #[test]
 fn a_restart_that_fails_after_adopting_leaves_forwarding_untouched() {
-    let mut lab = Lab::new("ownfail");
-    lab.write_config(&[1, 1, 1]);
-    lab.start_peer();
-    let first = lab.start_xlb(&[]);
-    let traffic = Traffic::start(&lab.client, lab.vip());
-    assert!(
-        traffic.progressed(50, Duration::from_secs(10)),
-        "no traffic"
-    );
+    let (mut lab, first, traffic) = serving("ownfail");
     lab.daemons[first].kill();
 
     // The successor adopts the pins, applies and takes the link over, then fails on a

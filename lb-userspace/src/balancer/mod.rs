@@ -132,6 +132,28 @@ impl Balancer {
         specs: &[ServiceSpec],
     ) -> Result<ApplyReport, ApplyError> {
         validate::services(specs, &self.encap).map_err(ApplyError::Invalid)?;
+        self.apply_validated(dp, specs)
+    }
+
+    /// [`Balancer::apply`] with new encapsulation settings: the set is validated against
+    /// them first (once), and they are written only if it passes, so a rejected set
+    /// leaves the data plane as it was.
+    pub fn apply_with_encap(
+        &mut self,
+        dp: &mut dyn DataPlane,
+        encap: EncapSources,
+        specs: &[ServiceSpec],
+    ) -> Result<ApplyReport, ApplyError> {
+        validate::services(specs, &encap).map_err(ApplyError::Invalid)?;
+        self.set_encap_sources(dp, encap)?;
+        self.apply_validated(dp, specs)
+    }
+
+    fn apply_validated(
+        &mut self,
+        dp: &mut dyn DataPlane,
+        specs: &[ServiceSpec],
+    ) -> Result<ApplyReport, ApplyError> {
         let mut report = ApplyReport::default();
         let wanted: BTreeMap<IpAddr, MacAddr> = specs
             .iter()
@@ -338,8 +360,9 @@ impl Balancer {
         let mut retired = Vec::new();
         for key in gone {
             dp.remove_service(&key)?;
+            // Its other slot holds no table, or the empty one an earlier retire left.
             if let Some(old) = self.services.remove(&key) {
-                retired.extend([old.id, old.id + MAX_SERVICES]);
+                retired.push(old.slot);
             }
             report.services_removed += 1;
         }

@@ -373,12 +373,7 @@ pub fn apply_config(
     dp: &mut dyn DataPlane,
     config: &Config,
 ) -> Result<()> {
-    // Validated against the new encapsulation settings before they are written: a
-    // rejected set must leave the data plane as it was.
-    crate::config::validate::services(&config.services, &config.encap_sources)
-        .map_err(crate::balancer::ApplyError::Invalid)?;
-    balancer.set_encap_sources(dp, config.encap_sources)?;
-    let report = balancer.apply(dp, &config.services)?;
+    let report = balancer.apply_with_encap(dp, config.encap_sources, &config.services)?;
     if report != ApplyReport::default() {
         tracing::info!(
             ?report,
