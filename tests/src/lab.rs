@@ -200,23 +200,30 @@ impl Lab {
     /// The switch-side peer of the balancer's veth needs an XDP program before native
     /// XDP_TX frames are delivered; `xlb decap` (a pass-through for plain traffic) serves.
     pub fn start_peer(&mut self) {
+        let (iface, pins) = (self.lb_if.a.clone(), self.peer_pins.path().to_owned());
+        self.start_peer_on(&iface, &pins);
+    }
+
+    /// [`Lab::start_peer`] for switch interface `iface` (e.g. the peer of an egress
+    /// interface, which native redirects reach only with an XDP program on it too).
+    pub fn start_peer_on(&mut self, iface: &str, pins: &std::path::Path) {
         let mut peer = self.switch.command(xlb_bin());
         peer.args([
             "decap",
             "--xdp-mode",
             "native",
             "--iface",
-            &self.lb_if.a,
+            iface,
             "--pin-dir",
         ])
-        .arg(self.peer_pins.path())
+        .arg(pins)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         self.daemons.push(self.switch.spawn(peer));
-        let link = self.peer_pins.path().join(format!("link_{}", self.lb_if.a));
+        let link = pins.join(format!("link_{iface}"));
         assert!(
             wait_until(Duration::from_secs(20), || link.exists()),
-            "peer did not attach"
+            "peer on {iface} did not attach"
         );
     }
 
@@ -244,6 +251,21 @@ impl Lab {
     /// Starts continuous short connections from the client to the VIP.
     pub fn traffic(&self) -> Traffic {
         Traffic::start(&self.client, self.vip())
+    }
+
+    /// `xlb CMD --json` against this lab's daemon (status, services, backends, vrrp).
+    pub fn view(&self, cmd: &str) -> serde_json::Value {
+        let out = std::process::Command::new(xlb_bin())
+            .args([cmd, "--json", "--pin-dir"])
+            .arg(self.pins.path())
+            .output()
+            .expect("run xlb");
+        assert!(
+            out.status.success(),
+            "xlb {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("xlb prints JSON")
     }
 
     pub fn link_pin(&self) -> PathBuf {

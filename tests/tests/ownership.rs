@@ -84,17 +84,7 @@ fn a_restart_that_fails_after_adopting_leaves_forwarding_untouched() {
 }
 
 fn status(lab: &Lab) -> serde_json::Value {
-    let out = std::process::Command::new(testbed::dataplane::xlb_bin())
-        .args(["status", "--json", "--pin-dir"])
-        .arg(lab.pins.path())
-        .output()
-        .expect("run xlb status");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status JSON")
+    lab.view("status")
 }
 
 /// Issue 14, item 12: started through `ip netns exec` (a private mount namespace whose

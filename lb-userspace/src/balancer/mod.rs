@@ -52,8 +52,8 @@ pub struct Balancer {
     services: HashMap<VipKey, Installed>,
     /// Encapsulation sources as applied.
     encap: EncapSources,
-    /// Egress interface name → devmap slot (1-based).
-    tx_ports: BTreeMap<String, u8>,
+    /// Egress interface name → its devmap slot and what the slot holds.
+    tx_ports: BTreeMap<String, TxPort>,
     /// Where the search for a free backend id starts: ids are handed out round-robin so
     /// a just-freed id is the last to be reused.
     next_backend_id: u32,
@@ -80,6 +80,17 @@ impl Installed {
             self.id
         }
     }
+}
+
+/// One egress interface's devmap slot.
+#[derive(Debug, Clone, Copy)]
+struct TxPort {
+    /// 1-based (0 means "no egress" in a service entry).
+    slot: u8,
+    /// The (ifindex, MAC) written, `None` while the interface is missing: the kernel
+    /// empties a devmap slot when its device goes away, and a device created again
+    /// under the same name has a new ifindex, so the slot must be written again.
+    written: Option<(u32, [u8; 6])>,
 }
 
 /// What one `apply` did.
@@ -391,8 +402,8 @@ impl Balancer {
 
     /// The devmap slot of egress interface `iface`, set up on first use.
     fn tx_port(&mut self, dp: &mut dyn DataPlane, iface: &str) -> Result<u8, ApplyError> {
-        if let Some(slot) = self.tx_ports.get(iface) {
-            return Ok(*slot);
+        if let Some(port) = self.tx_ports.get(iface) {
+            return Ok(port.slot);
         }
         let invalid = |reason: String| {
             ApplyError::Invalid(vec![Invalid {
@@ -404,13 +415,48 @@ impl Balancer {
             .ok()
             .filter(|s| u32::from(*s) < MAX_TX_PORTS)
             .ok_or_else(|| invalid("too many egress interfaces".into()))?;
-        let ifindex = nix::net::if_::if_nametoindex(iface)
-            .map_err(|e| invalid(format!("no such interface: {e}")))?;
-        let mac =
-            interface_mac(iface).ok_or_else(|| invalid("interface has no MAC address".into()))?;
+        let (ifindex, mac) = resolve_egress(iface).map_err(invalid)?;
         dp.set_tx_port(u32::from(slot), ifindex, mac)?;
-        self.tx_ports.insert(iface.to_owned(), slot);
+        self.tx_ports.insert(
+            iface.to_owned(),
+            TxPort {
+                slot,
+                written: Some((ifindex, mac)),
+            },
+        );
         Ok(slot)
+    }
+
+    /// Resolves every egress interface in use again and rewrites the slots whose
+    /// interface came back or changed (re-created, new MAC). Returns the interfaces
+    /// missing now: their services' new flows cannot leave until they return.
+    pub fn refresh_egress(&mut self, dp: &mut dyn DataPlane) -> Result<Vec<String>, PortError> {
+        let in_use: HashSet<&str> = self
+            .services
+            .values()
+            .filter_map(|i| i.spec.as_ref()?.egress.as_deref())
+            .collect();
+        let mut missing = Vec::new();
+        for (iface, port) in &mut self.tx_ports {
+            if !in_use.contains(iface.as_str()) {
+                continue;
+            }
+            match resolve_egress(iface) {
+                Ok(now) if port.written == Some(now) => {}
+                Ok((ifindex, mac)) => {
+                    dp.set_tx_port(u32::from(port.slot), ifindex, mac)?;
+                    tracing::info!(%iface, ifindex, "egress interface (re)resolved");
+                    port.written = Some((ifindex, mac));
+                }
+                Err(why) => {
+                    if port.written.take().is_some() {
+                        tracing::error!(%iface, "egress interface lost: {why}");
+                    }
+                    missing.push(iface.clone());
+                }
+            }
+        }
+        Ok(missing)
     }
 
     /// Sets the outer source addresses for encapsulating services. Call before `apply`
@@ -511,6 +557,14 @@ fn service_flags_of(spec: &ServiceSpec) -> u32 {
         flags |= service_flags::STANDBY;
     }
     flags
+}
+
+/// The ifindex and MAC address of `iface` in this network namespace.
+fn resolve_egress(iface: &str) -> Result<(u32, [u8; 6]), String> {
+    let ifindex =
+        nix::net::if_::if_nametoindex(iface).map_err(|e| format!("no such interface: {e}"))?;
+    let mac = interface_mac(iface).ok_or_else(|| "interface has no MAC address".to_owned())?;
+    Ok((ifindex, mac))
 }
 
 /// The MAC address of `iface` in this network namespace.

@@ -274,6 +274,9 @@ impl DataPlane for MemoryPort {
             }
         }
         for (id, table) in tables {
+            // A batch can fail part way in the kernel too (each table is its own map
+            // update): the tables before the failure stay live.
+            self.check_fault("swap_tables")?;
             self.maglev.insert(*id, table.clone());
             self.done(Op::Table(*id, table.clone()));
         }

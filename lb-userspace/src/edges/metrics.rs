@@ -188,6 +188,21 @@ pub fn render(
         "Health checker tasks restarted after a panic (each one is also logged)",
         restarts,
     );
+    let sync = sup.sync_status();
+    let in_sync = Gauge::<i64>::default();
+    in_sync.set(i64::from(sync.in_sync));
+    reg.register(
+        "dataplane_in_sync",
+        "1 while the data plane serves the desired state; 0 while an apply is being retried or an egress interface is missing",
+        in_sync,
+    );
+    let apply_failures = Counter::<u64>::default();
+    apply_failures.inc_by(sync.failures_total);
+    reg.register(
+        "dataplane_apply_failures",
+        "Applies to the data plane that failed (each one is retried with backoff)",
+        apply_failures,
+    );
     reg.register(
         "backend_probe_failures",
         "Health probes that failed",

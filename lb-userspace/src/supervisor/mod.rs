@@ -6,18 +6,28 @@
 //! Order matters for operators and tests alike: a transition is logged (and its hook
 //! run) only after the data plane serves the new set, so "backend down" in the log
 //! means no new flow goes there any more.
+//!
+//! The supervisor never forgets what it wants: an apply that fails leaves the data
+//! plane marked out of sync ([`convergence`]), and [`Supervisor::reconcile`] applies
+//! the desired state again with backoff until it goes through. A reload is all or
+//! nothing: if its apply fails, the previous configuration is applied again.
+
+pub mod convergence;
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     path::{Path, PathBuf},
+    time::Instant,
 };
 
 use anyhow::Result;
 use lb_common::VipKey;
 use tokio::sync::mpsc;
 
+use self::convergence::{Convergence, SyncStatus};
 use crate::{
-    balancer::{ApplyReport, Balancer},
+    balancer::{ApplyError, ApplyReport, Balancer},
     config::{service::vip_key, Config, Fallback, OnFailure, ServiceSpec},
     dataplane::{addr::describe_vip, DataPlane},
     health::{
@@ -25,6 +35,7 @@ use crate::{
         latency::{ProbeLabels, ProbeLatency},
         monitor::Checkers,
         notify::{Event, Notifier},
+        state::Transition,
         CheckResult, Health,
     },
 };
@@ -43,9 +54,14 @@ pub struct Supervisor {
     available: HashMap<VipKey, bool>,
     probe_latency: ProbeLatency,
     /// VIPs a VRRP peer holds: their services are not balanced here.
-    standby: Vec<std::net::IpAddr>,
+    standby: Vec<IpAddr>,
     /// Whether checker tasks run (false: results only through `on_probe`).
     probing: bool,
+    /// Whether the data plane serves `effective()`, and when to retry if not.
+    sync: Convergence,
+    /// Transitions recorded but not yet served (their apply failed): announced once an
+    /// apply goes through, so the log never says "down" while new flows still go there.
+    unannounced: Vec<(VipKey, IpAddr, Transition)>,
 }
 
 impl Supervisor {
@@ -106,8 +122,13 @@ impl Supervisor {
             probe_latency: ProbeLatency::default(),
             standby: Vec::new(),
             probing,
+            sync: Convergence::default(),
+            unannounced: Vec::new(),
         };
-        sup.apply(balancer, dp)?;
+        // A daemon that cannot serve its config at start says so and exits.
+        let effective = sup.effective();
+        apply_config(balancer, dp, &effective)?;
+        sup.note_availability();
         if probing {
             sup.checkers.update(&sup.config.services);
         }
@@ -185,42 +206,75 @@ impl Supervisor {
             return false;
         };
         let (key, addr) = probe.target;
-        let service = describe_vip(&key);
         self.save();
-        if let Err(e) = self.apply(balancer, dp) {
-            tracing::error!(%service, backend = %addr, "applying a health change failed: {e:#}");
-            return true;
+        self.unannounced.push((key, addr, t));
+        if self.apply(balancer, dp).is_err() {
+            tracing::error!(service = %describe_vip(&key), backend = %addr, "health change not applied yet; retrying");
         }
-        let (event, policy) = match t.to {
-            Health::Down => (
-                "down",
-                self.spec(&key).map_or("", |s| match s.on_failure {
-                    OnFailure::Drain => "drained: no new flows",
-                    OnFailure::Reset => "removed: flows reset",
-                }),
-            ),
-            Health::Up => ("up", "back in service"),
-        };
-        if t.to == Health::Down {
-            tracing::warn!(%service, backend = %addr, reason = %t.reason, "backend down ({policy})");
-        } else {
-            tracing::info!(%service, backend = %addr, reason = %t.reason, "backend up ({policy})");
-        }
-        self.notify(
-            &key,
-            &Event {
-                kind: event,
-                service,
-                backend: addr.to_string(),
-                reason: t.reason,
-            },
-        );
         true
     }
 
+    /// Logs every transition the data plane now serves and runs its hook.
+    fn announce(&mut self) {
+        for (key, addr, t) in std::mem::take(&mut self.unannounced) {
+            let service = describe_vip(&key);
+            let (event, policy) = match t.to {
+                Health::Down => (
+                    "down",
+                    self.spec(&key).map_or("", |s| match s.on_failure {
+                        OnFailure::Drain => "drained: no new flows",
+                        OnFailure::Reset => "removed: flows reset",
+                    }),
+                ),
+                Health::Up => ("up", "back in service"),
+            };
+            if t.to == Health::Down {
+                tracing::warn!(%service, backend = %addr, reason = %t.reason, "backend down ({policy})");
+            } else {
+                tracing::info!(%service, backend = %addr, reason = %t.reason, "backend up ({policy})");
+            }
+            self.notify(
+                &key,
+                &Event {
+                    kind: event,
+                    service,
+                    backend: addr.to_string(),
+                    reason: t.reason,
+                },
+            );
+        }
+    }
+
+    /// Converges the data plane to the desired state: re-resolves egress interfaces
+    /// (one that was re-created gets its slot written again) and, when an earlier
+    /// apply failed and its backoff has passed, applies everything again. Call
+    /// periodically.
+    pub fn reconcile(&mut self, balancer: &mut Balancer, dp: &mut dyn DataPlane) {
+        self.reconcile_at(balancer, dp, Instant::now());
+    }
+
+    fn reconcile_at(&mut self, balancer: &mut Balancer, dp: &mut dyn DataPlane, now: Instant) {
+        match balancer.refresh_egress(dp) {
+            Ok(missing) => self.sync.set_missing_egress(missing),
+            Err(e) => self
+                .sync
+                .failed(format!("rewriting an egress slot: {e}"), now),
+        }
+        if self.sync.retry_due(now) {
+            let _ = self.apply_at(balancer, dp, now);
+        }
+    }
+
+    /// Whether the data plane serves the desired state (for `xlb status`).
+    pub fn sync_status(&self) -> SyncStatus {
+        self.sync.status()
+    }
+
     /// Takes a new configuration (already validated by the caller's load): keeps the
-    /// health of backends it still checks, applies, and restarts the checks. On error
-    /// nothing changed and the running configuration stays.
+    /// health of backends it still checks, applies, and updates the checks. On error
+    /// the running configuration stays, in the data plane too: an apply that failed
+    /// part way is undone by applying the running configuration again (and, should
+    /// that fail too, by [`Supervisor::reconcile`]).
     pub fn reload(
         &mut self,
         balancer: &mut Balancer,
@@ -250,7 +304,21 @@ impl Supervisor {
             vrrp: Vec::new(),
             interfaces: Vec::new(),
         };
-        apply_config(balancer, dp, &effective)?;
+        if let Err(e) = apply_config(balancer, dp, &effective) {
+            // Undo whatever part went through (nothing, when validation refused it).
+            let e = anyhow::Error::from(e);
+            let running = self.effective();
+            return Err(match apply_config(balancer, dp, &running) {
+                Ok(undone) if undone == ApplyReport::default() => e,
+                Ok(_) => e.context("what it had changed was rolled back"),
+                Err(undo) => {
+                    self.sync.failed(format!("{undo:#}"), Instant::now());
+                    e.context(format!(
+                        "rolling back failed too ({undo}); retrying in the background"
+                    ))
+                }
+            });
+        }
         self.book = next;
         self.config = config;
         self.note_availability();
@@ -282,7 +350,7 @@ impl Supervisor {
         &mut self,
         balancer: &mut Balancer,
         dp: &mut dyn DataPlane,
-        standby: Vec<std::net::IpAddr>,
+        standby: Vec<IpAddr>,
     ) -> Result<()> {
         self.standby = standby;
         self.apply(balancer, dp)
@@ -302,9 +370,25 @@ impl Supervisor {
         self.config.services.iter().find(|s| vip_key(s) == *key)
     }
 
+    /// Applies the desired state; on failure the data plane is marked out of sync for
+    /// [`Supervisor::reconcile`] to retry.
     fn apply(&mut self, balancer: &mut Balancer, dp: &mut dyn DataPlane) -> Result<()> {
+        self.apply_at(balancer, dp, Instant::now())
+    }
+
+    fn apply_at(
+        &mut self,
+        balancer: &mut Balancer,
+        dp: &mut dyn DataPlane,
+        now: Instant,
+    ) -> Result<()> {
         let effective = self.effective();
-        apply_config(balancer, dp, &effective)?;
+        if let Err(e) = apply_config(balancer, dp, &effective) {
+            self.sync.failed(format!("{e:#}"), now);
+            return Err(e.into());
+        }
+        self.sync.succeeded();
+        self.announce();
         self.note_availability();
         Ok(())
     }
@@ -372,7 +456,7 @@ pub fn apply_config(
     balancer: &mut Balancer,
     dp: &mut dyn DataPlane,
     config: &Config,
-) -> Result<()> {
+) -> Result<ApplyReport, ApplyError> {
     let report = balancer.apply_with_encap(dp, config.encap_sources, &config.services)?;
     if report != ApplyReport::default() {
         tracing::info!(
@@ -381,7 +465,7 @@ pub fn apply_config(
             "configuration applied"
         );
     }
-    Ok(())
+    Ok(report)
 }
 
 #[cfg(test)]

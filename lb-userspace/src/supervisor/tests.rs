@@ -247,3 +247,130 @@ fn vrrp_standby_switches_only_the_entries_of_the_peers_vips() {
         .collect();
     assert_eq!(before, after);
 }
+
+/// One service as packets meet it: flags, mode, egress slot, and its live table as
+/// backend addresses (`None`: no backend / a cleared record).
+type Served = (u32, u8, u8, Vec<Option<IpAddr>>);
+
+/// What packets meet, whatever ids were chosen.
+fn served(port: &MemoryPort) -> HashMap<VipKey, Served> {
+    use crate::dataplane::addr::ip_from_words;
+    port.services
+        .iter()
+        .map(|(key, svc)| {
+            let table = port.maglev[&svc.table_slot()]
+                .iter()
+                .map(|id| {
+                    port.live_backend(*id)
+                        .and_then(|b| ip_from_words(b.addr, b.family))
+                })
+                .collect();
+            (*key, (svc.flags, svc.mode, svc.tx_port, table))
+        })
+        .collect()
+}
+
+/// A reload that replaces one service's backends, removes the other service and adds
+/// a third: every kind of step an apply takes.
+fn reshaped() -> Config {
+    let mut next = config(OnFailure::Drain);
+    next.services[0].backends = (4..7)
+        .map(|n| BackendSpec::new(be(n), MacAddr([2, 0, 0, 0, 0, n]), 1))
+        .collect();
+    let mut third = next.services[1].clone();
+    third.vip = vip(102);
+    next.services[1] = third;
+    next
+}
+
+/// Issue 14, item 6: a reload whose apply fails at any step leaves exactly the running
+/// configuration served (what it had changed is undone), and the data plane in sync.
+#[test]
+fn a_reload_that_fails_at_any_step_leaves_the_running_config_served() {
+    use crate::dataplane::memory::Fault;
+    let want_old = served(&start(OnFailure::Drain).2);
+    let want_new = {
+        let mut port = MemoryPort::new();
+        let mut balancer = Balancer::default();
+        Supervisor::without_checks(&mut balancer, &mut port, reshaped()).unwrap();
+        served(&port)
+    };
+    assert_ne!(want_old, want_new);
+    let mut failed_at = 0;
+    for n in 0.. {
+        let (mut sup, mut balancer, mut port) = start(OnFailure::Drain);
+        port.inject(Some(Fault::After(n)));
+        match sup.reload(&mut balancer, &mut port, reshaped()) {
+            Err(e) => {
+                assert_eq!(served(&port), want_old, "failure at step {n}: {e:#}");
+                assert_eq!(sup.config(), &config(OnFailure::Drain));
+                assert!(sup.sync_status().in_sync, "step {n}");
+                failed_at += 1;
+            }
+            Ok(()) => {
+                // The fault lay beyond the last step: the reload went through.
+                assert_eq!(served(&port), want_new);
+                break;
+            }
+        }
+    }
+    assert!(failed_at >= 10, "only {failed_at} failure points tried");
+}
+
+/// A reload whose rollback fails too leaves the data plane out of sync, says so, and
+/// the reconcile step converges it to the running configuration once the data plane
+/// accepts updates again.
+#[test]
+fn a_failed_rollback_is_retried_until_the_running_config_is_served() {
+    use crate::dataplane::memory::Fault;
+    let (mut sup, mut balancer, mut port) = start(OnFailure::Drain);
+    let want = served(&port);
+    // Removing the old second service fails, and so does removing the added third.
+    port.inject(Some(Fault::Op("remove_service")));
+    let e = sup
+        .reload(&mut balancer, &mut port, reshaped())
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("rolling back failed too"),
+        "{e:#}"
+    );
+    assert_ne!(served(&port), want);
+    let status = sup.sync_status();
+    assert!(!status.in_sync && status.error.is_some() && status.attempts == 1);
+    // Still refused: the retry fails and backs off.
+    let later = Instant::now() + Duration::from_secs(1);
+    sup.reconcile_at(&mut balancer, &mut port, later);
+    assert_eq!(sup.sync_status().attempts, 2);
+    port.inject(None);
+    sup.reconcile_at(&mut balancer, &mut port, later + Duration::from_secs(5));
+    assert_eq!(served(&port), want);
+    let status = sup.sync_status();
+    assert!(status.in_sync && status.error.is_none(), "{status:?}");
+    assert_eq!(status.failures_total, 2);
+}
+
+/// A health transition whose apply fails is served by the reconcile step without
+/// waiting for another probe, and announced (logged, hook run) only then.
+#[test]
+fn a_health_change_that_failed_to_apply_is_retried_and_announced_when_served() {
+    use crate::dataplane::memory::Fault;
+    let (mut sup, mut balancer, mut port) = start(OnFailure::Drain);
+    port.inject(Some(Fault::Op("swap_tables")));
+    assert!(sup.on_probe(&mut balancer, &mut port, &probe(100, 1, false)));
+    assert_eq!(table_ids(&port, &balancer, 100), [be(1), be(2), be(3)]);
+    assert!(!sup.sync_status().in_sync);
+    assert_eq!(sup.unannounced.len(), 1, "not announced while not served");
+    port.inject(None);
+    // Not before the backoff has passed...
+    sup.reconcile_at(&mut balancer, &mut port, Instant::now());
+    assert_eq!(table_ids(&port, &balancer, 100), [be(1), be(2), be(3)]);
+    // ...then served and announced.
+    sup.reconcile_at(
+        &mut balancer,
+        &mut port,
+        Instant::now() + Duration::from_secs(1),
+    );
+    assert_eq!(table_ids(&port, &balancer, 100), [be(2), be(3)]);
+    assert!(sup.sync_status().in_sync);
+    assert!(sup.unannounced.is_empty());
+}

@@ -167,8 +167,9 @@ impl Daemon {
         let mut xdp_vrrp = Vec::new();
         sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
         let mut vrrp_tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        // Checker tasks that panicked are found and restarted on this tick.
-        let mut upkeep = tokio::time::interval(std::time::Duration::from_secs(1));
+        // On this tick checker tasks that panicked are restarted and the data plane is
+        // converged to the desired state (failed applies retried, egress re-resolved).
+        let mut upkeep = tokio::time::interval(std::time::Duration::from_millis(500));
         // XDP answers as master only under a lease: renewed every advert interval.
         let mut lease_tick = tokio::time::interval(vrrp.lease_renewal());
         let notifier = Notifier::default();
@@ -201,7 +202,10 @@ impl Daemon {
                     track(&sup, &vrrp);
                     sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
                 }
-                _ = upkeep.tick() => sup.restart_panicked_checks(),
+                _ = upkeep.tick() => {
+                    sup.restart_panicked_checks();
+                    sup.reconcile(&mut balancer, dp);
+                }
                 _ = lease_tick.tick(), if !vrrp.is_empty() => {
                     sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
                 }
@@ -246,6 +250,7 @@ impl Daemon {
                             last_reload: last_reload.clone(),
                             pins_persist: pins_warning.is_none(),
                             pins_warning: pins_warning.clone(),
+                            dataplane: sup.sync_status(),
                         })),
                         Request::Services => Response::ok(json(&views::services(&sup, dp))),
                         Request::Backends => {

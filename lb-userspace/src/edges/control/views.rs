@@ -18,7 +18,7 @@ use crate::{
         BackendStats, DataPlane, ServiceStats,
     },
     health::{CheckResult, Health},
-    supervisor::Supervisor,
+    supervisor::{convergence::SyncStatus, Supervisor},
 };
 
 /// `xlb status`.
@@ -42,6 +42,9 @@ pub struct Status {
     pub pins_persist: bool,
     #[serde(default)]
     pub pins_warning: Option<String>,
+    /// Whether the data plane serves the desired state, and if not why and since when.
+    #[serde(default)]
+    pub dataplane: SyncStatus,
 }
 
 fn yes() -> bool {
@@ -438,6 +441,19 @@ pub fn status_text(s: &Status) -> String {
         s.services, s.backends, s.checks, s.backends_down
     );
     let _ = writeln!(out, "  last reload  {}", opt(s.last_reload.clone()));
+    let d = &s.dataplane;
+    if d.in_sync {
+        let _ = writeln!(out, "  data plane   in sync");
+    } else {
+        let mut why = Vec::new();
+        if let Some(e) = &d.error {
+            why.push(format!("{e} ({} failed attempts, retrying)", d.attempts));
+        }
+        if !d.missing_egress.is_empty() {
+            why.push(format!("egress missing: {}", d.missing_egress.join(", ")));
+        }
+        let _ = writeln!(out, "  data plane   OUT OF SYNC: {}", why.join("; "));
+    }
     if let Some(warning) = &s.pins_warning {
         let _ = writeln!(
             out,
