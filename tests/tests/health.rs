@@ -69,7 +69,7 @@ fn sock(s: &str) -> SocketAddr {
 
 /// A TCP check from inside the checker namespace.
 fn tcp_check(ns: &Netns, addr: SocketAddr, timeout: Duration) -> CheckResult {
-    ns.run(|| health::block_on(tcp::check(addr, timeout)))
+    ns.run(|| health::block_on(tcp::check(addr, None, timeout)))
 }
 
 /// An HTTP check from inside the checker namespace.
@@ -328,7 +328,7 @@ fn ip(s: &str) -> IpAddr {
 
 /// An ICMP check from inside the checker namespace.
 fn icmp_check(ns: &Netns, addr: IpAddr, timeout: Duration) -> CheckResult {
-    ns.run(|| health::block_on(icmp::check(addr, timeout)))
+    ns.run(|| health::block_on(icmp::check(addr, None, timeout)))
 }
 
 /// Repeats `probe` until it succeeds or `within` has passed; the last result.
@@ -355,7 +355,7 @@ fn icmp_check_ok_link_down_and_nobody() {
     let results = lab.checker.run(|| {
         std::thread::scope(|scope| {
             let probes: Vec<_> = (0..8)
-                .map(|_| scope.spawn(|| health::block_on(icmp::check(backend, TIMEOUT))))
+                .map(|_| scope.spawn(|| health::block_on(icmp::check(backend, None, TIMEOUT))))
                 .collect();
             probes
                 .into_iter()
@@ -458,7 +458,7 @@ fn tcp_exchange(
     send: Option<&[u8]>,
     expect: Option<&[u8]>,
 ) -> CheckResult {
-    ns.run(|| health::block_on(tcp::check_exchange(addr, TIMEOUT, send, expect)))
+    ns.run(|| health::block_on(tcp::check_exchange(addr, None, TIMEOUT, send, expect)))
 }
 
 #[test]
@@ -535,7 +535,7 @@ fn tcp_exchange_mismatch_on_close_is_immediate() {
 // UDP and DNS
 
 fn udp_check(ns: &Netns, addr: SocketAddr, send: &[u8], expect: Option<&[u8]>) -> CheckResult {
-    ns.run(|| health::block_on(udp::check(addr, TIMEOUT, send, expect)))
+    ns.run(|| health::block_on(udp::check(addr, None, TIMEOUT, send, expect)))
 }
 
 #[test]
@@ -593,7 +593,7 @@ fn dns_check_noerror_nxdomain_and_refused() {
     let server = UdpResponder::start(&lab.backend, sock("10.71.0.2:53"), dns_answer);
     let dns = |addr: SocketAddr, name: &str| {
         lab.checker
-            .run(|| health::block_on(udp::check_dns(addr, TIMEOUT, name)))
+            .run(|| health::block_on(udp::check_dns(addr, None, TIMEOUT, name)))
     };
     assert_eq!(dns(server.addr, "backend.test"), CheckResult::Ok);
     assert_eq!(dns(server.addr, "backend.test."), CheckResult::Ok);
@@ -818,6 +818,7 @@ fn https_check_insecure_ok_verified_fails() {
     let insecure = http::Options {
         tls: http::Tls::Insecure,
         digest: Some(MD5_OK.into()),
+        source: None,
     };
     assert_eq!(
         http_check_with(&lab.checker, &check, &insecure, addr),

@@ -774,3 +774,49 @@ fn a_refused_backend_is_out_within_one_interval() {
         "out after {detected:?}: the failure was not confirmed at once"
     );
 }
+
+/// Issue 14, item 11 (`source`, keepalived's `bindto`): probes leave from the check's
+/// source address. The backends here cannot answer the balancer's primary address
+/// (their route back to it is a blackhole), only its second one, so checks from the
+/// kernel's choice of source time out and checks from `source` pass.
+#[test]
+fn checks_leave_from_their_source_address() {
+    let mut lab = Lab::new("hsrc");
+    let lb_if = lab.lb_if.b.clone();
+    lab.lb.add_addr(&lb_if, "10.60.0.3/24");
+    for ns in &lab.backend_ns {
+        ns.ip(&["route", "add", "blackhole", "10.60.0.2/32"]);
+    }
+    let source = serde_json::json!({"source": "10.60.0.3"});
+    lab.write_config_with(
+        &[1, 1, 1],
+        serde_json::json!({"check": fast_check("tcp", source.clone())}),
+    );
+    lab.start_xlb(&[]);
+    let mut reloads = 0;
+    let mut reload = |lab: &Lab, check: serde_json::Value| {
+        lab.write_config_with(&[1, 1, 1], serde_json::json!({ "check": check }));
+        lab.reload(0);
+        reloads += 1;
+        assert!(
+            lab.wait_log(&["reloaded"], reloads, Duration::from_secs(10)),
+            "{}",
+            lab.log.read()
+        );
+    };
+    // Several rounds of probes, from the source: none fails.
+    std::thread::sleep(Duration::from_secs(1));
+    reload(&lab, fast_check("icmp", source));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        lab.log_lines(&["backend down"]).is_empty(),
+        "a check from its source failed:\n{}",
+        lab.log.read()
+    );
+    // From the kernel's choice, the same checks fail.
+    reload(&lab, fast_check("icmp", serde_json::json!({})));
+    for i in 0..3 {
+        let line = wait_transition(&lab, "backend down", &addr(i), 1);
+        assert!(line.contains("timeout"), "{line}");
+    }
+}

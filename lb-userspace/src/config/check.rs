@@ -61,6 +61,11 @@ pub struct CheckSpec {
     /// `XLB_BACKEND`, `XLB_PORT` and `XLB_SERVICE` in its environment.
     #[serde(default)]
     pub command: Option<Vec<String>>,
+    /// The local address probes leave from (keepalived's `bindto`); default: the one
+    /// the kernel's routing picks. Every probe fails if it is not an address of the
+    /// host. Not for exec checks (the program opens its own sockets).
+    #[serde(default)]
+    pub source: Option<std::net::IpAddr>,
     /// Milliseconds between the starts of two probes.
     #[serde(default = "default_interval")]
     pub interval_ms: u64,
@@ -145,6 +150,7 @@ impl CheckSpec {
             digest: None,
             name: None,
             command: None,
+            source: None,
             interval_ms: default_interval(),
             timeout_ms: default_timeout(),
             rise: default_rise(),
@@ -235,6 +241,19 @@ impl CheckSpec {
         only("digest", self.digest.is_some(), &[Http, Https]);
         only("name", self.name.is_some(), &[Dns]);
         only("command", self.command.is_some(), &[Exec]);
+        only(
+            "source",
+            self.source.is_some(),
+            &[Icmp, Tcp, Http, Https, Udp, Dns],
+        );
+        if let Some(source) = self.source {
+            if source.is_unspecified() || source.is_multicast() {
+                out.push((
+                    "source",
+                    format!("{source} cannot be a source address: give one of this host's"),
+                ));
+            }
+        }
         match self.kind {
             Http | Https => {
                 let path = self.path.as_deref().unwrap_or("/");

@@ -5,11 +5,13 @@
 use std::{
     collections::{HashMap, HashSet},
     fmt,
+    net::IpAddr,
 };
 
 use lb_common::limits::{MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES};
 
 use super::{
+    check::CheckSpec,
     service::{is_prime, vip_key, EncapSources, Fallback, MacAddr, Mode, ServiceSpec, MAX_WEIGHT},
     Config,
 };
@@ -117,6 +119,11 @@ pub fn services(specs: &[ServiceSpec], encap: &EncapSources) -> Result<(), Vec<I
             for (field, reason) in check.problems(s.port) {
                 bad(format!("{p}.check.{field}"), reason);
             }
+            // Backends with a check of their own do not use the service's.
+            let mut users = s.backends.iter().filter(|b| b.check.is_none());
+            if let Some(reason) = users.find_map(|b| source_family_problem(check, b.address)) {
+                bad(format!("{p}.check.source"), reason);
+            }
         }
         if let Some(argv) = &s.notify {
             if argv.first().is_none_or(String::is_empty) {
@@ -185,6 +192,9 @@ pub fn services(specs: &[ServiceSpec], encap: &EncapSources) -> Result<(), Vec<I
                 for (field, reason) in check.problems(s.port) {
                     bad(format!("{bp}.check.{field}"), reason);
                 }
+                if let Some(reason) = source_family_problem(check, b.address) {
+                    bad(format!("{bp}.check.source"), reason);
+                }
             }
             if !is_unicast_mac(b.mac) {
                 bad(
@@ -247,6 +257,13 @@ pub fn config(config: &Config) -> Vec<Invalid> {
         }
     }
     errors
+}
+
+/// A check's source must be of the family of the backend it probes.
+fn source_family_problem(check: &CheckSpec, backend: IpAddr) -> Option<String> {
+    let source = check.source?;
+    (source.is_ipv4() != backend.is_ipv4())
+        .then(|| format!("{source} cannot reach backend {backend}: another address family"))
 }
 
 #[cfg(test)]
@@ -361,5 +378,32 @@ mod tests {
         let err = serde_json::from_str::<ServiceSpec>(&json.replace("02:00:00:00:00:01", "02:00"))
             .unwrap_err();
         assert!(err.to_string().contains("not a MAC address"), "{err}");
+    }
+
+    #[test]
+    fn a_check_source_must_match_its_backends_family() {
+        use crate::config::check::{CheckKind, CheckSpec};
+        let mut check = CheckSpec::new(CheckKind::Tcp);
+        check.source = Some("fd00::2".parse().unwrap());
+        let mut s = spec("10.0.0.100", Some(80), &[("10.0.1.1", 1), ("10.0.1.2", 1)]);
+        s.check = Some(check.clone());
+        // The second backend has a check of its own, with a matching source.
+        let mut own = check.clone();
+        own.source = Some("10.0.0.2".parse().unwrap());
+        s.backends[1].check = Some(own);
+        let mut v6 = spec("fd00::100", Some(80), &[("fd00::11", 1)]);
+        v6.backends[0].check = Some(check.clone());
+        let mut exec = CheckSpec::new(CheckKind::Exec);
+        exec.command = Some(vec!["/bin/true".into()]);
+        exec.source = Some("10.0.0.2".parse().unwrap());
+        let mut e = spec("10.0.0.101", Some(80), &[("10.0.1.3", 1)]);
+        e.check = Some(exec);
+        assert_eq!(
+            paths(&[s, v6, e]),
+            [
+                "services[0].check.source: fd00::2 cannot reach backend 10.0.1.1: another address family",
+                "services[2].check.source: applies to icmp/tcp/http/https/udp/dns checks, not exec",
+            ]
+        );
     }
 }

@@ -29,6 +29,7 @@ impl CheckSpec {
         http::Options {
             tls,
             digest: self.digest.clone(),
+            source: self.source,
         }
     }
 
@@ -47,20 +48,23 @@ impl CheckSpec {
         let send = self.send.as_deref().map(str::as_bytes);
         let expect = self.expect.as_deref().map(str::as_bytes);
         match self.kind {
-            CheckKind::Icmp => icmp::check(backend, self.timeout()).await,
+            CheckKind::Icmp => icmp::check(backend, self.source, self.timeout()).await,
             CheckKind::Tcp if send.is_none() && expect.is_none() => {
-                tcp::check(addr, self.timeout()).await
+                tcp::check(addr, self.source, self.timeout()).await
             }
-            CheckKind::Tcp => tcp::check_exchange(addr, self.timeout(), send, expect).await,
+            CheckKind::Tcp => {
+                tcp::check_exchange(addr, self.source, self.timeout(), send, expect).await
+            }
             CheckKind::Http | CheckKind::Https => {
                 self.http().check_with(addr, &self.http_options()).await
             }
             CheckKind::Udp => {
-                udp::check(addr, self.timeout(), send.unwrap_or_default(), expect).await
+                let send = send.unwrap_or_default();
+                udp::check(addr, self.source, self.timeout(), send, expect).await
             }
             CheckKind::Dns => {
                 let addr = SocketAddr::new(backend, self.port.unwrap_or(DNS_PORT));
-                udp::check_dns(addr, self.timeout(), self.dns_name()).await
+                udp::check_dns(addr, self.source, self.timeout(), self.dns_name()).await
             }
             CheckKind::Exec => {
                 let env = exec_env(backend, port, service);

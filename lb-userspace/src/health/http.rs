@@ -32,10 +32,7 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime},
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 
 use super::{contains, tcp::abort, CheckResult, FailReason};
@@ -106,6 +103,8 @@ pub struct Options {
     /// this (keepalived's `digest`; `md5sum` of the page gives it). The body may be
     /// at most [`MAX_DIGEST_BODY`] bytes and must arrive complete.
     pub digest: Option<String>,
+    /// The address probes leave from (default: the kernel's choice).
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Options {
@@ -155,7 +154,7 @@ impl Check {
     }
 
     async fn probe(&self, addr: SocketAddr, options: &Options) -> Result<(), FailReason> {
-        let tcp = TcpStream::connect(addr)
+        let tcp = super::source::tcp_connect(addr, options.source)
             .await
             .map_err(|e| FailReason::from_io(&e))?;
         // Abortive close on drop, whichever way this function returns: see tcp::abort.

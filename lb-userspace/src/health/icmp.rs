@@ -158,16 +158,16 @@ enum Verdict {
 ///   [`FailReason::Io`].
 ///
 /// IPv6 link-local addresses are not supported (an `IpAddr` has no scope).
-pub async fn check(addr: IpAddr, timeout: Duration) -> CheckResult {
-    match tokio::time::timeout(timeout, probe(addr)).await {
+pub async fn check(addr: IpAddr, source: Option<IpAddr>, timeout: Duration) -> CheckResult {
+    match tokio::time::timeout(timeout, probe(addr, source)).await {
         Err(_elapsed) => CheckResult::Fail(FailReason::Timeout(timeout)),
         Ok(Err(reason)) => CheckResult::Fail(reason),
         Ok(Ok(())) => CheckResult::Ok,
     }
 }
 
-async fn probe(addr: IpAddr) -> Result<(), FailReason> {
-    let socket = open(addr).map_err(|e| {
+async fn probe(addr: IpAddr, source: Option<IpAddr>) -> Result<(), FailReason> {
+    let socket = open(addr, source).map_err(|e| {
         let what = if e.kind() == io::ErrorKind::PermissionDenied {
             "raw ICMP socket needs CAP_NET_RAW".to_owned()
         } else {
@@ -220,12 +220,13 @@ async fn probe(addr: IpAddr) -> Result<(), FailReason> {
 ///
 /// Not connected: connect(2) would make the kernel deliver only packets from `addr`,
 /// and with them lose the errors sent by routers or by our own kernel.
-fn open(addr: IpAddr) -> io::Result<UdpSocket> {
+fn open(addr: IpAddr, source: Option<IpAddr>) -> io::Result<UdpSocket> {
     let (domain, protocol) = match addr {
         IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4),
         IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6),
     };
     let socket = Socket::new(domain, Type::RAW.cloexec(), Some(protocol))?;
+    super::source::bind_raw(&socket, source)?;
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket.into())
 }

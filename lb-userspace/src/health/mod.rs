@@ -28,6 +28,7 @@ pub mod icmp;
 pub mod latency;
 pub mod monitor;
 pub mod notify;
+mod source;
 pub mod state;
 pub mod tcp;
 pub mod udp;

@@ -4,7 +4,10 @@
 //! HAProxy's `tcp-check send`/`expect string`, e.g. `PING` / `+PONG` for Redis or
 //! just the banner of an SMTP or SSH server).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -26,8 +29,8 @@ pub const MAX_REPLY: usize = 4096;
 /// - no answer within `timeout` (host down, ARP unanswered, packets dropped) is
 ///   [`FailReason::Timeout`];
 /// - anything else (e.g. ICMP unreachable) is [`FailReason::Io`].
-pub async fn check(addr: SocketAddr, timeout: Duration) -> CheckResult {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+pub async fn check(addr: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> CheckResult {
+    match tokio::time::timeout(timeout, super::source::tcp_connect(addr, source)).await {
         Err(_elapsed) => CheckResult::Fail(FailReason::Timeout(timeout)),
         Ok(Err(e)) => CheckResult::Fail(FailReason::from_io(&e)),
         Ok(Ok(stream)) => {
@@ -55,6 +58,7 @@ pub async fn check(addr: SocketAddr, timeout: Duration) -> CheckResult {
 /// - connection failures are classified as in [`check`].
 pub async fn check_exchange(
     addr: SocketAddr,
+    source: Option<IpAddr>,
     timeout: Duration,
     send: Option<&[u8]>,
     expect: Option<&[u8]>,
@@ -63,7 +67,7 @@ pub async fn check_exchange(
     // Outside the timed future, so that what arrived before a timeout can still be
     // shown.
     let mut reply = Vec::new();
-    let exchange = exchange(addr, send, expect, &mut reply);
+    let exchange = exchange(addr, source, send, expect, &mut reply);
     let result = tokio::time::timeout(timeout, exchange).await;
     let mismatch = |reply: &[u8]| {
         CheckResult::Fail(FailReason::ReplyMismatch {
@@ -84,12 +88,13 @@ pub async fn check_exchange(
 /// false if the peer closed or sent [`MAX_REPLY`] bytes without it.
 async fn exchange(
     addr: SocketAddr,
+    source: Option<IpAddr>,
     send: Option<&[u8]>,
     expect: Option<&[u8]>,
     reply: &mut Vec<u8>,
 ) -> Result<bool, FailReason> {
     let io = |e: std::io::Error| FailReason::from_io(&e);
-    let mut stream = TcpStream::connect(addr).await.map_err(io)?;
+    let mut stream = super::source::tcp_connect(addr, source).await.map_err(io)?;
     // Abortive close on drop, whichever way this returns (see `abort`); unread data
     // would make the kernel send a RST anyway.
     abort(&stream);

@@ -12,7 +12,7 @@
 
 use std::{
     io,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     sync::atomic::{AtomicU16, Ordering},
     time::Duration,
 };
@@ -44,12 +44,13 @@ const QCLASS_IN: u16 = 1;
 ///   datagram or the reply was dropped, or the service ignored it.
 pub async fn check(
     addr: SocketAddr,
+    source: Option<IpAddr>,
     timeout: Duration,
     send: &[u8],
     expect: Option<&[u8]>,
 ) -> CheckResult {
     let exchange = async {
-        let socket = connect(addr).await?;
+        let socket = connect(addr, source).await?;
         socket
             .send(send)
             .await
@@ -79,7 +80,12 @@ pub async fn check(
 /// counts: the server works. A reply with another id is ignored (it cannot be ours),
 /// anything else malformed, or another RCODE (SERVFAIL, REFUSED, NXDOMAIN), is
 /// [`FailReason::BadReply`]. Port unreachable and timeout as in [`check`].
-pub async fn check_dns(addr: SocketAddr, timeout: Duration, name: &str) -> CheckResult {
+pub async fn check_dns(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: Duration,
+    name: &str,
+) -> CheckResult {
     static NEXT_ID: AtomicU16 = AtomicU16::new(0);
     // Any id works on a connected socket with a fresh port; vary it anyway, so that
     // captures tell probes apart.
@@ -91,7 +97,7 @@ pub async fn check_dns(addr: SocketAddr, timeout: Duration, name: &str) -> Check
         Err(e) => return CheckResult::Fail(FailReason::Io(format!("invalid DNS check: {e}"))),
     };
     let exchange = async {
-        let socket = connect(addr).await?;
+        let socket = connect(addr, source).await?;
         socket
             .send(&query)
             .await
@@ -112,14 +118,17 @@ pub async fn check_dns(addr: SocketAddr, timeout: Duration, name: &str) -> Check
     finish(timeout, exchange).await
 }
 
-/// A connected UDP socket towards `addr`, bound to an ephemeral port.
-async fn connect(addr: SocketAddr) -> Result<UdpSocket, FailReason> {
-    let local: SocketAddr = match addr {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
+/// A connected UDP socket towards `addr`, bound to an ephemeral port (of `source`,
+/// if given).
+async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<UdpSocket, FailReason> {
     let io = |e: io::Error| FailReason::from_io(&e);
-    let socket = UdpSocket::bind(local).await.map_err(io)?;
+    let socket = UdpSocket::bind(super::source::udp_local(addr, source))
+        .await
+        .map_err(|e| match source {
+            Some(source) => super::source::bind_error(source, &e),
+            None => e,
+        })
+        .map_err(io)?;
     socket.connect(addr).await.map_err(io)?;
     Ok(socket)
 }

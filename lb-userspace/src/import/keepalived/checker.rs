@@ -38,19 +38,19 @@ static CHECK_TYPES: &[(&str, CheckKind, u32, &Block<CheckerBuilder>)] = &[
 const UNKNOWN: &str = "not carried over for this check type";
 
 static TCP: Block<CheckerBuilder> = Block {
-    keywords: &[COMMON, TIMEOUT, PORT],
+    keywords: &[COMMON, TIMEOUT, PORT, SOURCE],
     unknown: UNKNOWN,
     one_value_args: true,
 };
 
 static HTTP: Block<CheckerBuilder> = Block {
-    keywords: &[COMMON, TIMEOUT, PORT, HTTP_ONLY],
+    keywords: &[COMMON, TIMEOUT, PORT, SOURCE, HTTP_ONLY],
     unknown: UNKNOWN,
     one_value_args: true,
 };
 
 static PING: Block<CheckerBuilder> = Block {
-    keywords: &[COMMON, TIMEOUT],
+    keywords: &[COMMON, TIMEOUT, SOURCE],
     unknown: UNKNOWN,
     one_value_args: true,
 };
@@ -69,7 +69,7 @@ const COMMON: &[Row<CheckerBuilder>] = &[
     (&["warmup"], Note(WARMUP_REASON)),
     (&["alpha"], Apply(CheckerBuilder::alpha)),
     (
-        &["connect_ip", "bindto", "bind_port", "bind_if", "fwmark"],
+        &["connect_ip", "bind_port", "bind_if", "fwmark"],
         Note(
             "not carried over: xlb probes the backend address from the host's own \
              routing",
@@ -84,6 +84,9 @@ const COMMON: &[Row<CheckerBuilder>] = &[
 /// Of the checks that connect (not MISC_CHECK: misc_timeout).
 const TIMEOUT: &[Row<CheckerBuilder>] =
     &[(&["connect_timeout"], Apply(CheckerBuilder::connect_timeout))];
+
+/// Of the checks that open sockets (not MISC_CHECK: its program opens its own).
+const SOURCE: &[Row<CheckerBuilder>] = &[(&["bindto"], Apply(CheckerBuilder::bindto))];
 
 /// Of the checks that connect to a port (not PING_CHECK).
 const PORT: &[Row<CheckerBuilder>] = &[(&["connect_port"], Apply(CheckerBuilder::connect_port))];
@@ -303,6 +306,13 @@ impl CheckerBuilder {
                 ),
             ),
             None => self.url = Some(n.clone()),
+        }
+    }
+
+    fn bindto(&mut self, c: &mut Converter<'_>, n: &Node) {
+        match n.arg().and_then(|a| a.parse().ok()) {
+            Some(addr) => self.check.source = Some(addr),
+            None => c.note(n.line, &n.keyword, "not an IP address: ignored"),
         }
     }
 

@@ -704,6 +704,7 @@ real_server 10.0.0.3 443 {
     PING_CHECK {
         connect_port 7
         connect_timeout 0.5
+        bindto 10.0.0.250
     }
 }
 real_server 10.0.0.4 443 {
@@ -740,8 +741,8 @@ real_server 10.0.0.5 443 {
     assert_eq!(
         backends[2]["check"],
         json!({
-            "type": "icmp", "interval_ms": 4000, "timeout_ms": 500, "rise": 1,
-            "fall": 2, "initial": "up"
+            "type": "icmp", "source": "10.0.0.250", "interval_ms": 4000,
+            "timeout_ms": 500, "rise": 1, "fall": 2, "initial": "up"
         })
     );
     assert_eq!(
@@ -772,12 +773,12 @@ real_server 10.0.0.5 443 {
             (13, "misc_path"),
             (16, "real_server"),
             (18, "connect_port"),
-            (22, "real_server"),
-            (23, "SSL_GET"),
-            (23, "SSL_GET"),
-            (31, "real_server"),
-            (32, "HTTP_GET"),
-            (34, "digest"),
+            (23, "real_server"),
+            (24, "SSL_GET"),
+            (24, "SSL_GET"),
+            (32, "real_server"),
+            (33, "HTTP_GET"),
+            (35, "digest"),
         ]
     );
     assert!(reason(&report, 13, "misc_path").contains("unterminated"));
@@ -787,7 +788,7 @@ real_server 10.0.0.5 443 {
         reason(&report, 12, "MISC_CHECK")
     );
     assert_eq!(
-        reason(&report, 34, "digest"),
+        reason(&report, 35, "digest"),
         "not an MD5 (32 hex digits): ignored"
     );
 }
