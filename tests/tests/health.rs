@@ -875,3 +875,28 @@ fn https_check_insecure_ok_verified_fails() {
     );
     drop((server, plain));
 }
+
+/// Issue 14 ("Also"): an exec check runs as its configured user and group (with no
+/// supplementary groups, so none of root's), not as the daemon's root.
+#[test]
+fn exec_checks_run_as_their_user() {
+    use lb_userspace::health::check::{CheckKind, CheckSpec};
+    setup();
+    let is_nobody =
+        "test \"$(id -u)\" = \"$(id -u nobody)\" && test \"$(id -G)\" = \"$(id -g nobody)\"";
+    let mut check = CheckSpec::new(CheckKind::Exec);
+    check.command = Some(vec!["/bin/sh".into(), "-c".into(), is_nobody.into()]);
+    let backend: IpAddr = "127.0.0.1".parse().unwrap();
+    let probe = |check: &CheckSpec| health::block_on(check.probe(backend, Some(80), "-"));
+    assert!(
+        !probe(&check).is_ok(),
+        "without a user the check runs as root"
+    );
+    check.user = Some("nobody".into());
+    assert_eq!(probe(&check), CheckResult::Ok);
+    check.user = Some("no-such-user-xlb".into());
+    assert_eq!(
+        probe(&check).to_string(),
+        "cannot run the exec check: no such user \"no-such-user-xlb\""
+    );
+}

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::scripts::RunAs;
+
 /// Shortest accepted interval: faster checking only loads the backends.
 pub const MIN_INTERVAL_MS: u64 = 100;
 /// Longest accepted interval or timeout (a day): anything longer is a typo.
@@ -66,6 +68,13 @@ pub struct CheckSpec {
     /// host. Not for exec checks (the program opens its own sockets).
     #[serde(default)]
     pub source: Option<std::net::IpAddr>,
+    /// exec: the user the program runs as (default: `scripts.user`, else the
+    /// daemon's, root); its primary group unless `group` says.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// exec: the group the program runs as (default: `scripts.group`).
+    #[serde(default)]
+    pub group: Option<String>,
     /// Milliseconds between the starts of two probes.
     #[serde(default = "default_interval")]
     pub interval_ms: u64,
@@ -151,11 +160,21 @@ impl CheckSpec {
             name: None,
             command: None,
             source: None,
+            user: None,
+            group: None,
             interval_ms: default_interval(),
             timeout_ms: default_timeout(),
             rise: default_rise(),
             fall: default_fall(),
             initial: default_initial(),
+        }
+    }
+
+    /// Who runs an exec check's program (as configured on the check).
+    pub fn run_as(&self) -> RunAs {
+        RunAs {
+            user: self.user.clone(),
+            group: self.group.clone(),
         }
     }
 
@@ -241,6 +260,8 @@ impl CheckSpec {
         only("digest", self.digest.is_some(), &[Http, Https]);
         only("name", self.name.is_some(), &[Dns]);
         only("command", self.command.is_some(), &[Exec]);
+        only("user", self.user.is_some(), &[Exec]);
+        only("group", self.group.is_some(), &[Exec]);
         only(
             "source",
             self.source.is_some(),

@@ -4,9 +4,11 @@
 //! helpers: the balancer, health checks, VRRP and the edges all read it.
 //!
 //! - [`service`]: virtual services and backends; [`check`]: health checks;
-//!   [`vrrp`]: VRRP instances; [`validate`]: the whole-config rules.
+//!   [`vrrp`]: VRRP instances; [`scripts`]: who runs exec checks and hooks;
+//!   [`validate`]: the whole-config rules.
 
 pub mod check;
+pub mod scripts;
 pub mod service;
 pub mod validate;
 pub mod vrrp;
@@ -15,7 +17,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use self::vrrp::VrrpSpec;
+use self::{scripts::RunAs, vrrp::VrrpSpec};
 pub use self::{
     service::{
         BackendSpec, EncapSources, Fallback, MacAddr, Mode, OnFailure, Protocol, ServiceSpec,
@@ -37,6 +39,13 @@ pub struct Config {
     /// VRRP instances: which virtual addresses this host holds while it is master.
     #[serde(default)]
     pub vrrp: Vec<VrrpSpec>,
+    /// Who runs exec checks and notify hooks (default: the daemon's user, root).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub scripts: RunAs,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +64,10 @@ pub enum ConfigError {
     },
     #[error("{path}: rejected, nothing applied:\n{}", .errors.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
     Invalid { path: String, errors: Vec<Invalid> },
+    #[error(
+        "{path}: refused: {reason}; whoever can change it can make xlb run any program as root"
+    )]
+    Unsafe { path: String, reason: String },
 }
 
 /// Largest accepted config file; anything bigger is a mistake, not a config.
@@ -73,6 +86,12 @@ impl Config {
             return Err(read_err(std::io::Error::other(format!(
                 "{len} bytes is larger than the {MAX_CONFIG_BYTES}-byte limit"
             ))));
+        }
+        if let Some(reason) = scripts::config_file_problem(path) {
+            return Err(ConfigError::Unsafe {
+                path: shown,
+                reason,
+            });
         }
         let text = std::fs::read_to_string(path).map_err(read_err)?;
         Self::parse(&text).map_err(|e| match e {
@@ -94,6 +113,7 @@ impl Config {
             path: "<config>".into(),
             error,
         })?;
+        let mut config = config;
         let errors = validate::config(&config);
         if !errors.is_empty() {
             return Err(ConfigError::Invalid {
@@ -101,7 +121,27 @@ impl Config {
                 errors,
             });
         }
+        config.settle_script_users();
         Ok(config)
+    }
+
+    /// Gives every exec check the user and group it runs as (its own, else
+    /// `scripts`), so a check carries all it needs and a change of `scripts` restarts
+    /// the checks it concerns.
+    fn settle_script_users(&mut self) {
+        let default = self.scripts.clone();
+        let checks = self.services.iter_mut().flat_map(|s| {
+            s.check
+                .iter_mut()
+                .chain(s.backends.iter_mut().filter_map(|b| b.check.as_mut()))
+        });
+        for check in checks {
+            if check.kind == check::CheckKind::Exec {
+                let run_as = check.run_as().or(&default);
+                check.user = run_as.user;
+                check.group = run_as.group;
+            }
+        }
     }
 }
 
@@ -135,5 +175,61 @@ mod tests {
                 && err.contains("interfaces[2]: \"a/b\" is not a valid interface name"),
             "{err}"
         );
+    }
+
+    /// Issue 14 ("Also"): who runs operator programs, and refusing programs others
+    /// could change.
+    #[test]
+    fn script_users_and_unsafe_programs_are_named_by_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xlb-cfg-scripts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = dir.join("check");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let text = format!(
+            r#"{{"scripts": {{"user": "no-such-user-xlb"}},
+                "services": [{{"vip": "10.0.0.1", "port": 80, "protocol": "tcp", "mode": "dsr",
+                  "check": {{"type": "exec", "command": ["{0}"], "user": "root",
+                             "group": "no-such-group-xlb"}},
+                  "notify": ["{0}"],
+                  "backends": [{{"address": "10.0.1.1", "mac": "02:00:00:00:00:01", "weight": 1}}]}}]}}"#,
+            script.display()
+        );
+        let err = Config::parse(&text).unwrap_err().to_string();
+        let unsafe_script = format!("{} (file) is writable by everyone", script.display());
+        for want in [
+            "scripts.user: no such user \"no-such-user-xlb\"".to_owned(),
+            "services[0].check.group: no such group \"no-such-group-xlb\"".to_owned(),
+            format!("services[0].check.command: {unsafe_script}"),
+            format!("services[0].notify: {unsafe_script}"),
+        ] {
+            assert!(err.contains(&want), "missing {want:?} in {err}");
+        }
+
+        // Safe, with users that exist: accepted, and every exec check carries its user.
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let good = text.replace("no-such-user-xlb", "root").replace(
+            r#", "user": "root",
+                             "group": "no-such-group-xlb""#,
+            "",
+        );
+        let config = Config::parse(&good).unwrap();
+        let check = config.services[0].check.as_ref().unwrap();
+        assert_eq!(check.user.as_deref(), Some("root"));
+        // The config file itself must not be writable by others either.
+        let file = dir.join("xlb.json");
+        std::fs::write(&file, &good).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o646)).unwrap();
+        let err = Config::load(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("xlb.json (file) is writable by everyone"),
+            "{err}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Config::load(&file).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

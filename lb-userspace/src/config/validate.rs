@@ -11,7 +11,8 @@ use std::{
 use lb_common::limits::{MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES};
 
 use super::{
-    check::CheckSpec,
+    check::{CheckKind, CheckSpec},
+    scripts::{program_problem, RunAs, RunAsError},
     service::{is_prime, vip_key, EncapSources, Fallback, MacAddr, Mode, ServiceSpec, MAX_WEIGHT},
     Config,
 };
@@ -241,6 +242,7 @@ pub fn config(config: &Config) -> Vec<Invalid> {
         .map(|s| describe_vip(&vip_key(s)))
         .collect();
     errors.extend(super::vrrp::validate(&config.vrrp, &names));
+    errors.extend(script_problems(config));
     let mut seen = HashSet::new();
     for (i, name) in config.interfaces.iter().enumerate() {
         // IFNAMSIZ is 16 with the terminating NUL.
@@ -257,6 +259,54 @@ pub fn config(config: &Config) -> Vec<Invalid> {
         }
     }
     errors
+}
+
+/// Users and groups that do not exist, and programs others could modify (see
+/// [`super::scripts`]). Checked on load only: it reads the filesystem.
+fn script_problems(config: &Config) -> Vec<Invalid> {
+    let mut out = Vec::new();
+    let mut bad = |path: String, reason: String| out.push(Invalid { path, reason });
+    let resolve = |run_as: &RunAs, at: &str, bad: &mut dyn FnMut(String, String)| {
+        run_as.resolve().unwrap_or_else(|e| {
+            let field = if matches!(e, RunAsError::NoGroup(_)) {
+                "group"
+            } else {
+                "user"
+            };
+            bad(format!("{at}.{field}"), e.to_string());
+            None
+        })
+    };
+    let default = resolve(&config.scripts, "scripts", &mut bad);
+    let program = |argv: &[String], runs_as, path: String, bad: &mut dyn FnMut(String, String)| {
+        if let Some(why) = argv.first().and_then(|p| program_problem(p, runs_as)) {
+            bad(path, why);
+        }
+    };
+    for (i, s) in config.services.iter().enumerate() {
+        let p = format!("services[{i}]");
+        let checks = s.check.iter().map(|c| (c, format!("{p}.check"))).chain(
+            s.backends
+                .iter()
+                .enumerate()
+                .filter_map(|(j, b)| Some((b.check.as_ref()?, format!("{p}.backends[{j}].check")))),
+        );
+        for (check, at) in checks {
+            if let (CheckKind::Exec, Some(argv)) = (check.kind, &check.command) {
+                let runs_as = resolve(&check.run_as().or(&config.scripts), &at, &mut bad);
+                program(argv, runs_as, format!("{at}.command"), &mut bad);
+            }
+        }
+        if let Some(argv) = &s.notify {
+            program(argv, default, format!("{p}.notify"), &mut bad);
+        }
+    }
+    for (i, v) in config.vrrp.iter().enumerate() {
+        if let Some(argv) = &v.notify {
+            program(argv, default, format!("vrrp[{i}].notify"), &mut bad);
+        }
+    }
+    out
 }
 
 /// A check's source must be of the family of the backend it probes.

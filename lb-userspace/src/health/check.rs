@@ -69,7 +69,12 @@ impl CheckSpec {
             CheckKind::Exec => {
                 let env = exec_env(backend, port, service);
                 let argv = self.command.as_deref().unwrap_or_default();
-                exec::check(argv, &env, self.timeout()).await
+                match self.run_as().resolve() {
+                    Ok(run_as) => exec::check(argv, &env, run_as, self.timeout()).await,
+                    Err(e) => CheckResult::Fail(super::FailReason::Io(format!(
+                        "cannot run the exec check: {e}"
+                    ))),
+                }
             }
         }
     }

@@ -7,6 +7,9 @@
 //! daemon's environment plus the given variables, gets /dev/null as stdin and stdout,
 //! and a pipe as stderr whose first line goes into the failure reason.
 //!
+//! It runs as the check's `user`/`group` (else `scripts.user`/`scripts.group`, else
+//! the daemon's own user, root): see [`crate::config::scripts`].
+//!
 //! A check that overruns its timeout is killed with its whole process group (the
 //! program runs as the leader of a group of its own, so a shell script's children
 //! die with it instead of piling up one per interval) and reaped: no zombie, no
@@ -24,6 +27,7 @@ use tokio::{
 };
 
 use super::{CheckResult, FailReason};
+use crate::config::scripts::Credentials;
 
 /// At most this much of the program's stderr is kept; the rest is read and dropped
 /// so a chatty program never blocks on a full pipe.
@@ -34,8 +38,8 @@ const MAX_STDERR_LINE: usize = 200;
 /// inherited it) before we stop reading and report what we have.
 const STDERR_GRACE: Duration = Duration::from_millis(100);
 
-/// Runs `argv[0]` with arguments `argv[1..]` and the extra environment `env`, and
-/// waits up to `timeout` for it to exit.
+/// Runs `argv[0]` with arguments `argv[1..]` and the extra environment `env` (as
+/// `run_as`, if given), and waits up to `timeout` for it to exit.
 ///
 /// The program runs in the network namespace of the calling thread (and everything
 /// else of the daemon's: user, mounts, working directory).
@@ -47,7 +51,12 @@ const STDERR_GRACE: Duration = Duration::from_millis(100);
 ///   having been killed and the program reaped;
 /// - a program that cannot be started (not found, not executable) or an empty
 ///   `argv` is [`FailReason::Io`].
-pub async fn check(argv: &[String], env: &[(String, String)], timeout: Duration) -> CheckResult {
+pub async fn check(
+    argv: &[String],
+    env: &[(String, String)],
+    run_as: Option<Credentials>,
+    timeout: Duration,
+) -> CheckResult {
     let Some((program, args)) = argv.split_first() else {
         return CheckResult::Fail(FailReason::Io("invalid exec check: empty command".into()));
     };
@@ -63,6 +72,7 @@ pub async fn check(argv: &[String], env: &[(String, String)], timeout: Duration)
         // If this future is dropped (the daemon stops checking) the program is
         // killed, and tokio reaps it in the background.
         .kill_on_drop(true);
+    run_as_credentials(&mut command, run_as);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => return CheckResult::Fail(FailReason::Io(format!("cannot run {program}: {e}"))),
@@ -132,7 +142,16 @@ async fn collect(mut pipe: impl AsyncRead + Unpin, out: &mut Vec<u8>) {
 }
 
 /// Kills `child`'s process group, then reaps `child`.
-async fn kill(child: &mut Child) {
+/// Makes `command` run as `run_as` (std drops the supplementary groups too).
+pub(crate) fn run_as_credentials(command: &mut Command, run_as: Option<Credentials>) {
+    if let Some(c) = run_as {
+        command.uid(c.uid).gid(c.gid);
+    }
+}
+
+/// Kills `child`'s whole process group (it must have been started with
+/// `process_group(0)`) and reaps it.
+pub(crate) async fn kill(child: &mut Child) {
     if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
         // The group id is the child's pid (process_group(0)). ESRCH (already gone)
         // is fine.
@@ -185,7 +204,7 @@ mod tests {
 
     fn run(argv: &[&str], timeout: Duration) -> CheckResult {
         let argv: Vec<String> = argv.iter().map(|&s| s.to_owned()).collect();
-        block_on(check(&argv, &[], timeout))
+        block_on(check(&argv, &[], None, timeout))
     }
 
     /// Children of this process named `comm` (zombies included: a zombie keeps its
@@ -251,7 +270,7 @@ mod tests {
         .map(|&s| s.to_owned())
         .collect();
         let env = [("XLB_BACKEND".to_owned(), "10.0.0.1;rm -rf /".to_owned())];
-        let result = block_on(check(&argv, &env, Duration::from_secs(5)));
+        let result = block_on(check(&argv, &env, None, Duration::from_secs(5)));
         assert_eq!(result, CheckResult::Ok);
     }
 
@@ -280,7 +299,7 @@ mod tests {
             "{result:?}"
         );
         assert!(matches!(
-            block_on(check(&[], &[], Duration::from_secs(1))),
+            block_on(check(&[], &[], None, Duration::from_secs(1))),
             CheckResult::Fail(FailReason::Io(_))
         ));
     }

@@ -34,7 +34,7 @@ use crate::{
         book::{HealthBook, Probe, Saved},
         latency::{ProbeLabels, ProbeLatency},
         monitor::Checkers,
-        notify::{Event, Notifier},
+        notify::{Event, Hook, Notifier},
         state::Transition,
         CheckResult, Health,
     },
@@ -178,8 +178,7 @@ impl Supervisor {
         Config {
             encap_sources: self.config.encap_sources,
             services,
-            vrrp: Vec::new(),
-            interfaces: Vec::new(),
+            ..Config::default()
         }
     }
 
@@ -301,8 +300,7 @@ impl Supervisor {
         let effective = Config {
             encap_sources: config.encap_sources,
             services,
-            vrrp: Vec::new(),
-            interfaces: Vec::new(),
+            ..Config::default()
         };
         if let Err(e) = apply_config(balancer, dp, &effective) {
             // Undo whatever part went through (nothing, when validation refused it).
@@ -421,15 +419,14 @@ impl Supervisor {
                 tracing::warn!(%service, "{reason}");
             }
             if let Some(argv) = &svc.notify {
-                self.notifier.run(
-                    argv,
-                    &Event {
-                        kind,
-                        service,
-                        backend: "-".into(),
-                        reason,
-                    },
-                );
+                let event = Event {
+                    kind,
+                    service,
+                    backend: "-".into(),
+                    reason,
+                };
+                let hook = Hook::for_event(argv, &event, &self.config.scripts);
+                self.notifier.run(hook);
             }
         }
         self.available = now;
@@ -437,7 +434,8 @@ impl Supervisor {
 
     fn notify(&self, key: &VipKey, event: &Event) {
         if let Some(argv) = self.spec(key).and_then(|s| s.notify.as_ref()) {
-            self.notifier.run(argv, event);
+            let hook = Hook::for_event(argv, event, &self.config.scripts);
+            self.notifier.run(hook);
         }
     }
 }

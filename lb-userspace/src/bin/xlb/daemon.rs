@@ -17,7 +17,10 @@ use lb_userspace::{
         control::{self, server::ControlSocket, views, Request, Response},
         metrics,
     },
-    health::{notify::Notifier, Health},
+    health::{
+        notify::{Hook, OrderedHooks, HOOK_TIMEOUT},
+        Health,
+    },
     supervisor::Supervisor,
     vrrp::runtime::Vrrp,
 };
@@ -172,7 +175,8 @@ impl Daemon {
         let mut upkeep = tokio::time::interval(std::time::Duration::from_millis(500));
         // XDP answers as master only under a lease: renewed every advert interval.
         let mut lease_tick = tokio::time::interval(vrrp.lease_renewal());
-        let notifier = Notifier::default();
+        // VRRP hooks run in order, one at a time, and are never dropped.
+        let vrrp_hooks = OrderedHooks::start(HOOK_TIMEOUT);
         let started = std::time::Instant::now();
         let mut last_reload: Option<String> = None;
         let pins_warning = dp.persistence().warning();
@@ -223,12 +227,17 @@ impl Daemon {
                     let (from, to) = (ev.from.to_string(), ev.to.to_string());
                     tracing::warn!(instance = %ev.name, %from, %to, reason = %ev.reason, "VRRP {to}");
                     if let Some(argv) = &vrrp_specs[ev.instance].notify {
-                        notifier.spawn(
-                            argv,
-                            "vrrp",
-                            &[&to, &ev.name, &ev.reason],
-                            &[("XLB_VRRP_STATE", &to), ("XLB_VRRP_INSTANCE", &ev.name), ("XLB_REASON", &ev.reason)],
-                        );
+                        vrrp_hooks.push(Hook {
+                            argv: argv.clone(),
+                            kind: "vrrp",
+                            args: vec![to.clone(), ev.name.clone(), ev.reason.clone()],
+                            envs: vec![
+                                ("XLB_VRRP_STATE".into(), to),
+                                ("XLB_VRRP_INSTANCE".into(), ev.name),
+                                ("XLB_REASON".into(), ev.reason),
+                            ],
+                            run_as: sup.config().scripts.clone(),
+                        });
                     }
                 }
                 _ = hup.recv() => {
