@@ -259,6 +259,45 @@ pub struct Config {
     pub _pad: [u8; 2],
 }
 
+/// Key of `XLB_DECAP_ALLOW`: an outer (source, destination) pair `xlb_decap` may
+/// unwrap. The source is a balancer's encapsulation address (`--allow-source`), the
+/// destination an address of this host; both be32 words (IPv4 in word 0). One lookup of
+/// the pair decides a tunnel packet, so the check costs one hash probe whatever the
+/// number of balancers and local addresses.
+///
+/// A key whose `dst` is all zero is a *source marker* (value [`DECAP_SOURCE`]): it
+/// never lets a packet through, it only tells a refused packet's reason apart (a known
+/// balancer to a foreign destination, or an unknown source) on the refusal path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DecapKey {
+    /// Outer source address, be32 words.
+    pub src: [u32; 4],
+    /// Outer destination address, be32 words; zero in a source marker.
+    pub dst: [u32; 4],
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+impl DecapKey {
+    /// The source marker of `src`.
+    #[inline(always)]
+    pub const fn source(src: [u32; 4], family: u8) -> Self {
+        Self {
+            src,
+            dst: [0; 4],
+            family,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// `XLB_DECAP_ALLOW` value: the pair may be unwrapped.
+pub const DECAP_PAIR: u32 = 1;
+/// `XLB_DECAP_ALLOW` value of a source marker ([`DecapKey::source`]).
+pub const DECAP_SOURCE: u32 = 2;
+
 /// Default GUE destination port (the one `xlb decap` listens for unless told otherwise).
 pub const DEFAULT_GUE_PORT: u16 = 6080;
 
@@ -275,6 +314,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Conn {}
     unsafe impl aya::Pod for super::ServiceSlot {}
+    unsafe impl aya::Pod for super::DecapKey {}
 }
 
 /// Slot of `addr` (be32 words) in the VIP filter. A cheap fold, not a good hash: it

@@ -207,6 +207,9 @@ impl Lab {
             "native",
             "--iface",
             &self.lb_if.a,
+            // Required; this peer never sees a tunnel (it only has to run XDP).
+            "--allow-source",
+            "10.60.0.2",
             "--pin-dir",
         ])
         .arg(self.peer_pins.path())

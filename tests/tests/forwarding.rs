@@ -429,6 +429,17 @@ fn encap6() -> Ipv6Addr {
     "fd00::2".parse().unwrap()
 }
 
+/// Lets the decap program unwrap what the balancer (ENCAP4 / encap6()) sends to
+/// `local` (as `xlb decap --allow-source` on a host holding those addresses).
+fn allow_decap(dp: &mut TestDataplane, local: &[&str]) {
+    use lb_userspace::dataplane::DataPlane as _;
+    let local: Vec<std::net::IpAddr> = local.iter().map(|a| a.parse().unwrap()).collect();
+    let allowed =
+        lb_userspace::dataplane::decap::allowlist(&[ENCAP4.into(), encap6().into()], &local)
+            .unwrap();
+    dp.dp.set_decap_allowed(&allowed).unwrap();
+}
+
 /// Switches both services of `setup` to IPIP with encap sources ENCAP4 / encap6().
 fn use_ipip(dp: &mut TestDataplane) {
     use_encap(dp, ForwardMode::Ipip);
@@ -551,6 +562,7 @@ fn ipip_without_encap_source_drops_and_too_big_frames_drop() {
 #[test]
 fn decap_unwraps_what_the_balancer_wrapped() {
     let mut dp = setup("decap");
+    allow_decap(&mut dp, &["10.0.1.1", "fd00:1::4"]);
     let inner4 = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
     let wrapped4 =
         packet::ipip4_output(&inner4, backend_mac(1), ENCAP4, Ipv4Addr::new(10, 0, 1, 1));
@@ -970,6 +982,7 @@ fn gue_encapsulates_both_families_and_decap_unwraps_it() {
     ]);
 
     // The backend's decap (same object, same config) unwraps both.
+    allow_decap(&mut dp, &[&format!("10.0.1.{id}"), &backend6.to_string()]);
     for (what, wrapped, inner) in [("GUE v4", &output, &input), ("GUE v6", &output6, &input6)] {
         let out = dp.run_program(lb_common::programs::DECAP, wrapped);
         assert_eq!(out.action, XDP_PASS, "{what}: verdict");
