@@ -257,6 +257,10 @@ pub struct Config {
     /// UDP destination port of GUE encapsulation, network order; 0 = GUE refused.
     pub gue_port_be: u16,
     pub _pad: [u8; 2],
+    /// Seed of the flow hash ([`flow_hash_seeded`]); the control plane builds its
+    /// Maglev tables with the same seed. 0 = the built-in constants (xlb before the
+    /// seed existed). The same on every balancer of a group, so they place flows alike.
+    pub hash_seed: u32,
 }
 
 /// Key of `XLB_DECAP_ALLOW`: an outer (source, destination) pair `xlb_decap` may
@@ -326,12 +330,24 @@ pub fn vip_filter_slot(addr: &[u32; 4]) -> u32 {
     (w ^ (w >> 16)) & (crate::limits::VIP_FILTER_SLOTS - 1)
 }
 
-/// Flow hash shared by the data plane (backend choice) and the control plane (tests and
-/// tools predicting where a flow goes). Murmur3-style mixing over the key words: cheap
-/// in BPF (no loops over bytes, no tables) and well spread over Maglev table sizes.
+/// [`flow_hash_seeded`] with seed 0 (the built-in constant, the default `hash_seed`).
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey, source_only: bool) -> u32 {
-    let mut h: u32 = 0x9747_b28c;
+    flow_hash_seeded(key, source_only, 0)
+}
+
+/// Initial state of the flow hash for seed 0 (what every xlb used before `hash_seed`).
+pub const FLOW_HASH_BASE: u32 = 0x9747_b28c;
+
+/// Flow hash shared by the data plane (backend choice, GUE source port) and the control
+/// plane (tests and tools predicting where a flow goes). Murmur3-style mixing over the
+/// key words: cheap in BPF (no loops over bytes, no tables) and well spread over Maglev
+/// table sizes. `seed` (`Config::hash_seed`) is XORed into the initial state, murmur3's
+/// own seeding: with a seed nobody outside knows, which flows share a backend cannot be
+/// computed from xlb's public source.
+#[inline(always)]
+pub fn flow_hash_seeded(key: &FlowKey, source_only: bool, seed: u32) -> u32 {
+    let mut h: u32 = FLOW_HASH_BASE ^ seed;
     h = mix(h, key.src[0]);
     h = mix(h, key.src[1]);
     h = mix(h, key.src[2]);

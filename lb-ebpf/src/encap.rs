@@ -8,12 +8,12 @@
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
     limits::MAX_ENCAP_FRAME,
-    service::{AF_INET, AF_INET6, DECAP_PAIR, DECAP_SOURCE},
+    service::{flow_hash_seeded, AF_INET, AF_INET6, DECAP_PAIR, DECAP_SOURCE},
     wire::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP, IPV4_VER_IHL,
         IP_MF, IP_OFFSET,
     },
-    Backend, DecapKey, Stat,
+    Backend, DecapKey, FlowKey, Stat,
 };
 
 use crate::{
@@ -45,14 +45,17 @@ pub enum Wrap {
 }
 
 impl Wrap {
-    /// GUE towards the configured port, with the flow hash as source port entropy
-    /// (kept in the dynamic range 49152..=65535).
+    /// GUE towards the configured port, with the (seeded) flow hash of `flow` as source
+    /// port entropy (kept in the dynamic range 49152..=65535).
     #[inline(always)]
-    pub fn gue(hash: u32) -> Result<Self, Stat> {
-        let dport_be = XLB_CONFIG.get(0).map_or(0, |c| c.gue_port_be);
+    pub fn gue(flow: &FlowKey) -> Result<Self, Stat> {
+        let (dport_be, seed) = XLB_CONFIG
+            .get(0)
+            .map_or((0, 0), |c| (c.gue_port_be, c.hash_seed));
         if dport_be == 0 {
             return Err(Stat::EncapError);
         }
+        let hash = flow_hash_seeded(flow, false, seed);
         Ok(Wrap::Gue {
             sport_be: (0xc000 | (hash as u16 & 0x3fff)).to_be(),
             dport_be,

@@ -133,9 +133,7 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
         Some(ForwardMode::Dsr) => forward::dsr(ctx, &backend)?,
         Some(mode) => {
             let wrap = match mode {
-                ForwardMode::Gue => {
-                    encap::Wrap::gue(lb_common::service::flow_hash(&pkt.flow, false))?
-                }
+                ForwardMode::Gue => encap::Wrap::gue(&pkt.flow)?,
                 _ => encap::Wrap::Ipip,
             };
             if pkt.flow.family == lb_common::service::AF_INET {

@@ -4,9 +4,11 @@
 //! helpers: the balancer, health checks, VRRP and the edges all read it.
 //!
 //! - [`service`]: virtual services and backends; [`check`]: health checks;
-//!   [`vrrp`]: VRRP instances; [`validate`]: the whole-config rules.
+//!   [`vrrp`]: VRRP instances; [`seed`]: `hash_seed`; [`validate`]: the whole-config
+//!   rules.
 
 pub mod check;
+pub mod seed;
 pub mod service;
 pub mod validate;
 pub mod vrrp;
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use self::vrrp::VrrpSpec;
 pub use self::{
+    seed::HashSeed,
     service::{
         BackendSpec, EncapSources, Fallback, MacAddr, Mode, OnFailure, Protocol, ServiceSpec,
     },
@@ -37,6 +40,10 @@ pub struct Config {
     /// VRRP instances: which virtual addresses this host holds while it is master.
     #[serde(default)]
     pub vrrp: Vec<VrrpSpec>,
+    /// Seed of the flow hash and the Maglev tables ([`seed`]); the same on every
+    /// balancer of a group. Absent = 0, the built-in constants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_seed: Option<HashSeed>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +68,14 @@ pub enum ConfigError {
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 impl Config {
+    /// The hash seed in force (0 when absent; an invalid one never passes validation).
+    pub fn hash_seed(&self) -> u32 {
+        self.hash_seed
+            .as_ref()
+            .and_then(|s| s.value().ok())
+            .unwrap_or(0)
+    }
+
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
@@ -135,5 +150,33 @@ mod tests {
                 && err.contains("interfaces[2]: \"a/b\" is not a valid interface name"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn hash_seed_is_a_32_bit_number_or_hex_string() {
+        assert_eq!(Config::parse("{}").unwrap().hash_seed(), 0);
+        assert_eq!(
+            Config::parse(r#"{"hash_seed": 305419896}"#)
+                .unwrap()
+                .hash_seed(),
+            0x1234_5678
+        );
+        assert_eq!(
+            Config::parse(r#"{"hash_seed": "0x12345678"}"#)
+                .unwrap()
+                .hash_seed(),
+            0x1234_5678
+        );
+        let err = Config::parse(r#"{"hash_seed": "0x123456789"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hash_seed: \"0x123456789\": expected a 32-bit"),
+            "{err}"
+        );
+        let err = Config::parse(r#"{"hash_seed": -1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hash_seed: -1: expected a 32-bit"), "{err}");
     }
 }

@@ -231,6 +231,12 @@ pub fn config(config: &Config) -> Vec<Invalid> {
         .map(|s| describe_vip(&vip_key(s)))
         .collect();
     errors.extend(super::vrrp::validate(&config.vrrp, &names));
+    if let Some(Err(reason)) = config.hash_seed.as_ref().map(super::HashSeed::value) {
+        errors.push(Invalid {
+            path: "hash_seed".into(),
+            reason,
+        });
+    }
     let mut seen = HashSet::new();
     for (i, name) in config.interfaces.iter().enumerate() {
         // IFNAMSIZ is 16 with the terminating NUL.

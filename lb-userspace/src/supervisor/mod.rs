@@ -159,6 +159,7 @@ impl Supervisor {
             services,
             vrrp: Vec::new(),
             interfaces: Vec::new(),
+            hash_seed: self.config.hash_seed.clone(),
         }
     }
 
@@ -238,6 +239,11 @@ impl Supervisor {
                  (restart xlb, or put the old vrrp section back)"
             );
         }
+        if config.hash_seed() != self.config.hash_seed() {
+            anyhow::bail!(
+                "hash_seed: a new seed moves flows that have no connection entry and                  places them differently from the other balancers until they restart                  too; it takes effect on restart, not on reload (restart xlb, or put the                  old hash_seed back)"
+            );
+        }
         let mut next = self.book.clone();
         next.sync(&config.services);
         let mut services = next.effective(&config.services);
@@ -249,6 +255,7 @@ impl Supervisor {
             services,
             vrrp: Vec::new(),
             interfaces: Vec::new(),
+            hash_seed: config.hash_seed.clone(),
         };
         apply_config(balancer, dp, &effective)?;
         self.book = next;
@@ -367,12 +374,13 @@ fn load_saved(path: &Path) -> Result<Option<Vec<Saved>>> {
     }
 }
 
-/// Sets the encapsulation sources and the services of `config`.
+/// Sets the hash seed, the encapsulation sources and the services of `config`.
 pub fn apply_config(
     balancer: &mut Balancer,
     dp: &mut dyn DataPlane,
     config: &Config,
 ) -> Result<()> {
+    balancer.set_hash_seed(dp, config.hash_seed())?;
     let report = balancer.apply_with_encap(dp, config.encap_sources, &config.services)?;
     if report != ApplyReport::default() {
         tracing::info!(
