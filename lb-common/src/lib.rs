@@ -11,7 +11,8 @@ pub mod vrrp;
 pub mod wire;
 
 pub use service::{
-    Backend, Config, Conn, FlowKey, ForwardMode, Service, ServiceSlot, TxPort, VipAddr, VipKey,
+    Backend, Config, Conn, DecapKey, FlowKey, ForwardMode, Service, ServiceSlot, TxPort, VipAddr,
+    VipKey,
 };
 pub use stats::{Counter, FlowCounter, Stat};
 pub use vrrp::{VrrpKey, VrrpRouter, VrrpSeen};
@@ -57,6 +58,9 @@ pub mod maps {
     /// Last valid VRRP advert seen by XDP per router: [`crate::VrrpKey`] →
     /// [`crate::VrrpSeen`].
     pub const VRRP_SEEN: &str = "XLB_VRRP_SEEN";
+    /// Outer (source, destination) pairs `xlb_decap` unwraps: [`crate::DecapKey`] →
+    /// [`crate::service::DECAP_PAIR`], plus one source marker per allowed source.
+    pub const DECAP_ALLOW: &str = "XLB_DECAP_ALLOW";
     /// aya-log's ring buffer; owned by aya-log, named here so the loader can skip pinning it.
     pub const LOGS: &str = "AYA_LOGS";
 }
@@ -91,6 +95,10 @@ pub mod limits {
     /// `XLB_VRRP_ROUTERS` entries (virtual routers plus one marker per interface) and
     /// `XLB_VRRP_SEEN` entries.
     pub const MAX_VRRP_ROUTERS: u32 = 256;
+    /// `XLB_DECAP_ALLOW` entries: (allowed sources) × (local addresses + 1 marker).
+    pub const MAX_DECAP_ENTRIES: u32 = 4096;
+    /// Allowed outer sources of `xlb decap` (`--allow-source`).
+    pub const MAX_DECAP_SOURCES: usize = 64;
     /// `BPF_F_INNER_MAP`: inner maps may differ in max_entries from the template.
     pub const BPF_F_INNER_MAP: u32 = 1 << 12;
     /// `BPF_F_MMAPABLE`: an array map userspace can `mmap` (kernel >= 5.5), and so write

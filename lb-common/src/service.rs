@@ -257,7 +257,50 @@ pub struct Config {
     /// UDP destination port of GUE encapsulation, network order; 0 = GUE refused.
     pub gue_port_be: u16,
     pub _pad: [u8; 2],
+    /// Seed of the flow hash ([`flow_hash_seeded`]); the control plane builds its
+    /// Maglev tables with the same seed. 0 = the built-in constants (xlb before the
+    /// seed existed). The same on every balancer of a group, so they place flows alike.
+    pub hash_seed: u32,
 }
+
+/// Key of `XLB_DECAP_ALLOW`: an outer (source, destination) pair `xlb_decap` may
+/// unwrap. The source is a balancer's encapsulation address (`--allow-source`), the
+/// destination an address of this host; both be32 words (IPv4 in word 0). One lookup of
+/// the pair decides a tunnel packet, so the check costs one hash probe whatever the
+/// number of balancers and local addresses.
+///
+/// A key whose `dst` is all zero is a *source marker* (value [`DECAP_SOURCE`]): it
+/// never lets a packet through, it only tells a refused packet's reason apart (a known
+/// balancer to a foreign destination, or an unknown source) on the refusal path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DecapKey {
+    /// Outer source address, be32 words.
+    pub src: [u32; 4],
+    /// Outer destination address, be32 words; zero in a source marker.
+    pub dst: [u32; 4],
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+impl DecapKey {
+    /// The source marker of `src`.
+    #[inline(always)]
+    pub const fn source(src: [u32; 4], family: u8) -> Self {
+        Self {
+            src,
+            dst: [0; 4],
+            family,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// `XLB_DECAP_ALLOW` value: the pair may be unwrapped.
+pub const DECAP_PAIR: u32 = 1;
+/// `XLB_DECAP_ALLOW` value of a source marker ([`DecapKey::source`]).
+pub const DECAP_SOURCE: u32 = 2;
 
 /// Default GUE destination port (the one `xlb decap` listens for unless told otherwise).
 pub const DEFAULT_GUE_PORT: u16 = 6080;
@@ -275,6 +318,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Conn {}
     unsafe impl aya::Pod for super::ServiceSlot {}
+    unsafe impl aya::Pod for super::DecapKey {}
 }
 
 /// Slot of `addr` (be32 words) in the VIP filter. A cheap fold, not a good hash: it
@@ -286,12 +330,24 @@ pub fn vip_filter_slot(addr: &[u32; 4]) -> u32 {
     (w ^ (w >> 16)) & (crate::limits::VIP_FILTER_SLOTS - 1)
 }
 
-/// Flow hash shared by the data plane (backend choice) and the control plane (tests and
-/// tools predicting where a flow goes). Murmur3-style mixing over the key words: cheap
-/// in BPF (no loops over bytes, no tables) and well spread over Maglev table sizes.
+/// [`flow_hash_seeded`] with seed 0 (the built-in constant, the default `hash_seed`).
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey, source_only: bool) -> u32 {
-    let mut h: u32 = 0x9747_b28c;
+    flow_hash_seeded(key, source_only, 0)
+}
+
+/// Initial state of the flow hash for seed 0 (what every xlb used before `hash_seed`).
+pub const FLOW_HASH_BASE: u32 = 0x9747_b28c;
+
+/// Flow hash shared by the data plane (backend choice, GUE source port) and the control
+/// plane (tests and tools predicting where a flow goes). Murmur3-style mixing over the
+/// key words: cheap in BPF (no loops over bytes, no tables) and well spread over Maglev
+/// table sizes. `seed` (`Config::hash_seed`) is XORed into the initial state, murmur3's
+/// own seeding: with a seed nobody outside knows, which flows share a backend cannot be
+/// computed from xlb's public source.
+#[inline(always)]
+pub fn flow_hash_seeded(key: &FlowKey, source_only: bool, seed: u32) -> u32 {
+    let mut h: u32 = FLOW_HASH_BASE ^ seed;
     h = mix(h, key.src[0]);
     h = mix(h, key.src[1]);
     h = mix(h, key.src[2]);

@@ -111,6 +111,12 @@ stats! {
     /// multicast MAC: forwarding or answering it would send a group address as the
     /// source MAC, so the stack decides.
     L2Group = 30, "l2_group";
+    /// Decap program, passed untouched: a tunnel packet whose outer source is not an
+    /// allowed balancer (`xlb decap --allow-source`).
+    DecapForeignSource = 31, "decap_foreign_source";
+    /// Decap program, passed untouched: a tunnel packet from an allowed balancer whose
+    /// outer destination is not an address of this host.
+    DecapForeignDest = 32, "decap_foreign_dest";
 }
 
 /// One counter slot. Per CPU in the map; userspace sums the CPUs.

@@ -8,16 +8,17 @@
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
     limits::MAX_ENCAP_FRAME,
+    service::{flow_hash_seeded, AF_INET, AF_INET6, DECAP_PAIR, DECAP_SOURCE},
     wire::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP, IPV4_VER_IHL,
         IP_MF, IP_OFFSET,
     },
-    Backend, Stat,
+    Backend, DecapKey, FlowKey, Stat,
 };
 
 use crate::{
     csum,
-    maps::XLB_CONFIG,
+    maps::{XLB_CONFIG, XLB_DECAP_ALLOW},
     parse::{header, EthHdr, Ipv4Hdr, Ipv6Hdr},
 };
 
@@ -44,14 +45,17 @@ pub enum Wrap {
 }
 
 impl Wrap {
-    /// GUE towards the configured port, with the flow hash as source port entropy
-    /// (kept in the dynamic range 49152..=65535).
+    /// GUE towards the configured port, with the (seeded) flow hash of `flow` as source
+    /// port entropy (kept in the dynamic range 49152..=65535).
     #[inline(always)]
-    pub fn gue(hash: u32) -> Result<Self, Stat> {
-        let dport_be = XLB_CONFIG.get(0).map_or(0, |c| c.gue_port_be);
+    pub fn gue(flow: &FlowKey) -> Result<Self, Stat> {
+        let (dport_be, seed) = XLB_CONFIG
+            .get(0)
+            .map_or((0, 0), |c| (c.gue_port_be, c.hash_seed));
         if dport_be == 0 {
             return Err(Stat::EncapError);
         }
+        let hash = flow_hash_seeded(flow, false, seed);
         Ok(Wrap::Gue {
             sport_be: (0xc000 | (hash as u16 & 0x3fff)).to_be(),
             dport_be,
@@ -192,51 +196,76 @@ fn write_eth(ctx: &XdpContext, src: [u8; 6], dst: [u8; 6], ether_type: u16) -> R
     Ok(())
 }
 
+/// What [`decap`] did with a packet.
+pub enum Decap {
+    /// Not a tunnel packet of ours (plain traffic, another UDP port, ...): untouched.
+    NotTunnel,
+    /// A tunnel packet this host may not unwrap (the reason's counter): untouched.
+    Refused(Stat),
+    /// Unwrapped: the inner packet goes to the stack.
+    Unwrapped,
+}
+
 /// Backend side: strips one IPIP, IPv6-in-IPv6 or GUE (to the configured port) header so
 /// the inner packet (addressed to the VIP, which the backend holds on lo) reaches the
-/// local stack. Anything else is passed untouched. `Ok(true)` when a packet was
-/// unwrapped.
+/// local stack, if its outer source is an allowed balancer and its outer destination an
+/// address of this host ([`allowed`]). Anything else is left untouched.
 #[inline(always)]
-pub fn decap(ctx: &XdpContext) -> Result<bool, Stat> {
+pub fn decap(ctx: &XdpContext) -> Result<Decap, Stat> {
     // SAFETY (all derefs): `header` bounds-checked each header.
     let eth = unsafe { &*header::<EthHdr>(ctx, 0)? };
     let (dst, src) = (eth.dst, eth.src);
-    let (outer, inner_type) = match u16::from_be(eth.ether_type) {
+    let (outer, inner_type, key) = match u16::from_be(eth.ether_type) {
         ETH_P_IPV4 => {
             let ip = unsafe { &*header::<Ipv4Hdr>(ctx, ETH_HLEN)? };
             // Only option-less, unfragmented outer headers: that is all we send.
             if ip.ver_ihl != IPV4_VER_IHL || u16::from_be(ip.frag_off) & (IP_MF | IP_OFFSET) != 0 {
-                return Ok(false);
+                return Ok(Decap::NotTunnel);
             }
+            let key = DecapKey {
+                src: [ip.src, 0, 0, 0],
+                dst: [ip.dst, 0, 0, 0],
+                family: AF_INET,
+                _pad: [0; 3],
+            };
             match ip.proto {
                 IPPROTO_IPIP => {
                     // The inner header must be whole before we expose it to the stack.
                     header::<Ipv4Hdr>(ctx, ETH_HLEN + IPV4_HLEN)?;
-                    (IPV4_HLEN, ETH_P_IPV4)
+                    (IPV4_HLEN, ETH_P_IPV4, key)
                 }
                 IPPROTO_UDP => match gue_inner(ctx, ETH_HLEN + IPV4_HLEN)? {
-                    Some(inner_type) => (IPV4_HLEN + UDP_HLEN, inner_type),
-                    None => return Ok(false),
+                    Some(inner_type) => (IPV4_HLEN + UDP_HLEN, inner_type, key),
+                    None => return Ok(Decap::NotTunnel),
                 },
-                _ => return Ok(false),
+                _ => return Ok(Decap::NotTunnel),
             }
         }
         ETH_P_IPV6 => {
             let ip = unsafe { &*header::<Ipv6Hdr>(ctx, ETH_HLEN)? };
+            let key = DecapKey {
+                src: ip.src,
+                dst: ip.dst,
+                family: AF_INET6,
+                _pad: [0; 3],
+            };
             match ip.next_hdr {
                 IPPROTO_IPV6 => {
                     header::<Ipv6Hdr>(ctx, ETH_HLEN + IPV6_HLEN)?;
-                    (IPV6_HLEN, ETH_P_IPV6)
+                    (IPV6_HLEN, ETH_P_IPV6, key)
                 }
                 IPPROTO_UDP => match gue_inner(ctx, ETH_HLEN + IPV6_HLEN)? {
-                    Some(inner_type) => (IPV6_HLEN + UDP_HLEN, inner_type),
-                    None => return Ok(false),
+                    Some(inner_type) => (IPV6_HLEN + UDP_HLEN, inner_type, key),
+                    None => return Ok(Decap::NotTunnel),
                 },
-                _ => return Ok(false),
+                _ => return Ok(Decap::NotTunnel),
             }
         }
-        _ => return Ok(false),
+        _ => return Ok(Decap::NotTunnel),
     };
+    if let Err(reason) = allowed(&key) {
+        return Ok(Decap::Refused(reason));
+    }
     // Move the Ethernet header forward over the outer IP header, then drop the front.
     unsafe {
         *header::<EthHdr>(ctx, outer)? = EthHdr {
@@ -248,7 +277,25 @@ pub fn decap(ctx: &XdpContext) -> Result<bool, Stat> {
             return Err(Stat::EncapError);
         }
     }
-    Ok(true)
+    Ok(Decap::Unwrapped)
+}
+
+/// Whether the outer (source, destination) pair may be unwrapped here: one hash probe.
+/// Unwrapping whatever arrives would let anyone who can reach the host inject packets
+/// from any (spoofed) inner source to any inner destination, the VIP on lo included,
+/// past filters that only see the outer header. Only on refusal, a second probe (the
+/// source's marker) names the reason.
+#[inline(always)]
+fn allowed(key: &DecapKey) -> Result<(), Stat> {
+    // SAFETY (both): hash-map values are read by copy right away.
+    if unsafe { XLB_DECAP_ALLOW.get(key) }.copied() == Some(DECAP_PAIR) {
+        return Ok(());
+    }
+    let marker = DecapKey::source(key.src, key.family);
+    match unsafe { XLB_DECAP_ALLOW.get(marker) }.copied() {
+        Some(DECAP_SOURCE) => Err(Stat::DecapForeignDest),
+        _ => Err(Stat::DecapForeignSource),
+    }
 }
 
 /// If the UDP datagram at `udp_off` is GUE to our port with a whole inner IP header,

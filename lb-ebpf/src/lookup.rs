@@ -2,13 +2,14 @@
 
 use aya_ebpf::bindings::BPF_ANY;
 use lb_common::{
-    service::{flow_hash, service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT, VIP_STANDBY},
+    service::{flow_hash_seeded, service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT, VIP_STANDBY},
     Backend, Conn, FlowKey, Service, ServiceSlot, Stat, VipAddr, VipKey,
 };
 
 use crate::{
     maps::{
-        XLB_BACKENDS, XLB_CONNS, XLB_MAGLEV, XLB_SERVICES, XLB_SVC_SLOTS, XLB_VIPS, XLB_VIP_FILTER,
+        XLB_BACKENDS, XLB_CONFIG, XLB_CONNS, XLB_MAGLEV, XLB_SERVICES, XLB_SVC_SLOTS, XLB_VIPS,
+        XLB_VIP_FILTER,
     },
     stats,
 };
@@ -183,7 +184,10 @@ fn maglev(flow: &FlowKey, svc: &Service) -> Option<u32> {
     if m == 0 {
         return None;
     }
-    let hash = flow_hash(flow, svc.flags & service_flags::SOURCE_AFFINITY != 0);
+    // New flows only (established ones never get here): one array load, inlined by
+    // the verifier.
+    let seed = XLB_CONFIG.get(0).map_or(0, |c| c.hash_seed);
+    let hash = flow_hash_seeded(flow, svc.flags & service_flags::SOURCE_AFFINITY != 0, seed);
     let id = *table.get(1 + hash % m)?;
     (id != 0).then_some(id)
 }

@@ -133,9 +133,7 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
         Some(ForwardMode::Dsr) => forward::dsr(ctx, &backend)?,
         Some(mode) => {
             let wrap = match mode {
-                ForwardMode::Gue => {
-                    encap::Wrap::gue(lb_common::service::flow_hash(&pkt.flow, false))?
-                }
+                ForwardMode::Gue => encap::Wrap::gue(&pkt.flow)?,
                 _ => encap::Wrap::Ipip,
             };
             if pkt.flow.family == lb_common::service::AF_INET {
@@ -160,8 +158,9 @@ fn pass(ctx: &XdpContext, reason: Stat, len: u64) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Backend-side decapsulation: unwraps IPIP / IPv6-in-IPv6 / GUE from the balancer and passes
-/// the inner packet to the local stack; everything else passes untouched.
+/// Backend-side decapsulation: unwraps IPIP / IPv6-in-IPv6 / GUE from an allowed balancer
+/// to an address of this host (`XLB_DECAP_ALLOW`) and passes the inner packet to the
+/// local stack; everything else, refused tunnel packets included, passes untouched.
 #[xdp]
 #[expect(
     clippy::needless_pass_by_value,
@@ -170,11 +169,13 @@ fn pass(ctx: &XdpContext, reason: Stat, len: u64) -> u32 {
 pub fn xlb_decap(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     match encap::decap(&ctx) {
-        Ok(true) => stats::count(Stat::Decap, len),
-        Ok(false) => {}
-        Err(reason) => stats::count(reason, len),
+        Ok(encap::Decap::Unwrapped) => stats::count(Stat::Decap, len),
+        Ok(encap::Decap::NotTunnel) => {}
+        Ok(encap::Decap::Refused(reason)) | Err(reason) => stats::count(reason, len),
     }
-    // Even a packet we could not unwrap goes to the stack: it decides, not us.
+    // Even a packet we could not or may not unwrap goes to the stack untouched: it
+    // decides, not us (a refused tunnel packet may be the host's own tunnel; with no
+    // such tunnel configured the kernel drops it, as it would without xlb_decap).
     stats::count(Stat::Pass, len);
     xdp_action::XDP_PASS
 }

@@ -7,11 +7,12 @@ use aya_ebpf::{
 };
 use lb_common::{
     limits::{
-        BPF_F_MMAPABLE, MAGLEV_INNER_FLAGS, MAGLEV_SLOTS, MAX_BACKENDS, MAX_CONNS, MAX_MAGLEV_SIZE,
-        MAX_SERVICES, MAX_TX_PORTS, MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
+        BPF_F_MMAPABLE, MAGLEV_INNER_FLAGS, MAGLEV_SLOTS, MAX_BACKENDS, MAX_CONNS,
+        MAX_DECAP_ENTRIES, MAX_MAGLEV_SIZE, MAX_SERVICES, MAX_TX_PORTS, MAX_VRRP_ROUTERS,
+        VIP_FILTER_SLOTS,
     },
-    Backend, Config, Conn, FlowKey, Service, ServiceSlot, TxPort, VipAddr, VipKey, VrrpKey,
-    VrrpRouter, VrrpSeen,
+    Backend, Config, Conn, DecapKey, FlowKey, Service, ServiceSlot, TxPort, VipAddr, VipKey,
+    VrrpKey, VrrpRouter, VrrpSeen,
 };
 
 #[btf_map]
@@ -84,3 +85,8 @@ pub static XLB_VRRP_ROUTERS: HashMap<VrrpKey, VrrpRouter, { MAX_VRRP_ROUTERS as 
 #[btf_map]
 pub static XLB_VRRP_SEEN: HashMap<VrrpKey, VrrpSeen, { MAX_VRRP_ROUTERS as usize }> =
     HashMap::new();
+
+/// Outer (source, destination) pairs `xlb_decap` unwraps, plus one marker per allowed
+/// source (see [`DecapKey`]); written by `xlb decap`.
+#[btf_map]
+pub static XLB_DECAP_ALLOW: HashMap<DecapKey, u32, { MAX_DECAP_ENTRIES as usize }> = HashMap::new();

@@ -76,8 +76,15 @@ impl TestDataplane {
     /// Runs and checks one row.
     #[track_caller]
     pub fn run_case(&mut self, case: &Case) {
+        self.run_case_on(lb_common::programs::BALANCER, case);
+    }
+
+    /// Runs and checks one row through the program `name` (e.g. `xlb_decap`).
+    #[track_caller]
+    pub fn run_case_on(&mut self, name: &'static str, case: &Case) {
         let output = case.output.as_deref().unwrap_or(&case.input);
-        self.check(
+        self.check_program(
+            name,
             &case.description,
             &case.input,
             case.verdict,

@@ -101,8 +101,22 @@ impl TestDataplane {
         output: &[u8],
         counted: &[lb_common::Stat],
     ) {
+        self.check_program(programs::BALANCER, what, input, verdict, output, counted);
+    }
+
+    /// [`Self::check`] for the program `name` (e.g. `xlb_decap`).
+    #[track_caller]
+    pub fn check_program(
+        &mut self,
+        name: &'static str,
+        what: &str,
+        input: &[u8],
+        verdict: u32,
+        output: &[u8],
+        counted: &[lb_common::Stat],
+    ) {
         let before = self.stats();
-        let out = self.run(input);
+        let out = self.run_program(name, input);
         assert_eq!(out.action, verdict, "{what}: verdict");
         assert_eq!(out.packet, output, "{what}: output bytes");
         let after = self.stats();

@@ -104,13 +104,18 @@ pub fn backend_mac(id: u32) -> [u8; 6] {
     [0x02, 0xbe, 0, 0, 0, id as u8]
 }
 
-/// The full encap configuration (v4 and v6 sources, GUE port).
+/// A hash seed other than the default, so model and program must agree on seeded
+/// hashing (Maglev slot and GUE source port), not only on the built-in constant.
+pub const HASH_SEED: u32 = 0x5eed_c0de;
+
+/// The full encap configuration (v4 and v6 sources, GUE port) and [`HASH_SEED`].
 pub fn full_config() -> Config {
     Config {
         encap_src_v4: be4(ENCAP4)[0],
         encap_src_v6: be6(encap6()),
         gue_port_be: GUE_PORT.to_be(),
         _pad: [0; 2],
+        hash_seed: HASH_SEED,
     }
 }
 

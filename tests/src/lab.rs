@@ -214,6 +214,9 @@ impl Lab {
             "native",
             "--iface",
             iface,
+            // Required; this peer never sees a tunnel (it only has to run XDP).
+            "--allow-source",
+            "10.60.0.2",
             "--pin-dir",
         ])
         .arg(pins)

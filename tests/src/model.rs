@@ -9,7 +9,7 @@
 //! output bytes and the set of [`Stat`] counters that move by one packet. The output
 //! frames are built here byte by byte (the model parses with its own offsets and writes
 //! its own headers and checksums); the only code shared with the data plane is
-//! `lb_common::service::flow_hash`, which is the hash *contract* between control and
+//! `lb_common::service::flow_hash_seeded` (under the config's `hash_seed`), which is the hash *contract* between control and
 //! data plane (the same function `forwarding.rs`'s `expected_backend` uses), and the
 //! plain data types of `lb_common`.
 //!
@@ -74,7 +74,7 @@
 //! 13. **Backend.** Unless the packet is a new flow (TCP SYN without ACK), a
 //!     connection-table entry for the flow that names this service and a live backend
 //!     (family ≠ 0) is used: `conn_hit`. Otherwise `conn_miss`, and the Maglev choice
-//!     `table[flow_hash(flow, source_affinity) % M]`: no table, id 0 or a dead backend →
+//!     `table[flow_hash_seeded(flow, source_affinity, hash_seed) % M]`: no table, id 0 or a dead backend →
 //!     `no_backend` (drop, or pass `fallback_pass` with FALLBACK_PASS). A successful
 //!     Maglev choice is written to the connection table **before** the steps below, so
 //!     it stays even when the packet is then dropped (no_tx_port, encap errors); the
@@ -91,7 +91,7 @@
 //!     checksum, total length = inner *total length* + outer) or IPv6 header (version
 //!     and traffic class copied, flow label 0, hop limit 64, next header 41 / 17,
 //!     payload length = inner IPv6 length + UDP), for GUE a UDP header (source port
-//!     `0xc000 | (flow_hash(flow, false) & 0x3fff)`, destination the GUE port, length
+//!     `0xc000 | (flow_hash_seeded(flow, false, hash_seed) & 0x3fff)`, destination the GUE port, length
 //!     inner + 8, checksum 0), then the input frame from the IP header on, padding
 //!     included. Any other mode value → drop `encap_error`.
 //!
@@ -109,7 +109,7 @@
 
 use lb_common::{
     limits::{MAX_ENCAP_FRAME, MAX_TX_PORTS},
-    service::{flow_hash, service_flags, AF_INET, AF_INET6},
+    service::{flow_hash_seeded, service_flags, AF_INET, AF_INET6},
     wire::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ICMPV6_ECHO_REPLY,
         ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY,
@@ -335,7 +335,7 @@ impl Model {
             reasons.push(Stat::ConnMiss);
             let choice = t.maglev.get(&svc.table_slot()).and_then(|table| {
                 let affinity = svc.flags & service_flags::SOURCE_AFFINITY != 0;
-                let h = flow_hash(&flow.key, affinity);
+                let h = flow_hash_seeded(&flow.key, affinity, t.config.hash_seed);
                 let id = table[(h % table.len() as u32) as usize];
                 (id != 0).then_some(id)
             });
@@ -698,7 +698,7 @@ fn encap(t: &Tables, f: &[u8], flow: &FlowKey, b: &Backend, gue: bool) -> Result
         }
     }
     if gue {
-        let sport = 0xc000 | (flow_hash(flow, false) as u16 & 0x3fff);
+        let sport = 0xc000 | (flow_hash_seeded(flow, false, t.config.hash_seed) as u16 & 0x3fff);
         out.extend_from_slice(&sport.to_be_bytes());
         out.extend_from_slice(&gue_port.to_ne_bytes());
         out.extend_from_slice(&(inner_len + 8).to_be_bytes());

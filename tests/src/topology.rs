@@ -390,6 +390,12 @@ impl Testbed {
                 let pins = PinDir::new(&format!("{tag}-{}", b.name));
                 let mut be_dp = load(&pins);
                 decap_pins.push(pins);
+                // As `xlb decap --allow-source <lb>` on that host: the lb's tunnels to
+                // the backend's own address.
+                let allowed = lb_userspace::dataplane::decap::allowlist(&[addrs.lb], &[b.addr])
+                    .unwrap_or_else(|e| panic!("decap allow-list: {e}"));
+                lb_userspace::dataplane::DataPlane::set_decap_allowed(&mut be_dp, &allowed)
+                    .unwrap_or_else(|e| panic!("set_decap_allowed: {e}"));
                 attach(ns, &mut be_dp, programs::DECAP, &b.iface);
                 decap.push(be_dp);
             }

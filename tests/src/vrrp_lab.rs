@@ -360,6 +360,9 @@ impl VrrpLab {
             "native",
             "--iface",
             &node.veth.a,
+            // Required; this peer never sees a tunnel (it only has to run XDP).
+            "--allow-source",
+            &node.addr.to_string(),
             "--pin-dir",
         ])
         .arg(node.peer_pins.path())

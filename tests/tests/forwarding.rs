@@ -429,6 +429,17 @@ fn encap6() -> Ipv6Addr {
     "fd00::2".parse().unwrap()
 }
 
+/// Lets the decap program unwrap what the balancer (ENCAP4 / encap6()) sends to
+/// `local` (as `xlb decap --allow-source` on a host holding those addresses).
+fn allow_decap(dp: &mut TestDataplane, local: &[&str]) {
+    use lb_userspace::dataplane::DataPlane as _;
+    let local: Vec<std::net::IpAddr> = local.iter().map(|a| a.parse().unwrap()).collect();
+    let allowed =
+        lb_userspace::dataplane::decap::allowlist(&[ENCAP4.into(), encap6().into()], &local)
+            .unwrap();
+    dp.dp.set_decap_allowed(&allowed).unwrap();
+}
+
 /// Switches both services of `setup` to IPIP with encap sources ENCAP4 / encap6().
 fn use_ipip(dp: &mut TestDataplane) {
     use_encap(dp, ForwardMode::Ipip);
@@ -445,6 +456,7 @@ fn use_encap(dp: &mut TestDataplane, mode: ForwardMode) {
             encap_src_v6: be6(encap6()),
             gue_port_be: GUE_PORT.to_be(),
             _pad: [0; 2],
+            hash_seed: 0,
         },
     )
     .unwrap();
@@ -551,6 +563,7 @@ fn ipip_without_encap_source_drops_and_too_big_frames_drop() {
 #[test]
 fn decap_unwraps_what_the_balancer_wrapped() {
     let mut dp = setup("decap");
+    allow_decap(&mut dp, &["10.0.1.1", "fd00:1::4"]);
     let inner4 = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
     let wrapped4 =
         packet::ipip4_output(&inner4, backend_mac(1), ENCAP4, Ipv4Addr::new(10, 0, 1, 1));
@@ -970,6 +983,7 @@ fn gue_encapsulates_both_families_and_decap_unwraps_it() {
     ]);
 
     // The backend's decap (same object, same config) unwraps both.
+    allow_decap(&mut dp, &[&format!("10.0.1.{id}"), &backend6.to_string()]);
     for (what, wrapped, inner) in [("GUE v4", &output, &input), ("GUE v6", &output6, &input6)] {
         let out = dp.run_program(lb_common::programs::DECAP, wrapped);
         assert_eq!(out.action, XDP_PASS, "{what}: verdict");
@@ -1330,4 +1344,102 @@ fn established_flows_follow_their_service_slot() {
             NEW_FLOW_TX,
         ),
     ]);
+}
+
+/// `hash_seed`: two balancers with the same seed and config send every flow to the same
+/// backend (what lets a VRRP or ECMP peer take flows over), another seed sends many of
+/// them elsewhere, and each choice is the one `maglev::build_seeded` and
+/// `flow_hash_seeded` predict: the program hashes with the seed in `XLB_CONFIG`.
+#[test]
+fn the_hash_seed_decides_where_a_flow_goes() {
+    use lb_common::service::flow_hash_seeded;
+    use lb_userspace::{
+        balancer::{maglev, Balancer},
+        config::{BackendSpec, MacAddr, Mode, Protocol, ServiceSpec},
+    };
+    const SEED: u32 = 0x1a2b_3c4d;
+    let backends: Vec<BackendSpec> = (1..=5u8)
+        .map(|last| {
+            BackendSpec::new(
+                std::net::IpAddr::V4(Ipv4Addr::new(10, 0, 1, last)),
+                MacAddr([2, 0, 0, 0, 0, last]),
+                1,
+            )
+        })
+        .collect();
+    let service = ServiceSpec {
+        table_size: 251,
+        ..ServiceSpec::new(
+            VIP4.into(),
+            Some(VIP_PORT),
+            Protocol::Tcp,
+            Mode::Dsr,
+            backends,
+        )
+    };
+    let balancer_with = |tag: &str, seed: u32| {
+        let mut dp = TestDataplane::load(tag);
+        let mut balancer = Balancer::default();
+        balancer.set_hash_seed(&mut dp.dp, seed).unwrap();
+        balancer
+            .apply(&mut dp.dp, std::slice::from_ref(&service))
+            .unwrap();
+        (dp, balancer)
+    };
+    let (mut a, balancer) = balancer_with("seed-a", SEED);
+    let (mut b, _) = balancer_with("seed-b", SEED);
+    let (mut c, _) = balancer_with("seed-c", SEED ^ 1);
+    // The table and the hash the seed implies, with the ids the balancer gave.
+    let predicted = |seed: u32, sport: u16| {
+        let list: Vec<maglev::MaglevBackend> = service
+            .backends
+            .iter()
+            .map(|bk| maglev::MaglevBackend {
+                id: balancer.backend_id(bk.address).unwrap(),
+                weight: 1,
+                key: maglev::backend_key(bk.address, 0),
+            })
+            .collect();
+        let table = maglev::build_seeded(&list, 251, seed).unwrap();
+        let id = table[(flow_hash_seeded(&flow4(sport), false, seed) % 251) as usize];
+        let addr = service
+            .backends
+            .iter()
+            .find(|bk| balancer.backend_id(bk.address) == Some(id))
+            .unwrap()
+            .address;
+        let std::net::IpAddr::V4(v4) = addr else {
+            unreachable!()
+        };
+        [2, 0, 0, 0, 0, v4.octets()[3]]
+    };
+    let mut moved = 0;
+    const FLOWS: u16 = 64;
+    for sport in 40000..40000 + FLOWS {
+        let syn = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::SYN);
+        let (out_a, out_b, out_c) = (a.run(&syn), b.run(&syn), c.run(&syn));
+        for out in [&out_a, &out_b, &out_c] {
+            assert_eq!(out.action, XDP_TX, ":{sport}");
+        }
+        assert_eq!(
+            out_a.packet, out_b.packet,
+            ":{sport}: same seed, other backend"
+        );
+        assert_eq!(
+            out_a.packet[..6],
+            predicted(SEED, sport),
+            ":{sport}: seed {SEED:#x}"
+        );
+        assert_eq!(
+            out_c.packet[..6],
+            predicted(SEED ^ 1, sport),
+            ":{sport}: other seed"
+        );
+        moved += usize::from(out_a.packet[..6] != out_c.packet[..6]);
+    }
+    // With 5 backends a flow stays by chance one time in five.
+    assert!(
+        moved > usize::from(FLOWS) / 2,
+        "another seed moved only {moved} of {FLOWS} flows"
+    );
 }

@@ -3,8 +3,9 @@
 //!
 //! [`build`] turns a set of backends into a lookup table of `m` backend ids (`m` prime);
 //! the data plane picks `table[hash(flow) % m]` for a new flow. The table depends only
-//! on the *set* of backends (their `key`, `id` and `weight`), never on input order, the
-//! process or the host, so every xlb instance computes the same table.
+//! on the *set* of backends (their `key`, `id` and `weight`) and the seed, never on
+//! input order, the process or the host, so every xlb instance with the same seed
+//! computes the same table.
 //!
 //! # Permutations
 //!
@@ -13,8 +14,9 @@
 //! `offset = h1(key) mod m` and `skip = h2(key) mod (m - 1) + 1`. Because `m` is prime
 //! and `1 <= skip < m`, the list visits every slot exactly once. It is never
 //! materialised: each backend keeps its current position and advances by `skip`.
-//! `h1`/`h2` are the MurmurHash3 64-bit finaliser (`fmix64`) of `key` XOR two fixed
-//! constants ([`H1_SEED`], [`H2_SEED`]).
+//! `h1`/`h2` are the MurmurHash3 64-bit finaliser (`fmix64`) of `key` XOR two constants
+//! ([`H1_SEED`], [`H2_SEED`]), each XORed with the config's `hash_seed` (low and high
+//! half; seed 0 leaves them as they were before the option existed).
 //!
 //! # Weights
 //!
@@ -131,6 +133,18 @@ struct Walk {
 /// order: `m` prime, ids, at least one non-zero weight, `m` large enough. The result is
 /// the same for any order of `backends`.
 pub fn build(backends: &[MaglevBackend], m: u32) -> Result<Vec<u32>, MaglevError> {
+    build_seeded(backends, m, 0)
+}
+
+/// [`build`] with the permutations derived under `seed` (the config's `hash_seed`; 0 =
+/// the built-in [`H1_SEED`] / [`H2_SEED`] alone, the tables of xlb before the option):
+/// the same seed and backends give the same table on every balancer, another seed
+/// another table.
+pub fn build_seeded(
+    backends: &[MaglevBackend],
+    m: u32,
+    seed: u32,
+) -> Result<Vec<u32>, MaglevError> {
     if !is_prime(m) {
         return Err(MaglevError::NotPrime { m });
     }
@@ -157,14 +171,17 @@ pub fn build(backends: &[MaglevBackend], m: u32) -> Result<Vec<u32>, MaglevError
     weighted.sort_unstable_by_key(|b| (b.key, b.id));
 
     let m64 = u64::from(m);
+    // The seed in the low half of one constant and the high half of the other: both
+    // permutation parameters change with any seed bit, and seed 0 changes nothing.
+    let (h1, h2) = (H1_SEED ^ u64::from(seed), H2_SEED ^ (u64::from(seed) << 32));
     let mut walks: Vec<Walk> = weighted
         .iter()
         .map(|b| Walk {
             id: b.id,
             weight: u64::from(b.weight),
             // m is prime, so m >= 2; both results are < m <= u32::MAX.
-            pos: (fmix64(b.key ^ H1_SEED) % m64) as u32,
-            skip: (fmix64(b.key ^ H2_SEED) % (m64 - 1) + 1) as u32,
+            pos: (fmix64(b.key ^ h1) % m64) as u32,
+            skip: (fmix64(b.key ^ h2) % (m64 - 1) + 1) as u32,
             claimed: 0,
         })
         .collect();
@@ -490,6 +507,41 @@ mod tests {
             assert!(
                 (got - ideal).abs() / ideal <= 0.01,
                 "n={n}: new backend has {got}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_seed_decides_the_table() {
+        let mut backends = equal(10);
+        for b in &mut backends {
+            b.weight = b.id % 3 + 1;
+        }
+        // Seed 0 is the table of xlb before the seed existed: upgrades move nothing.
+        assert_eq!(build_seeded(&backends, M, 0), build(&backends, M));
+        let a = build_seeded(&backends, M, 0x1a2b_3c4d).unwrap();
+        // Another balancer, backends listed in another order, same seed: same table.
+        let mut shuffled = backends.clone();
+        shuffle(&mut shuffled, 7);
+        assert_eq!(build_seeded(&shuffled, M, 0x1a2b_3c4d).unwrap(), a);
+        // Another seed (each of the lowest and highest bit alone): another table,
+        // balanced all the same.
+        for other in [0, 0x1a2b_3c4c, 0x9a2b_3c4d] {
+            let b = build_seeded(&backends, M, other).unwrap();
+            let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+            assert!(
+                differ > a.len() / 2,
+                "seed {other:#x}: only {differ} of {M} entries differ"
+            );
+            assert_eq!(counts(&b).len(), 10);
+        }
+        let c = counts(&a);
+        for bk in &backends {
+            let ideal = f64::from(M) * f64::from(bk.weight) / 20.0;
+            assert!(
+                (c[&bk.id] as f64 - ideal).abs() / ideal <= 0.01,
+                "{bk:?}: {}",
+                c[&bk.id]
             );
         }
     }

@@ -52,6 +52,8 @@ pub struct Balancer {
     services: HashMap<VipKey, Installed>,
     /// Encapsulation sources as applied.
     encap: EncapSources,
+    /// Seed of the flow hash and of the tables built (`hash_seed`).
+    hash_seed: u32,
     /// Egress interface name → its devmap slot and what the slot holds.
     tx_ports: BTreeMap<String, TxPort>,
     /// Where the search for a free backend id starts: ids are handed out round-robin so
@@ -466,17 +468,47 @@ impl Balancer {
         dp: &mut dyn DataPlane,
         encap: EncapSources,
     ) -> Result<(), ApplyError> {
+        self.write_config(dp, encap, self.hash_seed)?;
+        self.encap = encap;
+        Ok(())
+    }
+
+    /// Sets the seed of the data plane's flow hash and of the Maglev tables. Call before
+    /// `apply`; a changed seed rebuilds every table at the next `apply` (with the old
+    /// tables, flows would follow neither seed's placement), and the data plane hashes
+    /// with the new seed from this call on.
+    pub fn set_hash_seed(&mut self, dp: &mut dyn DataPlane, seed: u32) -> Result<(), ApplyError> {
+        if self.written_config.is_some_and(|c| c.hash_seed == seed) {
+            return Ok(());
+        }
+        self.write_config(dp, self.encap, seed)?;
+        if seed != self.hash_seed {
+            for installed in self.services.values_mut() {
+                installed.spec = None;
+            }
+        }
+        self.hash_seed = seed;
+        Ok(())
+    }
+
+    /// Writes `XLB_CONFIG` (one record for encapsulation and the seed) if it changed.
+    fn write_config(
+        &mut self,
+        dp: &mut dyn DataPlane,
+        encap: EncapSources,
+        hash_seed: u32,
+    ) -> Result<(), ApplyError> {
         let config = lb_common::Config {
             encap_src_v4: encap.v4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
             encap_src_v6: encap.v6.map_or([0; 4], |a| be_words(IpAddr::V6(a)).0),
             gue_port_be: encap.gue_port.to_be(),
             _pad: [0; 2],
+            hash_seed,
         };
         if self.written_config != Some(config) {
             dp.set_config(&config)?;
             self.written_config = Some(config);
         }
-        self.encap = encap;
         Ok(())
     }
 
@@ -500,7 +532,7 @@ impl Balancer {
             // them (counted as no_backend) while established flows keep their backend.
             return Ok(vec![0; spec.table_size as usize]);
         }
-        maglev::build(&backends, spec.table_size).map_err(|e| {
+        maglev::build_seeded(&backends, spec.table_size, self.hash_seed).map_err(|e| {
             ApplyError::Invalid(vec![Invalid {
                 path: "services".into(),
                 reason: e.to_string(),

@@ -5,10 +5,11 @@
 //!
 //! - [`service`]: virtual services and backends; [`check`]: health checks;
 //!   [`vrrp`]: VRRP instances; [`scripts`]: who runs exec checks and hooks;
-//!   [`validate`]: the whole-config rules.
+//!   [`seed`]: `hash_seed`; [`validate`]: the whole-config rules.
 
 pub mod check;
 pub mod scripts;
+pub mod seed;
 pub mod service;
 pub mod validate;
 pub mod vrrp;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use self::{scripts::RunAs, vrrp::VrrpSpec};
 pub use self::{
+    seed::HashSeed,
     service::{
         BackendSpec, EncapSources, Fallback, MacAddr, Mode, OnFailure, Protocol, ServiceSpec,
     },
@@ -39,6 +41,10 @@ pub struct Config {
     /// VRRP instances: which virtual addresses this host holds while it is master.
     #[serde(default)]
     pub vrrp: Vec<VrrpSpec>,
+    /// Seed of the flow hash and the Maglev tables ([`seed`]); the same on every
+    /// balancer of a group. Absent = 0, the built-in constants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_seed: Option<HashSeed>,
     /// Who runs exec checks and notify hooks (default: the daemon's user, root).
     #[serde(default, skip_serializing_if = "is_default")]
     pub scripts: RunAs,
@@ -74,6 +80,14 @@ pub enum ConfigError {
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 impl Config {
+    /// The hash seed in force (0 when absent; an invalid one never passes validation).
+    pub fn hash_seed(&self) -> u32 {
+        self.hash_seed
+            .as_ref()
+            .and_then(|s| s.value().ok())
+            .unwrap_or(0)
+    }
+
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
@@ -231,5 +245,33 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         Config::load(&file).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn hash_seed_is_a_32_bit_number_or_hex_string() {
+        assert_eq!(Config::parse("{}").unwrap().hash_seed(), 0);
+        assert_eq!(
+            Config::parse(r#"{"hash_seed": 305419896}"#)
+                .unwrap()
+                .hash_seed(),
+            0x1234_5678
+        );
+        assert_eq!(
+            Config::parse(r#"{"hash_seed": "0x12345678"}"#)
+                .unwrap()
+                .hash_seed(),
+            0x1234_5678
+        );
+        let err = Config::parse(r#"{"hash_seed": "0x123456789"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hash_seed: \"0x123456789\": expected a 32-bit"),
+            "{err}"
+        );
+        let err = Config::parse(r#"{"hash_seed": -1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hash_seed: -1: expected a 32-bit"), "{err}");
     }
 }

@@ -243,6 +243,12 @@ pub fn config(config: &Config) -> Vec<Invalid> {
         .collect();
     errors.extend(super::vrrp::validate(&config.vrrp, &names));
     errors.extend(script_problems(config));
+    if let Some(Err(reason)) = config.hash_seed.as_ref().map(super::HashSeed::value) {
+        errors.push(Invalid {
+            path: "hash_seed".into(),
+            reason,
+        });
+    }
     let mut seen = HashSet::new();
     for (i, name) in config.interfaces.iter().enumerate() {
         // IFNAMSIZ is 16 with the terminating NUL.

@@ -4,9 +4,18 @@
 use lb_common::{Counter, FlowCounter, Stat};
 
 /// Global counters, summed over all CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GlobalStats {
     counters: [Counter; Stat::COUNT as usize],
+}
+
+// By hand: std derives `Default` for arrays of at most 32 elements.
+impl Default for GlobalStats {
+    fn default() -> Self {
+        Self {
+            counters: [Counter::default(); Stat::COUNT as usize],
+        }
+    }
 }
 
 impl GlobalStats {

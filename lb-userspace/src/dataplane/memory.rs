@@ -21,8 +21,8 @@ use std::{
 use lb_common::{
     limits::{MAGLEV_SLOTS, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES, MAX_TX_PORTS},
     service::service_flags,
-    Backend, Config, Conn, FlowCounter, FlowKey, Service, ServiceSlot, VipKey, VrrpKey, VrrpRouter,
-    VrrpSeen,
+    Backend, Config, Conn, DecapKey, FlowCounter, FlowKey, Service, ServiceSlot, VipKey, VrrpKey,
+    VrrpRouter, VrrpSeen,
 };
 
 use super::{
@@ -35,6 +35,7 @@ use super::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     SetConfig(Config),
+    SetDecapAllowed(BTreeMap<DecapKey, u32>),
     SetBackend(u32, Backend),
     Table(u32, Vec<u32>),
     SetService(VipKey, Service),
@@ -59,6 +60,7 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::SetConfig(_) => "set_config",
+            Op::SetDecapAllowed(_) => "set_decap_allowed",
             Op::SetBackend(..) => "set_backend",
             Op::Table(..) => "swap_tables",
             Op::SetService(..) => "set_service",
@@ -88,6 +90,8 @@ type Observer = Rc<RefCell<dyn FnMut(&MemoryPort, &Op)>>;
 #[derive(Clone, Default)]
 pub struct MemoryPort {
     pub config: Config,
+    /// `XLB_DECAP_ALLOW`: what the decap program may unwrap.
+    pub decap_allowed: BTreeMap<DecapKey, u32>,
     /// Backend records by id (a cleared record has family 0, as in the array map).
     pub backends: HashMap<u32, Backend>,
     /// Live Maglev table per `XLB_MAGLEV` slot (a service reads `Service::table_slot`).
@@ -237,6 +241,13 @@ impl DataPlane for MemoryPort {
         self.check_fault("set_config")?;
         self.config = *config;
         self.done(Op::SetConfig(*config));
+        Ok(())
+    }
+
+    fn set_decap_allowed(&mut self, entries: &BTreeMap<DecapKey, u32>) -> Result<(), PortError> {
+        self.check_fault("set_decap_allowed")?;
+        self.decap_allowed.clone_from(entries);
+        self.done(Op::SetDecapAllowed(entries.clone()));
         Ok(())
     }
 
@@ -458,6 +469,7 @@ pub fn replay(ops: &[Op], dp: &mut dyn DataPlane) -> Result<(), PortError> {
                 continue;
             }
             Op::SetConfig(c) => dp.set_config(c)?,
+            Op::SetDecapAllowed(e) => dp.set_decap_allowed(e)?,
             Op::SetBackend(id, b) => dp.set_backend(*id, b)?,
             Op::SetService(k, s) => dp.set_service(k, s)?,
             Op::RemoveService(k) => dp.remove_service(k)?,

@@ -51,8 +51,9 @@ pub enum Command {
         #[arg(long)]
         keep_attached: bool,
     },
-    /// On a backend: unwrap the balancer's IPIP / IPv6-in-IPv6 packets in XDP so the
-    /// inner packets (to the VIP on lo) reach the local stack. Runs until SIGINT/SIGTERM.
+    /// On a backend: unwrap the balancers' IPIP / IPv6-in-IPv6 / GUE packets in XDP so the
+    /// inner packets (to the VIP on lo) reach the local stack; only tunnels from an
+    /// `--allow-source` to an address of this host. Runs until SIGINT/SIGTERM.
     Decap {
         #[arg(long = "iface", short = 'i', required = true)]
         ifaces: Vec<String>,
@@ -63,6 +64,17 @@ pub enum Command {
         /// UDP port of the balancer's GUE packets (its `encap_sources.gue_port`).
         #[arg(long, default_value_t = lb_common::service::DEFAULT_GUE_PORT)]
         gue_port: u16,
+        /// A balancer's encapsulation source address (its `encap_sources.v4` / `v6`):
+        /// only tunnels from these are unwrapped (repeat for every balancer and family;
+        /// at least one is required). Other tunnel packets pass to the stack untouched,
+        /// counted `decap_foreign_source`.
+        #[arg(long = "allow-source", value_name = "IP")]
+        allow_sources: Vec<std::net::IpAddr>,
+        /// An outer destination to unwrap besides the addresses of the `--iface`
+        /// interfaces (which are followed as they change), e.g. an address on lo the
+        /// balancers encapsulate to (repeat). Others count `decap_foreign_dest`.
+        #[arg(long = "allow-destination", value_name = "IP")]
+        allow_destinations: Vec<std::net::IpAddr>,
     },
     /// Validate a configuration file without applying it; prints every problem.
     CheckConfig { file: PathBuf },

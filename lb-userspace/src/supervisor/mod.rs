@@ -178,6 +178,7 @@ impl Supervisor {
         Config {
             encap_sources: self.config.encap_sources,
             services,
+            hash_seed: self.config.hash_seed.clone(),
             ..Config::default()
         }
     }
@@ -291,6 +292,11 @@ impl Supervisor {
                  (restart xlb, or put the old vrrp section back)"
             );
         }
+        if config.hash_seed() != self.config.hash_seed() {
+            anyhow::bail!(
+                "hash_seed: a new seed moves flows that have no connection entry and                  places them differently from the other balancers until they restart                  too; it takes effect on restart, not on reload (restart xlb, or put the                  old hash_seed back)"
+            );
+        }
         let mut next = self.book.clone();
         next.sync(&config.services);
         let mut services = next.effective(&config.services);
@@ -300,6 +306,7 @@ impl Supervisor {
         let effective = Config {
             encap_sources: config.encap_sources,
             services,
+            hash_seed: config.hash_seed.clone(),
             ..Config::default()
         };
         if let Err(e) = apply_config(balancer, dp, &effective) {
@@ -449,12 +456,13 @@ fn load_saved(path: &Path) -> Result<Option<Vec<Saved>>> {
     }
 }
 
-/// Sets the encapsulation sources and the services of `config`.
+/// Sets the hash seed, the encapsulation sources and the services of `config`.
 pub fn apply_config(
     balancer: &mut Balancer,
     dp: &mut dyn DataPlane,
     config: &Config,
 ) -> Result<ApplyReport, ApplyError> {
+    balancer.set_hash_seed(dp, config.hash_seed())?;
     let report = balancer.apply_with_encap(dp, config.encap_sources, &config.services)?;
     if report != ApplyReport::default() {
         tracing::info!(

@@ -216,6 +216,51 @@ fn a_rejected_reload_changes_nothing() {
     assert_eq!(sup.config(), &config(OnFailure::Drain));
 }
 
+/// A new `hash_seed` would move every flow without a connection entry and place flows
+/// unlike the group's other balancers: refused on reload, named by its field; the seed
+/// a daemon starts with is in `XLB_CONFIG` and builds its tables.
+#[test]
+fn a_reload_that_changes_the_hash_seed_is_refused() {
+    use crate::{
+        balancer::maglev::{self, MaglevBackend},
+        config::HashSeed,
+    };
+    let mut seeded = config(OnFailure::Drain);
+    seeded.hash_seed = Some(HashSeed::Text("0x1a2b3c4d".into()));
+    let mut port = MemoryPort::new();
+    let mut balancer = Balancer::default();
+    let (mut sup, _probes) =
+        Supervisor::without_checks(&mut balancer, &mut port, seeded.clone()).unwrap();
+    assert_eq!(port.config.hash_seed, 0x1a2b_3c4d);
+    let slot = port.services[&vip_key(&seeded.services[0])].table_slot();
+    let ids: Vec<MaglevBackend> = seeded.services[0]
+        .backends
+        .iter()
+        .map(|b| MaglevBackend {
+            id: balancer.backend_id(b.address).unwrap(),
+            weight: 1,
+            key: maglev::backend_key(b.address, 0),
+        })
+        .collect();
+    assert_eq!(
+        port.maglev[&slot],
+        maglev::build_seeded(&ids, 251, 0x1a2b_3c4d).unwrap()
+    );
+    let ops = port.log.len();
+    let mut other = seeded.clone();
+    other.hash_seed = Some(HashSeed::Text("0x1a2b3c4e".into()));
+    let e = sup.reload(&mut balancer, &mut port, other).unwrap_err();
+    assert!(e.to_string().starts_with("hash_seed: "), "{e}");
+    assert!(e.to_string().contains("takes effect on restart"), "{e}");
+    assert_eq!(port.log.len(), ops);
+    assert_eq!(sup.config(), &seeded);
+    // The same seed written another way is the same seed: the reload goes through.
+    let mut same = seeded.clone();
+    same.hash_seed = Some(HashSeed::Text("439041101".into()));
+    sup.reload(&mut balancer, &mut port, same).unwrap();
+    assert_eq!(port.config.hash_seed, 0x1a2b_3c4d);
+}
+
 #[test]
 fn vrrp_standby_switches_only_the_entries_of_the_peers_vips() {
     let (mut sup, mut balancer, mut port) = start(OnFailure::Drain);

@@ -29,6 +29,8 @@ use tokio::signal::unix::{signal, SignalKind};
 /// `xlb run` / `xlb decap`: load, attach, serve, and clean up on the way out.
 pub(crate) struct Daemon {
     pub(crate) program: &'static str,
+    /// `xlb decap`: what its program may unwrap.
+    pub(crate) decap: Option<crate::decap::Allow>,
     pub(crate) ifaces: Vec<String>,
     pub(crate) pin_dir: PathBuf,
     pub(crate) xdp_mode: AttachMode,
@@ -125,7 +127,7 @@ impl Daemon {
     }
 
     async fn serve(
-        &self,
+        &mut self,
         dp: &mut AyaPort,
         config: Config,
         mut requests: tokio::sync::mpsc::Receiver<control::server::Pending>,
@@ -152,6 +154,11 @@ impl Daemon {
             })
             .flat_map(|s| s.addresses.iter().copied());
         sup.set_standby(&mut balancer, dp, vips.collect())?;
+        // Before the program is attached: from its first packet it unwraps only what
+        // it is allowed to.
+        if let Some(allow) = &mut self.decap {
+            allow.sync(dp, &self.ifaces)?;
+        }
         for iface in &self.ifaces {
             let a = DataPlane::attach(dp, self.program, iface, self.xdp_mode)?;
             tracing::info!(
@@ -209,6 +216,11 @@ impl Daemon {
                 _ = upkeep.tick() => {
                     sup.restart_panicked_checks();
                     sup.reconcile(&mut balancer, dp);
+                    if let Some(allow) = &mut self.decap {
+                        if let Err(e) = allow.sync(dp, &self.ifaces) {
+                            tracing::warn!("decap allow-list not updated, the last one stays: {e:#}");
+                        }
+                    }
                 }
                 _ = lease_tick.tick(), if !vrrp.is_empty() => {
                     sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);

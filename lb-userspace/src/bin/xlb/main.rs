@@ -2,11 +2,13 @@
 //!
 //! - this file: what each command of the command line ([`lb_userspace::edges::cli`]) runs;
 //! - [`daemon`]: `xlb run` / `xlb decap`, the daemon's loop;
+//! - [`decap`]: `xlb decap`'s allow-list (balancer sources, local destinations);
 //! - [`show`]: `xlb status | services | backends | vrrp` over the control socket;
 //! - [`counters`]: `xlb stats` from the pinned maps, with rates.
 
 mod counters;
 mod daemon;
+mod decap;
 mod show;
 
 use anyhow::{Context as _, Result};
@@ -67,6 +69,7 @@ async fn real_main() -> Result<()> {
             }
             let daemon = daemon::Daemon {
                 program: programs::BALANCER,
+                decap: None,
                 ifaces,
                 pin_dir,
                 xdp_mode,
@@ -83,9 +86,13 @@ async fn real_main() -> Result<()> {
             pin_dir,
             xdp_mode,
             gue_port,
+            allow_sources,
+            allow_destinations,
         } => {
+            let allow = decap::Allow::new(allow_sources, allow_destinations)?;
             let daemon = daemon::Daemon {
                 program: programs::DECAP,
+                decap: Some(allow),
                 ifaces,
                 pin_dir,
                 xdp_mode,

@@ -39,6 +39,7 @@ pub const PINNED_MAPS: &[&str] = &[
     maps::TX_MACS,
     maps::VRRP_ROUTERS,
     maps::VRRP_SEEN,
+    maps::DECAP_ALLOW,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -354,8 +355,10 @@ pub fn retire_incompatible_pins(pin_dir: &Path) -> Result<Vec<&'static str>, Loa
             if devmap { have.3 } else { want.map_flags() },
         );
         // Sizes are kept (a resized table keeps its entries), except an XLB_MAGLEV
-        // too small for the second table slot of every service.
-        let too_small = name == maps::MAGLEV && pinned.max_entries() < want.max_entries();
+        // too small for the second table slot of every service and an XLB_STATS with
+        // fewer slots than this build's counters (the new reasons would go uncounted).
+        let too_small =
+            matches!(name, maps::MAGLEV | maps::STATS) && pinned.max_entries() < want.max_entries();
         if have == need && !too_small {
             continue;
         }

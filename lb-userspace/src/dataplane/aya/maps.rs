@@ -23,8 +23,8 @@ use lb_common::{
     maps,
     service::{service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT, VIP_STANDBY},
     vrrp::VRRP_FRAME_MAX,
-    Backend, Config, Conn, FlowKey, Service, ServiceSlot, TxPort, VipAddr, VipKey, VrrpKey,
-    VrrpRouter, VrrpSeen,
+    Backend, Config, Conn, DecapKey, FlowKey, Service, ServiceSlot, TxPort, VipAddr, VipKey,
+    VrrpKey, VrrpRouter, VrrpSeen,
 };
 
 use super::mmap::Mapping;
@@ -492,6 +492,32 @@ pub fn set_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), MapsError> {
     )
     .map_err(map_err(maps::CONFIG))?;
     array.set(0, config, 0).map_err(map_err(maps::CONFIG))
+}
+
+/// Makes `XLB_DECAP_ALLOW` hold exactly `entries`: new and changed entries first, then
+/// the stale ones are deleted (a pair kept across the change is never missing).
+pub fn set_decap_allowed(
+    ebpf: &mut Ebpf,
+    entries: &std::collections::BTreeMap<DecapKey, u32>,
+) -> Result<(), MapsError> {
+    let mut map: HashMap<&mut MapData, DecapKey, u32> = HashMap::try_from(
+        ebpf.map_mut(maps::DECAP_ALLOW)
+            .ok_or(MapsError::Missing(maps::DECAP_ALLOW))?,
+    )
+    .map_err(map_err(maps::DECAP_ALLOW))?;
+    for (key, value) in entries {
+        map.insert(key, value, 0)
+            .map_err(map_err(maps::DECAP_ALLOW))?;
+    }
+    let stale: Vec<DecapKey> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !entries.contains_key(k))
+        .collect();
+    for key in &stale {
+        ignore_missing(map.remove(key), maps::DECAP_ALLOW)?;
+    }
+    Ok(())
 }
 
 /// Deletes every connection-table entry that points at backend `id`, so the id can be

@@ -37,6 +37,13 @@ impl DataPlane for AyaPort {
         Ok(maps::set_config(self.ebpf_mut(), config)?)
     }
 
+    fn set_decap_allowed(
+        &mut self,
+        entries: &std::collections::BTreeMap<lb_common::DecapKey, u32>,
+    ) -> Result<(), PortError> {
+        Ok(maps::set_decap_allowed(self.ebpf_mut(), entries)?)
+    }
+
     fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), PortError> {
         Ok(maps::set_backend(self.ebpf_mut(), id, backend)?)
     }
