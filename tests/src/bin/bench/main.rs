@@ -108,8 +108,9 @@ fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("health") => {
             let health = health::run(&[1_000, 10_000]);
+            let detection = health::blackhole(10_000);
             write_json(
-                &serde_json::json!({ "health_checks": health }),
+                &serde_json::json!({ "health_checks": health, "failure_detection": detection }),
                 "health.json",
             );
             return;
@@ -486,11 +487,12 @@ fn main() {
     }
     let control = control_plane(&mut dp);
     let health = health::run(&[1_000, 10_000]);
+    let detection = health::blackhole(10_000);
     println!("\n(total bench time {:?})", started.elapsed());
 
     let out = serde_json::json!({
         "per_packet": json, "verifier": verifier, "control_plane": control,
-        "health_checks": health,
+        "health_checks": health, "failure_detection": detection,
     });
     write_json(&out, "bench.json");
 }
