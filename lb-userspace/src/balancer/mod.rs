@@ -181,9 +181,7 @@ impl Balancer {
         //    is refused before anything changes.
         if let Some(early) = self.make_room(specs, &wanted, &keep)? {
             self.remove_services(dp, &keep, &mut report)?;
-            for addr in early {
-                self.remove_backend(dp, addr, &mut report)?;
-            }
+            self.remove_backends(dp, &early, &mut report)?;
         }
 
         // 1. Backends first: a table must never name an id whose record is missing.
@@ -289,9 +287,7 @@ impl Balancer {
             .filter(|a| !wanted.contains_key(a))
             .copied()
             .collect();
-        for addr in unused {
-            self.remove_backend(dp, addr, &mut report)?;
-        }
+        self.remove_backends(dp, &unused, &mut report)?;
         Ok(report)
     }
 
@@ -384,18 +380,29 @@ impl Balancer {
         Ok(())
     }
 
-    /// Frees backend `addr`'s id. Clear first (the data plane then re-chooses its
-    /// flows), forget its connection entries, and only then free the id for reuse.
-    fn remove_backend(
+    /// Frees the ids of backends `addrs`. Clear each first (the data plane then
+    /// re-chooses its flows), forget their connection entries (one walk of the table
+    /// for all), and only then free the ids for reuse.
+    fn remove_backends(
         &mut self,
         dp: &mut dyn DataPlane,
-        addr: IpAddr,
+        addrs: &[IpAddr],
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
-        if let Some(&id) = self.backend_ids.get(&addr) {
-            dp.clear_backend(id)?;
-            self.records.remove(&id);
-            dp.forget_backend_flows(id)?;
+        let mut cleared = Vec::new();
+        for addr in addrs {
+            if let Some(&id) = self.backend_ids.get(addr) {
+                dp.clear_backend(id)?;
+                self.records.remove(&id);
+                cleared.push((*addr, id));
+            }
+        }
+        if cleared.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<u32> = cleared.iter().map(|(_, id)| *id).collect();
+        dp.forget_backend_flows(&ids)?;
+        for (addr, _) in cleared {
             self.backend_ids.remove(&addr);
             report.backends_removed += 1;
         }

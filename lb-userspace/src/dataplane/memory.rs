@@ -45,7 +45,7 @@ pub enum Op {
         ifindex: u32,
         mac: [u8; 6],
     },
-    ForgetBackendFlows(u32),
+    ForgetBackendFlows(Vec<u32>),
     SetVrrpRouter(VrrpKey, Box<VrrpRouter>),
     RemoveVrrpRouter(VrrpKey),
     Attach {
@@ -339,12 +339,12 @@ impl DataPlane for MemoryPort {
         Ok(())
     }
 
-    fn forget_backend_flows(&mut self, id: u32) -> Result<usize, PortError> {
+    fn forget_backend_flows(&mut self, ids: &[u32]) -> Result<usize, PortError> {
         self.check_fault("forget_backend_flows")?;
         let before = self.conns.len();
-        self.conns.retain(|_, c| c.backend_id != id);
+        self.conns.retain(|_, c| !ids.contains(&c.backend_id));
         let gone = before - self.conns.len();
-        self.done(Op::ForgetBackendFlows(id));
+        self.done(Op::ForgetBackendFlows(ids.to_vec()));
         Ok(gone)
     }
 
@@ -474,8 +474,8 @@ pub fn replay(ops: &[Op], dp: &mut dyn DataPlane) -> Result<(), PortError> {
             Op::SetService(k, s) => dp.set_service(k, s)?,
             Op::RemoveService(k) => dp.remove_service(k)?,
             Op::SetTxPort { slot, ifindex, mac } => dp.set_tx_port(*slot, *ifindex, *mac)?,
-            Op::ForgetBackendFlows(id) => {
-                dp.forget_backend_flows(*id)?;
+            Op::ForgetBackendFlows(ids) => {
+                dp.forget_backend_flows(ids)?;
             }
             Op::SetVrrpRouter(k, r) => dp.set_vrrp_router(k, r)?,
             Op::RemoveVrrpRouter(k) => dp.remove_vrrp_router(k)?,

@@ -115,9 +115,10 @@ pub trait DataPlane {
     /// becomes the source of frames sent there.
     fn set_tx_port(&mut self, slot: u32, ifindex: u32, mac: [u8; 6]) -> Result<(), PortError>;
 
-    /// Deletes every connection entry that points at backend `id` (call once no table
-    /// names it), so the id can be reused; returns how many went.
-    fn forget_backend_flows(&mut self, id: u32) -> Result<usize, PortError>;
+    /// Deletes every connection entry that points at one of backends `ids` (call once
+    /// no table names them), so the ids can be reused; returns how many went. One walk
+    /// of the connection table for all of them, however many.
+    fn forget_backend_flows(&mut self, ids: &[u32]) -> Result<usize, PortError>;
 
     /// Configures (or replaces) VRRP router `key` for XDP, marking its interface.
     fn set_vrrp_router(&mut self, key: &VrrpKey, router: &VrrpRouter) -> Result<(), PortError>;

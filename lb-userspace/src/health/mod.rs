@@ -21,6 +21,7 @@
 //! backend and the service set it implies), [`notify`] (operator hooks).
 
 pub mod book;
+pub mod budget;
 pub mod check;
 pub mod exec;
 pub mod http;

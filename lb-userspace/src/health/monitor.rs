@@ -8,9 +8,9 @@
 //! apart, so a dead server is out within one interval; timeouts still take `fall`
 //! intervals. A reload keeps the tasks of unchanged checks running
 //! ([`Checkers::update`]): restarting them would reset their schedules, and with
-//! reloads more frequent than the interval some backends would never be probed. A
-//! semaphore bounds the probes in flight, so a burst of slow (timing-out) probes cannot
-//! exhaust file descriptors.
+//! reloads more frequent than the interval some backends would never be probed. The
+//! probes in flight are bounded per service ([`super::budget`]), so a burst of slow
+//! (timing-out) probes cannot exhaust file descriptors, nor delay other services'.
 
 use std::{
     collections::HashMap,
@@ -26,6 +26,7 @@ use tokio::{
 
 use super::{
     book::{check_of, Probe, Target},
+    budget::{self, Budgets},
     CheckResult,
 };
 use crate::{
@@ -36,9 +37,6 @@ use crate::{
 /// Gap between the re-probes that confirm a definitive failure (refused, unreachable).
 const CONFIRM_GAP: Duration = Duration::from_millis(10);
 
-/// At most this many probes in flight, whatever the number of backends.
-pub const MAX_CONCURRENT_PROBES: usize = 256;
-
 /// The checker tasks. Dropping it stops them all.
 pub struct Checkers {
     tasks: JoinSet<()>,
@@ -48,7 +46,8 @@ pub struct Checkers {
     targets: HashMap<tokio::task::Id, Target>,
     /// Checker tasks restarted after a panic, since start.
     restarts: u64,
-    limit: Arc<Semaphore>,
+    /// Per service, the probes it may have in flight.
+    budgets: Budgets,
     tx: mpsc::Sender<Probe>,
 }
 
@@ -61,14 +60,25 @@ struct Running {
 }
 
 impl Checkers {
-    /// Starts one task per checked backend of `services`.
+    /// Starts one task per checked backend of `services`, with as many probes in
+    /// flight as the descriptor limit allows ([`budget::from_fd_limit`]).
     pub fn start(services: &[ServiceSpec], tx: &mpsc::Sender<Probe>) -> Checkers {
+        Self::with_budget(services, tx, budget::from_fd_limit())
+    }
+
+    /// [`Checkers::start`] with at most `budget` probes in flight (shared out per
+    /// service).
+    pub fn with_budget(
+        services: &[ServiceSpec],
+        tx: &mpsc::Sender<Probe>,
+        budget: usize,
+    ) -> Checkers {
         let mut checkers = Checkers {
             tasks: JoinSet::new(),
             running: HashMap::new(),
             targets: HashMap::new(),
             restarts: 0,
-            limit: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
+            budgets: Budgets::new(budget),
             tx: tx.clone(),
         };
         checkers.update(services);
@@ -96,6 +106,11 @@ impl Checkers {
                 }
             }
         }
+        let mut checked: HashMap<lb_common::VipKey, usize> = HashMap::new();
+        for (key, _) in wanted.keys() {
+            *checked.entry(*key).or_default() += 1;
+        }
+        self.budgets.update(&checked);
         self.running.retain(|target, (run, task)| {
             let keep = wanted.get(target) == Some(run);
             if !keep {
@@ -116,7 +131,7 @@ impl Checkers {
             target,
             run.clone(),
             self.tx.clone(),
-            self.limit.clone(),
+            self.budgets.of(&target.0),
         ));
         self.targets.insert(task.id(), target);
         self.running.insert(target, (run, task));

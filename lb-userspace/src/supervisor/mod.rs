@@ -192,24 +192,46 @@ impl Supervisor {
         dp: &mut dyn DataPlane,
         probe: &Probe,
     ) -> bool {
-        self.probe_latency
-            .0
-            .get_or_create(&ProbeLabels {
-                service: describe_vip(&probe.target.0),
-                result: if probe.result.is_ok() { "ok" } else { "fail" }.into(),
-            })
-            .observe(probe.took.as_secs_f64());
-        if let CheckResult::Fail(why) = &probe.result {
-            tracing::debug!(service = %describe_vip(&probe.target.0), backend = %probe.target.1, %why, "probe failed");
+        self.on_probes(balancer, dp, std::slice::from_ref(probe))
+    }
+
+    /// Records a batch of probe results (all that arrived together) and applies their
+    /// transitions at once: one table swap per changed service for the whole batch, so
+    /// 2,000 backends failing together cost one apply, not 2,000.
+    /// Returns whether any probe changed a backend's state.
+    pub fn on_probes(
+        &mut self,
+        balancer: &mut Balancer,
+        dp: &mut dyn DataPlane,
+        probes: &[Probe],
+    ) -> bool {
+        let before = self.unannounced.len();
+        for probe in probes {
+            self.probe_latency
+                .0
+                .get_or_create(&ProbeLabels {
+                    service: describe_vip(&probe.target.0),
+                    result: if probe.result.is_ok() { "ok" } else { "fail" }.into(),
+                })
+                .observe(probe.took.as_secs_f64());
+            if let CheckResult::Fail(why) = &probe.result {
+                tracing::debug!(service = %describe_vip(&probe.target.0), backend = %probe.target.1, %why, "probe failed");
+            }
+            if let Some(t) = self.book.record(probe) {
+                let (key, addr) = probe.target;
+                self.unannounced.push((key, addr, t));
+            }
         }
-        let Some(t) = self.book.record(probe) else {
+        let changed = self.unannounced.len() - before;
+        if changed == 0 {
             return false;
-        };
-        let (key, addr) = probe.target;
+        }
         self.save();
-        self.unannounced.push((key, addr, t));
         if self.apply(balancer, dp).is_err() {
-            tracing::error!(service = %describe_vip(&key), backend = %addr, "health change not applied yet; retrying");
+            tracing::error!(
+                transitions = changed,
+                "health changes not applied yet; retrying"
+            );
         }
         true
     }

@@ -26,6 +26,9 @@ use lb_userspace::{
 };
 use tokio::signal::unix::{signal, SignalKind};
 
+/// Probe results taken from the queue per apply, at most.
+const PROBE_BATCH: usize = 4096;
+
 /// `xlb run` / `xlb decap`: load, attach, serve, and clean up on the way out.
 pub(crate) struct Daemon {
     pub(crate) program: &'static str,
@@ -57,6 +60,7 @@ impl Daemon {
                 missing.join(", ")
             );
         }
+        raise_fd_limit();
         // Validate before touching the kernel: a bad file must not cost a flap.
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
@@ -226,7 +230,14 @@ impl Daemon {
                     sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
                 }
                 Some(probe) = probes.recv() => {
-                    if sup.on_probe(&mut balancer, dp, &probe) {
+                    // With the results that queued meanwhile: their transitions apply
+                    // together (one swap per service), whatever their number.
+                    let mut batch = vec![probe];
+                    while batch.len() < PROBE_BATCH {
+                        let Ok(more) = probes.try_recv() else { break };
+                        batch.push(more);
+                    }
+                    if sup.on_probes(&mut balancer, dp, &batch) {
                         track(&sup, &vrrp);
                     }
                 }
@@ -358,6 +369,21 @@ fn missing_capabilities() -> Vec<&'static str> {
             .filter(|(bit, _)| caps & (1u64 << bit) == 0)
             .map(|(_, name)| *name)
             .collect(),
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one: each probe in flight holds a
+/// descriptor, and the checks' budget follows the soft limit (health::budget). 1,024,
+/// a common default, would let a few hundred timing-out backends delay the rest.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the descriptor limit"),
+            Err(e) => tracing::warn!(soft, hard, "cannot raise the descriptor limit: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the descriptor limit: {e}"),
     }
 }
 

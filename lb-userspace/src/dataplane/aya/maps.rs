@@ -520,11 +520,13 @@ pub fn set_decap_allowed(
     Ok(())
 }
 
-/// Deletes every connection-table entry that points at backend `id`, so the id can be
-/// given to another backend without its old flows following it there. Call after the
-/// backend's record is cleared and no table names it: from then on no new entry can
-/// point at it. Returns how many entries were removed. Costs one pass over the table.
-pub fn forget_backend_flows(ebpf: &mut Ebpf, id: u32) -> Result<usize, MapsError> {
+/// Deletes every connection-table entry that points at one of backends `ids`, so the
+/// ids can be given to other backends without their old flows following them there.
+/// Call after the backends' records are cleared and no table names them: from then on
+/// no new entry can point at them. Returns how many entries were removed. Costs one
+/// pass over the table, whatever the number of ids.
+pub fn forget_backend_flows(ebpf: &mut Ebpf, ids: &[u32]) -> Result<usize, MapsError> {
+    let ids: std::collections::HashSet<u32> = ids.iter().copied().collect();
     let mut conns: HashMap<&mut MapData, FlowKey, Conn> = HashMap::try_from(
         ebpf.map_mut(maps::CONNS)
             .ok_or(MapsError::Missing(maps::CONNS))?,
@@ -533,7 +535,7 @@ pub fn forget_backend_flows(ebpf: &mut Ebpf, id: u32) -> Result<usize, MapsError
     let stale: Vec<FlowKey> = conns
         .iter()
         .filter_map(Result::ok)
-        .filter(|(_, conn)| conn.backend_id == id)
+        .filter(|(_, conn)| ids.contains(&conn.backend_id))
         .map(|(key, _)| key)
         .collect();
     for key in &stale {

@@ -64,8 +64,8 @@ impl DataPlane for AyaPort {
         Ok(maps::set_tx_port(self.ebpf_mut(), slot, ifindex, mac)?)
     }
 
-    fn forget_backend_flows(&mut self, id: u32) -> Result<usize, PortError> {
-        Ok(maps::forget_backend_flows(self.ebpf_mut(), id)?)
+    fn forget_backend_flows(&mut self, ids: &[u32]) -> Result<usize, PortError> {
+        Ok(maps::forget_backend_flows(self.ebpf_mut(), ids)?)
     }
 
     fn set_vrrp_router(&mut self, key: &VrrpKey, router: &VrrpRouter) -> Result<(), PortError> {

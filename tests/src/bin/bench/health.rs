@@ -80,7 +80,7 @@ struct HealthLab {
 }
 
 impl HealthLab {
-    fn start(n: u32, check: serde_json::Value) -> HealthLab {
+    fn start(n: u32, check: &serde_json::Value) -> HealthLab {
         let ns = Netns::new("hcbench");
         ns.ip(&["link", "set", "lo", "up"]);
         ns.ip(&["route", "add", "local", "10.99.0.0/16", "dev", "lo"]);
@@ -172,7 +172,7 @@ fn backends(n: u32) -> impl Iterator<Item = Ipv4Addr> {
 fn measure(n: u32) -> Measured {
     let lab = HealthLab::start(
         n,
-        serde_json::json!({"type": "http", "path": "/healthz", "interval_ms": 1000,
+        &serde_json::json!({"type": "http", "path": "/healthz", "interval_ms": 1000,
                            "timeout_ms": 500, "rise": 2, "fall": 3}),
     );
     std::thread::sleep(WARMUP);
@@ -215,7 +215,7 @@ pub fn blackhole(n: u32) -> serde_json::Value {
     let bound = (interval * FALL + timeout).mul_f64(1.1);
     let lab = HealthLab::start(
         n,
-        serde_json::json!({"type": "tcp", "interval_ms": interval.as_millis() as u64,
+        &serde_json::json!({"type": "tcp", "interval_ms": interval.as_millis() as u64,
                            "timeout_ms": timeout.as_millis() as u64, "rise": 2, "fall": FALL}),
     );
     std::thread::sleep(WARMUP);
