@@ -410,4 +410,60 @@ mod tests {
             "{buckets:?}"
         );
     }
+
+    /// Issue 14, item 8: one service's slow backends (probes that run to their timeout)
+    /// use up only that service's share of the budget; another service's backends
+    /// keep their cadence. Before, a single semaphore made them queue behind the slow
+    /// probes. Exec checks stand in for backends: nothing goes on the network.
+    #[test]
+    fn slow_backends_of_one_service_do_not_delay_another() {
+        use crate::config::{
+            check::{CheckKind, CheckSpec},
+            BackendSpec, MacAddr, Mode, Protocol,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let service = |vip: &str, n: u8, command: &[&str], interval_ms, timeout_ms| ServiceSpec {
+            check: Some(CheckSpec {
+                interval_ms,
+                timeout_ms,
+                command: Some(command.iter().map(|&s| s.to_owned()).collect()),
+                ..CheckSpec::new(CheckKind::Exec)
+            }),
+            ..ServiceSpec::new(
+                vip.parse().unwrap(),
+                Some(80),
+                Protocol::Tcp,
+                Mode::Dsr,
+                (1..=n)
+                    .map(|i| {
+                        let a: IpAddr = format!("127.0.0.{i}").parse().unwrap();
+                        BackendSpec::new(a, MacAddr([2, 0, 0, 0, 0, i]), 1)
+                    })
+                    .collect(),
+            )
+        };
+        // 40 backends whose probes all hang until their 400 ms timeout, every 500 ms...
+        let slow = service("10.0.0.1", 40, &["/bin/sleep", "5"], 500, 400);
+        // ...and 3 quick ones probed every 200 ms, with a budget of 16 for both.
+        let quick = service("10.0.0.2", 3, &["/bin/true"], 200, 150);
+        let quick_key = vip_key(&quick);
+        let probes = runtime.block_on(async {
+            let (tx, mut rx) = mpsc::channel(1024);
+            let _checkers = Checkers::with_budget(&[slow, quick], &tx, 16);
+            let mut quick_probes = 0;
+            let until = tokio::time::Instant::now() + Duration::from_secs(2);
+            while let Ok(Some(p)) = tokio::time::timeout_at(until, rx.recv()).await {
+                if p.target.0 == quick_key {
+                    quick_probes += 1;
+                }
+            }
+            quick_probes
+        });
+        // 3 backends × 2 s / 200 ms = 30 on schedule; queued behind the slow service's
+        // 400 ms probes (16 permits for 40) they got a handful.
+        assert!(probes >= 20, "the quick service got {probes} probes in 2 s");
+    }
 }

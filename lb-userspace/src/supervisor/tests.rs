@@ -419,3 +419,31 @@ fn a_health_change_that_failed_to_apply_is_retried_and_announced_when_served() {
     assert!(sup.sync_status().in_sync);
     assert!(sup.unannounced.is_empty());
 }
+
+/// Issue 14, item 8: transitions that arrive together are applied together: one table
+/// swap for the batch, not one per backend.
+#[test]
+fn a_batch_of_transitions_costs_one_swap_per_service() {
+    let (mut sup, mut balancer, mut port) = start(OnFailure::Drain);
+    port.log.clear();
+    let batch = [
+        probe(100, 1, false),
+        probe(100, 2, false),
+        probe(101, 11, false),
+    ];
+    assert!(sup.on_probes(&mut balancer, &mut port, &batch));
+    // New tables (retiring an old one writes an empty placeholder) and entry switches.
+    let tables = port
+        .log
+        .iter()
+        .filter(|op| matches!(op, Op::Table(_, t) if t.len() > 1))
+        .count();
+    let entries = port
+        .log
+        .iter()
+        .filter(|op| op.name() == "set_service")
+        .count();
+    assert_eq!((tables, entries), (2, 2), "one per changed service");
+    assert_eq!(table_ids(&port, &balancer, 100), [be(3)]);
+    assert_eq!(sup.unannounced.len(), 0, "all three announced once served");
+}
