@@ -1005,3 +1005,160 @@ fn ipv6_election_takeover_and_preemption() {
         }
     }
 }
+
+/// Issue 14, item 13: a master at 100 ms adverts stopped (SIGTERM) must put a
+/// priority-0 advert on the wire before it goes, whenever the signal comes: right as it
+/// starts advertising as master (inside its state change), during its GARP burst, or
+/// later. lb1 stays up; lb0 is started, preempts, and is stopped, 20 times, at offsets
+/// from 0 to 900 ms after its first advert as master (0 = from the capture thread, the
+/// moment that advert is on the wire). Each time the capture on the client must show
+/// lb0's priority-0 advert within a second of the signal and no advert of lb0 with a
+/// priority after it.
+#[test]
+fn resigns_with_priority_0_whenever_stopped_at_100ms() {
+    stop_rounds(
+        "vrres0",
+        150,
+        &[
+            0, 0, 0, 0, 0, 0, 2, 5, 10, 20, 50, 100, 150, 200, 300, 400, 500, 700, 900, 0,
+        ],
+    );
+}
+
+/// The same for an address owner (priority 255), stopped the moment its first advert
+/// is on the wire: it becomes master as the daemon starts, so the signal reaches the
+/// daemon's loop together with that state change.
+#[test]
+fn an_owner_stopped_as_it_starts_resigns_with_priority_0() {
+    stop_rounds("vrres255", 255, &[0; 20]);
+}
+
+/// lb1 (priority 100) runs throughout; lb0 (`priority`) is started and stopped once per
+/// offset: SIGTERM that many ms after its first advert as master.
+fn stop_rounds(tag: &str, priority: u8, offsets_ms: &[u64]) {
+    use std::sync::{Arc, Mutex};
+    use testbed::capture::{advert, Capture};
+
+    let mut lab = VrrpLab::new(tag);
+    lab.write_config(0, instance(priority, INTERVAL, true));
+    lab.write_config(1, instance(100, INTERVAL, true));
+    lab.start_xlb(1);
+    lab.nodes[1]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never became master:\n{}", lab.nodes[1].log.read()));
+    let lb0 = lab.nodes[0].addr;
+    let mut results = Vec::new();
+    for (round, &offset) in offsets_ms.iter().enumerate() {
+        assert!(
+            wait_until(Duration::from_secs(10), || lab.nodes[1].vrrp()[0]["state"]
+                == "master"),
+            "round {round}: lb1 is not master before lb0 starts:\n{}",
+            lab.nodes[1].log.read()
+        );
+        // (first master advert of lb0, when SIGTERM was sent)
+        let seen: Arc<Mutex<(Option<Instant>, Option<Instant>)>> = Arc::default();
+        let pid: Arc<Mutex<Option<i32>>> = Arc::default();
+        let capture = {
+            let (seen, pid) = (seen.clone(), pid.clone());
+            Capture::start_with(
+                &lab.client,
+                &lab.client_if,
+                Box::new(move |frame| {
+                    let mut s = seen.lock().unwrap();
+                    if s.0.is_some() || advert(frame).is_none_or(|(src, p)| src != lb0 || p == 0) {
+                        return;
+                    }
+                    s.0 = Some(Instant::now());
+                    if offset == 0 {
+                        if let Some(pid) = *pid.lock().unwrap() {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGTERM,
+                            );
+                            s.1 = Some(Instant::now());
+                        }
+                    }
+                }),
+            )
+        };
+        lab.start_xlb(0);
+        let daemon_pid = lab.nodes[0].daemons.last().unwrap().pid() as i32;
+        *pid.lock().unwrap() = Some(daemon_pid);
+        let master_at = {
+            let mut at = None;
+            assert!(
+                wait_until(Duration::from_secs(10), || {
+                    at = seen.lock().unwrap().0;
+                    at.is_some()
+                }),
+                "round {round}: lb0 never advertised as master:\n{}",
+                lab.nodes[0].log.read()
+            );
+            at.unwrap()
+        };
+        let stopped = if offset == 0 {
+            // The hook may have run before the pid was known (a start faster than
+            // this thread): then signal now.
+            let sent = seen.lock().unwrap().1;
+            sent.unwrap_or_else(|| {
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(daemon_pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                )
+                .unwrap();
+                Instant::now()
+            })
+        } else {
+            std::thread::sleep(
+                (master_at + Duration::from_millis(offset))
+                    .saturating_duration_since(Instant::now()),
+            );
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(daemon_pid),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+            Instant::now()
+        };
+        let exited = lab.nodes[0]
+            .daemons
+            .last_mut()
+            .unwrap()
+            .wait_timeout(Duration::from_secs(15));
+        assert!(exited.is_some(), "round {round}: lb0 did not exit");
+        // Let the last frames arrive.
+        std::thread::sleep(Duration::from_millis(50));
+        let adverts: Vec<_> = capture
+            .adverts()
+            .into_iter()
+            .filter(|a| a.src == lb0 && a.at >= master_at)
+            .collect();
+        drop(capture);
+        let resigned = adverts.iter().position(|a| a.priority == 0);
+        let after = resigned.map(|i| adverts[i].at.saturating_duration_since(stopped));
+        let late = resigned.map_or(0, |i| adverts[i + 1..].len());
+        eprintln!(
+            "vrrp resign round {round}: SIGTERM {offset} ms after lb0's first master advert; \
+             priority 0 on the wire {after:?} after the signal; {late} adverts after it"
+        );
+        results.push((round, offset, after, late));
+    }
+    // Rounds whose signal reached the daemon before the state change it reported
+    // (the race of item 13): each such change is acknowledged while stopping.
+    eprintln!(
+        "vrrp resign: {} changes to master acknowledged while stopping (the race)",
+        lab.nodes[0]
+            .log_lines(&["VRRP state change while stopping", "to=master"])
+            .len()
+    );
+    let bad: Vec<_> = results
+        .iter()
+        .filter(|(_, _, after, late)| after.is_none_or(|a| a > Duration::from_secs(1)) || *late > 0)
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "rounds where lb0 did not resign at once, (round, offset ms, priority 0 after SIGTERM, \
+         adverts after it): {bad:?}\nlb0:\n{}",
+        lab.nodes[0].log.read()
+    );
+}

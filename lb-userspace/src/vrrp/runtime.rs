@@ -76,6 +76,13 @@ enum Cmd {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// Why an instance's task stops: the daemon asked (answer `done` once resigned), or
+/// the [`Vrrp`] handle is gone.
+enum Stop {
+    Shutdown(oneshot::Sender<()>),
+    Dropped,
+}
+
 struct Instance {
     spec: VrrpSpec,
     ifc: net::Iface,
@@ -155,9 +162,12 @@ impl Vrrp {
                 events: events.clone(),
                 status: status.clone(),
                 started: Instant::now(),
+                cmds: cmd_rx,
+                stop: None,
+                pending_priority: None,
                 exiting: false,
             };
-            let task = tokio::spawn(driver.run(cmd_rx));
+            let task = tokio::spawn(driver.run());
             instances.push(Instance {
                 spec: spec.clone(),
                 ifc,
@@ -284,13 +294,31 @@ impl Vrrp {
     }
 
     /// Graceful stop: every master resigns with a priority-0 advert (its backup takes
-    /// over after only its skew time) and releases the addresses.
+    /// over after only its skew time) and releases the addresses. Returns once every
+    /// instance has sent its advert (or after 5 s): only then may the caller tear the
+    /// data plane down. All instances resign at once, not one after the other.
+    ///
+    /// An instance in the middle of a state change stops waiting for the daemon's
+    /// acknowledgement when this arrives (the daemon, stopping, may not answer); the
+    /// caller should still acknowledge events that arrive meanwhile.
     pub async fn shutdown(self) {
-        for i in self.instances {
-            let (done, wait) = oneshot::channel();
-            if i.cmd.send(Cmd::Shutdown(done)).await.is_ok() {
-                let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+        let asked = async {
+            let mut waits = Vec::new();
+            for i in &self.instances {
+                let (done, wait) = oneshot::channel();
+                if i.cmd.send(Cmd::Shutdown(done)).await.is_ok() {
+                    waits.push(wait);
+                }
             }
+            futures_util::future::join_all(waits).await;
+        };
+        if tokio::time::timeout(Duration::from_secs(5), asked)
+            .await
+            .is_err()
+        {
+            tracing::warn!("VRRP: not every instance resigned within 5 s");
+        }
+        for i in self.instances {
             i.task.abort();
         }
     }
@@ -366,6 +394,13 @@ struct Driver {
     events: mpsc::Sender<VrrpEvent>,
     status: Arc<Mutex<InstanceStatus>>,
     started: Instant,
+    cmds: mpsc::Receiver<Cmd>,
+    /// A stop that arrived while a state change was being acknowledged: carried out
+    /// before anything else (no addresses added, no announcement).
+    stop: Option<Stop>,
+    /// The last priority change that arrived meanwhile, likewise.
+    pending_priority: Option<u8>,
+    /// Resigning: the daemon is exiting and will not acknowledge state changes.
     exiting: bool,
 }
 
@@ -382,7 +417,7 @@ impl Driver {
         self.status.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
+    async fn run(mut self) {
         let configured = [Configured {
             vrid: self.spec.vrid,
             family: self.family(),
@@ -408,6 +443,19 @@ impl Driver {
         let mut running = self.ifc.running;
         loop {
             self.perform(&actions).await;
+            match self.stop.take() {
+                Some(Stop::Shutdown(done)) => {
+                    self.resign().await;
+                    let _ = done.send(());
+                    return;
+                }
+                Some(Stop::Dropped) => return,
+                None => {}
+            }
+            if let Some(p) = self.pending_priority.take() {
+                actions = self.set_priority(p);
+                continue;
+            }
             let wake = self
                 .router
                 .next_deadline()
@@ -427,21 +475,16 @@ impl Driver {
                     }
                 },
                 () = tokio::time::sleep(wake) => self.router.handle(self.now(), Event::Timer),
-                cmd = cmds.recv() => match cmd {
-                    Some(Cmd::Priority(p)) => {
-                        let a = self.router.handle(self.now(), Event::PriorityChanged(p));
-                        self.status().priority = self.router.priority();
-                        a
-                    }
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Cmd::Priority(p)) => self.set_priority(p),
                     Some(Cmd::Shutdown(done)) => {
-                        // The daemon is exiting and will not acknowledge state changes.
-                        self.exiting = true;
-                        let a = self.router.handle(self.now(), Event::Shutdown);
-                        self.perform(&a).await;
-                        let _ = done.send(());
-                        return;
+                        self.stop = Some(Stop::Shutdown(done));
+                        Vec::new()
                     }
-                    None => return,
+                    None => {
+                        self.stop = Some(Stop::Dropped);
+                        Vec::new()
+                    }
                 },
                 _ = link.tick() => {
                     // Neighbours may have flushed their caches while the link was down:
@@ -458,6 +501,22 @@ impl Driver {
                 }
             };
         }
+    }
+
+    fn set_priority(&mut self, priority: u8) -> Vec<Action> {
+        let a = self
+            .router
+            .handle(self.now(), Event::PriorityChanged(priority));
+        self.status().priority = self.router.priority();
+        a
+    }
+
+    /// Graceful stop: a master sends its priority-0 advert (awaited: it is on the wire
+    /// when this returns) and every instance releases the addresses.
+    async fn resign(&mut self) {
+        self.exiting = true;
+        let a = self.router.handle(self.now(), Event::Shutdown);
+        self.perform(&a).await;
     }
 
     fn received(&mut self, decoded: Result<packet::Received, packet::Invalid>) -> Vec<Action> {
@@ -500,6 +559,11 @@ impl Driver {
                 } => self.send_advert(priority, max_adver_int_cs).await,
                 Action::BecomeMaster => {
                     self.changed().await;
+                    if self.stop.is_some() {
+                        // Told to stop while the daemon applied the change: never take
+                        // or announce the addresses on the way out; resigning follows.
+                        break;
+                    }
                     for addr in &self.spec.addresses {
                         if let Err(e) = self.netlink.add(self.ifc.index, *addr).await {
                             tracing::error!(instance = %self.spec.name, "{e:#}");
@@ -578,8 +642,34 @@ impl Driver {
         };
         if self.exiting {
             let _ = self.events.try_send(event);
-        } else if self.events.send(event).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+            return;
+        }
+        // Waiting for the daemon must not keep a stop from being read: a daemon that
+        // got SIGTERM acknowledges nothing more, and a master blocked here for the
+        // timeout sent its priority-0 advert 2 s late (issue 14, item 13), long after
+        // its backup's Master_Down_Interval at 100 ms adverts.
+        let events = &self.events;
+        let applied = async move {
+            if events.send(event).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+            }
+        };
+        tokio::pin!(applied);
+        loop {
+            tokio::select! {
+                () = &mut applied => return,
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Cmd::Priority(p)) => self.pending_priority = Some(p),
+                    Some(Cmd::Shutdown(done)) => {
+                        self.stop = Some(Stop::Shutdown(done));
+                        return;
+                    }
+                    None => {
+                        self.stop = Some(Stop::Dropped);
+                        return;
+                    }
+                },
+            }
         }
     }
 

@@ -186,14 +186,12 @@ impl Daemon {
             tokio::select! {
                 _ = term.recv() => {
                     tracing::info!("SIGTERM received");
-                    clear_xdp_vrrp(dp, &xdp_vrrp);
-                    vrrp.shutdown().await;
+                    resign(vrrp, &mut vrrp_events, dp, &xdp_vrrp).await;
                     return Ok(());
                 }
                 _ = int.recv() => {
                     tracing::info!("SIGINT received");
-                    clear_xdp_vrrp(dp, &xdp_vrrp);
-                    vrrp.shutdown().await;
+                    resign(vrrp, &mut vrrp_events, dp, &xdp_vrrp).await;
                     return Ok(());
                 }
                 _ = vrrp_tick.tick(), if !vrrp.is_empty() => {
@@ -361,6 +359,39 @@ fn sync_xdp_vrrp(
         }
     }
     *last = now;
+}
+
+/// The VRRP part of a graceful stop, before anything is torn down: XDP stops answering
+/// for us (nobody will renew its lease), then every instance resigns (a master's
+/// priority-0 advert is on the wire when `shutdown` returns); only after that may the
+/// caller detach. State changes reported meanwhile are acknowledged without touching
+/// the data plane (it is detached next, or, with `--keep-attached`, the next daemon
+/// derives the standby VIPs from the addresses held at its start), so no instance waits
+/// for an answer that would never come.
+async fn resign(
+    vrrp: Vrrp,
+    events: &mut tokio::sync::mpsc::Receiver<lb_userspace::vrrp::runtime::VrrpEvent>,
+    dp: &mut dyn DataPlane,
+    xdp: &[(lb_common::VrrpKey, lb_common::VrrpRouter)],
+) {
+    let acknowledge = |ev: lb_userspace::vrrp::runtime::VrrpEvent| {
+        let (from, to) = (ev.from.to_string(), ev.to.to_string());
+        tracing::info!(instance = %ev.name, %from, %to, reason = %ev.reason, "VRRP state change while stopping");
+        let _ = ev.applied.send(());
+    };
+    clear_xdp_vrrp(dp, xdp);
+    let stop = vrrp.shutdown();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            Some(ev) = events.recv() => acknowledge(ev),
+        }
+    }
+    // The resignations' own reports, for the log.
+    while let Ok(ev) = events.try_recv() {
+        acknowledge(ev);
+    }
 }
 
 /// On the way out nobody answers for us any more: XDP must stop answering too.
