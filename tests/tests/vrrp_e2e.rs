@@ -1162,3 +1162,112 @@ fn stop_rounds(tag: &str, priority: u8, offsets_ms: &[u64]) {
         lab.nodes[0].log.read()
     );
 }
+
+/// Issue 14, item 10: nothing joined the VRRP instance tasks, so a panicked one froze
+/// its instance silently (its status, and so its XDP record, said master forever while
+/// no advert went out). lb0's instance runs in-process here (the VRRP runtime the daemon
+/// uses, in lb0's namespace, this test acknowledging its state changes as the daemon
+/// does), lb1 is a real daemon. A panic is injected into lb0's master task; the reaping
+/// the daemon does every second must find it, count it and start the instance again as
+/// backup (addresses released), from where it preempts back (priority 150) and
+/// advertises again on the wire.
+#[test]
+fn a_panicked_instance_task_is_restarted_as_backup() {
+    use lb_userspace::{config::vrrp::VrrpSpec, vrrp::runtime::Vrrp};
+    use std::sync::{Arc, Mutex};
+    use testbed::capture::Capture;
+
+    let mut lab = VrrpLab::new("vrpanic");
+    lab.write_config(0, instance(150, INTERVAL, true));
+    lab.write_config(1, instance(100, INTERVAL, true));
+    lab.start_xlb(1);
+    lab.nodes[1]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never became master:\n{}", lab.nodes[1].log.read()));
+    let config: serde_json::Value =
+        serde_json::from_str(&lab.nodes[0].config.read()).expect("lb0's config");
+    let spec: VrrpSpec = serde_json::from_value(config["vrrp"][0].clone()).unwrap();
+    let capture = Capture::start(&lab.client, &lab.client_if);
+    let node = &lab.nodes[0];
+    let (injected, restarted, changes) = node.ns.run(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+            let mut vrrp = Vrrp::start(&[spec], &tx).expect("start VRRP in lb0's namespace");
+            let changes: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+            {
+                let changes = changes.clone();
+                tokio::spawn(async move {
+                    while let Some(ev) = rx.recv().await {
+                        changes
+                            .lock()
+                            .unwrap()
+                            .push((Instant::now(), ev.to.to_string()));
+                        let _ = ev.applied.send(());
+                    }
+                });
+            }
+            let state = |vrrp: &Vrrp| vrrp.status()[0].state.clone();
+            let mut waited = 0;
+            while state(&vrrp) != "master" && waited < 500 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                waited += 1;
+            }
+            assert_eq!(state(&vrrp), "master", "lb0 never became master");
+            vrrp.inject_panic(0);
+            let injected = Instant::now();
+            // The daemon's upkeep tick, every second (here every 100 ms), for 3 s.
+            let mut restarted = Vec::new();
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                restarted.extend(vrrp.restart_panicked());
+                if !restarted.is_empty() {
+                    break;
+                }
+            }
+            assert_eq!(
+                restarted,
+                [("VI_1".to_owned(), "injected".to_owned())],
+                "the panicked instance task was not restarted (its status still says {}, \
+                 adverts sent {})",
+                state(&vrrp),
+                vrrp.status()[0].adverts_sent
+            );
+            assert_eq!(vrrp.status()[0].task_restarts, 1);
+            let mut waited = 0;
+            while state(&vrrp) != "master" && waited < 500 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                waited += 1;
+            }
+            assert_eq!(
+                state(&vrrp),
+                "master",
+                "the restarted instance never preempted back"
+            );
+            vrrp.shutdown().await;
+            let changes = changes.lock().unwrap().clone();
+            (injected, restarted, changes)
+        })
+    });
+    let after: Vec<&str> = changes
+        .iter()
+        .filter(|(at, _)| *at > injected)
+        .map(|(_, to)| to.as_str())
+        .collect();
+    assert!(
+        after.starts_with(&["backup", "master"]),
+        "after the panic: {after:?} (want backup, then master)"
+    );
+    let lb0 = lab.nodes[0].addr;
+    let adverts = capture
+        .adverts()
+        .into_iter()
+        .filter(|a| a.src == lb0 && a.at > injected && a.priority == 150)
+        .count();
+    eprintln!("vrrp panic: restarted {restarted:?}; then {after:?}; {adverts} adverts from lb0");
+    assert!(adverts > 0, "lb0 never advertised again after the panic");
+}

@@ -69,11 +69,17 @@ pub struct InstanceStatus {
     pub invalid: BTreeMap<String, u64>,
     /// The last transitions, oldest first: (seconds since start, from, to, reason).
     pub history: Vec<(f64, String, String, String)>,
+    /// Times the instance's task panicked and was started again.
+    #[serde(default)]
+    pub task_restarts: u64,
 }
 
 enum Cmd {
     Priority(u8),
     Shutdown(oneshot::Sender<()>),
+    /// Panic in the task (tests of the restart).
+    #[cfg(feature = "test-hooks")]
+    Panic,
 }
 
 /// Why an instance's task stops: the daemon asked (answer `done` once resigned), or
@@ -89,11 +95,86 @@ struct Instance {
     cmd: mpsc::Sender<Cmd>,
     status: Arc<Mutex<InstanceStatus>>,
     task: JoinHandle<()>,
+    /// Its task panicked (the message) and is still to be started again.
+    restart: Option<String>,
 }
 
 /// Every running instance.
 pub struct Vrrp {
     instances: Vec<Instance>,
+    /// What a restarted instance needs again.
+    netlink: Option<Netlink>,
+    events: mpsc::Sender<VrrpEvent>,
+}
+
+/// How an instance task starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// At daemon start: resume as master if the addresses are still held (a restart of
+    /// the daemon), else as backup.
+    AsConfigured,
+    /// After its task panicked: as backup, whatever it held (its state is not trusted).
+    AsBackup,
+}
+
+/// Opens instance `index`'s socket and starts its task: (its interface, the command
+/// channel, the task).
+fn spawn_driver(
+    index: usize,
+    spec: &VrrpSpec,
+    netlink: &Netlink,
+    events: &mpsc::Sender<VrrpEvent>,
+    status: &Arc<Mutex<InstanceStatus>>,
+    start: Start,
+) -> Result<(net::Iface, mpsc::Sender<Cmd>, JoinHandle<()>)> {
+    let i = index;
+    let ifc = net::iface(&spec.interface, &spec.addresses)?;
+    let family = family_of(spec);
+    let primary = primary(&ifc, family).with_context(|| {
+        format!(
+            "vrrp[{i}] ({}): {} has no {}",
+            spec.name,
+            spec.interface,
+            match family {
+                Family::V4 => "IPv4 address",
+                Family::V6 => "IPv6 link-local address",
+            }
+        )
+    })?;
+    let router = VirtualRouter::new(RouterConfig {
+        vrid: spec.vrid,
+        priority: spec.priority,
+        adver_int_cs: spec.adver_int_cs(),
+        preempt: spec.preempt,
+        preempt_delay: Duration::from_millis(spec.preempt_delay_ms),
+        accept_mode: true,
+        version: spec.version(),
+        primary_address: primary,
+    })
+    .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
+    let socket = match family {
+        Family::V4 => AdvertSocket::open_v4(&ifc),
+        Family::V6 => AdvertSocket::open_v6(&ifc),
+    }
+    .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
+    let (cmd, cmd_rx) = mpsc::channel(16);
+    let driver = Driver {
+        index: i,
+        spec: spec.clone(),
+        ifc: ifc.clone(),
+        socket,
+        router,
+        netlink: netlink.clone(),
+        events: events.clone(),
+        status: status.clone(),
+        started: Instant::now(),
+        cmds: cmd_rx,
+        stop: None,
+        pending_priority: None,
+        exiting: false,
+    };
+    let task = tokio::spawn(driver.run(start));
+    Ok((ifc, cmd, task))
 }
 
 impl Vrrp {
@@ -106,35 +187,6 @@ impl Vrrp {
         };
         let mut instances = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
-            let ifc = net::iface(&spec.interface, &spec.addresses)?;
-            let family = family_of(spec);
-            let primary = primary(&ifc, family).with_context(|| {
-                format!(
-                    "vrrp[{i}] ({}): {} has no {}",
-                    spec.name,
-                    spec.interface,
-                    match family {
-                        Family::V4 => "IPv4 address",
-                        Family::V6 => "IPv6 link-local address",
-                    }
-                )
-            })?;
-            let router = VirtualRouter::new(RouterConfig {
-                vrid: spec.vrid,
-                priority: spec.priority,
-                adver_int_cs: spec.adver_int_cs(),
-                preempt: spec.preempt,
-                preempt_delay: Duration::from_millis(spec.preempt_delay_ms),
-                accept_mode: true,
-                version: spec.version(),
-                primary_address: primary,
-            })
-            .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
-            let socket = match family {
-                Family::V4 => AdvertSocket::open_v4(&ifc),
-                Family::V6 => AdvertSocket::open_v6(&ifc),
-            }
-            .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
             let status = Arc::new(Mutex::new(InstanceStatus {
                 name: spec.name.clone(),
                 interface: spec.interface.clone(),
@@ -150,33 +202,86 @@ impl Vrrp {
                 adverts_received: 0,
                 invalid: BTreeMap::new(),
                 history: Vec::new(),
+                task_restarts: 0,
             }));
-            let (cmd, cmd_rx) = mpsc::channel(16);
-            let driver = Driver {
-                index: i,
-                spec: spec.clone(),
-                ifc: ifc.clone(),
-                socket,
-                router,
-                netlink: netlink.clone().expect("created when specs exist"),
-                events: events.clone(),
-                status: status.clone(),
-                started: Instant::now(),
-                cmds: cmd_rx,
-                stop: None,
-                pending_priority: None,
-                exiting: false,
-            };
-            let task = tokio::spawn(driver.run());
+            let netlink = netlink
+                .clone()
+                .context("netlink is opened when instances exist")?;
+            let (ifc, cmd, task) =
+                spawn_driver(i, spec, &netlink, events, &status, Start::AsConfigured)?;
             instances.push(Instance {
                 spec: spec.clone(),
                 ifc,
                 cmd,
                 status,
                 task,
+                restart: None,
             });
         }
-        Ok(Vrrp { instances })
+        Ok(Vrrp {
+            instances,
+            netlink,
+            events: events.clone(),
+        })
+    }
+
+    /// Finds instance tasks that panicked and starts each again as a backup (the state
+    /// that holds nothing: its addresses are removed, and the election decides from
+    /// there), so an instance never freezes silently. Returns (instance name, panic
+    /// message) for each restart; call periodically (the daemon does every second).
+    pub fn restart_panicked(&mut self) -> Vec<(String, String)> {
+        use futures_util::FutureExt as _;
+        let mut restarted = Vec::new();
+        for (index, i) in self.instances.iter_mut().enumerate() {
+            if i.restart.is_none() && i.task.is_finished() {
+                // Finished, so this poll is ready. A task that returned (the handle
+                // gone, a shutdown) stays ended; only a panic restarts it.
+                if let Some(Err(e)) = (&mut i.task).now_or_never() {
+                    if e.is_panic() {
+                        i.restart = Some(crate::panic_message(e));
+                        // Not master any more for whoever reads the status (the XDP
+                        // record follows it): the new task starts from Initialize.
+                        let mut st = i.status.lock().unwrap_or_else(PoisonError::into_inner);
+                        st.state = State::Initialize.to_string();
+                        st.master = None;
+                    }
+                }
+            }
+            let (Some(why), Some(netlink)) = (i.restart.clone(), &self.netlink) else {
+                continue;
+            };
+            match spawn_driver(
+                index,
+                &i.spec,
+                netlink,
+                &self.events,
+                &i.status,
+                Start::AsBackup,
+            ) {
+                Ok((ifc, cmd, task)) => {
+                    (i.ifc, i.cmd, i.task, i.restart) = (ifc, cmd, task, None);
+                    i.status
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .task_restarts += 1;
+                    restarted.push((i.spec.name.clone(), why));
+                }
+                // Tried again on the next call (e.g. the interface is being recreated).
+                Err(e) => tracing::error!(
+                    instance = %i.spec.name,
+                    "restarting the VRRP instance after a panic ({why}) failed: {e:#}"
+                ),
+            }
+        }
+        restarted
+    }
+
+    /// Makes instance `index`'s task panic (tests of [`Vrrp::restart_panicked`]).
+    #[cfg(feature = "test-hooks")]
+    pub fn inject_panic(&self, index: usize) {
+        if let Some(i) = self.instances.get(index) {
+            let _ = i.cmd.try_send(Cmd::Panic);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -417,7 +522,7 @@ impl Driver {
         self.status.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn run(mut self) {
+    async fn run(mut self, start: Start) {
         let configured = [Configured {
             vrid: self.spec.vrid,
             family: self.family(),
@@ -432,7 +537,10 @@ impl Driver {
         // its pinned data plane still forwards: it resumes instead of flapping.
         // Not with nopreempt: resuming would take the addresses back from a peer that
         // took over meanwhile, which is exactly what nopreempt forbids.
-        let start = if self.spec.preempt && self.ifc.holds_all(&self.spec.addresses) {
+        let start = if start == Start::AsConfigured
+            && self.spec.preempt
+            && self.ifc.holds_all(&self.spec.addresses)
+        {
             Event::Resume
         } else {
             Event::Startup
@@ -477,6 +585,8 @@ impl Driver {
                 () = tokio::time::sleep(wake) => self.router.handle(self.now(), Event::Timer),
                 cmd = self.cmds.recv() => match cmd {
                     Some(Cmd::Priority(p)) => self.set_priority(p),
+                    #[cfg(feature = "test-hooks")]
+                    Some(Cmd::Panic) => panic!("injected"),
                     Some(Cmd::Shutdown(done)) => {
                         self.stop = Some(Stop::Shutdown(done));
                         Vec::new()
@@ -660,6 +770,8 @@ impl Driver {
                 () = &mut applied => return,
                 cmd = self.cmds.recv() => match cmd {
                     Some(Cmd::Priority(p)) => self.pending_priority = Some(p),
+                    #[cfg(feature = "test-hooks")]
+                    Some(Cmd::Panic) => panic!("injected"),
                     Some(Cmd::Shutdown(done)) => {
                         self.stop = Some(Stop::Shutdown(done));
                         return;

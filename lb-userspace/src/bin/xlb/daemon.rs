@@ -160,14 +160,15 @@ impl Daemon {
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let (vrrp_tx, mut vrrp_events) = tokio::sync::mpsc::channel(16);
-        let vrrp = Vrrp::start(&vrrp_specs, &vrrp_tx).context("starting VRRP")?;
+        let mut vrrp = Vrrp::start(&vrrp_specs, &vrrp_tx).context("starting VRRP")?;
         track(&sup, &vrrp);
         // The XDP side of VRRP follows the instances: on every state change, and each
         // second for priority changes from tracking.
         let mut xdp_vrrp = Vec::new();
         sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
         let mut vrrp_tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        // Checker tasks that panicked are found and restarted on this tick.
+        // Checker and VRRP instance tasks that panicked are found and restarted on this
+        // tick.
         let mut upkeep = tokio::time::interval(std::time::Duration::from_secs(1));
         // XDP answers as master only under a lease: renewed every advert interval.
         let mut lease_tick = tokio::time::interval(vrrp.lease_renewal());
@@ -199,7 +200,12 @@ impl Daemon {
                     track(&sup, &vrrp);
                     sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
                 }
-                _ = upkeep.tick() => sup.restart_panicked_checks(),
+                _ = upkeep.tick() => {
+                    sup.restart_panicked_checks();
+                    for (instance, why) in vrrp.restart_panicked() {
+                        tracing::error!(%instance, "VRRP instance task panicked ({why}); restarted as backup");
+                    }
+                }
                 _ = lease_tick.tick(), if !vrrp.is_empty() => {
                     sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
                 }
