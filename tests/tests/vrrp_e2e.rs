@@ -1271,3 +1271,169 @@ fn a_panicked_instance_task_is_restarted_as_backup() {
     eprintln!("vrrp panic: restarted {restarted:?}; then {after:?}; {adverts} adverts from lb0");
     assert!(adverts > 0, "lb0 never advertised again after the panic");
 }
+
+/// Whether the client's IPv4 neighbour entry for the VIP names `mac`.
+fn client_neighbour_v4_is(lab: &VrrpLab, mac: [u8; 6]) -> bool {
+    let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    lab.client
+        .ip(&[
+            "-4",
+            "neigh",
+            "show",
+            &lab.vip_addr().to_string(),
+            "dev",
+            &lab.client_if,
+        ])
+        .contains(&mac.join(":"))
+}
+
+/// Issue 14, item 9 (GARP gaps, keepalived #14 / #166): adverts between the nodes are
+/// blocked at the switch (nft on the bridge; ARP still flows), so lb1 becomes master
+/// too and its gratuitous ARPs move the client to it. When the block is lifted, 300 ms
+/// into lb1's 2 s GARP burst: lb1 steps down and sends no gratuitous ARP after that
+/// (its burst ends with its mastership), and lb0, hearing another master, announces
+/// itself again at once: the client's neighbour entry for the VIP names lb0 within one
+/// advert interval (+ margin), and connections reach the VIP.
+#[test]
+fn after_a_transient_dual_master_the_client_follows_the_real_master() {
+    use testbed::capture::Capture;
+
+    let mut lab = VrrpLab::new("vrgarp");
+    let garp = serde_json::json!({"repeat": 10, "delay_ms": 200});
+    let mut p0 = instance(150, INTERVAL, true);
+    p0["garp"] = garp.clone();
+    let mut p1 = instance(100, INTERVAL, true);
+    p1["garp"] = garp;
+    elect(&mut lab, p0, p1);
+    let vip = lab.vip();
+    lab.client
+        .run(move || testbed::lab::greet(vip))
+        .expect("a connection through lb0");
+    let (mac0, mac1) = (
+        lab.nodes[0].ns.mac(lab.nodes[0].iface()),
+        lab.nodes[1].ns.mac(lab.nodes[1].iface()),
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || client_neighbour_v4_is(
+            &lab, mac0
+        )),
+        "the client does not reach the VIP through lb0: {}",
+        lab.client.ip(&["neigh", "show", "dev", &lab.client_if])
+    );
+    // lb0's own burst (10 × 200 ms from its election) is over before the cut.
+    std::thread::sleep(Duration::from_millis(2500));
+    let capture = Capture::start(&lab.client, &lab.client_if);
+
+    // Block VRRP across the switch: lb1 hears no master and takes over too.
+    lab.switch.nft(
+        "add table bridge vrrpcut\n\
+         add chain bridge vrrpcut between { type filter hook forward priority 0 ; }\n\
+         add rule bridge vrrpcut between ip protocol 112 drop\n",
+    );
+    lab.nodes[1]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never became master:\n{}", lab.nodes[1].log.read()));
+    assert!(
+        wait_until(Duration::from_secs(1), || client_neighbour_v4_is(
+            &lab, mac1
+        )),
+        "lb1's gratuitous ARP did not move the client: {}",
+        lab.client.ip(&["neigh", "show", "dev", &lab.client_if])
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let healed = Instant::now();
+    lab.switch.nft("delete table bridge vrrpcut\n");
+    let stepped_down = lab.nodes[1]
+        .wait_log(&["VRRP backup"], 2, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("lb1 did not step down:\n{}", lab.nodes[1].log.read()));
+    let moved = wait_until(Duration::from_secs(5), || {
+        client_neighbour_v4_is(&lab, mac0)
+    })
+    .then(|| healed.elapsed());
+    // Anything lb1 still had scheduled would go out in the next 2 s.
+    std::thread::sleep(Duration::from_secs(2));
+    let late: Vec<Duration> = capture
+        .garps()
+        .iter()
+        .filter(|g| g.mac == mac1 && g.at > stepped_down + Duration::from_millis(20))
+        .map(|g| g.at - stepped_down)
+        .collect();
+    let from_lb0 = capture
+        .garps()
+        .iter()
+        .filter(|g| g.mac == mac0 && g.at > healed)
+        .count();
+    eprintln!(
+        "vrrp garp: after the heal the client's entry named lb0 after {moved:?}; lb0 sent \
+         {from_lb0} gratuitous ARPs; lb1 sent {} after stepping down",
+        late.len()
+    );
+    assert!(
+        late.is_empty(),
+        "lb1 sent gratuitous ARPs after stepping down (at {late:?} after):\n{}",
+        lab.nodes[1].log.read()
+    );
+    let bound = Duration::from_millis(INTERVAL) + SLACK;
+    assert!(
+        moved.is_some_and(|m| m <= bound),
+        "the client's entry named lb0 only after {moved:?} (bound {bound:?}): {}\n\
+         lb0 (XDP answered {} adverts):\n{}",
+        lab.client.ip(&["neigh", "show", "dev", &lab.client_if]),
+        counter(&lab, 0, "vrrp_answered"),
+        lab.nodes[0].log.read()
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || client_neighbour_v4_is(
+            &lab, mac0
+        )),
+        "the client went back to lb1"
+    );
+    lab.client
+        .run(move || testbed::lab::greet(vip))
+        .expect("a connection through lb0 after the heal");
+}
+
+/// Issue 14, item 9 (a): with `garp.refresh_s` a master announces its addresses again
+/// every that many seconds (keepalived `garp_master_refresh`); its backup never does.
+#[test]
+fn a_master_refreshes_its_gratuitous_arps() {
+    use testbed::capture::Capture;
+
+    let mut lab = VrrpLab::new("vrrefresh");
+    let mut p0 = instance(150, INTERVAL, true);
+    p0["garp"] = serde_json::json!({"repeat": 1, "refresh_s": 1});
+    let mut p1 = instance(100, INTERVAL, true);
+    p1["garp"] = serde_json::json!({"repeat": 1, "refresh_s": 1});
+    elect(&mut lab, p0, p1);
+    let capture = Capture::start(&lab.client, &lab.client_if);
+    std::thread::sleep(Duration::from_millis(3500));
+    let (mac0, mac1) = (
+        lab.nodes[0].ns.mac(lab.nodes[0].iface()),
+        lab.nodes[1].ns.mac(lab.nodes[1].iface()),
+    );
+    let garps = capture.garps();
+    let at: Vec<_> = garps
+        .iter()
+        .filter(|g| g.mac == mac0)
+        .map(|g| g.at)
+        .collect();
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!(
+        "vrrp refresh: lb0 announced {} times in 3.5 s, {gaps:?} apart",
+        at.len()
+    );
+    assert!(
+        (3..=4).contains(&at.len()),
+        "lb0 announced {} times in 3.5 s with a 1 s refresh",
+        at.len()
+    );
+    assert!(
+        gaps.iter()
+            .all(|g| *g >= Duration::from_millis(900) && *g <= Duration::from_millis(1500)),
+        "refresh gaps {gaps:?}"
+    );
+    assert!(
+        garps.iter().all(|g| g.mac != mac1),
+        "the backup sent gratuitous ARPs"
+    );
+}

@@ -77,6 +77,9 @@ pub struct InstanceStatus {
 enum Cmd {
     Priority(u8),
     Shutdown(oneshot::Sender<()>),
+    /// Another router advertised while we are master (XDP answered it, so the advert
+    /// never reached the socket): announce the addresses again.
+    Reannounce,
     /// Panic in the task (tests of the restart).
     #[cfg(feature = "test-hooks")]
     Panic,
@@ -157,6 +160,14 @@ fn spawn_driver(
         Family::V6 => AdvertSocket::open_v6(&ifc),
     }
     .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
+    let arp = match family {
+        Family::V4 => net::ArpWatch::open(ifc.index)
+            .inspect_err(|e| {
+                tracing::warn!(instance = %spec.name, "watching ARP on {} failed ({e}): a healed dual master is noticed only from adverts", spec.interface);
+            })
+            .ok(),
+        Family::V6 => None,
+    };
     let (cmd, cmd_rx) = mpsc::channel(16);
     let driver = Driver {
         index: i,
@@ -172,6 +183,10 @@ fn spawn_driver(
         stop: None,
         pending_priority: None,
         exiting: false,
+        garp_next: None,
+        garp_left: 0,
+        reannounced: None,
+        arp,
     };
     let task = tokio::spawn(driver.run(start));
     Ok((ifc, cmd, task))
@@ -381,14 +396,18 @@ impl Vrrp {
                 router.frame[..frame.len()].copy_from_slice(&frame);
                 router.frame_len = u16::try_from(frame.len()).unwrap_or(0);
             }
-            let af = match family {
-                Family::V4 => lb_common::service::AF_INET,
-                Family::V6 => lb_common::service::AF_INET6,
-            };
-            let key = lb_common::VrrpKey::new(i.ifc.index, i.spec.vrid, af);
-            out.push((key, router));
+            out.push((xdp_key(i), router));
         }
         out
+    }
+
+    /// XDP answered an advert for `key` (another router that thinks it is master, or
+    /// one resigning): its instance, if master, announces its addresses again, so
+    /// clients that followed the other router come back (issue 14, item 9).
+    pub fn reannounce(&self, key: &lb_common::VrrpKey) {
+        if let Some(i) = self.instances.iter().find(|i| xdp_key(i) == *key) {
+            let _ = i.cmd.try_send(Cmd::Reannounce);
+        }
     }
 
     /// Sets the effective priority of instance `index` (tracking).
@@ -427,6 +446,15 @@ impl Vrrp {
             i.task.abort();
         }
     }
+}
+
+/// The XDP map key of an instance.
+fn xdp_key(i: &Instance) -> lb_common::VrrpKey {
+    let af = match family_of(&i.spec) {
+        Family::V4 => lb_common::service::AF_INET,
+        Family::V6 => lb_common::service::AF_INET6,
+    };
+    lb_common::VrrpKey::new(i.ifc.index, i.spec.vrid, af)
 }
 
 /// The advert `spec` sends with this priority and interval, in its VRRP version.
@@ -507,6 +535,17 @@ struct Driver {
     pending_priority: Option<u8>,
     /// Resigning: the daemon is exiting and will not acknowledge state changes.
     exiting: bool,
+    /// The next round of gratuitous ARPs / neighbour advertisements (`None`: none
+    /// due), and how many rounds of the current burst are left after it. Sent from
+    /// this task, between its state changes, so a burst ends when the instance leaves
+    /// master and none is ever sent while it is not master.
+    garp_next: Option<tokio::time::Instant>,
+    garp_left: u32,
+    /// When the addresses were last re-announced because another router advertised.
+    reannounced: Option<Instant>,
+    /// ARP on the interface (IPv4 instances), to notice another host announcing our
+    /// addresses while we are master; `None` if it could not be opened (logged).
+    arp: Option<net::ArpWatch>,
 }
 
 impl Driver {
@@ -547,6 +586,7 @@ impl Driver {
         };
         let mut actions = self.router.handle(self.now(), start);
         let mut buf = vec![0u8; 2048];
+        let mut arp_buf = vec![0u8; 128];
         let mut link = tokio::time::interval(Duration::from_secs(1));
         let mut running = self.ifc.running;
         loop {
@@ -568,7 +608,18 @@ impl Driver {
                 .router
                 .next_deadline()
                 .map_or(Duration::from_secs(3600), |d| d.saturating_sub(self.now()));
+            let garp_due = self.garp_next;
             actions = tokio::select! {
+                r = recv_arp(self.arp.as_ref(), &mut arp_buf) => {
+                    if let Ok(n) = r {
+                        self.heard_arp(&arp_buf[..n]);
+                    }
+                    Vec::new()
+                }
+                () = sleep_until(garp_due) => {
+                    self.garp_round();
+                    Vec::new()
+                }
                 r = self.socket.recv(&mut buf) => match r {
                     Ok(Datagram::Ipv4Packet { len }) => {
                         self.received(packet::decode_ip(&buf[..len], &configured))
@@ -585,6 +636,10 @@ impl Driver {
                 () = tokio::time::sleep(wake) => self.router.handle(self.now(), Event::Timer),
                 cmd = self.cmds.recv() => match cmd {
                     Some(Cmd::Priority(p)) => self.set_priority(p),
+                    Some(Cmd::Reannounce) => {
+                        self.reannounce("another router advertised (answered in XDP)");
+                        Vec::new()
+                    }
                     #[cfg(feature = "test-hooks")]
                     Some(Cmd::Panic) => panic!("injected"),
                     Some(Cmd::Shutdown(done)) => {
@@ -604,7 +659,7 @@ impl Driver {
                         .unwrap_or(false);
                     if now && !running && self.router.state() == State::Master {
                         tracing::info!(instance = %self.spec.name, "link back up: announcing the addresses again");
-                        self.garp();
+                        self.announce();
                     }
                     running = now;
                     Vec::new()
@@ -646,7 +701,16 @@ impl Driver {
             }
             Ok(rx) => {
                 self.status().adverts_received += 1;
-                self.router.handle(self.now(), Event::from(&rx))
+                let actions = self.router.handle(self.now(), Event::from(&rx));
+                // Only a master advertises: a router we stay master over thinks it is
+                // master too (a healed split, a peer that just took over) or resigned,
+                // and clients may have followed its announcements. Announce ours again
+                // now rather than leave them on the other router (keepalived's
+                // re-announcement on a lower-priority advert; issue 14, item 9).
+                if self.router.state() == State::Master {
+                    self.reannounce("another router advertised");
+                }
+                actions
             }
             Err(invalid) => {
                 *self
@@ -679,9 +743,12 @@ impl Driver {
                             tracing::error!(instance = %self.spec.name, "{e:#}");
                         }
                     }
-                    self.garp();
+                    self.announce();
                 }
                 Action::BecomeBackup | Action::BecomeInitialize => {
+                    // A burst still running ends here, before the addresses go.
+                    self.garp_next = None;
+                    self.garp_left = 0;
                     for addr in &self.spec.addresses {
                         if let Err(e) = self.netlink.remove(self.ifc.index, *addr).await {
                             tracing::error!(instance = %self.spec.name, "{e:#}");
@@ -770,6 +837,8 @@ impl Driver {
                 () = &mut applied => return,
                 cmd = self.cmds.recv() => match cmd {
                     Some(Cmd::Priority(p)) => self.pending_priority = Some(p),
+                    // Not master yet: becoming master announces anyway.
+                    Some(Cmd::Reannounce) => {}
                     #[cfg(feature = "test-hooks")]
                     Some(Cmd::Panic) => panic!("injected"),
                     Some(Cmd::Shutdown(done)) => {
@@ -785,11 +854,78 @@ impl Driver {
         }
     }
 
-    /// Gratuitous ARP (IPv4) or an unsolicited neighbour advertisement (IPv6) for every
-    /// address, `garp.repeat` times `garp.delay_ms` apart, in the background.
-    fn garp(&self) {
-        let frames: Vec<Vec<u8>> = self
-            .spec
+    /// Starts a burst: one round of gratuitous ARP (IPv4) or unsolicited neighbour
+    /// advertisement (IPv6) for every address now, `garp.repeat` rounds in all,
+    /// `garp.delay_ms` apart; then, with `garp.refresh_s`, one round every that many
+    /// seconds while master. A burst already running is replaced. Only while master.
+    fn announce(&mut self) {
+        if self.router.state() != State::Master {
+            return;
+        }
+        self.garp_left = self.spec.garp.repeat;
+        self.garp_round();
+    }
+
+    /// One round of the current burst (or refresh), and the next one scheduled.
+    fn garp_round(&mut self) {
+        self.garp_next = None;
+        if self.router.state() != State::Master {
+            self.garp_left = 0;
+            return;
+        }
+        if self.garp_left > 0 || self.spec.garp.refresh_s > 0 {
+            if let Err(e) = net::send_frames(self.ifc.index, &self.garp_frames()) {
+                tracing::warn!(instance = %self.spec.name, "gratuitous ARP / neighbour advertisement failed: {e}");
+            }
+        }
+        self.garp_left = self.garp_left.saturating_sub(1);
+        let now = tokio::time::Instant::now();
+        self.garp_next = if self.garp_left > 0 {
+            Some(now + Duration::from_millis(self.spec.garp.delay_ms))
+        } else if self.spec.garp.refresh_s > 0 {
+            Some(now + Duration::from_secs(u64::from(self.spec.garp.refresh_s)))
+        } else {
+            None
+        };
+    }
+
+    /// Announces the addresses again (a new burst), at most once per advert interval:
+    /// a peer flooding adverts must not turn into a flood of ours.
+    fn reannounce(&mut self, why: &str) {
+        let interval = Duration::from_millis(u64::from(self.spec.adver_int_cs()) * 10);
+        if self.reannounced.is_some_and(|at| at.elapsed() < interval) {
+            return;
+        }
+        if self.router.state() != State::Master {
+            return;
+        }
+        self.reannounced = Some(Instant::now());
+        tracing::info!(instance = %self.spec.name, "{why}: announcing the addresses again");
+        self.announce();
+    }
+
+    /// Another host announcing one of our addresses while we are master: it took the
+    /// clients (a router that was master during a split and whose adverts never reached
+    /// us, so nothing else tells us); announce ours again.
+    fn heard_arp(&mut self, frame: &[u8]) {
+        let Some((ip, mac)) = net::arp_sender(frame) else {
+            return;
+        };
+        if mac != self.ifc.mac
+            && self.router.state() == State::Master
+            && self.spec.addresses.contains(&IpAddr::V4(ip))
+        {
+            let why = format!(
+                "{ip} announced by {}",
+                mac.map(|b| format!("{b:02x}")).join(":")
+            );
+            self.reannounce(&why);
+        }
+    }
+
+    /// The frames of one round: one per address.
+    fn garp_frames(&self) -> Vec<Vec<u8>> {
+        self.spec
             .addresses
             .iter()
             .map(|a| match a {
@@ -800,19 +936,23 @@ impl Driver {
                     net::unsolicited_na_frame(self.ifc.mac, self.ifc.primary_v6.unwrap_or(*v6), *v6)
                 }
             })
-            .collect();
-        let (index, garp, name) = (self.ifc.index, self.spec.garp, self.spec.name.clone());
-        tokio::spawn(async move {
-            for round in 0..garp.repeat {
-                if round > 0 {
-                    tokio::time::sleep(Duration::from_millis(garp.delay_ms)).await;
-                }
-                if let Err(e) = net::send_frames(index, &frames) {
-                    tracing::warn!(instance = %name, "gratuitous ARP / neighbour advertisement failed: {e}");
-                    return;
-                }
-            }
-        });
+            .collect()
+    }
+}
+
+/// The next ARP frame, or never without a watch.
+async fn recv_arp(watch: Option<&net::ArpWatch>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match watch {
+        Some(w) => w.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`, or forever when `None`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -172,6 +172,9 @@ impl Daemon {
         let mut upkeep = tokio::time::interval(std::time::Duration::from_secs(1));
         // XDP answers as master only under a lease: renewed every advert interval.
         let mut lease_tick = tokio::time::interval(vrrp.lease_renewal());
+        // `answered_ns` per XDP key as last read: a newer one is an advert XDP answered.
+        let mut xdp_answered = std::collections::HashMap::new();
+        answered_in_xdp(&vrrp, dp, &mut xdp_answered);
         let notifier = Notifier::default();
         let started = std::time::Instant::now();
         let mut last_reload: Option<String> = None;
@@ -208,6 +211,7 @@ impl Daemon {
                 }
                 _ = lease_tick.tick(), if !vrrp.is_empty() => {
                     sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
+                    answered_in_xdp(&vrrp, dp, &mut xdp_answered);
                 }
                 Some(probe) = probes.recv() => {
                     if sup.on_probe(&mut balancer, dp, &probe) {
@@ -397,6 +401,27 @@ async fn resign(
     // The resignations' own reports, for the log.
     while let Ok(ev) = events.try_recv() {
         acknowledge(ev);
+    }
+}
+
+/// Adverts that XDP answered since the last call (another router advertising while we
+/// are master: they never reach the instance's socket) make their instance announce its
+/// addresses again. Read every advert interval, so within one interval.
+fn answered_in_xdp(
+    vrrp: &Vrrp,
+    dp: &dyn DataPlane,
+    last: &mut std::collections::HashMap<lb_common::VrrpKey, u64>,
+) {
+    let Ok(seen) = dp.vrrp_seen() else {
+        return;
+    };
+    for (key, s) in seen {
+        let before = last.insert(key, s.answered_ns);
+        // A key first seen now had its first answer since the last read (the baseline
+        // is read before the loop).
+        if s.answered_ns > before.unwrap_or(0) {
+            vrrp.reannounce(&key);
+        }
     }
 }
 
