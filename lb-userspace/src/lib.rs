@@ -21,3 +21,14 @@ pub mod health;
 pub mod import;
 pub mod supervisor;
 pub mod vrrp;
+
+/// The text a panicked task passed to `panic!` (for the log line of a supervisor that
+/// restarts it: health checkers, VRRP instances). A crate-root item, below every layer.
+pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}

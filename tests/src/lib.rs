@@ -19,6 +19,7 @@
 //! statistics of loaded programs) and [`bench`] (the benchmark floors' object).
 
 pub mod bench;
+pub mod capture;
 pub mod case;
 pub mod dataplane;
 mod ethtool;

@@ -211,6 +211,16 @@ impl Netns {
         try_run(&mut cmd, &format!("ip -n {} {}", self.name, args.join(" ")))
     }
 
+    /// Runs an nft script (`nft -f`, the script in a temporary file) inside the
+    /// namespace; panics on failure with nft's stderr.
+    pub fn nft(&self, script: &str) {
+        let file = crate::dataplane::TempFile::new("rules.nft");
+        fs::write(file.path(), script).expect("write the nft script");
+        let mut cmd = self.command("nft");
+        cmd.arg("-f").arg(file.path());
+        run_checked(&mut cmd, &format!("nft -f in {}:\n{script}", self.name));
+    }
+
     /// Sets a sysctl in this namespace, e.g. `sysctl("net.ipv4.ip_forward", 1)`.
     ///
     /// Written through /proc/sys from a thread inside the namespace: the net.* entries

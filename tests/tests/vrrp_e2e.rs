@@ -1005,3 +1005,435 @@ fn ipv6_election_takeover_and_preemption() {
         }
     }
 }
+
+/// Issue 14, item 13: a master at 100 ms adverts stopped (SIGTERM) must put a
+/// priority-0 advert on the wire before it goes, whenever the signal comes: right as it
+/// starts advertising as master (inside its state change), during its GARP burst, or
+/// later. lb1 stays up; lb0 is started, preempts, and is stopped, 20 times, at offsets
+/// from 0 to 900 ms after its first advert as master (0 = from the capture thread, the
+/// moment that advert is on the wire). Each time the capture on the client must show
+/// lb0's priority-0 advert within a second of the signal and no advert of lb0 with a
+/// priority after it.
+#[test]
+fn resigns_with_priority_0_whenever_stopped_at_100ms() {
+    stop_rounds(
+        "vrres0",
+        150,
+        &[
+            0, 0, 0, 0, 0, 0, 2, 5, 10, 20, 50, 100, 150, 200, 300, 400, 500, 700, 900, 0,
+        ],
+    );
+}
+
+/// The same for an address owner (priority 255), stopped the moment its first advert
+/// is on the wire: it becomes master as the daemon starts, so the signal reaches the
+/// daemon's loop together with that state change.
+#[test]
+fn an_owner_stopped_as_it_starts_resigns_with_priority_0() {
+    stop_rounds("vrres255", 255, &[0; 20]);
+}
+
+/// lb1 (priority 100) runs throughout; lb0 (`priority`) is started and stopped once per
+/// offset: SIGTERM that many ms after its first advert as master.
+fn stop_rounds(tag: &str, priority: u8, offsets_ms: &[u64]) {
+    use std::sync::{Arc, Mutex};
+    use testbed::capture::{advert, Capture};
+
+    let mut lab = VrrpLab::new(tag);
+    lab.write_config(0, instance(priority, INTERVAL, true));
+    lab.write_config(1, instance(100, INTERVAL, true));
+    lab.start_xlb(1);
+    lab.nodes[1]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never became master:\n{}", lab.nodes[1].log.read()));
+    let lb0 = lab.nodes[0].addr;
+    let mut results = Vec::new();
+    for (round, &offset) in offsets_ms.iter().enumerate() {
+        assert!(
+            wait_until(Duration::from_secs(10), || lab.nodes[1].vrrp()[0]["state"]
+                == "master"),
+            "round {round}: lb1 is not master before lb0 starts:\n{}",
+            lab.nodes[1].log.read()
+        );
+        // (first master advert of lb0, when SIGTERM was sent)
+        let seen: Arc<Mutex<(Option<Instant>, Option<Instant>)>> = Arc::default();
+        let pid: Arc<Mutex<Option<i32>>> = Arc::default();
+        let capture = {
+            let (seen, pid) = (seen.clone(), pid.clone());
+            Capture::start_with(
+                &lab.client,
+                &lab.client_if,
+                Box::new(move |frame| {
+                    let mut s = seen.lock().unwrap();
+                    if s.0.is_some() || advert(frame).is_none_or(|(src, p)| src != lb0 || p == 0) {
+                        return;
+                    }
+                    s.0 = Some(Instant::now());
+                    if offset == 0 {
+                        if let Some(pid) = *pid.lock().unwrap() {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGTERM,
+                            );
+                            s.1 = Some(Instant::now());
+                        }
+                    }
+                }),
+            )
+        };
+        lab.start_xlb(0);
+        let daemon_pid = lab.nodes[0].daemons.last().unwrap().pid() as i32;
+        *pid.lock().unwrap() = Some(daemon_pid);
+        let master_at = {
+            let mut at = None;
+            assert!(
+                wait_until(Duration::from_secs(10), || {
+                    at = seen.lock().unwrap().0;
+                    at.is_some()
+                }),
+                "round {round}: lb0 never advertised as master:\n{}",
+                lab.nodes[0].log.read()
+            );
+            at.unwrap()
+        };
+        let stopped = if offset == 0 {
+            // The hook may have run before the pid was known (a start faster than
+            // this thread): then signal now.
+            let sent = seen.lock().unwrap().1;
+            sent.unwrap_or_else(|| {
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(daemon_pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                )
+                .unwrap();
+                Instant::now()
+            })
+        } else {
+            std::thread::sleep(
+                (master_at + Duration::from_millis(offset))
+                    .saturating_duration_since(Instant::now()),
+            );
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(daemon_pid),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+            Instant::now()
+        };
+        let exited = lab.nodes[0]
+            .daemons
+            .last_mut()
+            .unwrap()
+            .wait_timeout(Duration::from_secs(15));
+        assert!(exited.is_some(), "round {round}: lb0 did not exit");
+        // Let the last frames arrive.
+        std::thread::sleep(Duration::from_millis(50));
+        let adverts: Vec<_> = capture
+            .adverts()
+            .into_iter()
+            .filter(|a| a.src == lb0 && a.at >= master_at)
+            .collect();
+        drop(capture);
+        let resigned = adverts.iter().position(|a| a.priority == 0);
+        let after = resigned.map(|i| adverts[i].at.saturating_duration_since(stopped));
+        let late = resigned.map_or(0, |i| adverts[i + 1..].len());
+        eprintln!(
+            "vrrp resign round {round}: SIGTERM {offset} ms after lb0's first master advert; \
+             priority 0 on the wire {after:?} after the signal; {late} adverts after it"
+        );
+        results.push((round, offset, after, late));
+    }
+    // Rounds whose signal reached the daemon before the state change it reported
+    // (the race of item 13): each such change is acknowledged while stopping.
+    eprintln!(
+        "vrrp resign: {} changes to master acknowledged while stopping (the race)",
+        lab.nodes[0]
+            .log_lines(&["VRRP state change while stopping", "to=master"])
+            .len()
+    );
+    let bad: Vec<_> = results
+        .iter()
+        .filter(|(_, _, after, late)| after.is_none_or(|a| a > Duration::from_secs(1)) || *late > 0)
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "rounds where lb0 did not resign at once, (round, offset ms, priority 0 after SIGTERM, \
+         adverts after it): {bad:?}\nlb0:\n{}",
+        lab.nodes[0].log.read()
+    );
+}
+
+/// Issue 14, item 10: nothing joined the VRRP instance tasks, so a panicked one froze
+/// its instance silently (its status, and so its XDP record, said master forever while
+/// no advert went out). lb0's instance runs in-process here (the VRRP runtime the daemon
+/// uses, in lb0's namespace, this test acknowledging its state changes as the daemon
+/// does), lb1 is a real daemon. A panic is injected into lb0's master task; the reaping
+/// the daemon does every second must find it, count it and start the instance again as
+/// backup (addresses released), from where it preempts back (priority 150) and
+/// advertises again on the wire.
+#[test]
+fn a_panicked_instance_task_is_restarted_as_backup() {
+    use lb_userspace::{config::vrrp::VrrpSpec, vrrp::runtime::Vrrp};
+    use std::sync::{Arc, Mutex};
+    use testbed::capture::Capture;
+
+    let mut lab = VrrpLab::new("vrpanic");
+    lab.write_config(0, instance(150, INTERVAL, true));
+    lab.write_config(1, instance(100, INTERVAL, true));
+    lab.start_xlb(1);
+    lab.nodes[1]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never became master:\n{}", lab.nodes[1].log.read()));
+    let config: serde_json::Value =
+        serde_json::from_str(&lab.nodes[0].config.read()).expect("lb0's config");
+    let spec: VrrpSpec = serde_json::from_value(config["vrrp"][0].clone()).unwrap();
+    let capture = Capture::start(&lab.client, &lab.client_if);
+    let node = &lab.nodes[0];
+    let (injected, restarted, changes) = node.ns.run(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+            let mut vrrp = Vrrp::start(&[spec], &tx).expect("start VRRP in lb0's namespace");
+            let changes: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+            {
+                let changes = changes.clone();
+                tokio::spawn(async move {
+                    while let Some(ev) = rx.recv().await {
+                        changes
+                            .lock()
+                            .unwrap()
+                            .push((Instant::now(), ev.to.to_string()));
+                        let _ = ev.applied.send(());
+                    }
+                });
+            }
+            let state = |vrrp: &Vrrp| vrrp.status()[0].state.clone();
+            let mut waited = 0;
+            while state(&vrrp) != "master" && waited < 500 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                waited += 1;
+            }
+            assert_eq!(state(&vrrp), "master", "lb0 never became master");
+            vrrp.inject_panic(0);
+            let injected = Instant::now();
+            // The daemon's upkeep tick, every second (here every 100 ms), for 3 s.
+            let mut restarted = Vec::new();
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                restarted.extend(vrrp.restart_panicked());
+                if !restarted.is_empty() {
+                    break;
+                }
+            }
+            assert_eq!(
+                restarted,
+                [("VI_1".to_owned(), "injected".to_owned())],
+                "the panicked instance task was not restarted (its status still says {}, \
+                 adverts sent {})",
+                state(&vrrp),
+                vrrp.status()[0].adverts_sent
+            );
+            assert_eq!(vrrp.status()[0].task_restarts, 1);
+            let mut waited = 0;
+            while state(&vrrp) != "master" && waited < 500 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                waited += 1;
+            }
+            assert_eq!(
+                state(&vrrp),
+                "master",
+                "the restarted instance never preempted back"
+            );
+            vrrp.shutdown().await;
+            let changes = changes.lock().unwrap().clone();
+            (injected, restarted, changes)
+        })
+    });
+    let after: Vec<&str> = changes
+        .iter()
+        .filter(|(at, _)| *at > injected)
+        .map(|(_, to)| to.as_str())
+        .collect();
+    assert!(
+        after.starts_with(&["backup", "master"]),
+        "after the panic: {after:?} (want backup, then master)"
+    );
+    let lb0 = lab.nodes[0].addr;
+    let adverts = capture
+        .adverts()
+        .into_iter()
+        .filter(|a| a.src == lb0 && a.at > injected && a.priority == 150)
+        .count();
+    eprintln!("vrrp panic: restarted {restarted:?}; then {after:?}; {adverts} adverts from lb0");
+    assert!(adverts > 0, "lb0 never advertised again after the panic");
+}
+
+/// Whether the client's IPv4 neighbour entry for the VIP names `mac`.
+fn client_neighbour_v4_is(lab: &VrrpLab, mac: [u8; 6]) -> bool {
+    let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    lab.client
+        .ip(&[
+            "-4",
+            "neigh",
+            "show",
+            &lab.vip_addr().to_string(),
+            "dev",
+            &lab.client_if,
+        ])
+        .contains(&mac.join(":"))
+}
+
+/// Issue 14, item 9 (GARP gaps, keepalived #14 / #166): adverts between the nodes are
+/// blocked at the switch (nft on the bridge; ARP still flows), so lb1 becomes master
+/// too and its gratuitous ARPs move the client to it. When the block is lifted, 300 ms
+/// into lb1's 2 s GARP burst: lb1 steps down and sends no gratuitous ARP after that
+/// (its burst ends with its mastership), and lb0, hearing another master, announces
+/// itself again at once: the client's neighbour entry for the VIP names lb0 within one
+/// advert interval (+ margin), and connections reach the VIP.
+#[test]
+fn after_a_transient_dual_master_the_client_follows_the_real_master() {
+    use testbed::capture::Capture;
+
+    let mut lab = VrrpLab::new("vrgarp");
+    let garp = serde_json::json!({"repeat": 10, "delay_ms": 200});
+    let mut p0 = instance(150, INTERVAL, true);
+    p0["garp"] = garp.clone();
+    let mut p1 = instance(100, INTERVAL, true);
+    p1["garp"] = garp;
+    elect(&mut lab, p0, p1);
+    let vip = lab.vip();
+    lab.client
+        .run(move || testbed::lab::greet(vip))
+        .expect("a connection through lb0");
+    let (mac0, mac1) = (
+        lab.nodes[0].ns.mac(lab.nodes[0].iface()),
+        lab.nodes[1].ns.mac(lab.nodes[1].iface()),
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || client_neighbour_v4_is(
+            &lab, mac0
+        )),
+        "the client does not reach the VIP through lb0: {}",
+        lab.client.ip(&["neigh", "show", "dev", &lab.client_if])
+    );
+    // lb0's own burst (10 × 200 ms from its election) is over before the cut.
+    std::thread::sleep(Duration::from_millis(2500));
+    let capture = Capture::start(&lab.client, &lab.client_if);
+
+    // Block VRRP across the switch: lb1 hears no master and takes over too.
+    lab.switch.nft(
+        "add table bridge vrrpcut\n\
+         add chain bridge vrrpcut between { type filter hook forward priority 0 ; }\n\
+         add rule bridge vrrpcut between ip protocol 112 drop\n",
+    );
+    lab.nodes[1]
+        .wait_log(&["VRRP master"], 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lb1 never became master:\n{}", lab.nodes[1].log.read()));
+    assert!(
+        wait_until(Duration::from_secs(1), || client_neighbour_v4_is(
+            &lab, mac1
+        )),
+        "lb1's gratuitous ARP did not move the client: {}",
+        lab.client.ip(&["neigh", "show", "dev", &lab.client_if])
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let healed = Instant::now();
+    lab.switch.nft("delete table bridge vrrpcut\n");
+    let stepped_down = lab.nodes[1]
+        .wait_log(&["VRRP backup"], 2, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("lb1 did not step down:\n{}", lab.nodes[1].log.read()));
+    let moved = wait_until(Duration::from_secs(5), || {
+        client_neighbour_v4_is(&lab, mac0)
+    })
+    .then(|| healed.elapsed());
+    // Anything lb1 still had scheduled would go out in the next 2 s.
+    std::thread::sleep(Duration::from_secs(2));
+    let late: Vec<Duration> = capture
+        .garps()
+        .iter()
+        .filter(|g| g.mac == mac1 && g.at > stepped_down + Duration::from_millis(20))
+        .map(|g| g.at - stepped_down)
+        .collect();
+    let from_lb0 = capture
+        .garps()
+        .iter()
+        .filter(|g| g.mac == mac0 && g.at > healed)
+        .count();
+    eprintln!(
+        "vrrp garp: after the heal the client's entry named lb0 after {moved:?}; lb0 sent \
+         {from_lb0} gratuitous ARPs; lb1 sent {} after stepping down",
+        late.len()
+    );
+    assert!(
+        late.is_empty(),
+        "lb1 sent gratuitous ARPs after stepping down (at {late:?} after):\n{}",
+        lab.nodes[1].log.read()
+    );
+    let bound = Duration::from_millis(INTERVAL) + SLACK;
+    assert!(
+        moved.is_some_and(|m| m <= bound),
+        "the client's entry named lb0 only after {moved:?} (bound {bound:?}): {}\n\
+         lb0 (XDP answered {} adverts):\n{}",
+        lab.client.ip(&["neigh", "show", "dev", &lab.client_if]),
+        counter(&lab, 0, "vrrp_answered"),
+        lab.nodes[0].log.read()
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || client_neighbour_v4_is(
+            &lab, mac0
+        )),
+        "the client went back to lb1"
+    );
+    lab.client
+        .run(move || testbed::lab::greet(vip))
+        .expect("a connection through lb0 after the heal");
+}
+
+/// Issue 14, item 9 (a): with `garp.refresh_s` a master announces its addresses again
+/// every that many seconds (keepalived `garp_master_refresh`); its backup never does.
+#[test]
+fn a_master_refreshes_its_gratuitous_arps() {
+    use testbed::capture::Capture;
+
+    let mut lab = VrrpLab::new("vrrefresh");
+    let mut p0 = instance(150, INTERVAL, true);
+    p0["garp"] = serde_json::json!({"repeat": 1, "refresh_s": 1});
+    let mut p1 = instance(100, INTERVAL, true);
+    p1["garp"] = serde_json::json!({"repeat": 1, "refresh_s": 1});
+    elect(&mut lab, p0, p1);
+    let capture = Capture::start(&lab.client, &lab.client_if);
+    std::thread::sleep(Duration::from_millis(3500));
+    let (mac0, mac1) = (
+        lab.nodes[0].ns.mac(lab.nodes[0].iface()),
+        lab.nodes[1].ns.mac(lab.nodes[1].iface()),
+    );
+    let garps = capture.garps();
+    let at: Vec<_> = garps
+        .iter()
+        .filter(|g| g.mac == mac0)
+        .map(|g| g.at)
+        .collect();
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!(
+        "vrrp refresh: lb0 announced {} times in 3.5 s, {gaps:?} apart",
+        at.len()
+    );
+    assert!(
+        (3..=4).contains(&at.len()),
+        "lb0 announced {} times in 3.5 s with a 1 s refresh",
+        at.len()
+    );
+    assert!(
+        gaps.iter()
+            .all(|g| *g >= Duration::from_millis(900) && *g <= Duration::from_millis(1500)),
+        "refresh gaps {gaps:?}"
+    );
+    assert!(
+        garps.iter().all(|g| g.mac != mac1),
+        "the backup sent gratuitous ARPs"
+    );
+}

@@ -13,8 +13,16 @@ use crate::util::{root, run};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the tests and tools use (keepalived: the VRRP interop tests run a
-/// real keepalived against xlb; haproxy: `cargo xtask bench cps` compares against it).
-const DEBIAN_PACKAGES: &[&str] = &["bpftool", "iproute2", "util-linux", "keepalived", "haproxy"];
+/// real keepalived against xlb; haproxy: `cargo xtask bench cps` compares against it;
+/// nftables: the VRRP tests cut adverts between nodes at the switch).
+const DEBIAN_PACKAGES: &[&str] = &[
+    "bpftool",
+    "iproute2",
+    "util-linux",
+    "keepalived",
+    "haproxy",
+    "nftables",
+];
 
 /// `cargo xtask setup`: every step, then a confirmation.
 pub fn run_all() -> Result<()> {

@@ -81,6 +81,15 @@ pub struct Garp {
     /// Between two of them.
     #[serde(default = "default_garp_delay")]
     pub delay_ms: u64,
+    /// While master, one more round every this many seconds (keepalived
+    /// `garp_master_refresh`), so neighbours and switches that lost the entry (a
+    /// flushed cache, a replaced switch) learn it again; 0 (the default) is off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refresh_s: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Default for Garp {
@@ -88,6 +97,7 @@ impl Default for Garp {
         Garp {
             repeat: default_garp_repeat(),
             delay_ms: default_garp_delay(),
+            refresh_s: 0,
         }
     }
 }
@@ -239,6 +249,12 @@ pub fn validate(specs: &[VrrpSpec], services: &[String]) -> Vec<Invalid> {
                 "repeat at most 100, delay_ms at most 10000".into(),
             );
         }
+        if s.garp.refresh_s > 86_400 {
+            bad(
+                format!("{p}.garp.refresh_s"),
+                format!("{} s: at most 86400 (0 = off)", s.garp.refresh_s),
+            );
+        }
         if let Some(argv) = &s.notify {
             if argv.first().is_none_or(String::is_empty) {
                 bad(
@@ -304,6 +320,24 @@ mod tests {
                 "vrrp[0].interface: no interface named \"nope0\"",
             ]
         );
+        let s = spec(
+            r#"{"name":"VI_1","interface":"lo","vrid":51,"addresses":["10.0.0.100"],
+                "garp":{"refresh_s":86401}}"#,
+        );
+        let got: Vec<String> = validate(&[s], &[])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            ["vrrp[0].garp.refresh_s: 86401 s: at most 86400 (0 = off)"]
+        );
+        let s = spec(
+            r#"{"name":"VI_1","interface":"lo","vrid":51,"addresses":["10.0.0.100"],
+                "garp":{"refresh_s":60}}"#,
+        );
+        assert_eq!((s.garp.refresh_s, s.garp.repeat), (60, 5));
+        assert!(validate(&[s], &[]).is_empty());
     }
 
     #[test]

@@ -219,6 +219,7 @@ pub fn render(
     let sent = Family::<InstanceLabels, Counter>::default();
     let received = Family::<InstanceLabels, Counter>::default();
     let dropped = Family::<DropLabels, Counter>::default();
+    let task_restarts = Family::<InstanceLabels, Counter>::default();
     for v in vrrp {
         let l = InstanceLabels {
             instance: v.name.clone(),
@@ -232,6 +233,7 @@ pub fn render(
         priority.get_or_create(&l).set(i64::from(v.priority));
         sent.get_or_create(&l).inc_by(v.adverts_sent);
         received.get_or_create(&l).inc_by(v.adverts_received);
+        task_restarts.get_or_create(&l).inc_by(v.task_restarts);
         for (reason, n) in &v.invalid {
             dropped
                 .get_or_create(&DropLabels {
@@ -252,6 +254,11 @@ pub fn render(
         priority,
     );
     reg.register("vrrp_adverts_sent", "VRRP adverts sent", sent);
+    reg.register(
+        "vrrp_task_restarts",
+        "VRRP instance tasks restarted (as backup) after a panic (each one is also logged)",
+        task_restarts,
+    );
     reg.register(
         "vrrp_adverts_received",
         "Valid VRRP adverts received",

@@ -145,7 +145,7 @@ impl Checkers {
         while let Some(ended) = self.tasks.try_join_next_with_id() {
             let (id, panic) = match ended {
                 Ok((id, ())) => (id, None),
-                Err(e) => (e.id(), e.is_panic().then(|| panic_message(e))),
+                Err(e) => (e.id(), e.is_panic().then(|| crate::panic_message(e))),
             };
             let Some(target) = self.targets.remove(&id) else {
                 continue;
@@ -194,16 +194,6 @@ impl Checkers {
     pub fn is_empty(&self) -> bool {
         self.running.is_empty()
     }
-}
-
-/// The text a panicking task passed to `panic!`.
-fn panic_message(e: tokio::task::JoinError) -> String {
-    let payload = e.into_panic();
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// One backend's checks, forever: first at its phase, then every interval.

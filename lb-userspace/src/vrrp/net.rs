@@ -519,6 +519,93 @@ pub fn unsolicited_na_frame(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Ve
     frame
 }
 
+/// Every ARP packet arriving on one interface (an `AF_PACKET` socket for ARP), so a
+/// master notices another host announcing one of its addresses: a router that was
+/// master too (a healed split whose adverts never reached us) has moved clients to its
+/// MAC, and only our announcement moves them back.
+pub struct ArpWatch {
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+}
+
+impl ArpWatch {
+    pub fn open(index: u32) -> io::Result<ArpWatch> {
+        let arp = (libc::ETH_P_ARP as u16).to_be();
+        // SAFETY: plain socket(2); checked below.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                i32::from(arp),
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = arp;
+        sll.sll_ifindex = i32::try_from(index).map_err(io::Error::other)?;
+        // SAFETY: the address is valid for the length given.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                std::ptr::from_ref(&sll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a valid descriptor owned by the `AsyncFd` from here on; it is
+        // neither replaced nor closed while registered.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(fd)? };
+        Ok(ArpWatch { fd })
+    }
+
+    /// The next ARP frame into `buf`; its length.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            // SAFETY: `buf` is valid for its length; the fd is ours.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.get_ref().as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                )
+            };
+            match usize::try_from(n) {
+                Ok(n) => return Ok(n),
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        return Err(e);
+                    }
+                    ready.clear_ready();
+                }
+            }
+        }
+    }
+}
+
+/// The sender (IPv4 address, MAC) of an Ethernet ARP frame, request or reply.
+pub fn arp_sender(frame: &[u8]) -> Option<(Ipv4Addr, [u8; 6])> {
+    if frame.get(12..14)? != [0x08, 0x06] {
+        return None;
+    }
+    let arp = frame.get(14..14 + 28)?;
+    // Ethernet / IPv4 only.
+    if arp[..6] != [0, 1, 0x08, 0x00, 6, 4] {
+        return None;
+    }
+    let mac: [u8; 6] = arp[8..14].try_into().ok()?;
+    Some((Ipv4Addr::new(arp[14], arp[15], arp[16], arp[17]), mac))
+}
+
 /// Sends raw Ethernet `frames` out of interface `index` (each frame's own ethertype
 /// is its protocol).
 pub fn send_frames(index: u32, frames: &[Vec<u8>]) -> io::Result<()> {
@@ -563,6 +650,19 @@ pub fn send_frames(index: u32, frames: &[Vec<u8>]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arp_sender_reads_who_claims_an_address() {
+        let f = garp_frame([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 0, 0, 100));
+        assert_eq!(
+            arp_sender(&f),
+            Some((Ipv4Addr::new(10, 0, 0, 100), [2, 0, 0, 0, 0, 1]))
+        );
+        assert_eq!(arp_sender(&f[..30]), None);
+        let mut ipv4 = f.clone();
+        ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(arp_sender(&ipv4), None);
+    }
 
     #[test]
     fn garp_is_an_arp_request_for_itself() {

@@ -69,11 +69,27 @@ pub struct InstanceStatus {
     pub invalid: BTreeMap<String, u64>,
     /// The last transitions, oldest first: (seconds since start, from, to, reason).
     pub history: Vec<(f64, String, String, String)>,
+    /// Times the instance's task panicked and was started again.
+    #[serde(default)]
+    pub task_restarts: u64,
 }
 
 enum Cmd {
     Priority(u8),
     Shutdown(oneshot::Sender<()>),
+    /// Another router advertised while we are master (XDP answered it, so the advert
+    /// never reached the socket): announce the addresses again.
+    Reannounce,
+    /// Panic in the task (tests of the restart).
+    #[cfg(feature = "test-hooks")]
+    Panic,
+}
+
+/// Why an instance's task stops: the daemon asked (answer `done` once resigned), or
+/// the [`Vrrp`] handle is gone.
+enum Stop {
+    Shutdown(oneshot::Sender<()>),
+    Dropped,
 }
 
 struct Instance {
@@ -82,11 +98,98 @@ struct Instance {
     cmd: mpsc::Sender<Cmd>,
     status: Arc<Mutex<InstanceStatus>>,
     task: JoinHandle<()>,
+    /// Its task panicked (the message) and is still to be started again.
+    restart: Option<String>,
 }
 
 /// Every running instance.
 pub struct Vrrp {
     instances: Vec<Instance>,
+    /// What a restarted instance needs again.
+    netlink: Option<Netlink>,
+    events: mpsc::Sender<VrrpEvent>,
+}
+
+/// How an instance task starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// At daemon start: resume as master if the addresses are still held (a restart of
+    /// the daemon), else as backup.
+    AsConfigured,
+    /// After its task panicked: as backup, whatever it held (its state is not trusted).
+    AsBackup,
+}
+
+/// Opens instance `index`'s socket and starts its task: (its interface, the command
+/// channel, the task).
+fn spawn_driver(
+    index: usize,
+    spec: &VrrpSpec,
+    netlink: &Netlink,
+    events: &mpsc::Sender<VrrpEvent>,
+    status: &Arc<Mutex<InstanceStatus>>,
+    start: Start,
+) -> Result<(net::Iface, mpsc::Sender<Cmd>, JoinHandle<()>)> {
+    let i = index;
+    let ifc = net::iface(&spec.interface, &spec.addresses)?;
+    let family = family_of(spec);
+    let primary = primary(&ifc, family).with_context(|| {
+        format!(
+            "vrrp[{i}] ({}): {} has no {}",
+            spec.name,
+            spec.interface,
+            match family {
+                Family::V4 => "IPv4 address",
+                Family::V6 => "IPv6 link-local address",
+            }
+        )
+    })?;
+    let router = VirtualRouter::new(RouterConfig {
+        vrid: spec.vrid,
+        priority: spec.priority,
+        adver_int_cs: spec.adver_int_cs(),
+        preempt: spec.preempt,
+        preempt_delay: Duration::from_millis(spec.preempt_delay_ms),
+        accept_mode: true,
+        version: spec.version(),
+        primary_address: primary,
+    })
+    .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
+    let socket = match family {
+        Family::V4 => AdvertSocket::open_v4(&ifc),
+        Family::V6 => AdvertSocket::open_v6(&ifc),
+    }
+    .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
+    let arp = match family {
+        Family::V4 => net::ArpWatch::open(ifc.index)
+            .inspect_err(|e| {
+                tracing::warn!(instance = %spec.name, "watching ARP on {} failed ({e}): a healed dual master is noticed only from adverts", spec.interface);
+            })
+            .ok(),
+        Family::V6 => None,
+    };
+    let (cmd, cmd_rx) = mpsc::channel(16);
+    let driver = Driver {
+        index: i,
+        spec: spec.clone(),
+        ifc: ifc.clone(),
+        socket,
+        router,
+        netlink: netlink.clone(),
+        events: events.clone(),
+        status: status.clone(),
+        started: Instant::now(),
+        cmds: cmd_rx,
+        stop: None,
+        pending_priority: None,
+        exiting: false,
+        garp_next: None,
+        garp_left: 0,
+        reannounced: None,
+        arp,
+    };
+    let task = tokio::spawn(driver.run(start));
+    Ok((ifc, cmd, task))
 }
 
 impl Vrrp {
@@ -99,35 +202,6 @@ impl Vrrp {
         };
         let mut instances = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
-            let ifc = net::iface(&spec.interface, &spec.addresses)?;
-            let family = family_of(spec);
-            let primary = primary(&ifc, family).with_context(|| {
-                format!(
-                    "vrrp[{i}] ({}): {} has no {}",
-                    spec.name,
-                    spec.interface,
-                    match family {
-                        Family::V4 => "IPv4 address",
-                        Family::V6 => "IPv6 link-local address",
-                    }
-                )
-            })?;
-            let router = VirtualRouter::new(RouterConfig {
-                vrid: spec.vrid,
-                priority: spec.priority,
-                adver_int_cs: spec.adver_int_cs(),
-                preempt: spec.preempt,
-                preempt_delay: Duration::from_millis(spec.preempt_delay_ms),
-                accept_mode: true,
-                version: spec.version(),
-                primary_address: primary,
-            })
-            .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
-            let socket = match family {
-                Family::V4 => AdvertSocket::open_v4(&ifc),
-                Family::V6 => AdvertSocket::open_v6(&ifc),
-            }
-            .with_context(|| format!("vrrp[{i}] ({})", spec.name))?;
             let status = Arc::new(Mutex::new(InstanceStatus {
                 name: spec.name.clone(),
                 interface: spec.interface.clone(),
@@ -143,30 +217,86 @@ impl Vrrp {
                 adverts_received: 0,
                 invalid: BTreeMap::new(),
                 history: Vec::new(),
+                task_restarts: 0,
             }));
-            let (cmd, cmd_rx) = mpsc::channel(16);
-            let driver = Driver {
-                index: i,
-                spec: spec.clone(),
-                ifc: ifc.clone(),
-                socket,
-                router,
-                netlink: netlink.clone().expect("created when specs exist"),
-                events: events.clone(),
-                status: status.clone(),
-                started: Instant::now(),
-                exiting: false,
-            };
-            let task = tokio::spawn(driver.run(cmd_rx));
+            let netlink = netlink
+                .clone()
+                .context("netlink is opened when instances exist")?;
+            let (ifc, cmd, task) =
+                spawn_driver(i, spec, &netlink, events, &status, Start::AsConfigured)?;
             instances.push(Instance {
                 spec: spec.clone(),
                 ifc,
                 cmd,
                 status,
                 task,
+                restart: None,
             });
         }
-        Ok(Vrrp { instances })
+        Ok(Vrrp {
+            instances,
+            netlink,
+            events: events.clone(),
+        })
+    }
+
+    /// Finds instance tasks that panicked and starts each again as a backup (the state
+    /// that holds nothing: its addresses are removed, and the election decides from
+    /// there), so an instance never freezes silently. Returns (instance name, panic
+    /// message) for each restart; call periodically (the daemon does every second).
+    pub fn restart_panicked(&mut self) -> Vec<(String, String)> {
+        use futures_util::FutureExt as _;
+        let mut restarted = Vec::new();
+        for (index, i) in self.instances.iter_mut().enumerate() {
+            if i.restart.is_none() && i.task.is_finished() {
+                // Finished, so this poll is ready. A task that returned (the handle
+                // gone, a shutdown) stays ended; only a panic restarts it.
+                if let Some(Err(e)) = (&mut i.task).now_or_never() {
+                    if e.is_panic() {
+                        i.restart = Some(crate::panic_message(e));
+                        // Not master any more for whoever reads the status (the XDP
+                        // record follows it): the new task starts from Initialize.
+                        let mut st = i.status.lock().unwrap_or_else(PoisonError::into_inner);
+                        st.state = State::Initialize.to_string();
+                        st.master = None;
+                    }
+                }
+            }
+            let (Some(why), Some(netlink)) = (i.restart.clone(), &self.netlink) else {
+                continue;
+            };
+            match spawn_driver(
+                index,
+                &i.spec,
+                netlink,
+                &self.events,
+                &i.status,
+                Start::AsBackup,
+            ) {
+                Ok((ifc, cmd, task)) => {
+                    (i.ifc, i.cmd, i.task, i.restart) = (ifc, cmd, task, None);
+                    i.status
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .task_restarts += 1;
+                    restarted.push((i.spec.name.clone(), why));
+                }
+                // Tried again on the next call (e.g. the interface is being recreated).
+                Err(e) => tracing::error!(
+                    instance = %i.spec.name,
+                    "restarting the VRRP instance after a panic ({why}) failed: {e:#}"
+                ),
+            }
+        }
+        restarted
+    }
+
+    /// Makes instance `index`'s task panic (tests of [`Vrrp::restart_panicked`]).
+    #[cfg(feature = "test-hooks")]
+    pub fn inject_panic(&self, index: usize) {
+        if let Some(i) = self.instances.get(index) {
+            let _ = i.cmd.try_send(Cmd::Panic);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -266,14 +396,18 @@ impl Vrrp {
                 router.frame[..frame.len()].copy_from_slice(&frame);
                 router.frame_len = u16::try_from(frame.len()).unwrap_or(0);
             }
-            let af = match family {
-                Family::V4 => lb_common::service::AF_INET,
-                Family::V6 => lb_common::service::AF_INET6,
-            };
-            let key = lb_common::VrrpKey::new(i.ifc.index, i.spec.vrid, af);
-            out.push((key, router));
+            out.push((xdp_key(i), router));
         }
         out
+    }
+
+    /// XDP answered an advert for `key` (another router that thinks it is master, or
+    /// one resigning): its instance, if master, announces its addresses again, so
+    /// clients that followed the other router come back (issue 14, item 9).
+    pub fn reannounce(&self, key: &lb_common::VrrpKey) {
+        if let Some(i) = self.instances.iter().find(|i| xdp_key(i) == *key) {
+            let _ = i.cmd.try_send(Cmd::Reannounce);
+        }
     }
 
     /// Sets the effective priority of instance `index` (tracking).
@@ -284,16 +418,43 @@ impl Vrrp {
     }
 
     /// Graceful stop: every master resigns with a priority-0 advert (its backup takes
-    /// over after only its skew time) and releases the addresses.
+    /// over after only its skew time) and releases the addresses. Returns once every
+    /// instance has sent its advert (or after 5 s): only then may the caller tear the
+    /// data plane down. All instances resign at once, not one after the other.
+    ///
+    /// An instance in the middle of a state change stops waiting for the daemon's
+    /// acknowledgement when this arrives (the daemon, stopping, may not answer); the
+    /// caller should still acknowledge events that arrive meanwhile.
     pub async fn shutdown(self) {
-        for i in self.instances {
-            let (done, wait) = oneshot::channel();
-            if i.cmd.send(Cmd::Shutdown(done)).await.is_ok() {
-                let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+        let asked = async {
+            let mut waits = Vec::new();
+            for i in &self.instances {
+                let (done, wait) = oneshot::channel();
+                if i.cmd.send(Cmd::Shutdown(done)).await.is_ok() {
+                    waits.push(wait);
+                }
             }
+            futures_util::future::join_all(waits).await;
+        };
+        if tokio::time::timeout(Duration::from_secs(5), asked)
+            .await
+            .is_err()
+        {
+            tracing::warn!("VRRP: not every instance resigned within 5 s");
+        }
+        for i in self.instances {
             i.task.abort();
         }
     }
+}
+
+/// The XDP map key of an instance.
+fn xdp_key(i: &Instance) -> lb_common::VrrpKey {
+    let af = match family_of(&i.spec) {
+        Family::V4 => lb_common::service::AF_INET,
+        Family::V6 => lb_common::service::AF_INET6,
+    };
+    lb_common::VrrpKey::new(i.ifc.index, i.spec.vrid, af)
 }
 
 /// The advert `spec` sends with this priority and interval, in its VRRP version.
@@ -366,7 +527,25 @@ struct Driver {
     events: mpsc::Sender<VrrpEvent>,
     status: Arc<Mutex<InstanceStatus>>,
     started: Instant,
+    cmds: mpsc::Receiver<Cmd>,
+    /// A stop that arrived while a state change was being acknowledged: carried out
+    /// before anything else (no addresses added, no announcement).
+    stop: Option<Stop>,
+    /// The last priority change that arrived meanwhile, likewise.
+    pending_priority: Option<u8>,
+    /// Resigning: the daemon is exiting and will not acknowledge state changes.
     exiting: bool,
+    /// The next round of gratuitous ARPs / neighbour advertisements (`None`: none
+    /// due), and how many rounds of the current burst are left after it. Sent from
+    /// this task, between its state changes, so a burst ends when the instance leaves
+    /// master and none is ever sent while it is not master.
+    garp_next: Option<tokio::time::Instant>,
+    garp_left: u32,
+    /// When the addresses were last re-announced because another router advertised.
+    reannounced: Option<Instant>,
+    /// ARP on the interface (IPv4 instances), to notice another host announcing our
+    /// addresses while we are master; `None` if it could not be opened (logged).
+    arp: Option<net::ArpWatch>,
 }
 
 impl Driver {
@@ -382,7 +561,7 @@ impl Driver {
         self.status.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
+    async fn run(mut self, start: Start) {
         let configured = [Configured {
             vrid: self.spec.vrid,
             family: self.family(),
@@ -397,22 +576,50 @@ impl Driver {
         // its pinned data plane still forwards: it resumes instead of flapping.
         // Not with nopreempt: resuming would take the addresses back from a peer that
         // took over meanwhile, which is exactly what nopreempt forbids.
-        let start = if self.spec.preempt && self.ifc.holds_all(&self.spec.addresses) {
+        let start = if start == Start::AsConfigured
+            && self.spec.preempt
+            && self.ifc.holds_all(&self.spec.addresses)
+        {
             Event::Resume
         } else {
             Event::Startup
         };
         let mut actions = self.router.handle(self.now(), start);
         let mut buf = vec![0u8; 2048];
+        let mut arp_buf = vec![0u8; 128];
         let mut link = tokio::time::interval(Duration::from_secs(1));
         let mut running = self.ifc.running;
         loop {
             self.perform(&actions).await;
+            match self.stop.take() {
+                Some(Stop::Shutdown(done)) => {
+                    self.resign().await;
+                    let _ = done.send(());
+                    return;
+                }
+                Some(Stop::Dropped) => return,
+                None => {}
+            }
+            if let Some(p) = self.pending_priority.take() {
+                actions = self.set_priority(p);
+                continue;
+            }
             let wake = self
                 .router
                 .next_deadline()
                 .map_or(Duration::from_secs(3600), |d| d.saturating_sub(self.now()));
+            let garp_due = self.garp_next;
             actions = tokio::select! {
+                r = recv_arp(self.arp.as_ref(), &mut arp_buf) => {
+                    if let Ok(n) = r {
+                        self.heard_arp(&arp_buf[..n]);
+                    }
+                    Vec::new()
+                }
+                () = sleep_until(garp_due) => {
+                    self.garp_round();
+                    Vec::new()
+                }
                 r = self.socket.recv(&mut buf) => match r {
                     Ok(Datagram::Ipv4Packet { len }) => {
                         self.received(packet::decode_ip(&buf[..len], &configured))
@@ -427,21 +634,22 @@ impl Driver {
                     }
                 },
                 () = tokio::time::sleep(wake) => self.router.handle(self.now(), Event::Timer),
-                cmd = cmds.recv() => match cmd {
-                    Some(Cmd::Priority(p)) => {
-                        let a = self.router.handle(self.now(), Event::PriorityChanged(p));
-                        self.status().priority = self.router.priority();
-                        a
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Cmd::Priority(p)) => self.set_priority(p),
+                    Some(Cmd::Reannounce) => {
+                        self.reannounce("another router advertised (answered in XDP)");
+                        Vec::new()
                     }
+                    #[cfg(feature = "test-hooks")]
+                    Some(Cmd::Panic) => panic!("injected"),
                     Some(Cmd::Shutdown(done)) => {
-                        // The daemon is exiting and will not acknowledge state changes.
-                        self.exiting = true;
-                        let a = self.router.handle(self.now(), Event::Shutdown);
-                        self.perform(&a).await;
-                        let _ = done.send(());
-                        return;
+                        self.stop = Some(Stop::Shutdown(done));
+                        Vec::new()
                     }
-                    None => return,
+                    None => {
+                        self.stop = Some(Stop::Dropped);
+                        Vec::new()
+                    }
                 },
                 _ = link.tick() => {
                     // Neighbours may have flushed their caches while the link was down:
@@ -451,13 +659,29 @@ impl Driver {
                         .unwrap_or(false);
                     if now && !running && self.router.state() == State::Master {
                         tracing::info!(instance = %self.spec.name, "link back up: announcing the addresses again");
-                        self.garp();
+                        self.announce();
                     }
                     running = now;
                     Vec::new()
                 }
             };
         }
+    }
+
+    fn set_priority(&mut self, priority: u8) -> Vec<Action> {
+        let a = self
+            .router
+            .handle(self.now(), Event::PriorityChanged(priority));
+        self.status().priority = self.router.priority();
+        a
+    }
+
+    /// Graceful stop: a master sends its priority-0 advert (awaited: it is on the wire
+    /// when this returns) and every instance releases the addresses.
+    async fn resign(&mut self) {
+        self.exiting = true;
+        let a = self.router.handle(self.now(), Event::Shutdown);
+        self.perform(&a).await;
     }
 
     fn received(&mut self, decoded: Result<packet::Received, packet::Invalid>) -> Vec<Action> {
@@ -477,7 +701,16 @@ impl Driver {
             }
             Ok(rx) => {
                 self.status().adverts_received += 1;
-                self.router.handle(self.now(), Event::from(&rx))
+                let actions = self.router.handle(self.now(), Event::from(&rx));
+                // Only a master advertises: a router we stay master over thinks it is
+                // master too (a healed split, a peer that just took over) or resigned,
+                // and clients may have followed its announcements. Announce ours again
+                // now rather than leave them on the other router (keepalived's
+                // re-announcement on a lower-priority advert; issue 14, item 9).
+                if self.router.state() == State::Master {
+                    self.reannounce("another router advertised");
+                }
+                actions
             }
             Err(invalid) => {
                 *self
@@ -500,14 +733,22 @@ impl Driver {
                 } => self.send_advert(priority, max_adver_int_cs).await,
                 Action::BecomeMaster => {
                     self.changed().await;
+                    if self.stop.is_some() {
+                        // Told to stop while the daemon applied the change: never take
+                        // or announce the addresses on the way out; resigning follows.
+                        break;
+                    }
                     for addr in &self.spec.addresses {
                         if let Err(e) = self.netlink.add(self.ifc.index, *addr).await {
                             tracing::error!(instance = %self.spec.name, "{e:#}");
                         }
                     }
-                    self.garp();
+                    self.announce();
                 }
                 Action::BecomeBackup | Action::BecomeInitialize => {
+                    // A burst still running ends here, before the addresses go.
+                    self.garp_next = None;
+                    self.garp_left = 0;
                     for addr in &self.spec.addresses {
                         if let Err(e) = self.netlink.remove(self.ifc.index, *addr).await {
                             tracing::error!(instance = %self.spec.name, "{e:#}");
@@ -578,16 +819,113 @@ impl Driver {
         };
         if self.exiting {
             let _ = self.events.try_send(event);
-        } else if self.events.send(event).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+            return;
+        }
+        // Waiting for the daemon must not keep a stop from being read: a daemon that
+        // got SIGTERM acknowledges nothing more, and a master blocked here for the
+        // timeout sent its priority-0 advert 2 s late (issue 14, item 13), long after
+        // its backup's Master_Down_Interval at 100 ms adverts.
+        let events = &self.events;
+        let applied = async move {
+            if events.send(event).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+            }
+        };
+        tokio::pin!(applied);
+        loop {
+            tokio::select! {
+                () = &mut applied => return,
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Cmd::Priority(p)) => self.pending_priority = Some(p),
+                    // Not master yet: becoming master announces anyway.
+                    Some(Cmd::Reannounce) => {}
+                    #[cfg(feature = "test-hooks")]
+                    Some(Cmd::Panic) => panic!("injected"),
+                    Some(Cmd::Shutdown(done)) => {
+                        self.stop = Some(Stop::Shutdown(done));
+                        return;
+                    }
+                    None => {
+                        self.stop = Some(Stop::Dropped);
+                        return;
+                    }
+                },
+            }
         }
     }
 
-    /// Gratuitous ARP (IPv4) or an unsolicited neighbour advertisement (IPv6) for every
-    /// address, `garp.repeat` times `garp.delay_ms` apart, in the background.
-    fn garp(&self) {
-        let frames: Vec<Vec<u8>> = self
-            .spec
+    /// Starts a burst: one round of gratuitous ARP (IPv4) or unsolicited neighbour
+    /// advertisement (IPv6) for every address now, `garp.repeat` rounds in all,
+    /// `garp.delay_ms` apart; then, with `garp.refresh_s`, one round every that many
+    /// seconds while master. A burst already running is replaced. Only while master.
+    fn announce(&mut self) {
+        if self.router.state() != State::Master {
+            return;
+        }
+        self.garp_left = self.spec.garp.repeat;
+        self.garp_round();
+    }
+
+    /// One round of the current burst (or refresh), and the next one scheduled.
+    fn garp_round(&mut self) {
+        self.garp_next = None;
+        if self.router.state() != State::Master {
+            self.garp_left = 0;
+            return;
+        }
+        if self.garp_left > 0 || self.spec.garp.refresh_s > 0 {
+            if let Err(e) = net::send_frames(self.ifc.index, &self.garp_frames()) {
+                tracing::warn!(instance = %self.spec.name, "gratuitous ARP / neighbour advertisement failed: {e}");
+            }
+        }
+        self.garp_left = self.garp_left.saturating_sub(1);
+        let now = tokio::time::Instant::now();
+        self.garp_next = if self.garp_left > 0 {
+            Some(now + Duration::from_millis(self.spec.garp.delay_ms))
+        } else if self.spec.garp.refresh_s > 0 {
+            Some(now + Duration::from_secs(u64::from(self.spec.garp.refresh_s)))
+        } else {
+            None
+        };
+    }
+
+    /// Announces the addresses again (a new burst), at most once per advert interval:
+    /// a peer flooding adverts must not turn into a flood of ours.
+    fn reannounce(&mut self, why: &str) {
+        let interval = Duration::from_millis(u64::from(self.spec.adver_int_cs()) * 10);
+        if self.reannounced.is_some_and(|at| at.elapsed() < interval) {
+            return;
+        }
+        if self.router.state() != State::Master {
+            return;
+        }
+        self.reannounced = Some(Instant::now());
+        tracing::info!(instance = %self.spec.name, "{why}: announcing the addresses again");
+        self.announce();
+    }
+
+    /// Another host announcing one of our addresses while we are master: it took the
+    /// clients (a router that was master during a split and whose adverts never reached
+    /// us, so nothing else tells us); announce ours again.
+    fn heard_arp(&mut self, frame: &[u8]) {
+        let Some((ip, mac)) = net::arp_sender(frame) else {
+            return;
+        };
+        if mac != self.ifc.mac
+            && self.router.state() == State::Master
+            && self.spec.addresses.contains(&IpAddr::V4(ip))
+        {
+            let why = format!(
+                "{ip} announced by {}",
+                mac.map(|b| format!("{b:02x}")).join(":")
+            );
+            self.reannounce(&why);
+        }
+    }
+
+    /// The frames of one round: one per address.
+    fn garp_frames(&self) -> Vec<Vec<u8>> {
+        self.spec
             .addresses
             .iter()
             .map(|a| match a {
@@ -598,19 +936,23 @@ impl Driver {
                     net::unsolicited_na_frame(self.ifc.mac, self.ifc.primary_v6.unwrap_or(*v6), *v6)
                 }
             })
-            .collect();
-        let (index, garp, name) = (self.ifc.index, self.spec.garp, self.spec.name.clone());
-        tokio::spawn(async move {
-            for round in 0..garp.repeat {
-                if round > 0 {
-                    tokio::time::sleep(Duration::from_millis(garp.delay_ms)).await;
-                }
-                if let Err(e) = net::send_frames(index, &frames) {
-                    tracing::warn!(instance = %name, "gratuitous ARP / neighbour advertisement failed: {e}");
-                    return;
-                }
-            }
-        });
+            .collect()
+    }
+}
+
+/// The next ARP frame, or never without a watch.
+async fn recv_arp(watch: Option<&net::ArpWatch>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match watch {
+        Some(w) => w.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`, or forever when `None`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

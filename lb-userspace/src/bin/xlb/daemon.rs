@@ -174,18 +174,22 @@ impl Daemon {
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let (vrrp_tx, mut vrrp_events) = tokio::sync::mpsc::channel(16);
-        let vrrp = Vrrp::start(&vrrp_specs, &vrrp_tx).context("starting VRRP")?;
+        let mut vrrp = Vrrp::start(&vrrp_specs, &vrrp_tx).context("starting VRRP")?;
         track(&sup, &vrrp);
         // The XDP side of VRRP follows the instances: on every state change, and each
         // second for priority changes from tracking.
         let mut xdp_vrrp = Vec::new();
         sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
         let mut vrrp_tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        // On this tick checker tasks that panicked are restarted and the data plane is
-        // converged to the desired state (failed applies retried, egress re-resolved).
+        // On this tick checker and VRRP instance tasks that panicked are restarted and
+        // the data plane is converged to the desired state (failed applies retried,
+        // egress re-resolved).
         let mut upkeep = tokio::time::interval(std::time::Duration::from_millis(500));
         // XDP answers as master only under a lease: renewed every advert interval.
         let mut lease_tick = tokio::time::interval(vrrp.lease_renewal());
+        // `answered_ns` per XDP key as last read: a newer one is an advert XDP answered.
+        let mut xdp_answered = std::collections::HashMap::new();
+        answered_in_xdp(&vrrp, dp, &mut xdp_answered);
         // VRRP hooks run in order, one at a time, and are never dropped.
         let vrrp_hooks = OrderedHooks::start(HOOK_TIMEOUT);
         let started = std::time::Instant::now();
@@ -202,14 +206,12 @@ impl Daemon {
             tokio::select! {
                 _ = term.recv() => {
                     tracing::info!("SIGTERM received");
-                    clear_xdp_vrrp(dp, &xdp_vrrp);
-                    vrrp.shutdown().await;
+                    resign(vrrp, &mut vrrp_events, dp, &xdp_vrrp).await;
                     return Ok(());
                 }
                 _ = int.recv() => {
                     tracing::info!("SIGINT received");
-                    clear_xdp_vrrp(dp, &xdp_vrrp);
-                    vrrp.shutdown().await;
+                    resign(vrrp, &mut vrrp_events, dp, &xdp_vrrp).await;
                     return Ok(());
                 }
                 _ = vrrp_tick.tick(), if !vrrp.is_empty() => {
@@ -225,9 +227,13 @@ impl Daemon {
                             tracing::warn!("decap allow-list not updated, the last one stays: {e:#}");
                         }
                     }
+                    for (instance, why) in vrrp.restart_panicked() {
+                        tracing::error!(%instance, "VRRP instance task panicked ({why}); restarted as backup");
+                    }
                 }
                 _ = lease_tick.tick(), if !vrrp.is_empty() => {
                     sync_xdp_vrrp(&vrrp, dp, &mut xdp_vrrp);
+                    answered_in_xdp(&vrrp, dp, &mut xdp_answered);
                 }
                 Some(probe) = probes.recv() => {
                     // With the results that queued meanwhile: their transitions apply
@@ -413,6 +419,60 @@ fn sync_xdp_vrrp(
         }
     }
     *last = now;
+}
+
+/// The VRRP part of a graceful stop, before anything is torn down: XDP stops answering
+/// for us (nobody will renew its lease), then every instance resigns (a master's
+/// priority-0 advert is on the wire when `shutdown` returns); only after that may the
+/// caller detach. State changes reported meanwhile are acknowledged without touching
+/// the data plane (it is detached next, or, with `--keep-attached`, the next daemon
+/// derives the standby VIPs from the addresses held at its start), so no instance waits
+/// for an answer that would never come.
+async fn resign(
+    vrrp: Vrrp,
+    events: &mut tokio::sync::mpsc::Receiver<lb_userspace::vrrp::runtime::VrrpEvent>,
+    dp: &mut dyn DataPlane,
+    xdp: &[(lb_common::VrrpKey, lb_common::VrrpRouter)],
+) {
+    let acknowledge = |ev: lb_userspace::vrrp::runtime::VrrpEvent| {
+        let (from, to) = (ev.from.to_string(), ev.to.to_string());
+        tracing::info!(instance = %ev.name, %from, %to, reason = %ev.reason, "VRRP state change while stopping");
+        let _ = ev.applied.send(());
+    };
+    clear_xdp_vrrp(dp, xdp);
+    let stop = vrrp.shutdown();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            Some(ev) = events.recv() => acknowledge(ev),
+        }
+    }
+    // The resignations' own reports, for the log.
+    while let Ok(ev) = events.try_recv() {
+        acknowledge(ev);
+    }
+}
+
+/// Adverts that XDP answered since the last call (another router advertising while we
+/// are master: they never reach the instance's socket) make their instance announce its
+/// addresses again. Read every advert interval, so within one interval.
+fn answered_in_xdp(
+    vrrp: &Vrrp,
+    dp: &dyn DataPlane,
+    last: &mut std::collections::HashMap<lb_common::VrrpKey, u64>,
+) {
+    let Ok(seen) = dp.vrrp_seen() else {
+        return;
+    };
+    for (key, s) in seen {
+        let before = last.insert(key, s.answered_ns);
+        // A key first seen now had its first answer since the last read (the baseline
+        // is read before the loop).
+        if s.answered_ns > before.unwrap_or(0) {
+            vrrp.reannounce(&key);
+        }
+    }
 }
 
 /// On the way out nobody answers for us any more: XDP must stop answering too.

@@ -15,7 +15,7 @@ const TUN_MISC: &str = include_str!("../../../tests/fixtures/keepalived/tun_misc
 const QUIRKS: &str = include_str!("../../../tests/fixtures/keepalived/quirks.conf");
 const VRRP: &str = include_str!("../../../tests/fixtures/keepalived/vrrp.conf");
 
-const VRRP_NOTES: [(usize, &str, &str); 24] = [
+const VRRP_NOTES: [(usize, &str, &str); 23] = [
     (
         2,
         "global_defs",
@@ -85,11 +85,6 @@ const VRRP_NOTES: [(usize, &str, &str); 24] = [
         51,
         "notify_master",
         "not carried over: xlb runs one `notify` per instance as `argv... STATE NAME REASON` (STATE master, backup, initialize; no fault or stop). Call this script from one that dispatches on its first argument and set that one as `notify`",
-    ),
-    (
-        52,
-        "garp_master_refresh",
-        "not carried over: xlb does not refresh gratuitous ARPs periodically while master (only after becoming master and when the link comes back)",
     ),
     (
         56,
@@ -176,7 +171,7 @@ fn vrrp_instances_exact() {
                         {"interface": "eth3", "weight": 149}
                     ],
                     "unicast_peers": ["10.1.0.12", "10.1.0.13"],
-                    "garp": {"repeat": 3, "delay_ms": 50},
+                    "garp": {"repeat": 3, "delay_ms": 50, "refresh_s": 60},
                     "notify": ["/usr/local/bin/vrrp-notify", "--log"]
                 },
                 {

@@ -10,6 +10,8 @@ pub(super) struct GarpTimers {
     pub interval_ms: Option<u64>,
     /// For IPv6 (unsolicited neighbour advertisements).
     pub gna_interval_ms: Option<u64>,
+    /// `garp_master_refresh`, seconds.
+    pub refresh_s: Option<u32>,
 }
 
 fn delay_reason(seconds: &str) -> String {
@@ -21,8 +23,11 @@ fn delay_reason(seconds: &str) -> String {
     )
 }
 
-const REFRESH_REASON: &str = "not carried over: xlb does not refresh gratuitous ARPs \
-     periodically while master (only after becoming master and when the link comes back)";
+const REFRESH_REASON: &str =
+    "not a number of seconds up to 86400 (xlb's garp.refresh_s limit): ignored";
+
+const REFRESH_REPEAT_REASON: &str = "not carried over: xlb sends one round (every address \
+     once) per garp.refresh_s";
 
 const INTERVAL_REASON: &str =
     "not a number of seconds up to 10 (xlb's garp.delay_ms limit): ignored";
@@ -64,9 +69,20 @@ pub(super) fn master_delay<B>(_: &mut B, c: &mut Converter<'_>, n: &Node) {
     }
 }
 
-/// `garp_master_refresh` and `garp_master_refresh_repeat`.
-pub(super) fn master_refresh<B>(_: &mut B, c: &mut Converter<'_>, n: &Node) {
-    if n.arg().is_some_and(|a| a != "0") {
-        c.note(n.line, &n.keyword, REFRESH_REASON);
+/// `garp_master_refresh` (→ `garp.refresh_s`) and `garp_master_refresh_repeat`.
+pub(super) fn master_refresh<B: AsMut<GarpTimers>>(b: &mut B, c: &mut Converter<'_>, n: &Node) {
+    if n.keyword.ends_with("_repeat") {
+        if n.arg().is_some_and(|a| a != "1") {
+            c.note(n.line, &n.keyword, REFRESH_REPEAT_REASON);
+        }
+        return;
+    }
+    match n
+        .arg()
+        .and_then(|a| a.parse::<u32>().ok())
+        .filter(|s| *s <= 86_400)
+    {
+        Some(s) => b.as_mut().refresh_s = Some(s),
+        None => c.note(n.line, &n.keyword, REFRESH_REASON),
     }
 }

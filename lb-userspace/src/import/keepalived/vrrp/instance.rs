@@ -588,6 +588,9 @@ impl VrrpInstanceBuilder {
         if let Some(ms) = interval {
             garp.delay_ms = ms;
         }
+        if let Some(s) = self.garp.refresh_s {
+            garp.refresh_s = s;
+        }
         garp
     }
 }
