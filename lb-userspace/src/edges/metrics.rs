@@ -126,6 +126,9 @@ pub fn render(
     for (svc, eff) in sup.config().services.iter().zip(&effective) {
         let key = vip_key(svc);
         let service = describe_vip(&key);
+        // By address, so a service of N backends costs N lookups, not N² comparisons.
+        let weights: std::collections::HashMap<_, _> =
+            eff.backends.iter().map(|e| (e.address, e.weight)).collect();
         for b in &svc.backends {
             let l = BackendLabels {
                 service: service.clone(),
@@ -142,11 +145,7 @@ pub fn render(
             let health = sup.book().get(&(key, b.address));
             let is_up = !b.disabled && health.is_none_or(|h| h.health() == Health::Up);
             up.get_or_create(&l).set(i64::from(is_up));
-            let w = eff
-                .backends
-                .iter()
-                .find(|e| e.address == b.address)
-                .map_or(0, |e| e.weight);
+            let w = weights.get(&b.address).copied().unwrap_or(0);
             weight.get_or_create(&l).set(i64::from(w));
             if let Some(h) = health {
                 transitions.get_or_create(&l).inc_by(h.transitions);

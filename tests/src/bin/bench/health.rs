@@ -26,6 +26,8 @@ use testbed::{
 const WARMUP: Duration = Duration::from_secs(4);
 const SAMPLE: Duration = Duration::from_secs(15);
 const RESPONDER_THREADS: usize = 4;
+/// The daemon's metrics endpoint, inside the namespace.
+const METRICS: &str = "127.0.0.1:9641";
 
 pub fn run(counts: &[u32]) -> serde_json::Value {
     println!(
@@ -35,20 +37,20 @@ pub fn run(counts: &[u32]) -> serde_json::Value {
         WARMUP.as_secs()
     );
     println!(
-        "  {:>7} {:>10} {:>12} {:>10} {:>10} {:>8}",
-        "N", "CPU %", "probes/s", "RSS MiB", "peak MiB", "downs"
+        "  {:>7} {:>10} {:>12} {:>10} {:>10} {:>8} {:>10}",
+        "N", "CPU %", "probes/s", "RSS MiB", "peak MiB", "downs", "scrape ms"
     );
     let mut out = Vec::new();
     for &n in counts {
         let r = measure(n);
         println!(
-            "  {:>7} {:>10.1} {:>12.0} {:>10.1} {:>10.1} {:>8}",
-            n, r.cpu_percent, r.probes_per_s, r.rss_mib, r.peak_mib, r.downs
+            "  {:>7} {:>10.1} {:>12.0} {:>10.1} {:>10.1} {:>8} {:>10.1}",
+            n, r.cpu_percent, r.probes_per_s, r.rss_mib, r.peak_mib, r.downs, r.scrape_ms
         );
         out.push(serde_json::json!({
             "backends": n, "interval_ms": 1000, "cpu_percent_of_one_core": r.cpu_percent,
             "probes_per_s": r.probes_per_s, "rss_mib": r.rss_mib, "peak_rss_mib": r.peak_mib,
-            "backends_marked_down": r.downs,
+            "backends_marked_down": r.downs, "metrics_scrape_ms": r.scrape_ms,
         }));
     }
     serde_json::Value::Array(out)
@@ -60,6 +62,7 @@ struct Measured {
     rss_mib: f64,
     peak_mib: f64,
     downs: usize,
+    scrape_ms: f64,
 }
 
 fn backend(i: u32) -> Ipv4Addr {
@@ -125,6 +128,7 @@ impl HealthLab {
         .arg(config.path())
         .arg("--pin-dir")
         .arg(pins.path())
+        .args(["--metrics-listen", METRICS])
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log.path()).unwrap());
@@ -190,6 +194,7 @@ fn measure(n: u32) -> Measured {
     );
     let (rss, peak) = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
     let downs = lab.log.read().matches("backend down").count();
+    let scrape_ms = lab.ns.run(scrape_median_ms);
     lab.stop();
     Measured {
         cpu_percent: (cpu1 - cpu0) as f64 / clock_hz() / elapsed.as_secs_f64() * 100.0,
@@ -197,7 +202,26 @@ fn measure(n: u32) -> Measured {
         rss_mib: rss as f64 / 1024.0,
         peak_mib: peak as f64 / 1024.0,
         downs,
+        scrape_ms,
     }
+}
+
+/// The median of 5 `GET /metrics` (the daemon renders on its main loop), in ms.
+fn scrape_median_ms() -> f64 {
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            let mut s = std::net::TcpStream::connect(METRICS).expect("connect to /metrics");
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut body = Vec::new();
+            s.read_to_end(&mut body).unwrap();
+            assert!(body.starts_with(b"HTTP/1.1 200"), "metrics scrape failed");
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[2]
 }
 
 fn clock_hz() -> f64 {
