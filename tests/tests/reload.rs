@@ -144,3 +144,77 @@ fn reloads_under_traffic_leave_untouched_services_alone() {
     );
     drop(b_servers);
 }
+
+/// Service A (VIP:80, the three real backends) and nine services of 1,000 backends each
+/// on ports `first_port..first_port + 9`, backends from address pool `pool` (addresses
+/// nobody has: no traffic goes to those services).
+fn write_big(lab: &Lab, first_port: u16, pool: u8) {
+    let real: Vec<serde_json::Value> = (0..3)
+        .map(|i| serde_json::json!({"address": BACKENDS[i].1.to_string(), "mac": lab.mac(i)}))
+        .collect();
+    let mut services = vec![serde_json::json!({
+        "vip": VIP.to_string(), "port": 80, "protocol": "tcp", "mode": "dsr", "backends": real,
+    })];
+    for s in 0..9u16 {
+        let backends: Vec<serde_json::Value> = (0..1000u16)
+            .map(|n| {
+                let i = s * 1000 + n;
+                let addr = std::net::Ipv4Addr::new(10, pool, (i >> 8) as u8, i as u8);
+                serde_json::json!({"address": addr.to_string(), "mac": "02:00:00:00:00:99"})
+            })
+            .collect();
+        services.push(serde_json::json!({
+            "vip": VIP.to_string(), "port": first_port + s, "protocol": "tcp", "mode": "dsr",
+            "table_size": 2003, "backends": backends,
+        }));
+    }
+    std::fs::write(
+        lab.config.path(),
+        serde_json::to_vec(&serde_json::json!({ "services": services })).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Issue 14, item 4: a reload that replaces all of 9,000 backends (and their nine
+/// services) by 9,000 new ones once panicked the daemon (new ids were handed out before
+/// old ones were freed), and again after a restart that adopted the ids. Under traffic
+/// to a service that stays: the reload applies, a kill -9 and restart adopt it, the
+/// reverse reload applies too, and no connection fails.
+#[test]
+fn replacing_9000_backends_in_one_reload_under_traffic() {
+    let mut lab = Lab::new("rl9k");
+    write_big(&lab, 9001, 200);
+    lab.start_peer();
+    lab.start_xlb(&[]);
+    let traffic = lab.traffic();
+    assert!(traffic.progressed(50, Duration::from_secs(20)));
+    let services = |lab: &Lab| lab.view("status")["services"].clone();
+
+    write_big(&lab, 9101, 201);
+    reload(&lab);
+    assert_eq!(services(&lab), 10);
+    assert_eq!(lab.view("status")["last_reload"], "ok");
+    assert!(traffic.progressed(50, Duration::from_secs(20)));
+
+    // A crash and a restart: the new daemon adopts the 9,003 ids and can replace them.
+    lab.daemons[0].kill();
+    lab.start_xlb(&[]);
+    write_big(&lab, 9001, 200);
+    reload(&lab);
+    assert_eq!(services(&lab), 10);
+    assert!(traffic.progressed(50, Duration::from_secs(20)));
+
+    let attempts = traffic.stop();
+    let failed = testbed::lab::failures(&attempts);
+    assert!(
+        failed.is_empty(),
+        "{} of {} connections to the service that stayed failed: {failed:?}",
+        failed.len(),
+        attempts.len()
+    );
+    assert!(
+        lab.log_lines(&["panicked"]).is_empty(),
+        "{}",
+        lab.log.read()
+    );
+}

@@ -2,11 +2,18 @@
 //! counters per verdict and reason, per service and per backend, backend health and
 //! health-check latencies, in the Prometheus text format (prometheus-client).
 //!
-//! Rendered on each scrape by the daemon's main loop (the owner of all state, reached
-//! through the same request channel as the control socket), from the live maps: a
-//! scrape sees the counters as they are, never a cached copy.
+//! Each scrape asks the daemon's main loop (the owner of all state, reached through the
+//! same request channel as the control socket) for a [`Snapshot`] of the live maps and
+//! the health book, copied as numbers; the text is built and encoded off the loop, so
+//! a scrape of 10,000 backends delays no probe result or VRRP event by its rendering.
 
-use std::{fmt::Write as _, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use http_body_util::Full;
@@ -22,13 +29,16 @@ use tokio::{
     sync::{mpsc, Semaphore},
 };
 
+use lb_common::{FlowCounter, VipKey};
+
 use crate::{
     balancer::Balancer,
     config::service::vip_key,
     dataplane::{addr::describe_vip, DataPlane},
     edges::control::{server::Pending, Request},
-    health::Health,
-    supervisor::Supervisor,
+    health::{latency::ProbeLatency, Health},
+    supervisor::{convergence::SyncStatus, Supervisor},
+    vrrp::runtime::InstanceStatus,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,161 +68,239 @@ struct DropLabels {
     reason: String,
 }
 
-/// The whole exposition, as of now.
-pub fn render(
+/// What a scrape shows, copied out of the daemon's state and the maps: numbers only,
+/// so taking it is cheap and the text (tens of thousands of series with 10,000
+/// backends) is built and encoded off the daemon's main loop ([`Snapshot::render`]).
+pub struct Snapshot {
+    global: Vec<(&'static str, u64, u64)>,
+    services: Vec<(VipKey, FlowCounter)>,
+    /// Per configured service: its key and its backends.
+    backends: Vec<(VipKey, Vec<BackendRow>)>,
+    check_restarts: u64,
+    sync: SyncStatus,
+    probe_latency: ProbeLatency,
+    vrrp: Vec<InstanceStatus>,
+}
+
+struct BackendRow {
+    address: IpAddr,
+    /// Data-plane counters of its id (all its services), if it has one.
+    counter: Option<FlowCounter>,
+    up: bool,
+    weight: u32,
+    /// transitions, probes, failures (checked backends only).
+    health: Option<(u64, u64, u64)>,
+}
+
+/// Takes a [`Snapshot`]: on the main loop, which owns the state.
+pub fn snapshot(
     sup: &Supervisor,
     balancer: &Balancer,
     dp: &dyn DataPlane,
-    vrrp: &[crate::vrrp::runtime::InstanceStatus],
-) -> String {
-    let mut reg = Registry::with_prefix("xlb");
-
-    let packets = Family::<CounterLabels, Counter>::default();
-    let bytes = Family::<CounterLabels, Counter>::default();
-    if let Ok(global) = dp.global_stats() {
-        for (name, c) in global.iter() {
-            let l = CounterLabels {
-                counter: name.into(),
-            };
-            packets.get_or_create(&l).inc_by(c.packets);
-            bytes.get_or_create(&l).inc_by(c.bytes);
-        }
-    }
-    reg.register(
-        "datapath_packets",
-        "Packets by data-plane counter: verdicts (rx, pass, drop, tx, redirect, aborted) and reasons",
-        packets,
-    );
-    reg.register(
-        "datapath_bytes",
-        "Bytes by data-plane counter (frame length as XDP saw it)",
-        bytes,
-    );
-
+    vrrp: &[InstanceStatus],
+) -> Snapshot {
+    let global = dp
+        .global_stats()
+        .map(|g| g.iter().map(|(n, c)| (n, c.packets, c.bytes)).collect())
+        .unwrap_or_default();
     let (svc_stats, be_stats) = dp.flows().unwrap_or_default();
-    let svc_packets = Family::<ServiceLabels, Counter>::default();
-    let svc_bytes = Family::<ServiceLabels, Counter>::default();
-    let svc_flows = Family::<ServiceLabels, Counter>::default();
-    for s in &svc_stats {
-        let l = ServiceLabels {
-            service: describe_vip(&s.key),
-        };
-        svc_packets.get_or_create(&l).inc_by(s.counter.packets);
-        svc_bytes.get_or_create(&l).inc_by(s.counter.bytes);
-        svc_flows.get_or_create(&l).inc_by(s.counter.new_flows);
-    }
-    reg.register(
-        "service_packets",
-        "Packets forwarded per service",
-        svc_packets,
-    );
-    reg.register("service_bytes", "Bytes forwarded per service", svc_bytes);
-    reg.register(
-        "service_new_flows",
-        "New flows (connection-table misses) per service",
-        svc_flows,
-    );
-
-    let be_counters: std::collections::HashMap<u32, _> =
+    let be_counters: HashMap<u32, FlowCounter> =
         be_stats.iter().map(|b| (b.id, b.counter)).collect();
-    let be_packets = Family::<BackendLabels, Counter>::default();
-    let be_flows = Family::<BackendLabels, Counter>::default();
-    let up = Family::<BackendLabels, Gauge>::default();
-    let weight = Family::<BackendLabels, Gauge>::default();
-    let transitions = Family::<BackendLabels, Counter>::default();
-    let probes = Family::<BackendLabels, Counter>::default();
-    let failures = Family::<BackendLabels, Counter>::default();
     let effective = sup.effective().services;
-    for (svc, eff) in sup.config().services.iter().zip(&effective) {
-        let key = vip_key(svc);
-        let service = describe_vip(&key);
-        // By address, so a service of N backends costs N lookups, not N² comparisons.
-        let weights: std::collections::HashMap<_, _> =
-            eff.backends.iter().map(|e| (e.address, e.weight)).collect();
-        for b in &svc.backends {
-            let l = BackendLabels {
-                service: service.clone(),
-                backend: b.address.to_string(),
+    let backends = sup
+        .config()
+        .services
+        .iter()
+        .zip(&effective)
+        .map(|(svc, eff)| {
+            let key = vip_key(svc);
+            // By address, so a service of N backends costs N lookups, not N² comparisons.
+            let weights: HashMap<IpAddr, u32> =
+                eff.backends.iter().map(|e| (e.address, e.weight)).collect();
+            let rows = svc
+                .backends
+                .iter()
+                .map(|b| {
+                    let health = sup.book().get(&(key, b.address));
+                    BackendRow {
+                        address: b.address,
+                        counter: balancer
+                            .backend_id(b.address)
+                            .and_then(|id| be_counters.get(&id).copied()),
+                        up: !b.disabled && health.is_none_or(|h| h.health() == Health::Up),
+                        weight: weights.get(&b.address).copied().unwrap_or(0),
+                        health: health.map(|h| (h.transitions, h.probes, h.failures)),
+                    }
+                })
+                .collect();
+            (key, rows)
+        })
+        .collect();
+    Snapshot {
+        global,
+        services: svc_stats.iter().map(|s| (s.key, s.counter)).collect(),
+        backends,
+        check_restarts: sup.check_restarts(),
+        sync: sup.sync_status(),
+        probe_latency: sup.probe_latency().clone(),
+        vrrp: vrrp.to_vec(),
+    }
+}
+
+impl Snapshot {
+    /// The exposition text (blocking work: run it off the main loop).
+    pub fn render(&self) -> String {
+        let mut reg = Registry::with_prefix("xlb");
+        self.register_datapath(&mut reg);
+        self.register_backends(&mut reg);
+        self.register_daemon(&mut reg);
+        register_vrrp(&mut reg, &self.vrrp);
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &reg) {
+            let _ = writeln!(out, "# encoding failed: {e}");
+        }
+        out
+    }
+
+    fn register_datapath(&self, reg: &mut Registry) {
+        let packets = Family::<CounterLabels, Counter>::default();
+        let bytes = Family::<CounterLabels, Counter>::default();
+        for (name, p, b) in &self.global {
+            let l = CounterLabels {
+                counter: (*name).into(),
             };
-            // Counters are per backend (all its services); shown under each service.
-            if let Some(c) = balancer
-                .backend_id(b.address)
-                .and_then(|id| be_counters.get(&id))
-            {
-                be_packets.get_or_create(&l).inc_by(c.packets);
-                be_flows.get_or_create(&l).inc_by(c.new_flows);
-            }
-            let health = sup.book().get(&(key, b.address));
-            let is_up = !b.disabled && health.is_none_or(|h| h.health() == Health::Up);
-            up.get_or_create(&l).set(i64::from(is_up));
-            let w = weights.get(&b.address).copied().unwrap_or(0);
-            weight.get_or_create(&l).set(i64::from(w));
-            if let Some(h) = health {
-                transitions.get_or_create(&l).inc_by(h.transitions);
-                probes.get_or_create(&l).inc_by(h.probes);
-                failures.get_or_create(&l).inc_by(h.failures);
+            packets.get_or_create(&l).inc_by(*p);
+            bytes.get_or_create(&l).inc_by(*b);
+        }
+        reg.register(
+            "datapath_packets",
+            "Packets by data-plane counter: verdicts (rx, pass, drop, tx, redirect, aborted) and reasons",
+            packets,
+        );
+        reg.register(
+            "datapath_bytes",
+            "Bytes by data-plane counter (frame length as XDP saw it)",
+            bytes,
+        );
+
+        let svc_packets = Family::<ServiceLabels, Counter>::default();
+        let svc_bytes = Family::<ServiceLabels, Counter>::default();
+        let svc_flows = Family::<ServiceLabels, Counter>::default();
+        for (key, c) in &self.services {
+            let l = ServiceLabels {
+                service: describe_vip(key),
+            };
+            svc_packets.get_or_create(&l).inc_by(c.packets);
+            svc_bytes.get_or_create(&l).inc_by(c.bytes);
+            svc_flows.get_or_create(&l).inc_by(c.new_flows);
+        }
+        reg.register(
+            "service_packets",
+            "Packets forwarded per service",
+            svc_packets,
+        );
+        reg.register("service_bytes", "Bytes forwarded per service", svc_bytes);
+        reg.register(
+            "service_new_flows",
+            "New flows (connection-table misses) per service",
+            svc_flows,
+        );
+    }
+
+    fn register_backends(&self, reg: &mut Registry) {
+        let be_packets = Family::<BackendLabels, Counter>::default();
+        let be_flows = Family::<BackendLabels, Counter>::default();
+        let up = Family::<BackendLabels, Gauge>::default();
+        let weight = Family::<BackendLabels, Gauge>::default();
+        let transitions = Family::<BackendLabels, Counter>::default();
+        let probes = Family::<BackendLabels, Counter>::default();
+        let failures = Family::<BackendLabels, Counter>::default();
+        for (key, rows) in &self.backends {
+            let service = describe_vip(key);
+            for b in rows {
+                let l = BackendLabels {
+                    service: service.clone(),
+                    backend: b.address.to_string(),
+                };
+                // Counters are per backend (all its services); shown under each service.
+                if let Some(c) = &b.counter {
+                    be_packets.get_or_create(&l).inc_by(c.packets);
+                    be_flows.get_or_create(&l).inc_by(c.new_flows);
+                }
+                up.get_or_create(&l).set(i64::from(b.up));
+                weight.get_or_create(&l).set(i64::from(b.weight));
+                if let Some((t, p, f)) = b.health {
+                    transitions.get_or_create(&l).inc_by(t);
+                    probes.get_or_create(&l).inc_by(p);
+                    failures.get_or_create(&l).inc_by(f);
+                }
             }
         }
+        reg.register(
+            "backend_packets",
+            "Packets forwarded to the backend (all its services)",
+            be_packets,
+        );
+        reg.register(
+            "backend_new_flows",
+            "New flows sent to the backend (all its services)",
+            be_flows,
+        );
+        reg.register(
+            "backend_up",
+            "1 if the backend is enabled and passes its check (or has none)",
+            up,
+        );
+        reg.register(
+            "backend_weight",
+            "Weight the data plane uses now (0 while drained)",
+            weight,
+        );
+        reg.register(
+            "backend_transitions",
+            "Health transitions (up <-> down)",
+            transitions,
+        );
+        reg.register("backend_probes", "Health probes run", probes);
+        reg.register(
+            "backend_probe_failures",
+            "Health probes that failed",
+            failures,
+        );
     }
-    reg.register(
-        "backend_packets",
-        "Packets forwarded to the backend (all its services)",
-        be_packets,
-    );
-    reg.register(
-        "backend_new_flows",
-        "New flows sent to the backend (all its services)",
-        be_flows,
-    );
-    reg.register(
-        "backend_up",
-        "1 if the backend is enabled and passes its check (or has none)",
-        up,
-    );
-    reg.register(
-        "backend_weight",
-        "Weight the data plane uses now (0 while drained)",
-        weight,
-    );
-    reg.register(
-        "backend_transitions",
-        "Health transitions (up <-> down)",
-        transitions,
-    );
-    reg.register("backend_probes", "Health probes run", probes);
-    let restarts = Counter::<u64>::default();
-    restarts.inc_by(sup.check_restarts());
-    reg.register(
-        "check_task_restarts",
-        "Health checker tasks restarted after a panic (each one is also logged)",
-        restarts,
-    );
-    let sync = sup.sync_status();
-    let in_sync = Gauge::<i64>::default();
-    in_sync.set(i64::from(sync.in_sync));
-    reg.register(
-        "dataplane_in_sync",
-        "1 while the data plane serves the desired state; 0 while an apply is being retried or an egress interface is missing",
-        in_sync,
-    );
-    let apply_failures = Counter::<u64>::default();
-    apply_failures.inc_by(sync.failures_total);
-    reg.register(
-        "dataplane_apply_failures",
-        "Applies to the data plane that failed (each one is retried with backoff)",
-        apply_failures,
-    );
-    reg.register(
-        "backend_probe_failures",
-        "Health probes that failed",
-        failures,
-    );
-    reg.register(
-        "health_check_duration_seconds",
-        "Health-check latency per service and result",
-        sup.probe_latency().0.clone(),
-    );
 
+    fn register_daemon(&self, reg: &mut Registry) {
+        let restarts = Counter::<u64>::default();
+        restarts.inc_by(self.check_restarts);
+        reg.register(
+            "check_task_restarts",
+            "Health checker tasks restarted after a panic (each one is also logged)",
+            restarts,
+        );
+        let sync = &self.sync;
+        let in_sync = Gauge::<i64>::default();
+        in_sync.set(i64::from(sync.in_sync));
+        reg.register(
+            "dataplane_in_sync",
+            "1 while the data plane serves the desired state; 0 while an apply is being retried or an egress interface is missing",
+            in_sync,
+        );
+        let apply_failures = Counter::<u64>::default();
+        apply_failures.inc_by(sync.failures_total);
+        reg.register(
+            "dataplane_apply_failures",
+            "Applies to the data plane that failed (each one is retried with backoff)",
+            apply_failures,
+        );
+        reg.register(
+            "health_check_duration_seconds",
+            "Health-check latency per service and result",
+            self.probe_latency.0.clone(),
+        );
+    }
+}
+
+fn register_vrrp(reg: &mut Registry, vrrp: &[InstanceStatus]) {
     let state = Family::<InstanceLabels, Gauge>::default();
     let priority = Family::<InstanceLabels, Gauge>::default();
     let sent = Family::<InstanceLabels, Counter>::default();
@@ -268,12 +356,6 @@ pub fn render(
         "VRRP adverts dropped, by reason",
         dropped,
     );
-
-    let mut out = String::new();
-    if let Err(e) = encode(&mut out, &reg) {
-        let _ = writeln!(out, "# encoding failed: {e}");
-    }
-    out
 }
 
 /// Serves `GET /metrics` on `addr`, forwarding each scrape to the main loop.

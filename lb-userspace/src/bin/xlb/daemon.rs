@@ -294,9 +294,16 @@ impl Daemon {
                         Request::Backends => {
                             Response::ok(json(&views::backends(&sup, &balancer, dp)))
                         }
-                        Request::Metrics => Response::ok(serde_json::Value::String(
-                            metrics::render(&sup, &balancer, dp, &vrrp.status()),
-                        )),
+                        Request::Metrics => {
+                            // The numbers now; the text (large with many backends) off
+                            // the loop, which answers from there.
+                            let snapshot = metrics::snapshot(&sup, &balancer, dp, &vrrp.status());
+                            tokio::task::spawn_blocking(move || {
+                                let text = serde_json::Value::String(snapshot.render());
+                                let _ = reply.send(Response::ok(text));
+                            });
+                            continue;
+                        }
                         Request::Vrrp => Response::ok(json(&vrrp.status())),
                         Request::Reload => {
                             let r = self.reload(&mut sup, &mut balancer, dp);
