@@ -185,7 +185,7 @@ fn replacing_9000_backends_in_one_reload_under_traffic() {
     let mut lab = Lab::new("rl9k");
     write_big(&lab, 9001, 200);
     lab.start_peer();
-    lab.start_xlb(&[]);
+    let daemon = lab.start_xlb(&[]);
     let traffic = lab.traffic();
     assert!(traffic.progressed(50, Duration::from_secs(20)));
     let services = |lab: &Lab| lab.view("status")["services"].clone();
@@ -197,7 +197,7 @@ fn replacing_9000_backends_in_one_reload_under_traffic() {
     assert!(traffic.progressed(50, Duration::from_secs(20)));
 
     // A crash and a restart: the new daemon adopts the 9,003 ids and can replace them.
-    lab.daemons[0].kill();
+    lab.daemons[daemon].kill();
     lab.start_xlb(&[]);
     write_big(&lab, 9001, 200);
     reload(&lab);
