@@ -258,22 +258,27 @@ impl Lab {
 
     /// `xlb CMD --json` against this lab's daemon (status, services, backends, vrrp).
     pub fn view(&self, cmd: &str) -> serde_json::Value {
-        let out = std::process::Command::new(xlb_bin())
-            .args([cmd, "--json", "--pin-dir"])
-            .arg(self.pins.path())
-            .output()
-            .expect("run xlb");
-        assert!(
-            out.status.success(),
-            "xlb {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("xlb prints JSON")
+        view(&self.pins, cmd)
     }
 
     pub fn link_pin(&self) -> PathBuf {
         self.pins.path().join(format!("link_{}", self.lb_if.b))
     }
+}
+
+/// `xlb CMD --json --pin-dir PINS`: what a daemon (or its pins) shows, as JSON.
+pub fn view(pins: &PinDir, cmd: &str) -> serde_json::Value {
+    let out = std::process::Command::new(xlb_bin())
+        .args([cmd, "--json", "--pin-dir"])
+        .arg(pins.path())
+        .output()
+        .expect("run xlb");
+    assert!(
+        out.status.success(),
+        "xlb {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("xlb prints JSON")
 }
 
 /// The errors among `attempts`.

@@ -114,17 +114,7 @@ impl Node {
 
     /// `xlb vrrp --json` of the node's daemon.
     pub fn vrrp(&self) -> serde_json::Value {
-        let o = std::process::Command::new(xlb_bin())
-            .args(["vrrp", "--json", "--pin-dir"])
-            .arg(self.pins.path())
-            .output()
-            .expect("run xlb vrrp");
-        assert!(
-            o.status.success(),
-            "xlb vrrp: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).expect("xlb vrrp JSON")
+        crate::lab::view(&self.pins, "vrrp")
     }
 
     /// Takes the node off the network (its link down) or puts it back.

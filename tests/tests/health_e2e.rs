@@ -502,21 +502,6 @@ fn only_be2_changed(lab: &Lab) {
     }
 }
 
-/// `xlb backends --json` of the lab's daemon.
-fn backends_json(lab: &Lab) -> serde_json::Value {
-    let out = std::process::Command::new(testbed::dataplane::xlb_bin())
-        .args(["backends", "--json", "--pin-dir"])
-        .arg(lab.pins.path())
-        .output()
-        .expect("run xlb backends");
-    assert!(
-        out.status.success(),
-        "xlb backends: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("xlb backends --json")
-}
-
 #[test]
 fn exec_check_follows_the_script_exit_code() {
     let mut lab = Lab::new("hexec");
@@ -617,14 +602,14 @@ fn http_check_notices_500_and_wrong_body() {
     health[1].set_response(200, "nope");
     assert!(
         wait_until(Duration::from_secs(10), || {
-            let be2 = &backends_json(&lab)[1];
+            let be2 = &lab.view("backends")[1];
             be2["state"] == "down"
                 && be2["last_check"]
                     .as_str()
                     .is_some_and(|r| r.contains("body does not contain \"ok\""))
         }),
         "be2 not down for its body: {}",
-        backends_json(&lab)
+        lab.view("backends")
     );
     assert!(lab.log_lines(&["backend up", &addr(1)]).is_empty());
 

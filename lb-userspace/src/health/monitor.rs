@@ -257,37 +257,45 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
+    use crate::config::{
+        check::{CheckKind, CheckSpec},
+        BackendSpec, MacAddr, Mode, Protocol,
+    };
+
+    /// A TCP service on `vip`:80 with `check` and backends `{prefix}1..={prefix}n`.
+    fn checked(vip: &str, prefix: &str, n: u8, check: CheckSpec) -> ServiceSpec {
+        ServiceSpec {
+            check: Some(check),
+            ..ServiceSpec::new(
+                vip.parse().unwrap(),
+                Some(80),
+                Protocol::Tcp,
+                Mode::Dsr,
+                (1..=n)
+                    .map(|i| {
+                        let a: IpAddr = format!("{prefix}{i}").parse().unwrap();
+                        BackendSpec::new(a, MacAddr([2, 0, 0, 0, 0, i]), 1)
+                    })
+                    .collect(),
+            )
+        }
+    }
 
     /// A reload keeps the tasks of unchanged checks and restarts only changed ones. (The
     /// tasks are never polled here: nothing is probed.)
     #[test]
     fn update_keeps_unchanged_checks_running() {
-        use crate::config::{
-            check::{CheckKind, CheckSpec},
-            BackendSpec, MacAddr, Mode, Protocol,
-        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap();
         let _guard = runtime.enter();
-        let service = |interval_ms: u64| ServiceSpec {
-            check: Some(CheckSpec {
+        let service = |interval_ms: u64| {
+            let check = CheckSpec {
                 interval_ms,
                 ..CheckSpec::new(CheckKind::Tcp)
-            }),
-            ..ServiceSpec::new(
-                "10.0.0.100".parse().unwrap(),
-                Some(80),
-                Protocol::Tcp,
-                Mode::Dsr,
-                (1..=3)
-                    .map(|n| {
-                        let a: IpAddr = format!("10.0.1.{n}").parse().unwrap();
-                        BackendSpec::new(a, MacAddr([2, 0, 0, 0, 0, n]), 1)
-                    })
-                    .collect(),
-            )
+            };
+            checked("10.0.0.100", "10.0.1.", 3, check)
         };
         let ids = |c: &Checkers| -> Vec<tokio::task::Id> {
             let mut ids: Vec<_> = c.running.values().map(|(_, t)| t.id()).collect();
@@ -320,35 +328,18 @@ mod tests {
     /// probed again. Backends on loopback with a closed port: probes are refused there.
     #[test]
     fn a_panicked_checker_is_restarted() {
-        use crate::config::{
-            check::{CheckKind, CheckSpec},
-            BackendSpec, MacAddr, Mode, Protocol,
-        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
-            let svc = ServiceSpec {
-                check: Some(CheckSpec {
-                    interval_ms: 200,
-                    timeout_ms: 100,
-                    port: Some(9),
-                    ..CheckSpec::new(CheckKind::Tcp)
-                }),
-                ..ServiceSpec::new(
-                    "127.0.0.100".parse().unwrap(),
-                    Some(80),
-                    Protocol::Tcp,
-                    Mode::Dsr,
-                    (1..=3)
-                        .map(|n| {
-                            let a: IpAddr = format!("127.0.0.{n}").parse().unwrap();
-                            BackendSpec::new(a, MacAddr([2, 0, 0, 0, 0, n]), 1)
-                        })
-                        .collect(),
-                )
+            let check = CheckSpec {
+                interval_ms: 200,
+                timeout_ms: 100,
+                port: Some(9),
+                ..CheckSpec::new(CheckKind::Tcp)
             };
+            let svc = checked("127.0.0.100", "127.0.0.", 3, check);
             let (tx, mut rx) = mpsc::channel(64);
             let mut checkers = Checkers::start(std::slice::from_ref(&svc), &tx);
             let target = (vip_key(&svc), "127.0.0.2".parse().unwrap());
@@ -407,33 +398,18 @@ mod tests {
     /// probes. Exec checks stand in for backends: nothing goes on the network.
     #[test]
     fn slow_backends_of_one_service_do_not_delay_another() {
-        use crate::config::{
-            check::{CheckKind, CheckSpec},
-            BackendSpec, MacAddr, Mode, Protocol,
-        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let service = |vip: &str, n: u8, command: &[&str], interval_ms, timeout_ms| ServiceSpec {
-            check: Some(CheckSpec {
+        let service = |vip: &str, n: u8, command: &[&str], interval_ms, timeout_ms| {
+            let check = CheckSpec {
                 interval_ms,
                 timeout_ms,
                 command: Some(command.iter().map(|&s| s.to_owned()).collect()),
                 ..CheckSpec::new(CheckKind::Exec)
-            }),
-            ..ServiceSpec::new(
-                vip.parse().unwrap(),
-                Some(80),
-                Protocol::Tcp,
-                Mode::Dsr,
-                (1..=n)
-                    .map(|i| {
-                        let a: IpAddr = format!("127.0.0.{i}").parse().unwrap();
-                        BackendSpec::new(a, MacAddr([2, 0, 0, 0, 0, i]), 1)
-                    })
-                    .collect(),
-            )
+            };
+            checked(vip, "127.0.0.", n, check)
         };
         // 40 backends whose probes all hang until their 400 ms timeout, every 500 ms...
         let slow = service("10.0.0.1", 40, &["/bin/sleep", "5"], 500, 400);
