@@ -115,3 +115,61 @@ fn xlb_run_counts_every_packet_logs_and_detaches() {
         "XDP still attached after SIGTERM: {link}"
     );
 }
+
+/// Issue 15, item 6: `xlb status` shows how each interface is attached, a generic-mode
+/// fallback included, and a native attach on a veth warns that the peer needs an XDP
+/// program for frames sent back out to arrive.
+#[test]
+fn status_shows_each_attachment_and_a_native_veth_warns() {
+    testbed::require_root();
+    let other = Netns::new("att-o");
+    let lb = Netns::new("att-lb");
+    let veth = VethPair::new(&other, &lb);
+    // A bridge has no native XDP: `auto` falls back to generic there.
+    lb.add_bridge("xlbatbr0");
+    let pins = PinDir::new("att-status");
+    let log = TempFile::new("att-status.log");
+    let mut cmd = lb.command(xlb_bin());
+    cmd.args([
+        "run",
+        "--xdp-mode",
+        "auto",
+        "--iface",
+        &veth.b,
+        "--iface",
+        "xlbatbr0",
+    ])
+    .arg("--pin-dir")
+    .arg(pins.path())
+    .env("NO_COLOR", "1")
+    .stdout(Stdio::null())
+    .stderr(fs::File::create(log.path()).unwrap());
+    let mut daemon = lb.spawn(cmd);
+    assert!(
+        wait_until(Duration::from_secs(20), || log.read().contains("running;")),
+        "xlb did not start:\n{}",
+        log.read()
+    );
+    let out = std::process::Command::new(xlb_bin())
+        .args(["status", "--json", "--pin-dir"])
+        .arg(pins.path())
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(
+        status["attached"],
+        serde_json::json!([
+            {"iface": veth.b, "mode": "native", "fallback": false},
+            {"iface": "xlbatbr0", "mode": "generic", "fallback": true},
+        ]),
+        "{status}"
+    );
+    let text = log.read();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("native XDP on a veth"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(warnings[0].contains(&veth.b), "{}", warnings[0]);
+    daemon.terminate(Duration::from_secs(10));
+}

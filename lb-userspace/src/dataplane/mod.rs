@@ -17,6 +17,7 @@ pub mod aya;
 pub mod counters;
 pub mod decap;
 pub mod memory;
+pub mod netdev;
 
 use std::{collections::BTreeMap, path::PathBuf};
 

@@ -10,7 +10,7 @@ use lb_userspace::{
     config::Config,
     dataplane::{
         aya::{ebpf_log, AyaPort, LoadOptions, PinLock},
-        AttachMode, DataPlane,
+        netdev, AttachMode, AttachedMode, DataPlane,
     },
     edges::{
         cli::EbpfLogLevel,
@@ -163,12 +163,32 @@ impl Daemon {
         if let Some(allow) = &mut self.decap {
             allow.sync(dp, &self.ifaces)?;
         }
+        let mut attached = Vec::new();
         for iface in &self.ifaces {
             let a = DataPlane::attach(dp, self.program, iface, self.xdp_mode)?;
             tracing::info!(
                 iface = %a.iface, mode = ?a.mode, adopted = a.adopted,
                 link = %a.pin_path.display(), "attached"
             );
+            if a.mode == AttachedMode::Native && netdev::is_veth(iface).await == Some(true) {
+                tracing::warn!(
+                    %iface,
+                    "native XDP on a veth: frames sent back out (XDP_TX) or redirected into a \
+                     veth reach its peer only if the peer runs an XDP program. Attach one on \
+                     the peer (`xlb decap --iface PEER --allow-source ADDR` passes plain \
+                     traffic), or run with --xdp-mode generic (docs/dsr-backends.md)"
+                );
+            }
+            attached.push(views::AttachedIface {
+                iface: a.iface,
+                mode: match a.mode {
+                    AttachedMode::Native => "native",
+                    AttachedMode::Generic => "generic",
+                    AttachedMode::Adopted => "adopted",
+                }
+                .into(),
+                fallback: a.mode == AttachedMode::Generic && self.xdp_mode == AttachMode::Auto,
+            });
         }
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -289,6 +309,7 @@ impl Daemon {
                             pins_persist: pins_warning.is_none(),
                             pins_warning: pins_warning.clone(),
                             dataplane: sup.sync_status(),
+                            attached: attached.clone(),
                         })),
                         Request::Services => Response::ok(json(&views::services(&sup, dp))),
                         Request::Backends => {

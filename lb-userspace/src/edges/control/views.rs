@@ -45,6 +45,19 @@ pub struct Status {
     /// Whether the data plane serves the desired state, and if not why and since when.
     #[serde(default)]
     pub dataplane: SyncStatus,
+    /// How the program is attached to each interface.
+    #[serde(default)]
+    pub attached: Vec<AttachedIface>,
+}
+
+/// One interface the daemon attached to, in `xlb status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedIface {
+    pub iface: String,
+    /// `native`, `generic`, or `adopted` (an earlier daemon's link, kept as it was).
+    pub mode: String,
+    /// Generic only because native XDP was not available here (`--xdp-mode auto`).
+    pub fallback: bool,
 }
 
 fn yes() -> bool {
@@ -433,6 +446,14 @@ pub fn status_text(s: &Status) -> String {
         s.version, s.pid, s.uptime_s
     );
     let _ = writeln!(out, "  interfaces   {}", s.interfaces.join(", "));
+    for a in &s.attached {
+        let why = if a.fallback {
+            " (fallback: no native XDP on this interface; slower)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "  attached     {} {}{why}", a.iface, a.mode);
+    }
     let _ = writeln!(out, "  pin dir      {}", s.pin_dir);
     let _ = writeln!(out, "  config       {}", opt(s.config.clone()));
     let _ = writeln!(
