@@ -85,6 +85,10 @@ fn is_syn(ctx: &XdpContext, l4: usize, ip_end: usize) -> bool {
     }
 }
 
+/// IPv6 hop-by-hop and destination-options headers walked before the transport header,
+/// at most (RFC 8200 allows one hop-by-hop and two destination-options headers).
+const MAX_IPV6_OPTS: usize = 3;
+
 /// Source and destination port, the first four bytes of both TCP and UDP headers.
 #[repr(C)]
 struct Ports {
@@ -334,12 +338,28 @@ fn ipv6(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
     if ip_end > len {
         return Err(Stat::Truncated);
     }
-    match ip.next_hdr {
+    // Hop-by-hop and destination options carry nothing a balancer must act on: walk
+    // them (at most MAX_IPV6_OPTS) to the transport header, so VIP traffic carrying
+    // them is balanced like any other. Plain traffic does not enter the loop.
+    let mut next = ip.next_hdr;
+    let mut l4 = ETH_HLEN + size_of::<Ipv6Hdr>();
+    let mut walked = false;
+    for _ in 0..MAX_IPV6_OPTS {
+        if next != IPPROTO_HOPOPTS && next != IPPROTO_DSTOPTS {
+            break;
+        }
+        // SAFETY: `header` checked that the two bytes lie inside the packet.
+        let opt = unsafe { &*l4_header::<[u8; 2]>(ctx, l4, ip_end)? };
+        next = opt[0];
+        l4 += (usize::from(opt[1]) + 1) * 8;
+        walked = true;
+    }
+    match next {
         IPPROTO_TCP | IPPROTO_UDP => {}
-        IPPROTO_VRRP => return Ok(Parsed::Vrrp { family: AF_INET6 }),
-        IPPROTO_ICMPV6 => {
-            let icmp =
-                unsafe { &*l4_header::<IcmpHdr>(ctx, ETH_HLEN + size_of::<Ipv6Hdr>(), ip_end)? };
+        // VRRP adverts carry no extension headers (RFC 5798 §5.1.2).
+        IPPROTO_VRRP if !walked => return Ok(Parsed::Vrrp { family: AF_INET6 }),
+        IPPROTO_ICMPV6 if !walked => {
+            let icmp = unsafe { &*l4_header::<IcmpHdr>(ctx, l4, ip_end)? };
             if icmp.kind == ICMPV6_ECHO_REQUEST && icmp.code == 0 {
                 return Ok(Parsed::Echo {
                     dst: ip.dst,
@@ -352,25 +372,24 @@ fn ipv6(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
             }
             return Ok(Parsed::Pass(Stat::NotVip));
         }
-        // Hop-by-hop, routing, fragment, destination options, AH, mobility, HIP, shim6:
+        // Routing, fragment, AH, mobility, HIP, shim6 (and options beyond the walk):
         // not walked, so never forwarded.
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_DSTOPTS | IPPROTO_AH
         | IPPROTO_MH | IPPROTO_HIP | IPPROTO_SHIM6 => return Ok(Parsed::Pass(Stat::Ipv6ExtHeader)),
         _ => return Ok(Parsed::Pass(Stat::NotVip)),
     }
-    let l4 = ETH_HLEN + size_of::<Ipv6Hdr>();
     let p = unsafe { &*l4_header::<Ports>(ctx, l4, ip_end)? };
     if !crate::lookup::maybe_vip(&ip.dst) {
         return Ok(Parsed::Pass(Stat::NotVip));
     }
-    let new_flow = ip.next_hdr == IPPROTO_TCP && is_syn(ctx, l4, ip_end);
+    let new_flow = next == IPPROTO_TCP && is_syn(ctx, l4, ip_end);
     Ok(Parsed::Ip(Packet {
         flow: FlowKey {
             src: ip.src,
             dst: ip.dst,
             sport_be: p.src,
             dport_be: p.dst,
-            proto: ip.next_hdr,
+            proto: next,
             family: AF_INET6,
             _pad: [0; 2],
         },

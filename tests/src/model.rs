@@ -55,8 +55,11 @@
 //!    too big (type 2, any code) → quoted IPv6 header + ports in the datagram (else
 //!    `truncated`), quoted next header TCP/UDP (else pass `not_vip`; the quoted version
 //!    nibble is not checked), flow turned around; other ICMPv6 → pass `not_vip`.
-//!    Extension headers (0, 43, 44, 60, 51, 135, 139, 140) → pass `ipv6_ext_header`,
-//!    whatever the destination (never walked); anything else → pass `not_vip`.
+//!    Hop-by-hop (0) and destination options (60) are walked first, at most three, each
+//!    2 bytes in the datagram (else `truncated`) then (len + 1) × 8 bytes, and the rules
+//!    apply to the header after them (VRRP and ICMPv6 behind them → pass `not_vip`).
+//!    Other extension headers (43, 44, 51, 135, 139, 140, or 0/60 beyond the third) →
+//!    pass `ipv6_ext_header`, whatever the destination; anything else → pass `not_vip`.
 //! 8. **Service lookup**: a packet that is neither a new flow nor unforwardable and
 //!    has a connection-table entry whose service is still the one it was pinned under
 //!    (same id and the slot generation the tables hold for it) takes the service as its
@@ -543,13 +546,25 @@ fn parse6(f: &[u8]) -> Parse {
     if end > f.len() {
         return Parse::Drop(Stat::Truncated);
     }
-    let next = f[ETH_HLEN + 6];
+    let mut next = f[ETH_HLEN + 6];
     let hop = f[ETH_HLEN + 7];
-    let l4 = ETH_HLEN + 40;
+    let mut l4 = ETH_HLEN + 40;
+    let mut walked = false;
+    for _ in 0..3 {
+        if next != IPPROTO_HOPOPTS && next != IPPROTO_DSTOPTS {
+            break;
+        }
+        if !has(l4, 2, end) {
+            return Parse::Drop(Stat::Truncated);
+        }
+        next = f[l4];
+        l4 += (usize::from(f[l4 + 1]) + 1) * 8;
+        walked = true;
+    }
     match next {
         IPPROTO_TCP | IPPROTO_UDP => {}
-        IPPROTO_VRRP => return Parse::Pass(Stat::NotVip),
-        IPPROTO_ICMPV6 => {
+        IPPROTO_VRRP if !walked => return Parse::Pass(Stat::NotVip),
+        IPPROTO_ICMPV6 if !walked => {
             if !has(l4, 4, end) {
                 return Parse::Drop(Stat::Truncated);
             }

@@ -200,14 +200,24 @@ pub fn vlan_frame(vid: u16, l3: &[u8]) -> Vec<u8> {
     ethernet(CLIENT_MAC, LB_MAC, EtherTypes::Vlan, &payload)
 }
 
-/// A client→balancer IPv6/TCP frame with a hop-by-hop options header (PadN) in front
-/// of the TCP header.
-pub fn tcp6_frame_with_hbh(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
-    let tcp = tcp6(src, dst, sport, dport, SYN);
-    // next header TCP, length 0 (8 bytes), PadN option of 4 bytes.
-    let mut ext = vec![IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0];
-    ext.extend_from_slice(&tcp);
-    let l3 = ipv6(src, dst, IpNextHeaderProtocols::Hopopt, &ext);
+/// An IPv6 TCP SYN behind extension headers `chain` (types, outermost first), each the
+/// smallest one (8 bytes: next header, length 0, a 4-byte PadN option, or zeros).
+pub fn tcp6_frame_with_ext(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    chain: &[u8],
+) -> Vec<u8> {
+    let mut body = tcp6(src, dst, sport, dport, SYN);
+    let mut next = IPPROTO_TCP;
+    for &kind in chain.iter().rev() {
+        let mut h = vec![next, 0, 1, 4, 0, 0, 0, 0];
+        h.extend_from_slice(&body);
+        body = h;
+        next = kind;
+    }
+    let l3 = ipv6(src, dst, IpNextHeaderProtocol::new(next), &body);
     ethernet(CLIENT_MAC, LB_MAC, EtherTypes::Ipv6, &l3)
 }
 

@@ -7,8 +7,9 @@ use lb_common::{
     service::{flow_hash, AF_INET, AF_INET6},
     wire::{
         ETH_HLEN, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, ICMP_DEST_UNREACH,
-        ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_FRAG_NEEDED, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
-        IPV6_HLEN, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
+        ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_FRAG_NEEDED, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
+        IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, XDP_DROP,
+        XDP_PASS, XDP_REDIRECT, XDP_TX,
     },
     Backend, FlowKey, ForwardMode, Service, Stat, VipKey,
 };
@@ -132,6 +133,43 @@ fn dsr_forwards_ipv6() {
     let input = packet::tcp6_frame(client6(), vip6(), 40000, VIP_PORT, packet::SYN);
     let output = packet::dsr_output(&input, backend_mac(expected_backend(&flow6(40000), &TABLE)));
     dp.run_case(&Case::new("IPv6 SYN", input, XDP_TX, output, NEW_FLOW_TX));
+}
+
+/// Issue 15, item 4: hop-by-hop and destination options before TCP are walked, so such
+/// VIP traffic is balanced (DSR: the same frame, MACs rewritten), not passed; beyond
+/// three of them it is passed as before.
+#[test]
+fn dsr_forwards_ipv6_behind_options_headers() {
+    let mut dp = setup("dsr6opt");
+    let chains: [&[u8]; 3] = [
+        &[IPPROTO_HOPOPTS],
+        &[IPPROTO_DSTOPTS],
+        &[IPPROTO_HOPOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS],
+    ];
+    for chain in chains {
+        let input = packet::tcp6_frame_with_ext(client6(), vip6(), 40000, VIP_PORT, chain);
+        let output =
+            packet::dsr_output(&input, backend_mac(expected_backend(&flow6(40000), &TABLE)));
+        dp.run_case(&Case::new(
+            format!("IPv6 SYN behind {chain:?}"),
+            input,
+            XDP_TX,
+            output,
+            NEW_FLOW_TX,
+        ));
+    }
+    let four = [
+        IPPROTO_HOPOPTS,
+        IPPROTO_DSTOPTS,
+        IPPROTO_DSTOPTS,
+        IPPROTO_DSTOPTS,
+    ];
+    dp.run_case(&Case::unchanged(
+        "IPv6 SYN behind four options headers",
+        packet::tcp6_frame_with_ext(client6(), vip6(), 40000, VIP_PORT, &four),
+        XDP_PASS,
+        &[Stat::Rx, Stat::Pass, Stat::Ipv6ExtHeader],
+    ));
 }
 
 #[test]
@@ -344,8 +382,20 @@ fn edge_cases_have_defined_verdicts_and_counters() {
             &[Stat::Rx, Stat::Pass, Stat::Vlan],
         ),
         Case::unchanged(
-            "IPv6 hop-by-hop header to a VIP",
-            packet::tcp6_frame_with_hbh(client6(), vip6(), 40000, VIP_PORT),
+            "IPv6 routing header to a VIP",
+            packet::tcp6_frame_with_ext(client6(), vip6(), 40000, VIP_PORT, &[IPPROTO_ROUTING]),
+            XDP_PASS,
+            &[Stat::Rx, Stat::Pass, Stat::Ipv6ExtHeader],
+        ),
+        Case::unchanged(
+            "IPv6 fragment header behind hop-by-hop options to a VIP",
+            packet::tcp6_frame_with_ext(
+                client6(),
+                vip6(),
+                40000,
+                VIP_PORT,
+                &[IPPROTO_HOPOPTS, IPPROTO_FRAGMENT],
+            ),
             XDP_PASS,
             &[Stat::Rx, Stat::Pass, Stat::Ipv6ExtHeader],
         ),

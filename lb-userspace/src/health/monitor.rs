@@ -412,7 +412,15 @@ mod tests {
             checked(vip, "127.0.0.", n, check)
         };
         // 40 backends whose probes all hang until their 400 ms timeout, every 500 ms...
-        let slow = service("10.0.0.1", 40, &["/bin/sleep", "5"], 500, 400);
+        // (A shell running sleep, not sleep itself: exec.rs tests count this process's
+        // `sleep` children.)
+        let slow = service(
+            "10.0.0.1",
+            40,
+            &["/bin/sh", "-c", "sleep 5; true"],
+            500,
+            400,
+        );
         // ...and 3 quick ones probed every 200 ms, with a budget of 16 for both.
         let quick = service("10.0.0.2", 3, &["/bin/true"], 200, 150);
         let quick_key = vip_key(&quick);
