@@ -45,6 +45,20 @@ fn answered(lab: &Lab, vip: SocketAddr) -> bool {
         .is_ok_and(|who| who.starts_with("be"))
 }
 
+/// Creates the egress again and waits until the service answers through it; returns
+/// the status then, which must say the data plane is in sync.
+fn replug_and_serve(lab: &mut Lab, peer_pins: &PinDir, vip: SocketAddr) -> serde_json::Value {
+    plug_egress(lab, peer_pins);
+    assert!(
+        wait_until(Duration::from_secs(10), || answered(lab, vip)),
+        "the service stayed blackholed after its egress interface came back: {}",
+        lab.view("status")
+    );
+    let status = lab.view("status");
+    assert_eq!(status["dataplane"]["in_sync"], true, "{status}");
+    status
+}
+
 #[test]
 fn a_recreated_egress_interface_serves_again_and_status_says_when_it_is_missing() {
     let mut lab = Lab::new("conv");
@@ -65,14 +79,7 @@ fn a_recreated_egress_interface_serves_again_and_status_says_when_it_is_missing(
     // Gone and back: forwarding resumes by itself.
     lab.lb.ip(&["link", "del", EGRESS]);
     assert!(!answered(&lab, vip), "answered without an egress interface");
-    plug_egress(&mut lab, &peer_pins[1]);
-    assert!(
-        wait_until(Duration::from_secs(10), || answered(&lab, vip)),
-        "the service stayed blackholed after its egress interface came back: {}",
-        lab.view("status")
-    );
-    let status = lab.view("status");
-    assert_eq!(status["dataplane"]["in_sync"], true, "{status}");
+    replug_and_serve(&mut lab, &peer_pins[1], vip);
 
     // While it is gone, the status says so.
     lab.lb.ip(&["link", "del", EGRESS]);
@@ -84,14 +91,7 @@ fn a_recreated_egress_interface_serves_again_and_status_says_when_it_is_missing(
         lab.view("status")
     );
     assert_eq!(lab.view("status")["dataplane"]["in_sync"], false);
-    plug_egress(&mut lab, &peer_pins[2]);
-    assert!(
-        wait_until(Duration::from_secs(10), || answered(&lab, vip)),
-        "no answer after the second re-creation: {}",
-        lab.view("status")
-    );
-    let status = lab.view("status");
-    assert_eq!(status["dataplane"]["in_sync"], true, "{status}");
+    let status = replug_and_serve(&mut lab, &peer_pins[2], vip);
     assert_eq!(
         status["dataplane"]["missing_egress"],
         serde_json::json!([]),

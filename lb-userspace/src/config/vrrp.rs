@@ -290,6 +290,14 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
+    /// What [`validate`] says of `s` alone, as text.
+    fn problems(s: VrrpSpec) -> Vec<String> {
+        validate(&[s], &[])
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     #[test]
     fn defaults_and_problems() {
         let s = spec(r#"{"name":"VI_1","interface":"lo","vrid":51,"addresses":["10.0.0.100"]}"#);
@@ -304,10 +312,7 @@ mod tests {
                 "advert_int_ms":1500,"addresses":["fd00::1"],
                 "track_services":[{"service":"10.0.0.1:80/tcp","weight":10}]}"#,
         );
-        let got: Vec<String> = validate(&[s], &[])
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let got = problems(s);
         assert_eq!(
             got,
             [
@@ -324,10 +329,7 @@ mod tests {
             r#"{"name":"VI_1","interface":"lo","vrid":51,"addresses":["10.0.0.100"],
                 "garp":{"refresh_s":86401}}"#,
         );
-        let got: Vec<String> = validate(&[s], &[])
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let got = problems(s);
         assert_eq!(
             got,
             ["vrrp[0].garp.refresh_s: 86401 s: at most 86400 (0 = off)"]
@@ -346,10 +348,7 @@ mod tests {
             r#"{"name":"VI_6","interface":"lo","vrid":51,"addresses":["fd00::100"],
                 "unicast_peers":["fe80::2","fd00::3","10.0.0.3"]}"#,
         );
-        let got: Vec<String> = validate(&[s], &[])
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let got = problems(s);
         assert_eq!(
             got,
             [
