@@ -130,9 +130,42 @@ pub struct Backend {
     /// [`AF_INET`] or [`AF_INET6`]; 0 marks an unused slot.
     pub family: u8,
     pub _pad: u8,
-    /// Next-hop MAC towards the backend (configured by the control plane).
+    /// Next-hop MAC towards the backend (configured, or learned by the control plane
+    /// from the kernel's neighbour table).
     pub mac: [u8; 6],
 }
+
+impl Backend {
+    /// Offset of the 8-byte word `family, _pad, mac`: the program reads it with one
+    /// load and the control plane replaces it with one atomic store (through an mmap of
+    /// the array), so a next-hop MAC that changes under traffic is never read torn.
+    pub const HOP_WORD_OFFSET: usize = 16;
+
+    /// The word at [`Backend::HOP_WORD_OFFSET`], as it lies in memory.
+    #[inline(always)]
+    pub const fn hop_word(&self) -> u64 {
+        let m = self.mac;
+        u64::from_ne_bytes([self.family, self._pad, m[0], m[1], m[2], m[3], m[4], m[5]])
+    }
+
+    /// `family, _pad, mac` from the word [`Backend::hop_word`] wrote.
+    #[inline(always)]
+    pub const fn with_hop_word(addr: [u32; 4], word: u64) -> Backend {
+        let b = word.to_ne_bytes();
+        Backend {
+            addr,
+            family: b[0],
+            _pad: b[1],
+            mac: [b[2], b[3], b[4], b[5], b[6], b[7]],
+        }
+    }
+}
+
+const _: () = {
+    assert!(core::mem::offset_of!(Backend, family) == Backend::HOP_WORD_OFFSET);
+    assert!(core::mem::offset_of!(Backend, mac) == Backend::HOP_WORD_OFFSET + 2);
+    assert!(size_of::<Backend>() == Backend::HOP_WORD_OFFSET + 8);
+};
 
 /// Key of the connection table `XLB_CONNS`: the client's 5-tuple towards a VIP.
 #[repr(C)]

@@ -194,6 +194,14 @@ fn maglev(flow: &FlowKey, svc: &Service) -> Option<u32> {
 
 #[inline(always)]
 fn live_backend(id: u32) -> Option<Backend> {
-    let b = XLB_BACKENDS.get(id)?;
-    (b.family != 0).then_some(*b)
+    let b: *const Backend = XLB_BACKENDS.get_ptr(id)?;
+    // Family and next-hop MAC in one 8-byte load: the control plane replaces that word
+    // with one atomic store when a learned MAC changes (map values are 8-byte aligned).
+    // SAFETY: `b` points into the map value, which is at least 24 bytes long.
+    let word = unsafe {
+        core::ptr::read_volatile(b.cast::<u8>().add(Backend::HOP_WORD_OFFSET).cast::<u64>())
+    };
+    // SAFETY: as above.
+    let backend = Backend::with_hop_word(unsafe { (*b).addr }, word);
+    (backend.family != 0).then_some(backend)
 }

@@ -38,8 +38,11 @@ pub static XLB_SVC_SLOTS: Array<
     { BPF_F_MMAPABLE as usize },
 > = Array::new();
 
+/// Mmapable so userspace replaces a backend's family+MAC word with one atomic store
+/// (see [`Backend::HOP_WORD_OFFSET`]).
 #[btf_map]
-pub static XLB_BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
+pub static XLB_BACKENDS: Array<Backend, { MAX_BACKENDS as usize }, { BPF_F_MMAPABLE as usize }> =
+    Array::new();
 
 /// Template inner map: slot 0 = M, slots 1..=M = backend ids (see lb_common). Its flags
 /// are the ones every installed table must carry (mmapable: userspace fills it by copy).

@@ -7,7 +7,8 @@
 //!    ([`dataplane::aya`]) and in-memory ([`dataplane::memory`]) implementations.
 //! 2. [`config`]: the configuration as plain data, and its whole validation.
 //! 3. [`balancer`]: service set → data plane (stable ids, apply ordering, Maglev);
-//!    beside it [`health`] (checks, rise/fall, drain/reset) and [`vrrp`] (protocol,
+//!    beside it [`health`] (checks, rise/fall, drain/reset), [`nexthop`] (backend MACs
+//!    learned from the kernel's route and neighbour tables) and [`vrrp`] (protocol,
 //!    election, VIPs).
 //! 4. [`supervisor`]: config + health + VRRP standby → what the balancer serves;
 //!    beside it [`import`] (keepalived.conf → config).
@@ -19,6 +20,7 @@ pub mod dataplane;
 pub mod edges;
 pub mod health;
 pub mod import;
+pub mod nexthop;
 pub mod supervisor;
 pub mod vrrp;
 

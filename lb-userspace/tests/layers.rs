@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 1),
     ("balancer", 2),
     ("health", 2),
+    ("nexthop", 2),
     ("vrrp", 2),
     ("supervisor", 3),
     ("import", 3),

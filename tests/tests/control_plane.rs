@@ -133,7 +133,7 @@ fn no_packet_sees_a_half_applied_set() {
             let specs = random_set(&mut r);
             let macs = |set: &[ServiceSpec]| -> std::collections::HashSet<[u8; 6]> {
                 set.iter()
-                    .flat_map(|s| s.backends.iter().map(|b| b.mac.0))
+                    .flat_map(|s| s.backends.iter().map(|b| b.mac.unwrap_or_default().0))
                     .collect()
             };
             let staying = macs(&specs);

@@ -168,9 +168,15 @@ impl Balancer {
         specs: &[ServiceSpec],
     ) -> Result<ApplyReport, ApplyError> {
         let mut report = ApplyReport::default();
+        // A backend without a MAC here has none learned yet: it takes no new flows (the
+        // supervisor drains it) and its record says zero until it has one.
         let wanted: BTreeMap<IpAddr, MacAddr> = specs
             .iter()
-            .flat_map(|s| s.backends.iter().map(|b| (b.address, b.mac)))
+            .flat_map(|s| {
+                s.backends
+                    .iter()
+                    .map(|b| (b.address, b.mac.unwrap_or_default()))
+            })
             .collect();
         let keep: HashSet<VipKey> = specs.iter().map(vip_key).collect();
 

@@ -185,8 +185,10 @@ fn default_table_size() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
     pub address: IpAddr,
-    /// Next-hop MAC towards the backend (configured; see docs/maps.md).
-    pub mac: MacAddr,
+    /// Next-hop MAC towards the backend, as an override: without it the MAC is learned
+    /// from the kernel's route and neighbour tables (docs/next-hops.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
     /// Relative share of new flows; 0 = drained (keeps established flows only).
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -200,11 +202,19 @@ pub struct BackendSpec {
 }
 
 impl BackendSpec {
-    /// An enabled backend with no check of its own.
+    /// An enabled backend with no check of its own and a configured MAC.
     pub fn new(address: IpAddr, mac: MacAddr, weight: u32) -> BackendSpec {
         BackendSpec {
+            mac: Some(mac),
+            ..BackendSpec::learned(address, weight)
+        }
+    }
+
+    /// An enabled backend with no check of its own, its MAC learned from the kernel.
+    pub fn learned(address: IpAddr, weight: u32) -> BackendSpec {
+        BackendSpec {
             address,
-            mac,
+            mac: None,
             weight,
             disabled: false,
             check: None,
@@ -216,8 +226,8 @@ fn default_weight() -> u32 {
     1
 }
 
-/// A MAC address written `aa:bb:cc:dd:ee:ff`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A MAC address written `aa:bb:cc:dd:ee:ff` (the default, all zero, is "none yet").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MacAddr(pub [u8; 6]);
 
 impl fmt::Display for MacAddr {

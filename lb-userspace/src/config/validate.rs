@@ -154,11 +154,8 @@ pub fn services(specs: &[ServiceSpec], encap: &EncapSources) -> Result<(), Vec<I
                     "a sorry server has no check and cannot be disabled".into(),
                 );
             }
-            if !is_unicast_mac(sorry.mac) {
-                bad(
-                    format!("{fp}.mac"),
-                    format!("{} is not a unicast MAC", sorry.mac),
-                );
+            if let Some(mac) = sorry.mac.filter(|m| !is_unicast_mac(*m)) {
+                bad(format!("{fp}.mac"), format!("{mac} is not a unicast MAC"));
             }
             addresses.insert(sorry.address);
         }
@@ -197,11 +194,8 @@ pub fn services(specs: &[ServiceSpec], encap: &EncapSources) -> Result<(), Vec<I
                     bad(format!("{bp}.check.source"), reason);
                 }
             }
-            if !is_unicast_mac(b.mac) {
-                bad(
-                    format!("{bp}.mac"),
-                    format!("{} is not a unicast MAC", b.mac),
-                );
+            if let Some(mac) = b.mac.filter(|m| !is_unicast_mac(*m)) {
+                bad(format!("{bp}.mac"), format!("{mac} is not a unicast MAC"));
             }
             addresses.insert(b.address);
         }
@@ -389,7 +383,7 @@ mod tests {
             &[("10.0.1.1", 70_000), ("fd00::1", 1), ("10.0.1.1", 1)],
         );
         bad.table_size = 8;
-        bad.backends[0].mac = MacAddr([1, 0, 0, 0, 0, 1]);
+        bad.backends[0].mac = Some(MacAddr([1, 0, 0, 0, 0, 1]));
         let mut dup = spec("10.0.0.100", Some(0), &[("10.0.1.3", 1)]);
         dup.mode = Mode::Ipip;
         let got = paths(&[bad, dup]);
@@ -427,7 +421,7 @@ mod tests {
             "backends":[{"address":"10.0.1.1","mac":"02:00:00:00:00:01","weight":2}]}"#;
         let s: ServiceSpec = serde_json::from_str(json).unwrap();
         assert_eq!(s.table_size, DEFAULT_TABLE_SIZE);
-        assert_eq!(s.backends[0].mac, MacAddr([2, 0, 0, 0, 0, 1]));
+        assert_eq!(s.backends[0].mac, Some(MacAddr([2, 0, 0, 0, 0, 1])));
         let err =
             serde_json::from_str::<ServiceSpec>(&json.replace("\"mode\"", "\"mdoe\"")).unwrap_err();
         assert!(err.to_string().contains("mdoe"), "{err}");

@@ -83,8 +83,8 @@ pub enum Command {
     /// `FILE:LINE: KEYWORD: reason`. See docs/keepalived-import.md.
     ImportKeepalived {
         file: PathBuf,
-        /// Next-hop MAC of a real or sorry server, `IP=MAC` (repeat); without one the
-        /// placeholder 02:00:00:00:00:00 is written and reported.
+        /// Next-hop MAC of a real or sorry server, `IP=MAC` (repeat), as an override;
+        /// without one xlb learns it from the kernel's neighbour table.
         #[arg(long = "mac", value_name = "IP=MAC")]
         macs: Vec<String>,
         /// The balancer's own address, outer source for TUN services (one per family).

@@ -6,7 +6,7 @@
 //! daemon only has to apply what [`HealthBook::effective`] returns.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     time::{Instant, SystemTime},
 };
@@ -78,6 +78,9 @@ fn thresholds(check: &CheckSpec) -> Thresholds {
 pub struct HealthBook {
     entries: HashMap<Target, BackendHealth>,
     started: Option<Instant>,
+    /// Backends that cannot be reached whatever their health (their next hop is not
+    /// resolved), set by the supervisor: out of service as a failed backend is.
+    unreachable: HashSet<Target>,
 }
 
 impl HealthBook {
@@ -182,6 +185,17 @@ impl HealthBook {
             .is_some_and(|e| e.health() == Health::Down)
     }
 
+    /// Down, or unreachable ([`HealthBook::set_unreachable`]).
+    fn is_out(&self, target: &Target) -> bool {
+        self.unreachable.contains(target) || self.is_down(target)
+    }
+
+    /// Which backends cannot be reached now (their next hop is unresolved); returns
+    /// whether that changed.
+    pub fn set_unreachable(&mut self, unreachable: HashSet<Target>) -> bool {
+        std::mem::replace(&mut self.unreachable, unreachable) != self.unreachable
+    }
+
     /// The service set to serve: each service with its failed and disabled backends
     /// drained (weight 0) or removed per its `on_failure`, and its sorry server added
     /// when no backend is left to take new flows.
@@ -192,7 +206,7 @@ impl HealthBook {
     fn effective_one(&self, svc: &ServiceSpec) -> ServiceSpec {
         let key = vip_key(svc);
         let mut out = svc.clone();
-        let out_of_service = |b: &BackendSpec| b.disabled || self.is_down(&(key, b.address));
+        let out_of_service = |b: &BackendSpec| b.disabled || self.is_out(&(key, b.address));
         match svc.on_failure {
             OnFailure::Drain => {
                 for b in out.backends.iter_mut().filter(|b| out_of_service(b)) {
@@ -214,13 +228,13 @@ impl HealthBook {
         out
     }
 
-    /// Whether any backend of the configured `svc` takes new flows: weighted, enabled
-    /// and not Down.
+    /// Whether any backend of the configured `svc` takes new flows: weighted, enabled,
+    /// not Down and reachable.
     pub fn available(&self, svc: &ServiceSpec) -> bool {
         let key = vip_key(svc);
         svc.backends
             .iter()
-            .any(|b| b.weight > 0 && !b.disabled && !self.is_down(&(key, b.address)))
+            .any(|b| b.weight > 0 && !b.disabled && !self.is_out(&(key, b.address)))
     }
 }
 

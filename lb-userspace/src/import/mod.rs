@@ -24,10 +24,6 @@ use anyhow::{bail, Context as _};
 
 use crate::config::{Config, ConfigError, MacAddr, MAX_CONFIG_BYTES};
 
-/// MAC written for an address whose next-hop MAC was not given: locally administered
-/// and unicast, so the config validates, but it reaches no host. Always reported.
-pub const PLACEHOLDER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0]);
-
 /// Something of the source file that was not carried over (or only approximately).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {

@@ -15,7 +15,7 @@
 pub mod convergence;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap, HashSet},
     net::IpAddr,
     path::{Path, PathBuf},
     time::Instant,
@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use self::convergence::{Convergence, SyncStatus};
 use crate::{
     balancer::{ApplyError, ApplyReport, Balancer},
-    config::{service::vip_key, Config, Fallback, OnFailure, ServiceSpec},
+    config::{service::vip_key, Config, Fallback, MacAddr, OnFailure, ServiceSpec},
     dataplane::{addr::describe_vip, DataPlane},
     health::{
         book::{HealthBook, Probe, Saved},
@@ -38,6 +38,7 @@ use crate::{
         state::Transition,
         CheckResult, Health,
     },
+    nexthop::{self, Hop, NextHops},
 };
 
 /// Results queued from checker tasks before they wait for the daemon.
@@ -62,6 +63,8 @@ pub struct Supervisor {
     /// Transitions recorded but not yet served (their apply failed): announced once an
     /// apply goes through, so the log never says "down" while new flows still go there.
     unannounced: Vec<(VipKey, IpAddr, Transition)>,
+    /// Next hops learned from the kernel for backends without a configured MAC.
+    hops: NextHops,
 }
 
 impl Supervisor {
@@ -72,13 +75,17 @@ impl Supervisor {
     /// `state_file`: health saved by a previous daemon is taken over from it (so a
     /// backend that was down stays out instead of flapping in and out again), and the
     /// current health is saved there on every transition.
+    ///
+    /// `hops`: the next hops learned so far (`nexthop::kernel`), so the first apply
+    /// already serves backends without a configured MAC.
     pub fn start(
         balancer: &mut Balancer,
         dp: &mut dyn DataPlane,
         config: Config,
         state_file: Option<PathBuf>,
+        hops: NextHops,
     ) -> Result<(Supervisor, mpsc::Receiver<Probe>)> {
-        Self::open(balancer, dp, config, state_file, true)
+        Self::open(balancer, dp, config, state_file, true, hops)
     }
 
     /// [`Supervisor::start`] without checker tasks: probe results come only from the
@@ -89,7 +96,7 @@ impl Supervisor {
         dp: &mut dyn DataPlane,
         config: Config,
     ) -> Result<(Supervisor, mpsc::Receiver<Probe>)> {
-        Self::open(balancer, dp, config, None, false)
+        Self::open(balancer, dp, config, None, false, NextHops::default())
     }
 
     fn open(
@@ -98,6 +105,7 @@ impl Supervisor {
         config: Config,
         state_file: Option<PathBuf>,
         probing: bool,
+        hops: NextHops,
     ) -> Result<(Supervisor, mpsc::Receiver<Probe>)> {
         let (tx, rx) = mpsc::channel(PROBE_QUEUE);
         let mut book = HealthBook::default();
@@ -124,7 +132,10 @@ impl Supervisor {
             probing,
             sync: Convergence::default(),
             unannounced: Vec::new(),
+            hops,
         };
+        sup.book
+            .set_unreachable(sup.unreachable(&sup.config.services));
         // A daemon that cannot serve its config at start says so and exits.
         let effective = sup.effective();
         apply_config(balancer, dp, &effective)?;
@@ -172,15 +183,102 @@ impl Supervisor {
     /// What the data plane should serve now.
     pub fn effective(&self) -> Config {
         let mut services = self.book.effective(&self.config.services);
-        for s in &mut services {
-            s.standby = self.standby.contains(&s.vip);
-        }
+        self.finish(&mut services);
         Config {
             encap_sources: self.config.encap_sources,
             services,
             hash_seed: self.config.hash_seed.clone(),
             ..Config::default()
         }
+    }
+
+    /// The last steps from the health book's service set to what is served: VRRP
+    /// standby, and the learned MAC of every backend without a configured one.
+    fn finish(&self, services: &mut [ServiceSpec]) {
+        for s in services {
+            s.standby = self.standby.contains(&s.vip);
+            for b in s.backends.iter_mut().filter(|b| b.mac.is_none()) {
+                b.mac = self.hops.mac(b.address).map(MacAddr);
+            }
+        }
+    }
+
+    /// Backends of `services` whose learned next hop keeps them from new flows.
+    fn unreachable(&self, services: &[ServiceSpec]) -> HashSet<(VipKey, IpAddr)> {
+        let mut out = HashSet::new();
+        for s in services {
+            let key = vip_key(s);
+            let sorry = match &s.fallback {
+                Fallback::SorryServer(b) => Some(&**b),
+                _ => None,
+            };
+            for b in s.backends.iter().chain(sorry).filter(|b| b.mac.is_none()) {
+                if nexthop::blocked(s.mode, self.hops.get(b.address)).is_some() {
+                    out.insert((key, b.address));
+                }
+            }
+        }
+        out
+    }
+
+    /// The next hops learned for backends without a configured MAC.
+    pub fn next_hops(&self) -> &NextHops {
+        &self.hops
+    }
+
+    /// Why `backend` of `svc` takes no new flows because of its next hop, if it does not.
+    pub fn next_hop_problem(&self, svc: &ServiceSpec, backend: IpAddr) -> Option<String> {
+        let spec = svc.backends.iter().find(|b| b.address == backend)?;
+        if spec.mac.is_some() {
+            return None;
+        }
+        nexthop::blocked(svc.mode, self.hops.get(backend))
+    }
+
+    /// The addresses whose next hop must be learned (those without a configured MAC).
+    pub fn next_hop_targets(&self) -> BTreeSet<IpAddr> {
+        NextHops::targets(&self.config.services)
+    }
+
+    /// Takes what the kernel now says about some backends' next hops and applies it:
+    /// a new MAC is written into the backend's record (one atomic store, so no packet
+    /// sees half of it), a backend whose next hop became unresolved is drained, one
+    /// whose next hop resolved again takes new flows again. Returns whether a backend's
+    /// availability changed (VRRP tracking may follow).
+    pub fn on_next_hops(
+        &mut self,
+        balancer: &mut Balancer,
+        dp: &mut dyn DataPlane,
+        updates: Vec<(IpAddr, Hop)>,
+    ) -> bool {
+        let mut changed = false;
+        for (addr, hop) in updates {
+            let before = self.hops.get(addr).clone();
+            if !self.hops.update(addr, hop.clone()) {
+                continue;
+            }
+            changed = true;
+            match (&before.mac, &hop.mac) {
+                (_, Ok(mac)) if before.mac.as_ref() != Ok(mac) => tracing::info!(
+                    backend = %addr, mac = %MacAddr(*mac),
+                    via = %hop.route.and_then(|r| r.gateway).map_or("on-link".into(), |g| g.to_string()),
+                    "backend next hop resolved"
+                ),
+                (Ok(_), Err(why)) => {
+                    tracing::warn!(backend = %addr, reason = %why, "backend next hop lost: no new flows until it resolves");
+                }
+                _ => {}
+            }
+        }
+        if !changed {
+            return false;
+        }
+        let unreachable = self.unreachable(&self.config.services);
+        let availability = self.book.set_unreachable(unreachable);
+        if self.apply(balancer, dp).is_err() {
+            tracing::error!("next-hop changes not applied yet; retrying");
+        }
+        availability
     }
 
     /// Records one probe result; on a transition, applies the new effective set, then
@@ -321,10 +419,9 @@ impl Supervisor {
         }
         let mut next = self.book.clone();
         next.sync(&config.services);
+        next.set_unreachable(self.unreachable(&config.services));
         let mut services = next.effective(&config.services);
-        for s in &mut services {
-            s.standby = self.standby.contains(&s.vip);
-        }
+        self.finish(&mut services);
         let effective = Config {
             encap_sources: config.encap_sources,
             services,
@@ -348,6 +445,7 @@ impl Supervisor {
         }
         self.book = next;
         self.config = config;
+        self.hops.retain(&self.next_hop_targets());
         self.note_availability();
         if self.probing {
             self.checkers.update(&self.config.services);

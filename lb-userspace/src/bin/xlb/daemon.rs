@@ -21,6 +21,7 @@ use lb_userspace::{
         notify::{Hook, OrderedHooks, HOOK_TIMEOUT},
         Health,
     },
+    nexthop::{kernel::Resolver, NextHops},
     supervisor::Supervisor,
     vrrp::runtime::Vrrp,
 };
@@ -144,7 +145,17 @@ impl Daemon {
         }
         let state_file =
             (self.program == programs::BALANCER).then(|| control::health_state_path(&self.pin_dir));
-        let (mut sup, mut probes) = Supervisor::start(&mut balancer, dp, config, state_file)?;
+        // Next hops of backends without a configured MAC, learned before the first
+        // apply: a restarted daemon writes the same MACs its predecessor did.
+        let (resolver, first_hops, mut hop_updates) =
+            Resolver::start(NextHops::targets(&config.services))
+                .await
+                .context("opening rtnetlink for next-hop learning")?;
+        let mut hops = NextHops::default();
+        for (addr, hop) in first_hops {
+            hops.update(addr, hop);
+        }
+        let (mut sup, mut probes) = Supervisor::start(&mut balancer, dp, config, state_file, hops)?;
         // Until an instance is master here, its VIPs belong to whichever peer is; an
         // instance that still holds its addresses (its daemon restarted) resumes as
         // master, so its pinned data plane keeps forwarding them without a gap.
@@ -267,6 +278,11 @@ impl Daemon {
                         track(&sup, &vrrp);
                     }
                 }
+                Some(batch) = hop_updates.recv() => {
+                    if sup.on_next_hops(&mut balancer, dp, batch) {
+                        track(&sup, &vrrp);
+                    }
+                }
                 Some(ev) = vrrp_events.recv() => {
                     if let Err(e) = sup.set_standby(&mut balancer, dp, vrrp.standby_addresses()) {
                         tracing::error!("applying a VRRP state change failed: {e:#}");
@@ -291,6 +307,7 @@ impl Daemon {
                 }
                 _ = hup.recv() => {
                     last_reload = Some(self.reload(&mut sup, &mut balancer, dp).err().unwrap_or_else(|| "ok".into()));
+                    resolver.follow(sup.next_hop_targets());
                 }
                 Some((request, reply)) = requests.recv() => {
                     let response = match request {
@@ -328,6 +345,7 @@ impl Daemon {
                         Request::Vrrp => Response::ok(json(&vrrp.status())),
                         Request::Reload => {
                             let r = self.reload(&mut sup, &mut balancer, dp);
+                            resolver.follow(sup.next_hop_targets());
                             last_reload = Some(r.clone().err().unwrap_or_else(|| "ok".into()));
                             match r {
                                 Ok(()) => Response::ok(serde_json::json!("reloaded")),

@@ -373,14 +373,16 @@ pub fn retire_incompatible_pins(pin_dir: &Path) -> Result<Vec<&'static str>, Loa
         remove_pin(&path)?;
         replaced.push(name);
     }
-    // Connection entries name their service by slot generation: entries outliving the
-    // slots they were written against could match a restarted generation count.
+    // Connection entries name their service by slot generation and their backend by
+    // id: entries outliving the slots they were written against could match a
+    // restarted generation count, and an emptied backend array hands their ids to
+    // other backends (the new daemon adopts no ids from it).
     let conns = pin_dir.join(maps::CONNS);
-    if replaced.contains(&maps::SERVICE_SLOTS) && !replaced.contains(&maps::CONNS) && conns.exists()
-    {
+    let referred = replaced.contains(&maps::SERVICE_SLOTS) || replaced.contains(&maps::BACKENDS);
+    if referred && !replaced.contains(&maps::CONNS) && conns.exists() {
         tracing::warn!(
             map = maps::CONNS,
-            "replacing the connection table with the service slots it refers to; {}",
+            "replacing the connection table with the service slots or backends it refers to; {}",
             what_is_lost(maps::CONNS)
         );
         remove_pin(&conns)?;

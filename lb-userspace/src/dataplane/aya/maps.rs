@@ -80,12 +80,39 @@ pub fn set_backend(ebpf: &mut Ebpf, id: u32, backend: &Backend) -> Result<(), Ma
     if id == 0 || id >= MAX_BACKENDS {
         return Err(MapsError::BackendId(id));
     }
-    let mut array: Array<&mut MapData, Backend> = Array::try_from(
-        ebpf.map_mut(maps::BACKENDS)
-            .ok_or(MapsError::Missing(maps::BACKENDS))?,
-    )
-    .map_err(map_err(maps::BACKENDS))?;
-    array.set(id, backend, 0).map_err(map_err(maps::BACKENDS))
+    // Written through a mapping of the array, so the word packets decide by (family
+    // and next-hop MAC, one 8-byte load in the program) changes with one atomic store:
+    // a learned MAC that changes under traffic is never seen half old, half new. The
+    // address is written first while the record is unused, and never changes while it
+    // is live (ids are stable per address).
+    const NAME: &str = maps::BACKENDS;
+    let map = match ebpf.map(NAME).ok_or(MapsError::Missing(NAME))? {
+        aya::maps::Map::Array(data) => data,
+        _ => {
+            return Err(MapsError::Map {
+                name: NAME,
+                source: MapError::InvalidMapType { map_type: 0 },
+            })
+        }
+    };
+    let len = MAX_BACKENDS as usize * size_of::<Backend>();
+    let mut mapped =
+        Mapping::new(map.fd().as_fd(), len).map_err(|source| MapsError::Mmap { len, source })?;
+    let base = id as usize * size_of::<Backend>();
+    let word_index = (base + Backend::HOP_WORD_OFFSET) / size_of::<u64>();
+    let addr_index = base / size_of::<u32>();
+    let hop_word = backend.hop_word();
+    if backend.family != 0 {
+        mapped.words()[addr_index..addr_index + 4].copy_from_slice(&backend.addr);
+    }
+    mapped
+        .u64_at(word_index)
+        .ok_or(MapsError::BackendId(id))?
+        .store(hop_word, Ordering::Release);
+    if backend.family == 0 {
+        mapped.words()[addr_index..addr_index + 4].copy_from_slice(&backend.addr);
+    }
+    Ok(())
 }
 
 /// Marks backend `id` unused: flows pinned to it pick a new backend on their next packet.

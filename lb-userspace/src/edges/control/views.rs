@@ -11,13 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     balancer::Balancer,
-    config::{service::vip_key, Fallback, Mode, OnFailure},
+    config::{service::vip_key, BackendSpec, Fallback, MacAddr, Mode, OnFailure},
     dataplane::{
         addr::{describe_vip, ip_from_words},
         aya::stats,
         BackendStats, DataPlane, ServiceStats,
     },
     health::{CheckResult, Health},
+    nexthop::Route,
     supervisor::{convergence::SyncStatus, Supervisor},
 };
 
@@ -98,6 +99,15 @@ pub struct BackendView {
     pub probes: Option<u64>,
     pub failures: Option<u64>,
     pub transitions: Option<u64>,
+    /// The next-hop MAC frames to it carry (configured, or learned from the kernel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Where that MAC comes from: `configured`, `on-link` or `via GATEWAY` (learned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop: Option<String>,
+    /// Why its next hop keeps it from new flows, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_problem: Option<String>,
     /// Counters of the backend (all services it serves).
     pub packets: u64,
     pub bytes: u64,
@@ -208,6 +218,9 @@ pub fn backends(sup: &Supervisor, balancer: &Balancer, dp: &dyn DataPlane) -> Ve
                 probes: health.map(|h| h.probes),
                 failures: health.map(|h| h.failures),
                 transitions: health.map(|h| h.transitions),
+                mac: mac_of(sup, b),
+                next_hop: Some(next_hop_of(sup, b)),
+                next_hop_problem: sup.next_hop_problem(svc, b.address),
                 packets: c.packets,
                 bytes: c.bytes,
                 new_flows: c.new_flows,
@@ -226,6 +239,9 @@ pub fn backends(sup: &Supervisor, balancer: &Balancer, dp: &dyn DataPlane) -> Ve
                 probes: None,
                 failures: None,
                 transitions: None,
+                mac: mac_of(sup, s),
+                next_hop: Some(next_hop_of(sup, s)),
+                next_hop_problem: None,
                 packets: c.packets,
                 bytes: c.bytes,
                 new_flows: c.new_flows,
@@ -233,6 +249,28 @@ pub fn backends(sup: &Supervisor, balancer: &Balancer, dp: &dyn DataPlane) -> Ve
         }
     }
     out
+}
+
+/// The MAC frames to `b` carry now.
+fn mac_of(sup: &Supervisor, b: &BackendSpec) -> Option<String> {
+    b.mac
+        .map(|m| m.0)
+        .or_else(|| sup.next_hops().mac(b.address))
+        .map(|m| MacAddr(m).to_string())
+}
+
+/// Where `b`'s MAC comes from.
+fn next_hop_of(sup: &Supervisor, b: &BackendSpec) -> String {
+    if b.mac.is_some() {
+        return "configured".into();
+    }
+    match sup.next_hops().get(b.address).route {
+        Some(Route {
+            gateway: Some(gw), ..
+        }) => format!("via {gw}"),
+        Some(_) => "on-link".into(),
+        None => "unknown".into(),
+    }
 }
 
 /// Services and backends from the pins alone (no daemon): counters only.
@@ -272,6 +310,10 @@ fn pinned_backend(b: &BackendStats) -> Option<BackendView> {
         probes: None,
         failures: None,
         transitions: None,
+        // The MAC the data plane holds (the pins know no more than that).
+        mac: Some(MacAddr(b.backend.mac).to_string()),
+        next_hop: None,
+        next_hop_problem: None,
         packets: b.counter.packets,
         bytes: b.counter.bytes,
         new_flows: b.counter.new_flows,
@@ -368,6 +410,7 @@ pub fn backends_table(rows: &[BackendView]) -> String {
                 },
                 opt(b.since_s.map(|s| format!("{s}s"))),
                 opt(b.last_check.clone()),
+                opt(b.next_hop_problem.clone().or_else(|| b.mac.clone())),
                 opt(b.transitions),
                 b.packets.to_string(),
                 b.new_flows.to_string(),
@@ -382,6 +425,7 @@ pub fn backends_table(rows: &[BackendView]) -> String {
             "WEIGHT",
             "SINCE",
             "LAST CHECK",
+            "NEXT HOP",
             "CHANGES",
             "PACKETS",
             "NEW FLOWS",

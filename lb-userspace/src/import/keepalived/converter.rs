@@ -11,7 +11,7 @@ use super::{vrrp, Node};
 use crate::{
     config::{service::vip_key, validate, vrrp as vrrp_spec, Config, MacAddr, Mode, ServiceSpec},
     dataplane::addr::describe_vip,
-    import::{ImportReport, Note, Options, PLACEHOLDER_MAC},
+    import::{ImportReport, Note, Options},
 };
 
 pub(super) struct Converter<'a> {
@@ -19,8 +19,6 @@ pub(super) struct Converter<'a> {
     pub notes: Vec<Note>,
     /// Converted services with the line of their `virtual_server`.
     pub services: Vec<(ServiceSpec, usize)>,
-    /// Addresses whose missing MAC was already reported.
-    mac_noted: HashSet<IpAddr>,
     /// `--mac` addresses that were used.
     macs_used: HashSet<IpAddr>,
     /// The GUE port of the first GUE service and its line.
@@ -34,7 +32,6 @@ impl<'a> Converter<'a> {
             options,
             notes: Vec::new(),
             services: Vec::new(),
-            mac_noted: HashSet::new(),
             macs_used: HashSet::new(),
             gue_port: None,
             vrrp_globals: vrrp::Globals::default(),
@@ -60,23 +57,12 @@ impl Converter<'_> {
         }
     }
 
-    /// The next-hop MAC of `ip`: given with `--mac`, else the placeholder (reported once).
-    pub fn mac(&mut self, ip: IpAddr, line: usize, keyword: &str) -> MacAddr {
-        if let Some(mac) = self.options.macs.get(&ip) {
-            self.macs_used.insert(ip);
-            return *mac;
-        }
-        if self.mac_noted.insert(ip) {
-            self.note(
-                line,
-                keyword,
-                format!(
-                    "MAC of {ip} unknown: placeholder {PLACEHOLDER_MAC} written; set the \
-                     next-hop MAC (or pass --mac {ip}=MAC)"
-                ),
-            );
-        }
-        PLACEHOLDER_MAC
+    /// The next-hop MAC of `ip` given with `--mac`; without one xlb learns it from the
+    /// kernel's neighbour table (nothing to report).
+    pub fn mac(&mut self, ip: IpAddr) -> Option<MacAddr> {
+        let mac = self.options.macs.get(&ip).copied()?;
+        self.macs_used.insert(ip);
+        Some(mac)
     }
 
     /// Drops the converted entries that xlb's validation rejected, each with a note at

@@ -89,9 +89,12 @@ pub(super) fn convert(
     defaults: &Defaults,
 ) -> Option<(BackendSpec, bool)> {
     let ip = address(c, rs, spec)?;
-    let mac = c.mac(ip, rs.line, "real_server");
+    let mac = c.mac(ip);
     let mut b = RealServerBuilder {
-        backend: BackendSpec::new(ip, mac, 1),
+        backend: BackendSpec {
+            mac,
+            ..BackendSpec::learned(ip, 1)
+        },
         defaults: defaults.clone(),
         checkers: Vec::new(),
     };

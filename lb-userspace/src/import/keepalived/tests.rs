@@ -427,7 +427,6 @@ fn keepalived_sample_as_dr() {
         "52:54:00:c8:00:02".parse().unwrap(),
     );
     let (config, notes, report) = run(&text, &options);
-    let placeholder = "02:00:00:00:00:00";
     assert_eq!(
         config,
         json!({
@@ -438,7 +437,7 @@ fn keepalived_sample_as_dr() {
                     "source_affinity": true,
                     "on_failure": "reset",
                     "fallback": {"sorry_server": {
-                        "address": "192.168.200.200", "mac": placeholder, "weight": 1
+                        "address": "192.168.200.200", "weight": 1
                     }},
                     // Different digests: each backend carries its own check.
                     "backends": [
@@ -449,7 +448,7 @@ fn keepalived_sample_as_dr() {
                             "interval_ms": 6000, "timeout_ms": 3000,
                             "rise": 1, "fall": 4, "initial": "up"
                          }},
-                        {"address": "192.168.200.3", "mac": placeholder, "weight": 1,
+                        {"address": "192.168.200.3", "weight": 1,
                          "check": {
                             "type": "http", "path": "/testurl/test.jsp",
                             "digest": "640205b7b0fc66c1ea91c463fac6334c",
@@ -470,7 +469,7 @@ fn keepalived_sample_as_dr() {
                     "on_failure": "reset",
                     "fallback": "drop",
                     "backends": [
-                        {"address": "192.168.200.4", "mac": placeholder, "weight": 1}
+                        {"address": "192.168.200.4", "weight": 1}
                     ]
                 }
             ],
@@ -481,23 +480,17 @@ fn keepalived_sample_as_dr() {
     want.extend(owned(&[
         (33, "lb_algo"),
         (35, "persistence_timeout"),
-        (38, "sorry_server"),
         (47, "url"),
         (53, "delay_before_retry"),
-        (57, "real_server"),
         (66, "delay_before_retry"),
         (73, "lb_algo"),
         (75, "persistence_timeout"),
-        (78, "real_server"),
         (80, "SSL_GET"),
         (87, "delay_before_retry"),
     ]));
     assert_eq!(notes, want);
-    assert_eq!(
-        reason(&report, 38, "sorry_server"),
-        "MAC of 192.168.200.200 unknown: placeholder 02:00:00:00:00:00 written; set the \
-         next-hop MAC (or pass --mac 192.168.200.200=MAC)"
-    );
+    // No MAC is invented: xlb learns it from the kernel's neighbour table.
+    assert!(report.notes.iter().all(|n| !n.reason.contains("MAC")));
     assert!(reason(&report, 33, "lb_algo").starts_with("rr replaced by weighted Maglev"));
     assert!(
         reason(&report, 80, "SSL_GET")
@@ -515,7 +508,6 @@ fn dr_with_tcp_and_http_checks() {
         "52:54:00:00:00:11".parse().unwrap(),
     );
     let (config, notes, report) = run(DR_TCP, &options);
-    let placeholder = "02:00:00:00:00:00";
     assert_eq!(
         config,
         json!({
@@ -531,8 +523,8 @@ fn dr_with_tcp_and_http_checks() {
                     "fallback": "drop",
                     "backends": [
                         {"address": "192.0.2.11", "mac": "52:54:00:00:00:11", "weight": 3},
-                        {"address": "192.0.2.12", "mac": placeholder, "weight": 1},
-                        {"address": "192.0.2.13", "mac": placeholder, "weight": 0}
+                        {"address": "192.0.2.12", "weight": 1},
+                        {"address": "192.0.2.13", "weight": 0}
                     ]
                 },
                 {
@@ -541,10 +533,10 @@ fn dr_with_tcp_and_http_checks() {
                     "on_failure": "reset",
                     "fallback": "drop",
                     "backends": [
-                        {"address": "192.0.2.21", "mac": placeholder, "weight": 1,
+                        {"address": "192.0.2.21", "weight": 1,
                          "check": {"type": "tcp", "interval_ms": 5000, "timeout_ms": 5000,
                                    "rise": 1, "fall": 2, "initial": "up"}},
-                        {"address": "192.0.2.22", "mac": placeholder, "weight": 65535}
+                        {"address": "192.0.2.22", "weight": 65535}
                     ]
                 },
                 {
@@ -559,7 +551,7 @@ fn dr_with_tcp_and_http_checks() {
                     "on_failure": "reset",
                     "fallback": "drop",
                     "backends": [
-                        {"address": "2001:db8::11", "mac": placeholder, "weight": 1}
+                        {"address": "2001:db8::11", "weight": 1}
                     ]
                 }
             ]
@@ -573,27 +565,17 @@ fn dr_with_tcp_and_http_checks() {
             (12, "quorum"),
             (18, "notify_down"),
             (23, "delay_before_retry"),
-            (26, "real_server"),
             (33, "delay_before_retry"),
             (36, "real_server"),
-            (36, "real_server"),
             (43, "delay_before_retry"),
-            (54, "real_server"),
             (55, "TCP_CHECK"),
-            (60, "real_server"),
             (61, "weight"),
             (70, "persistence_timeout"),
-            (72, "real_server"),
             (83, "real_server"),
         ])
     );
     assert_eq!(reason(&report, 18, "notify_down"), NOTIFY_REASON);
-    assert!(report.notes[7]
-        .reason
-        .starts_with("port 8080 not carried over: DSR"));
-    assert!(report.notes[8]
-        .reason
-        .starts_with("MAC of 192.0.2.13 unknown"));
+    assert!(reason(&report, 36, "real_server").starts_with("port 8080 not carried over: DSR"));
     assert_eq!(
         reason(&report, 55, "TCP_CHECK"),
         "timeout 10000 ms is longer than the interval (delay_loop) 5000 ms: xlb needs \
@@ -609,7 +591,6 @@ fn dr_with_tcp_and_http_checks() {
 fn tun_with_misc_and_ping_checks() {
     let options = Options::from_args(&[], &["192.0.2.1".parse().unwrap()]).unwrap();
     let (config, notes, _) = run(TUN_MISC, &options);
-    let placeholder = "02:00:00:00:00:00";
     assert_eq!(
         config,
         json!({
@@ -620,7 +601,7 @@ fn tun_with_misc_and_ping_checks() {
                     "on_failure": "reset",
                     "fallback": "drop",
                     "backends": [
-                        {"address": "10.20.0.5", "mac": placeholder, "weight": 2,
+                        {"address": "10.20.0.5", "weight": 2,
                          "check": {
                             "type": "exec",
                             "command": ["/usr/local/bin/check_smtp", "--host", "10.20.0.5",
@@ -628,7 +609,7 @@ fn tun_with_misc_and_ping_checks() {
                             "interval_ms": 15000, "timeout_ms": 5000,
                             "rise": 1, "fall": 1, "initial": "up"
                          }},
-                        {"address": "10.20.0.6", "mac": placeholder, "weight": 2,
+                        {"address": "10.20.0.6", "weight": 2,
                          "check": {
                             "type": "icmp", "interval_ms": 15000, "timeout_ms": 5000,
                             "rise": 1, "fall": 2, "initial": "up"
@@ -640,7 +621,7 @@ fn tun_with_misc_and_ping_checks() {
                     "on_failure": "drain",
                     "fallback": "drop",
                     "backends": [
-                        {"address": "10.20.0.7", "mac": placeholder, "weight": 1}
+                        {"address": "10.20.0.7", "weight": 1}
                     ]
                 }
             ]
@@ -652,12 +633,9 @@ fn tun_with_misc_and_ping_checks() {
             (1, "global_defs"),
             (2, "router_id"),
             (7, "lvs_sched"),
-            (11, "real_server"),
             (16, "misc_dynamic"),
-            (19, "real_server"),
             (21, "notify_up"),
             (22, "notify_down"),
-            (35, "real_server"),
             (41, "lvs_method"),
         ])
     );
@@ -760,18 +738,13 @@ real_server 10.0.0.5 443 {
     assert_eq!(
         keywords,
         [
-            (4, "real_server"),
             (7, "user"),
             (8, "connect_timeout"),
-            (11, "real_server"),
             (12, "MISC_CHECK"),
             (13, "misc_path"),
-            (16, "real_server"),
             (18, "connect_port"),
-            (23, "real_server"),
             (24, "SSL_GET"),
             (24, "SSL_GET"),
-            (32, "real_server"),
             (33, "HTTP_GET"),
             (35, "digest"),
         ]
@@ -791,7 +764,6 @@ real_server 10.0.0.5 443 {
 #[test]
 fn comments_quoting_and_odd_whitespace() {
     let (config, notes, report) = run(QUIRKS, &Options::default());
-    let placeholder = "02:00:00:00:00:00";
     assert_eq!(
         config,
         json!({
@@ -802,8 +774,8 @@ fn comments_quoting_and_odd_whitespace() {
                     "on_failure": "reset",
                     "fallback": "drop",
                     "backends": [
-                        {"address": "192.0.2.50", "mac": placeholder, "weight": 5},
-                        {"address": "192.0.2.51", "mac": placeholder, "weight": 5,
+                        {"address": "192.0.2.50", "weight": 5},
+                        {"address": "192.0.2.51", "weight": 5,
                          "check": {"type": "http", "path": "/status!ok",
                                    "interval_ms": 500, "timeout_ms": 200,
                                    "rise": 1, "fall": 2, "initial": "up"}}
@@ -821,8 +793,6 @@ fn comments_quoting_and_odd_whitespace() {
             (5, "203.0.113.21"),
             (7, "virtual_server"),
             (10, "virtual_server"),
-            (18, "real_server"),
-            (19, "real_server"),
             (20, "weight"),
             (21, "path"),
             (24, "real_server"),

@@ -392,8 +392,11 @@ fn sorry_server(c: &mut Converter<'_>, n: &Node, spec: &mut ServiceSpec) {
             c.note(n.line, k, port_reason(p, spec.port));
         }
     }
-    let mac = c.mac(ip, n.line, k);
-    spec.fallback = Fallback::SorryServer(Box::new(BackendSpec::new(ip, mac, 1)));
+    let mac = c.mac(ip);
+    spec.fallback = Fallback::SorryServer(Box::new(BackendSpec {
+        mac,
+        ..BackendSpec::learned(ip, 1)
+    }));
 }
 
 /// `TUN` arguments (keepalived ≥ 2.2): `[type ipip|gue port N|gre]`.
