@@ -484,6 +484,7 @@ pub fn apply_config(
     dp: &mut dyn DataPlane,
     config: &Config,
 ) -> Result<ApplyReport, ApplyError> {
+    balancer.set_toobig_rate(dp, config.icmp_toobig_per_sec.unwrap_or(0))?;
     balancer.set_hash_seed(dp, config.hash_seed())?;
     let report = balancer.apply_with_encap(dp, config.encap_sources, &config.services)?;
     if report != ApplyReport::default() {
