@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_common::{
     service::{AF_INET, AF_INET6},
-    wire::{IPPROTO_TCP, XDP_DROP, XDP_TX},
+    wire::{IPPROTO_TCP, XDP_DROP, XDP_REDIRECT, XDP_TX},
     Backend, Config, ForwardMode, Service, Stat, VipKey,
 };
 use lb_userspace::dataplane::aya::maps;
@@ -348,4 +348,54 @@ fn pin_to_one_cpu() {
             0
         );
     }
+}
+
+/// Two-arm: the limit is the tx-port slot's interface (here MTU 1400), not the
+/// receiving one (1500); the answer still goes back out of the receiving interface.
+#[test]
+fn a_two_arm_service_is_limited_by_its_egress_interface() {
+    let (mut dp, ns, va) = setup("pmtud-2arm", ForwardMode::Ipip, 0);
+    ns.ip(&["link", "add", "ea", "type", "veth", "peer", "name", "eb"]);
+    ns.ip(&["link", "set", "dev", "ea", "mtu", "1400"]);
+    let (egress, mac) = (ns.ifindex("ea"), ns.mac("ea"));
+    let ebpf = dp.dp.ebpf_mut();
+    // The devmap resolves the ifindex in the namespace of the thread that sets it.
+    ns.run(|| maps::set_tx_port(ebpf, 1, egress, mac)).unwrap();
+    let key = VipKey {
+        addr: be4(VIP4),
+        port_be: VIP_PORT.to_be(),
+        proto: IPPROTO_TCP,
+        family: AF_INET,
+    };
+    let svc = Service {
+        id: 1,
+        mode: ForwardMode::Ipip as u8,
+        tx_port: 1,
+        ..Default::default()
+    };
+    maps::set_service(dp.dp.ebpf_mut(), &key, &svc).unwrap();
+    let fits = tcp4_of(1380, 40000);
+    let mut out = packet::ipip4_output(&fits, backend_mac(1), ENCAP4, Ipv4Addr::new(10, 0, 1, 1));
+    out[6..12].copy_from_slice(&mac);
+    let big = tcp4_of(1381, 40001);
+    let answer = frag_needed(&big, 1380);
+    let redirected = [Stat::Rx, Stat::Redirect, Stat::ConnMiss];
+    ns.run(|| {
+        dp.check_on(
+            va,
+            "1380 bytes: wrapped, redirected",
+            &fits,
+            XDP_REDIRECT,
+            &out,
+            &redirected,
+        );
+        dp.check_on(
+            va,
+            "1381 bytes: answered on ingress",
+            &big,
+            XDP_TX,
+            &answer,
+            TOO_BIG4,
+        );
+    });
 }

@@ -179,6 +179,7 @@ impl Supervisor {
             encap_sources: self.config.encap_sources,
             services,
             hash_seed: self.config.hash_seed.clone(),
+            icmp_toobig_per_sec: self.config.icmp_toobig_per_sec,
             ..Config::default()
         }
     }
@@ -329,6 +330,7 @@ impl Supervisor {
             encap_sources: config.encap_sources,
             services,
             hash_seed: config.hash_seed.clone(),
+            icmp_toobig_per_sec: config.icmp_toobig_per_sec,
             ..Config::default()
         };
         if let Err(e) = apply_config(balancer, dp, &effective) {
