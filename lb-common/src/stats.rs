@@ -69,9 +69,10 @@ stats! {
     ConnHit = 15, "conn_hit";
     /// Connection-table miss: backend chosen by Maglev (a new flow).
     ConnMiss = 16, "conn_miss";
-    /// Drop reason: the encapsulated frame would exceed the egress MTU, and the packet is
-    /// too short to quote in an ICMP answer (only with an egress MTU under
-    /// `toobig::QUOTE` plus the overhead); otherwise see `icmp_toobig_sent_v4`/`_v6`,
+    /// Drop reason: the encapsulated frame would exceed the egress MTU and may not be
+    /// answered: it is itself an ICMP too-big for a VIP flow (no ICMP errors about ICMP
+    /// errors), or too short to quote (only with an egress MTU under the quote size
+    /// plus the overhead); otherwise see `icmp_toobig_sent_v4`/`_v6`,
     /// `icmp_toobig_rate_limited` and `too_big_no_df` (docs/mtu.md).
     EncapTooBig = 17, "encap_too_big";
     /// Drop reason: the service needs an encapsulation source address that is not set,

@@ -399,3 +399,39 @@ fn a_two_arm_service_is_limited_by_its_egress_interface() {
         );
     });
 }
+
+/// A too-big ICMP about a VIP flow (forwarded to the flow's backend when it fits) that
+/// does not fit once wrapped is dropped, never answered: no ICMP error about an ICMP
+/// error (RFC 1122 §3.2.2).
+#[test]
+fn an_icmp_error_too_big_to_wrap_is_dropped_not_answered() {
+    let (mut dp, ns, va) = setup("pmtud-icmp", ForwardMode::Ipip, 0);
+    // A router's frag-needed about the VIP's reply to the client, padded to 1500 bytes.
+    let quoted_l4 = packet::tcp4(VIP4, CLIENT4, VIP_PORT, 40000, packet::Flags::ACK);
+    let quoted = packet::ipv4(VIP4, CLIENT4, IpNextHeaderProtocols::Tcp, &quoted_l4);
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x00];
+    icmp.extend_from_slice(&quoted);
+    icmp.resize(1500 - 20, 0);
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c);
+    let router = Ipv4Addr::new(10, 0, 0, 254);
+    let l3 = packet::ipv4(router, VIP4, IpNextHeaderProtocols::Icmp, &icmp);
+    let frame = packet::ethernet(CLIENT_MAC, LB_MAC, EtherTypes::Ipv4, &l3);
+    let counted = [
+        Stat::Rx,
+        Stat::Drop,
+        Stat::IcmpTooBig,
+        Stat::ConnMiss,
+        Stat::EncapTooBig,
+    ];
+    ns.run(|| {
+        dp.check_on(
+            va,
+            "1500-byte frag-needed",
+            &frame,
+            XDP_DROP,
+            &frame,
+            &counted,
+        );
+    });
+}
