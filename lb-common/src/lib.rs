@@ -89,9 +89,6 @@ pub mod limits {
     pub const VIP_FILTER_SLOTS: u32 = 1 << 16;
     /// Connection-table entries (shared LRU).
     pub const MAX_CONNS: u32 = 262_144;
-    /// Largest frame an encapsulating service sends (a 1500-byte MTU plus Ethernet):
-    /// bigger ones are dropped and counted rather than sent to be dropped by the NIC.
-    pub const MAX_ENCAP_FRAME: usize = 1514;
     /// `XLB_VRRP_ROUTERS` entries (virtual routers plus one marker per interface) and
     /// `XLB_VRRP_SEEN` entries.
     pub const MAX_VRRP_ROUTERS: u32 = 256;

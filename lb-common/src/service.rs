@@ -294,7 +294,16 @@ pub struct Config {
     /// Maglev tables with the same seed. 0 = the built-in constants (xlb before the
     /// seed existed). The same on every balancer of a group, so they place flows alike.
     pub hash_seed: u32,
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" answers each CPU may send
+    /// per second (docs/mtu.md); 0 = [`DEFAULT_TOOBIG_PER_SEC`], so a config written
+    /// before the field existed still answers.
+    pub toobig_per_sec: u32,
 }
+
+/// Default of [`Config::toobig_per_sec`]: per CPU and second. PMTUD needs one answer per
+/// flow and path change; a bound keeps a flood of big packets from turning the balancer
+/// into an ICMP source of the same rate.
+pub const DEFAULT_TOOBIG_PER_SEC: u32 = 1000;
 
 /// Key of `XLB_DECAP_ALLOW`: an outer (source, destination) pair `xlb_decap` may
 /// unwrap. The source is a balancer's encapsulation address (`--allow-source`), the

@@ -69,7 +69,11 @@ stats! {
     ConnHit = 15, "conn_hit";
     /// Connection-table miss: backend chosen by Maglev (a new flow).
     ConnMiss = 16, "conn_miss";
-    /// Drop reason: the encapsulated frame would exceed `limits::MAX_ENCAP_FRAME`.
+    /// Drop reason: the encapsulated frame would exceed the egress MTU and may not be
+    /// answered: it is itself an ICMP too-big for a VIP flow (no ICMP errors about ICMP
+    /// errors), or too short to quote (only with an egress MTU under the quote size
+    /// plus the overhead); otherwise see `icmp_toobig_sent_v4`/`_v6`,
+    /// `icmp_toobig_rate_limited` and `too_big_no_df` (docs/mtu.md).
     EncapTooBig = 17, "encap_too_big";
     /// Drop reason: the service needs an encapsulation source address that is not set,
     /// or the kernel refused to grow the packet.
@@ -117,6 +121,18 @@ stats! {
     /// Decap program, passed untouched: a tunnel packet from an allowed balancer whose
     /// outer destination is not an address of this host.
     DecapForeignDest = 32, "decap_foreign_dest";
+    /// Transmitted: an IPv4 packet with DF set that would exceed the egress MTU once
+    /// encapsulated, answered from XDP with ICMP "fragmentation needed" (docs/mtu.md).
+    IcmpTooBigSentV4 = 33, "icmp_toobig_sent_v4";
+    /// Transmitted: the same for IPv6, answered with ICMPv6 "packet too big".
+    IcmpTooBigSentV6 = 34, "icmp_toobig_sent_v6";
+    /// Drop reason: too big once encapsulated, but this CPU's ICMP budget for the current
+    /// second (`Config::toobig_per_sec`) is spent.
+    IcmpTooBigRateLimited = 35, "icmp_toobig_rate_limited";
+    /// Drop reason: an IPv4 packet without DF that would exceed the egress MTU once
+    /// encapsulated. XDP cannot fragment, and the stack would not send it to the backend
+    /// either (it holds no route from the VIP to the backend's tunnel), so it is dropped.
+    TooBigNoDf = 36, "too_big_no_df";
 }
 
 /// One counter slot. Per CPU in the map; userspace sums the CPUs.

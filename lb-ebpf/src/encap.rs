@@ -7,7 +7,6 @@
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
-    limits::MAX_ENCAP_FRAME,
     service::{flow_hash_seeded, AF_INET, AF_INET6, DECAP_PAIR, DECAP_SOURCE},
     wire::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP, IPV4_VER_IHL,
@@ -62,8 +61,9 @@ impl Wrap {
         })
     }
 
+    /// Bytes added beyond the outer IP header (GUE's UDP header).
     #[inline(always)]
-    fn extra(self) -> usize {
+    pub fn extra(self) -> usize {
         match self {
             Wrap::Ipip => 0,
             Wrap::Gue { .. } => UDP_HLEN,
@@ -168,14 +168,10 @@ pub fn encap6(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Re
     write_udp(ctx, ETH_HLEN + IPV6_HLEN, wrap, inner_len)
 }
 
-/// Makes room for `outer` bytes in front of the IP header of a `len`-byte frame. (`len`
-/// comes from the caller: recomputing `data_end - data + outer` here lets LLVM reorder it
-/// into `outer - data`, scalar minus pointer, which the verifier rejects.)
+/// Makes room for `outer` bytes in front of the IP header. The caller checked the
+/// result fits the egress MTU (`toobig::exceeded`).
 #[inline(always)]
-fn grow(ctx: &XdpContext, outer: usize, len: usize) -> Result<(), Stat> {
-    if len + outer > MAX_ENCAP_FRAME {
-        return Err(Stat::EncapTooBig);
-    }
+fn grow(ctx: &XdpContext, outer: usize, _len: usize) -> Result<(), Stat> {
     // SAFETY: plain helper call on our own context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer as i32)) } != 0 {
         return Err(Stat::EncapError);

@@ -14,6 +14,7 @@ mod lookup;
 mod maps;
 mod parse;
 mod stats;
+mod toobig;
 mod vrrp;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -136,7 +137,18 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
                 ForwardMode::Gue => encap::Wrap::gue(&pkt.flow)?,
                 _ => encap::Wrap::Ipip,
             };
-            if pkt.flow.family == lb_common::service::AF_INET {
+            let v4 = pkt.flow.family == lb_common::service::AF_INET;
+            let outer = if v4 { 20 } else { 40 } + wrap.extra();
+            if let Some(mtu) = toobig::exceeded(ctx, svc.tx_port, outer)? {
+                // Never an ICMP error about an ICMP error (RFC 1122 §3.2.2, RFC 4443
+                // §2.4 e): a too-big ICMP for a VIP flow that does not fit is dropped.
+                if pkt.icmp_too_big {
+                    return Err(Stat::EncapTooBig);
+                }
+                // Not forwarded, so not counted for the service: answered or dropped.
+                return toobig::answer(ctx, len as usize, pkt.flow.family, mtu, outer);
+            }
+            if v4 {
                 encap::encap4(ctx, len as usize, &backend, wrap)?;
             } else {
                 encap::encap6(ctx, len as usize, &backend, wrap)?;

@@ -117,6 +117,38 @@ impl TestDataplane {
     ) {
         let before = self.stats();
         let out = self.run_program(name, input);
+        self.assert_outcome(what, &before, &out, input, verdict, output, counted);
+    }
+
+    /// [`Self::check`] of a frame arriving on `ingress_ifindex` (an interface of the
+    /// calling thread's network namespace: call it inside [`crate::netns::Netns::run`]).
+    #[track_caller]
+    pub fn check_on(
+        &mut self,
+        ingress_ifindex: u32,
+        what: &str,
+        input: &[u8],
+        verdict: u32,
+        output: &[u8],
+        counted: &[lb_common::Stat],
+    ) {
+        let before = self.stats();
+        let out = self.run_on(ingress_ifindex, input);
+        self.assert_outcome(what, &before, &out, input, verdict, output, counted);
+    }
+
+    #[track_caller]
+    #[expect(clippy::too_many_arguments, reason = "the fields of one check row")]
+    fn assert_outcome(
+        &self,
+        what: &str,
+        before: &GlobalStats,
+        out: &XdpOutput,
+        input: &[u8],
+        verdict: u32,
+        output: &[u8],
+        counted: &[lb_common::Stat],
+    ) {
         assert_eq!(out.action, verdict, "{what}: verdict");
         assert_eq!(out.packet, output, "{what}: output bytes");
         let after = self.stats();

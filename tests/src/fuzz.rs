@@ -116,6 +116,7 @@ pub fn full_config() -> Config {
         gue_port_be: GUE_PORT.to_be(),
         _pad: [0; 2],
         hash_seed: HASH_SEED,
+        toobig_per_sec: 0,
     }
 }
 

@@ -87,9 +87,10 @@
 //!     does not cover a *configured* two-arm port: that needs a devmap target).
 //! 15. **Mode.** DSR: destination MAC = backend MAC, source MAC = the input's
 //!     destination MAC, XDP_TX. IPIP / GUE: GUE needs a GUE port (else drop
-//!     `encap_error`), both need the family's encap source (else `encap_error`), and the
-//!     frame plus the outer header (20 / 40, GUE +8) must be ≤ 1514 bytes (else drop
-//!     `encap_too_big`). The output is Ethernet (backend MAC ← our MAC, outer ethertype),
+//!     `encap_error`), both need the family's encap source (else `encap_error`); the
+//!     IP packet plus the outer header (20 / 40, GUE +8) always fits the loopback's
+//!     MTU the model runs on ([`LOOPBACK_MTU`]; answers to bigger ones are not
+//!     modelled, see "Not modelled"). The output is Ethernet (backend MAC ← our MAC, outer ethertype),
 //!     the outer IPv4 header (TOS copied, id 0, no flags, TTL 64, proto 4 / 17, fresh
 //!     checksum, total length = inner *total length* + outer) or IPv6 header (version
 //!     and traffic class copied, flow label 0, hop limit 64, next header 41 / 17,
@@ -105,13 +106,14 @@
 //!
 //! # Not modelled
 //!
-//! Configured two-arm ports (XDP_REDIRECT), VRRP routers on the ingress interface,
+//! ICMP "fragmentation needed" / "packet too big" answers (frames over an interface
+//! MTU: tests/tests/pmtud.rs), configured two-arm ports (XDP_REDIRECT), VRRP routers on the ingress interface,
 //! per-service / per-backend counters, counter byte counts (only packets), LRU
 //! eviction (the fuzzer keeps the table far below its capacity), the decap program,
 //! backends of the other family than their service, and frames under 14 bytes.
 
 use lb_common::{
-    limits::{MAX_ENCAP_FRAME, MAX_TX_PORTS},
+    limits::MAX_TX_PORTS,
     service::{flow_hash_seeded, service_flags, AF_INET, AF_INET6},
     wire::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ICMPV6_ECHO_REPLY,
@@ -659,6 +661,9 @@ fn echo_reply(f: &[u8], family: u8) -> Vec<u8> {
     out
 }
 
+/// MTU of the loopback device the model's frames run on (rule 15).
+pub const LOOPBACK_MTU: usize = 65536;
+
 /// IPIP / GUE output (rule 15), or the drop reason.
 fn encap(t: &Tables, f: &[u8], flow: &FlowKey, b: &Backend, gue: bool) -> Result<Vec<u8>, Stat> {
     let extra = if gue { 8 } else { 0 };
@@ -678,9 +683,13 @@ fn encap(t: &Tables, f: &[u8], flow: &FlowKey, b: &Backend, gue: bool) -> Result
         }
         (40, be16(f, ETH_HLEN + 4) + 40)
     };
-    if f.len() + outer_len + extra > MAX_ENCAP_FRAME {
-        return Err(Stat::EncapTooBig);
-    }
+    // The egress MTU: BPF_PROG_TEST_RUN without a context runs on the loopback
+    // (65536), which no test-run frame reaches; the ICMP answers to frames over an
+    // interface's MTU are not modelled (pmtud.rs checks them on exact frames).
+    assert!(
+        f.len() - ETH_HLEN + outer_len + extra <= LOOPBACK_MTU,
+        "frames over the loopback MTU are not modelled"
+    );
     let mut out = Vec::with_capacity(f.len() + outer_len + extra);
     out.extend_from_slice(&b.mac);
     out.extend_from_slice(&f[0..6]);

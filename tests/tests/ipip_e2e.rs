@@ -118,3 +118,75 @@ fn spreads_by_weight(tag: &str, addrs: Addresses) {
     tb.teardown();
     eprintln!("{tag}: {:?}", start.elapsed());
 }
+
+#[test]
+fn ipip4_path_mtu_discovery_converges_for_a_1_mib_upload() {
+    pmtud_upload("pmtu4", V4, Stat::IcmpTooBigSentV4);
+}
+
+#[test]
+fn ipip6_path_mtu_discovery_converges_for_a_1_mib_upload() {
+    pmtud_upload("pmtu6", V6, Stat::IcmpTooBigSentV6);
+}
+
+/// A real TCP client behind a 1500-byte path uploads 1 MiB through the IPIP service: its
+/// full-size segments do not fit the lb's 1500-byte egress once wrapped, so the lb
+/// answers with frag-needed / packet-too-big (docs/mtu.md), the client's TCP lowers its
+/// segment size, and the whole upload reaches the backend intact. Without the answers
+/// the segments vanish at the lb and the upload stalls (a PMTUD black hole).
+fn pmtud_upload(tag: &str, addrs: Addresses, answered: Stat) {
+    use std::{
+        io::{Read, Write},
+        net::{Shutdown, TcpStream},
+        time::Duration,
+    };
+    const SIZE: usize = 1 << 20;
+    let mut tb = Testbed::new(tag, Mode::Ipip, addrs);
+    tb.apply(&[(0, 1), (1, 1), (2, 1)]);
+    // Deterministic, non-repeating-per-segment content.
+    let data: Vec<u8> = (0..SIZE as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let before = tb.counters();
+    let vip = tb.vip();
+    let (backend, sent) = tb.client.run(|| {
+        let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("connect {vip}: {e}"));
+        // Generous for a shared 2-core machine; a black hole never finishes.
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut greeting = [0u8; 16];
+        let n = s.read(&mut greeting).expect("greeting");
+        let backend = String::from_utf8_lossy(&greeting[..n]).trim().to_string();
+        s.write_all(&data)
+            .unwrap_or_else(|e| panic!("writing 1 MiB through the IPIP service: {e}"));
+        s.shutdown(Shutdown::Write).unwrap();
+        // The server closes after reading everything.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        (backend, data.len())
+    });
+    let index = tb
+        .index_of(&backend)
+        .unwrap_or_else(|| panic!("greeted by unknown backend {backend:?}"));
+    let want = (
+        sent as u64,
+        testbed::servers::fnv1a(testbed::servers::FNV_OFFSET, &data),
+    );
+    let server = &tb.servers[index];
+    assert!(
+        testbed::dataplane::wait_until(Duration::from_secs(10), || server
+            .received()
+            .contains(&want)),
+        "{backend} received {:?}, want {want:?}",
+        server.received()
+    );
+    let after = tb.counters();
+    let answers = after.lb.get(answered).packets - before.lb.get(answered).packets;
+    assert!(answers >= 1, "no {} counted", answered.name());
+    assert_eq!(
+        after.lb.get(Stat::EncapTooBig).packets,
+        before.lb.get(Stat::EncapTooBig).packets
+    );
+    tb.teardown();
+}

@@ -54,6 +54,8 @@ pub struct Balancer {
     encap: EncapSources,
     /// Seed of the flow hash and of the tables built (`hash_seed`).
     hash_seed: u32,
+    /// ICMP too-big answers per CPU and second (`icmp_toobig_per_sec`; 0 = default).
+    toobig_per_sec: u32,
     /// Egress interface name → its devmap slot and what the slot holds.
     tx_ports: BTreeMap<String, TxPort>,
     /// Where the search for a free backend id starts: ids are handed out round-robin so
@@ -504,6 +506,16 @@ impl Balancer {
         Ok(())
     }
 
+    /// Sets the per-CPU rate of ICMP "fragmentation needed" / "packet too big" answers
+    /// (docs/mtu.md); 0 = the data plane's default. Takes effect at once.
+    pub fn set_toobig_rate(&mut self, dp: &mut dyn DataPlane, rate: u32) -> Result<(), ApplyError> {
+        self.toobig_per_sec = rate;
+        if self.written_config.is_some() {
+            self.write_config(dp, self.encap, self.hash_seed)?;
+        }
+        Ok(())
+    }
+
     /// Writes `XLB_CONFIG` (one record for encapsulation and the seed) if it changed.
     fn write_config(
         &mut self,
@@ -517,6 +529,7 @@ impl Balancer {
             gue_port_be: encap.gue_port.to_be(),
             _pad: [0; 2],
             hash_seed,
+            toobig_per_sec: self.toobig_per_sec,
         };
         if self.written_config != Some(config) {
             dp.set_config(&config)?;

@@ -45,6 +45,10 @@ pub struct Config {
     /// balancer of a group. Absent = 0, the built-in constants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_seed: Option<HashSeed>,
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" answers XDP may send per
+    /// CPU and second for packets too big to encapsulate (docs/mtu.md). Absent = 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_toobig_per_sec: Option<u32>,
     /// Who runs exec checks and notify hooks (default: the daemon's user, root).
     #[serde(default, skip_serializing_if = "is_default")]
     pub scripts: RunAs,

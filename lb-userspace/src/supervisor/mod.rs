@@ -188,6 +188,7 @@ impl Supervisor {
             encap_sources: self.config.encap_sources,
             services,
             hash_seed: self.config.hash_seed.clone(),
+            icmp_toobig_per_sec: self.config.icmp_toobig_per_sec,
             ..Config::default()
         }
     }
@@ -426,6 +427,7 @@ impl Supervisor {
             encap_sources: config.encap_sources,
             services,
             hash_seed: config.hash_seed.clone(),
+            icmp_toobig_per_sec: config.icmp_toobig_per_sec,
             ..Config::default()
         };
         if let Err(e) = apply_config(balancer, dp, &effective) {
@@ -582,6 +584,7 @@ pub fn apply_config(
     dp: &mut dyn DataPlane,
     config: &Config,
 ) -> Result<ApplyReport, ApplyError> {
+    balancer.set_toobig_rate(dp, config.icmp_toobig_per_sec.unwrap_or(0))?;
     balancer.set_hash_seed(dp, config.hash_seed())?;
     let report = balancer.apply_with_encap(dp, config.encap_sources, &config.services)?;
     if report != ApplyReport::default() {

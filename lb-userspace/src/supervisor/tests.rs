@@ -447,3 +447,24 @@ fn a_batch_of_transitions_costs_one_swap_per_service() {
     assert_eq!(table_ids(&port, &balancer, 100), [be(3)]);
     assert_eq!(sup.unannounced.len(), 0, "all three announced once served");
 }
+
+/// `icmp_toobig_per_sec` reaches `XLB_CONFIG` at start and follows a reload; absent
+/// writes 0, which the data plane reads as its default (docs/mtu.md).
+#[test]
+fn the_icmp_toobig_rate_is_written_at_start_and_on_reload() {
+    let mut port = MemoryPort::new();
+    let mut balancer = Balancer::default();
+    let mut first = config(OnFailure::Drain);
+    first.icmp_toobig_per_sec = Some(5);
+    let (mut sup, _probes) = Supervisor::without_checks(&mut balancer, &mut port, first).unwrap();
+    assert_eq!(port.config.toobig_per_sec, 5);
+    // A probe transition applies the effective config again: the rate stays.
+    assert!(sup.on_probe(&mut balancer, &mut port, &probe(100, 1, false)));
+    assert_eq!(port.config.toobig_per_sec, 5);
+    let mut next = config(OnFailure::Drain);
+    next.icmp_toobig_per_sec = Some(7);
+    sup.reload(&mut balancer, &mut port, next).unwrap();
+    assert_eq!(port.config.toobig_per_sec, 7);
+    let parsed = Config::parse(r#"{"icmp_toobig_per_sec": 250}"#).unwrap();
+    assert_eq!(parsed.icmp_toobig_per_sec, Some(250));
+}

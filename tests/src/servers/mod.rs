@@ -9,7 +9,7 @@ mod tcp;
 mod udp;
 
 pub use http::HttpServer;
-pub use tcp::TcpServer;
+pub use tcp::{fnv1a, TcpServer, FNV_OFFSET};
 pub use udp::{dns_answer, pong, UdpResponder, UdpServer};
 
 use std::{

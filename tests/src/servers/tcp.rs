@@ -26,6 +26,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 struct Stats {
     connections: AtomicU64,
     peers: Mutex<Vec<SocketAddr>>,
+    /// Per connection closed by its client: bytes received and their FNV-1a hash.
+    received: Mutex<Vec<(u64, u64)>>,
 }
 
 /// Thread-per-connection TCP server: writes `<id>\n` to every client, then reads
@@ -66,7 +68,8 @@ impl TcpServer {
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .push(peer);
-                        if let Some(conn) = spawn_conn(stream, greeting.clone()) {
+                        let stats = thread_stats.clone();
+                        if let Some(conn) = spawn_conn(stream, greeting.clone(), stats) {
                             conns.push(conn);
                         }
                         conns.retain(|(handle, _)| !handle.is_finished());
@@ -114,6 +117,15 @@ impl TcpServer {
             .clone()
     }
 
+    /// For each connection its client closed: (bytes received, [`fnv1a`] of them).
+    pub fn received(&self) -> Vec<(u64, u64)> {
+        self.stats
+            .received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Waits until at least `n` connections were accepted; false on timeout.
     pub fn wait_for(&self, n: u64, timeout: Duration) -> bool {
         wait_until(timeout, || self.connections() >= n)
@@ -127,28 +139,52 @@ impl Drop for TcpServer {
 }
 
 /// Starts the handler thread; returns it with a clone of the stream for shutdown.
-fn spawn_conn(stream: TcpStream, greeting: Arc<str>) -> Option<(JoinHandle<()>, TcpStream)> {
+fn spawn_conn(
+    stream: TcpStream,
+    greeting: Arc<str>,
+    stats: Arc<Stats>,
+) -> Option<(JoinHandle<()>, TcpStream)> {
     // accept() does not pass O_NONBLOCK on, but be explicit: the handler blocks.
     stream.set_nonblocking(false).ok()?;
     let for_shutdown = stream.try_clone().ok()?;
     let handle = thread::Builder::new()
         .name("tcp-conn".into())
-        .spawn(move || serve(stream, &greeting))
+        .spawn(move || serve(stream, &greeting, &stats))
         .ok()?;
     Some((handle, for_shutdown))
 }
 
-fn serve(mut stream: TcpStream, greeting: &str) {
+/// FNV-1a over `bytes`, continuing from `hash` (start with [`FNV_OFFSET`]): a cheap
+/// digest to tell that a transfer arrived intact.
+pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Initial state of [`fnv1a`].
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn serve(mut stream: TcpStream, greeting: &str, stats: &Stats) {
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     if stream.write_all(greeting.as_bytes()).is_err() {
         return;
     }
     let mut buf = [0u8; 4096];
+    let (mut bytes, mut hash) = (0u64, FNV_OFFSET);
     // Read until EOF (client closed), an error, or the idle timeout.
     while let Ok(n) = stream.read(&mut buf) {
         if n == 0 {
+            stats
+                .received
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((bytes, hash));
             break;
         }
+        bytes += n as u64;
+        hash = fnv1a(hash, &buf[..n]);
     }
     // Dropping `stream` would not close the socket: the server keeps a clone for
     // shutdown-on-drop. Shut it down explicitly so the client sees EOF now.
