@@ -85,19 +85,8 @@ pub fn set_backend(ebpf: &mut Ebpf, id: u32, backend: &Backend) -> Result<(), Ma
     // a learned MAC that changes under traffic is never seen half old, half new. The
     // address is written first while the record is unused, and never changes while it
     // is live (ids are stable per address).
-    const NAME: &str = maps::BACKENDS;
-    let map = match ebpf.map(NAME).ok_or(MapsError::Missing(NAME))? {
-        aya::maps::Map::Array(data) => data,
-        _ => {
-            return Err(MapsError::Map {
-                name: NAME,
-                source: MapError::InvalidMapType { map_type: 0 },
-            })
-        }
-    };
     let len = MAX_BACKENDS as usize * size_of::<Backend>();
-    let mut mapped =
-        Mapping::new(map.fd().as_fd(), len).map_err(|source| MapsError::Mmap { len, source })?;
+    let mut mapped = map_array(ebpf, maps::BACKENDS, len)?;
     let base = id as usize * size_of::<Backend>();
     let word_index = (base + Backend::HOP_WORD_OFFSET) / size_of::<u64>();
     let addr_index = base / size_of::<u32>();
@@ -373,6 +362,20 @@ pub fn remove_service(ebpf: &mut Ebpf, key: &VipKey) -> Result<(), MapsError> {
     sync_vip(ebpf, key)
 }
 
+/// A writable mapping of the first `len` bytes of the mmapable array `name`.
+fn map_array(ebpf: &Ebpf, name: &'static str, len: usize) -> Result<Mapping, MapsError> {
+    let map = match ebpf.map(name).ok_or(MapsError::Missing(name))? {
+        aya::maps::Map::Array(data) => data,
+        _ => {
+            return Err(MapsError::Map {
+                name,
+                source: MapError::InvalidMapType { map_type: 0 },
+            })
+        }
+    };
+    Mapping::new(map.fd().as_fd(), len).map_err(|source| MapsError::Mmap { len, source })
+}
+
 /// Replaces service `id`'s slot in `XLB_SVC_SLOTS` with `f(current)`, as one atomic
 /// store through an mmap of the array (see [`ServiceSlot`]).
 fn update_service_slot(
@@ -380,19 +383,8 @@ fn update_service_slot(
     id: u32,
     f: impl FnOnce(ServiceSlot) -> ServiceSlot,
 ) -> Result<(), MapsError> {
-    const NAME: &str = maps::SERVICE_SLOTS;
-    let map = match ebpf.map(NAME).ok_or(MapsError::Missing(NAME))? {
-        aya::maps::Map::Array(data) => data,
-        _ => {
-            return Err(MapsError::Map {
-                name: NAME,
-                source: MapError::InvalidMapType { map_type: 0 },
-            })
-        }
-    };
     let len = MAX_SERVICES as usize * size_of::<u64>();
-    let mapped =
-        Mapping::new(map.fd().as_fd(), len).map_err(|source| MapsError::Mmap { len, source })?;
+    let mapped = map_array(ebpf, maps::SERVICE_SLOTS, len)?;
     let word = mapped
         .u64_at(id as usize)
         .filter(|_| id < MAX_SERVICES)
