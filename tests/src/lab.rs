@@ -482,3 +482,36 @@ pub(crate) fn plug(switch: &Netns, ns: &Netns, addr: Ipv4Addr) -> VethPair {
     ns.add_addr(&veth.b, format!("{addr}/24"));
     veth
 }
+
+/// One HTTP GET from inside `ns` (the daemon's namespace): (status line, body).
+pub fn http_get_in(ns: &Netns, addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let (addr, path) = (addr.to_owned(), path.to_owned());
+    ns.run(move || {
+        let mut s = TcpStream::connect(&addr).expect("connect to the metrics endpoint");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (
+            head.lines().next().unwrap_or("").to_owned(),
+            body.to_owned(),
+        )
+    })
+}
+
+/// The value of the sample named exactly `series` (name and labels) in an exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
+}

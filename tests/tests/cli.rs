@@ -6,7 +6,7 @@ use std::{process::Output, time::Duration};
 
 use testbed::{
     dataplane::{wait_until, xlb_bin},
-    lab::{Lab, BACKENDS},
+    lab::{http_get_in as http_get, sample, Lab, BACKENDS},
 };
 
 fn xlb(lab: &Lab, args: &[&str]) -> Output {
@@ -176,39 +176,6 @@ fn read_commands_reload_and_pinned_fallback() {
         table.contains("10.60.0.11") && table.contains("10.60.0.13"),
         "{table}"
     );
-}
-
-/// One HTTP GET from inside `ns` (the daemon's namespace): (status line, body).
-fn http_get(ns: &testbed::Netns, addr: &str, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let (addr, path) = (addr.to_owned(), path.to_owned());
-    ns.run(move || {
-        let mut s = std::net::TcpStream::connect(&addr).expect("connect to the metrics endpoint");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        (
-            head.lines().next().unwrap_or("").to_owned(),
-            body.to_owned(),
-        )
-    })
-}
-
-/// The value of the sample named exactly `series` (name and labels) in an exposition.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .split(' ')
-            .next()?
-            .parse()
-            .ok()
-    })
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
-use testbed::lab::{failures, Lab, Traffic, BACKENDS, VIP};
+use testbed::lab::{failures, http_get_in, sample, Lab, Traffic, BACKENDS, VIP};
 
 /// One DSR service on VIP:80/tcp, equal weights, no MACs.
 fn write_learned_config(lab: &Lab) {
@@ -113,7 +113,11 @@ fn a_backend_with_an_unresolvable_next_hop_is_drained_with_the_reason() {
     let iface = backend_iface(&lab, 2);
     lab.backend_ns[2].ip(&["link", "set", "dev", &iface, "down"]);
     lab.start_peer();
-    lab.start_xlb(&[]);
+    lab.start_xlb(&["--metrics-listen", "127.0.0.1:9642"]);
+    let unresolved = |lab: &Lab| {
+        let (_, body) = http_get_in(&lab.lb, "127.0.0.1:9642", "/metrics");
+        sample(&body, "xlb_next_hops_unresolved")
+    };
     let be3 = BACKENDS[2].1;
     assert!(
         testbed::dataplane::wait_until(Duration::from_secs(15), || {
@@ -125,6 +129,7 @@ fn a_backend_with_an_unresolvable_next_hop_is_drained_with_the_reason() {
         row(&lab, be3)
     );
     assert_eq!(row(&lab, be3)["effective_weight"], 0);
+    assert_eq!(unresolved(&lab), Some(1.0));
     // The others serve every connection.
     let traffic = Traffic::start(&lab.client, lab.vip());
     assert!(traffic.progressed(30, Duration::from_secs(20)));
@@ -144,4 +149,5 @@ fn a_backend_with_an_unresolvable_next_hop_is_drained_with_the_reason() {
         row(&lab, be3)
     );
     assert_eq!(row(&lab, be3)["mac"], lab.mac(2));
+    assert_eq!(unresolved(&lab), Some(0.0));
 }

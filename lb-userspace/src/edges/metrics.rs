@@ -77,6 +77,8 @@ pub struct Snapshot {
     /// Per configured service: its key and its backends.
     backends: Vec<(VipKey, Vec<BackendRow>)>,
     check_restarts: u64,
+    /// Backends without a configured MAC whose next hop is unresolved.
+    next_hops_unresolved: u64,
     sync: SyncStatus,
     probe_latency: ProbeLatency,
     vrrp: Vec<InstanceStatus>,
@@ -141,6 +143,7 @@ pub fn snapshot(
         services: svc_stats.iter().map(|s| (s.key, s.counter)).collect(),
         backends,
         check_restarts: sup.check_restarts(),
+        next_hops_unresolved: sup.next_hops().unresolved() as u64,
         sync: sup.sync_status(),
         probe_latency: sup.probe_latency().clone(),
         vrrp: vrrp.to_vec(),
@@ -276,6 +279,13 @@ impl Snapshot {
             "check_task_restarts",
             "Health checker tasks restarted after a panic (each one is also logged)",
             restarts,
+        );
+        let unresolved = Gauge::<i64>::default();
+        unresolved.set(i64::try_from(self.next_hops_unresolved).unwrap_or(i64::MAX));
+        reg.register(
+            "next_hops_unresolved",
+            "Backends without a configured MAC whose next hop the kernel has not resolved: they take no new flows (xlb backends shows why)",
+            unresolved,
         );
         let sync = &self.sync;
         let in_sync = Gauge::<i64>::default();
