@@ -61,6 +61,20 @@ fn window(attempts: &[Attempt], from: Instant, to: Option<Instant>) -> (Vec<Stri
     (ok, failed)
 }
 
+/// When the attempt in flight at `kill` started (`kill` if none was).
+///
+/// Attempts run one at a time, so at most one was under way when a server was
+/// stopped; if it had reached that server, the closing listener reset it. It belongs
+/// to the detection window, not to the window before the kill.
+fn in_flight_at(attempts: &[Attempt], kill: Instant) -> Instant {
+    attempts
+        .iter()
+        .rev()
+        .map(|(at, _)| *at)
+        .find(|at| *at < kill)
+        .unwrap_or(kill)
+}
+
 fn count(ids: &[String], id: &str) -> usize {
     ids.iter().filter(|i| *i == id).count()
 }
@@ -137,7 +151,7 @@ fn failed_backend_leaves_and_returns_by_itself() {
     let (before, failed_before) = window(
         &attempts,
         Instant::now() - Duration::from_secs(3600),
-        Some(killed),
+        Some(in_flight_at(&attempts, killed)),
     );
     assert!(
         failed_before.is_empty(),
@@ -398,7 +412,7 @@ fn bad_reload_is_rejected_and_the_running_config_stays() {
     let down = Instant::now();
     assert!(traffic.progressed(50, Duration::from_secs(20)));
     let attempts = traffic.stop();
-    let (served, failed) = window(&attempts, rejected, Some(killed));
+    let (served, failed) = window(&attempts, rejected, Some(in_flight_at(&attempts, killed)));
     assert!(
         failed.is_empty(),
         "failures after the rejected reload: {failed:?}"
