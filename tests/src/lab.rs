@@ -476,7 +476,7 @@ pub fn finish(mut s: TcpStream) -> Result<(), String> {
 }
 
 /// Connects `ns` to the switch's bridge with `addr`/24; returns the veth (a = switch side).
-pub(crate) fn plug(switch: &Netns, ns: &Netns, addr: Ipv4Addr) -> VethPair {
+pub fn plug(switch: &Netns, ns: &Netns, addr: Ipv4Addr) -> VethPair {
     let veth = VethPair::new(switch, ns);
     switch.enslave(&veth.a, "br0");
     ns.add_addr(&veth.b, format!("{addr}/24"));
