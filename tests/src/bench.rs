@@ -11,6 +11,8 @@ use aya::{
 use lb_common::maps;
 use lb_userspace::dataplane::aya::AyaPort;
 
+use crate::{Netns, VethPair};
+
 /// The object `tests/build.rs` builds from `tests/ebpf`.
 pub static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-bench-ebpf.o"));
@@ -21,8 +23,11 @@ pub const PASS: &str = "bench_pass";
 pub const TX: &str = "bench_tx";
 /// One connection-table lookup, MAC swap, XDP_TX (XDP_DROP on a miss).
 pub const CONN: &str = "bench_conn";
+/// One `bpf_fib_lookup` (route + neighbour) per packet, its MACs written, XDP_TX
+/// (XDP_DROP unless it found a neighbour).
+pub const FIB: &str = "bench_fib";
 /// Every program of [`OBJECT`].
-pub const ALL: [&str; 3] = [PASS, TX, CONN];
+pub const ALL: [&str; 4] = [PASS, TX, CONN, FIB];
 
 /// The floors, loaded, with `bench_conn` reading the data plane's `XLB_CONNS`.
 pub struct BenchPrograms {
@@ -63,7 +68,7 @@ impl BenchPrograms {
         Self { ebpf }
     }
 
-    /// The named floor ([`PASS`], [`TX`], [`CONN`]), loaded.
+    /// The named floor ([`PASS`], [`TX`], [`CONN`], [`FIB`]), loaded.
     pub fn xdp(&self, name: &str) -> &Xdp {
         let prog = self
             .ebpf
@@ -84,4 +89,21 @@ fn conns_id(ebpf: &Ebpf) -> u32 {
         Some(Map::LruHashMap(data)) => data.info().expect("XLB_CONNS info").id(),
         _ => panic!("{} is not an LRU hash in this object", maps::CONNS),
     }
+}
+
+/// A namespace whose FIB and neighbour table give [`FIB`] a forwarded answer for
+/// `dst`: one connected /24 holding `dst` (on a veth with both ends inside), forwarding
+/// on, and a permanent neighbour entry for `dst`. BPF_PROG_TEST_RUN looks routes up in
+/// the namespace of the thread running it, so [`FIB`] is timed from inside this one
+/// (`Netns::run`); the lookup then never depends on the host's own tables.
+pub fn fib_namespace(dst: std::net::Ipv4Addr, dst_mac: [u8; 6]) -> Netns {
+    let ns = Netns::new("bench-fib");
+    let veth = VethPair::new(&ns, &ns);
+    let [a, b, c, _] = dst.octets();
+    ns.add_addr(&veth.a, format!("{a}.{b}.{c}.254/24"));
+    // bpf_fib_lookup answers only what the kernel would forward from the ingress
+    // interface (lo for a context-less test run).
+    ns.sysctl("net.ipv4.ip_forward", 1);
+    ns.add_neigh(&veth.a, dst, dst_mac);
+    ns
 }

@@ -2,6 +2,9 @@
 //! into an object of their own (`testbed::bench::OBJECT`) so that the shipped one carries
 //! production programs only.
 //!
+//! `bench_fib` prices the other way to find a next hop: `bpf_fib_lookup` per packet, as
+//! Cilium does, against the learned MAC xlb keeps in the backend record (docs/next-hops.md).
+//!
 //! `bench_conn` looks flows up in the data plane's own connection table: this object
 //! declares `XLB_CONNS` with the production layout, and the bench loader points it at
 //! the map the data plane pinned (`testbed::bench::BenchPrograms`), so both time the
@@ -10,7 +13,13 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action, btf_maps::LruHashMap, macros::btf_map, macros::xdp, programs::XdpContext,
+    bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
+    btf_maps::LruHashMap,
+    helpers::generated::bpf_fib_lookup,
+    macros::btf_map,
+    macros::xdp,
+    programs::XdpContext,
+    EbpfContext as _,
 };
 use lb_common::{limits::MAX_CONNS, service::AF_INET, Conn, FlowKey};
 
@@ -121,6 +130,48 @@ pub fn bench_conn(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     }
     core::mem::swap(&mut eth.src, &mut eth.dst);
+    xdp_action::XDP_TX
+}
+
+/// The kernel's `AF_INET`, which `bpf_fib_lookup` takes (lb-common's `AF_INET` is xlb's
+/// own family tag).
+const KERNEL_AF_INET: u8 = 2;
+
+/// Benchmark floor of a per-packet next-hop lookup (Cilium's way): one `bpf_fib_lookup`
+/// of the IPv4 destination as forwarded from the ingress interface (route, then
+/// neighbour), the MACs it returns written into the frame, XDP_TX. XDP_DROP unless the
+/// lookup succeeded, so a benchmark can tell it found a neighbour.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] ABI hands the context over by value"
+)]
+pub fn bench_fib(ctx: XdpContext) -> u32 {
+    let (Some(eth), Some(ip)) = (header::<EthHdr>(&ctx, 0), header::<Ipv4Hdr>(&ctx, ETH_HLEN))
+    else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: `header` bounds-checked both.
+    let (eth, ip) = unsafe { (&mut *eth, &*ip) };
+    // SAFETY: all-zero is a valid value of this plain C struct (its unions hold
+    // integers only).
+    let mut fib: FibParams = unsafe { core::mem::zeroed() };
+    fib.family = KERNEL_AF_INET;
+    fib.l4_protocol = ip.proto;
+    fib.__bindgen_anon_1.tot_len = u16::from_be(ip.tot_len);
+    fib.__bindgen_anon_2.tos = ip.tos;
+    fib.__bindgen_anon_3.ipv4_src = ip.src;
+    fib.__bindgen_anon_4.ipv4_dst = ip.dst;
+    // SAFETY: the context pointer is the kernel's xdp_md for this run.
+    fib.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: `fib` is a live, writable bpf_fib_lookup of the size passed.
+    let rc =
+        unsafe { bpf_fib_lookup(ctx.as_ptr(), &raw mut fib, size_of::<FibParams>() as i32, 0) };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return xdp_action::XDP_DROP;
+    }
+    eth.dst = fib.dmac;
+    eth.src = fib.smac;
     xdp_action::XDP_TX
 }
 

@@ -48,6 +48,11 @@ const REPEAT: u32 = 1_000_000;
 const ROUNDS: usize = 10;
 /// The connection-tracking floor (`bench_conn`).
 const FLOOR_CONN: &str = "floor: conn-table lookup + MAC swap + XDP_TX";
+/// The per-packet next-hop floor (`bench_fib`, run inside `bench::fib_namespace`).
+const FLOOR_FIB: &str = "floor: bpf_fib_lookup + MAC rewrite + XDP_TX";
+const SS_FIB: &str = "single-shot floor: bpf_fib_lookup + MAC rewrite + XDP_TX";
+/// The MAC `bench::fib_namespace` holds for the looked-up destination.
+const FIB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x77];
 /// Single-shot runs per round (each a separate syscall; kernel-measured duration).
 const SHOTS: u32 = 20_000;
 
@@ -203,6 +208,10 @@ fn main() {
         // `XLB_CONNS` lookup of the established DSR flow, then the MAC swap (its last
         // verdict is checked: XDP_TX only on a hit).
         scenario(FLOOR_CONN, bench::CONN, Repeat, None, &ack_dsr, no),
+        // What resolving the next hop per packet costs (Cilium's `bpf_fib_lookup`), as
+        // against the learned MAC xlb reads from the backend record it loads anyway:
+        // the lookup of the frame's destination, its MACs written, XDP_TX.
+        scenario(FLOOR_FIB, bench::FIB, Repeat, None, &ack_dsr, no),
         scenario("non-VIP pass", b, Repeat, Some(Stat::NotVip), &non_vip, no),
         scenario(
             "VIP TCP established, DSR (v4)",
@@ -238,6 +247,7 @@ fn main() {
         ),
         scenario(SS_PASS, bench::PASS, SingleShot, None, &non_vip, no),
         scenario(SS_TX, bench::TX, SingleShot, None, &ack_dsr, no),
+        scenario(SS_FIB, bench::FIB, SingleShot, None, &ack_dsr, no),
         scenario(
             "single-shot VIP established, DSR (v4)",
             b,
@@ -336,6 +346,7 @@ fn main() {
         });
     }
 
+    let fib_ns = bench::fib_namespace(VIP4, FIB_MAC);
     let started = Instant::now();
     // New flows get fresh client addresses from 11.0.0.0/8 (and fd0b::/96), disjoint
     // from every flow established above.
@@ -345,6 +356,27 @@ fn main() {
         for s in scenarios.iter_mut() {
             let before = dp.stats();
             let (ns, iterations) = match s.method {
+                // Timed from inside its namespace, where the lookup finds a neighbour
+                // (checked on every run: XDP_DROP otherwise).
+                Repeat if s.program == bench::FIB => {
+                    let (prog, packet) = (floors.xdp(bench::FIB), &s.packet);
+                    let out = fib_ns.run(|| timed(prog, packet, REPEAT));
+                    assert_eq!(out.return_value, XDP_TX, "{}: the lookup failed", s.name);
+                    (out.duration.as_nanos() as f64, u64::from(REPEAT))
+                }
+                SingleShot if s.program == bench::FIB => {
+                    let (prog, packet) = (floors.xdp(bench::FIB), &s.packet);
+                    let total: u64 = fib_ns.run(|| {
+                        (0..SHOTS)
+                            .map(|_| {
+                                let out = timed(prog, packet, 1);
+                                assert_eq!(out.return_value, XDP_TX, "the lookup failed");
+                                out.duration.as_nanos() as u64
+                            })
+                            .sum()
+                    });
+                    (total as f64 / f64::from(SHOTS), u64::from(SHOTS))
+                }
                 Repeat => {
                     let prog = program(&mut dp, &floors, s.program);
                     let out = timed(prog, &s.packet, REPEAT);
