@@ -22,8 +22,8 @@ fn every_program_reports_states_with_its_loaded_instruction_count() {
     let dp = TestDataplane::load("verifier");
     let floors = BenchPrograms::load(&dp.dp);
     for (ebpf, object, names) in [
-        (dp.dp.ebpf(), EBPF_OBJECT, &PRODUCTION),
-        (floors.ebpf(), bench::OBJECT, &bench::ALL),
+        (dp.dp.ebpf(), EBPF_OBJECT, &PRODUCTION[..]),
+        (floors.ebpf(), bench::OBJECT, &bench::ALL[..]),
     ] {
         let stats = verifier_stats(ebpf, object, names).unwrap();
         assert_eq!(stats.len(), names.len());
