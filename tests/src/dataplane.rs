@@ -180,6 +180,7 @@ impl TestDataplane {
         let dp = AyaPort::load(&LoadOptions {
             pin_dir: pin_dir.path().to_path_buf(),
             ebpf_log_level: None,
+            conn_entries: None,
         })
         .unwrap_or_else(|e| panic!("loading the data plane: {e:?}"));
         Self { dp, pin_dir }

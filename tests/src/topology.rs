@@ -624,6 +624,7 @@ fn load(pins: &PinDir) -> AyaPort {
     AyaPort::load(&LoadOptions {
         pin_dir: pins.path().to_path_buf(),
         ebpf_log_level: None,
+        conn_entries: None,
     })
     .unwrap_or_else(|e| panic!("loading the data plane: {e:?}"))
 }

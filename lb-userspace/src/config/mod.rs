@@ -5,9 +5,11 @@
 //!
 //! - [`service`]: virtual services and backends; [`check`]: health checks;
 //!   [`vrrp`]: VRRP instances; [`scripts`]: who runs exec checks and hooks;
-//!   [`seed`]: `hash_seed`; [`validate`]: the whole-config rules.
+//!   [`seed`]: `hash_seed`; [`conn_table`]: the connection table's size;
+//!   [`validate`]: the whole-config rules.
 
 pub mod check;
+pub mod conn_table;
 pub mod scripts;
 pub mod seed;
 pub mod service;
@@ -18,7 +20,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use self::{scripts::RunAs, vrrp::VrrpSpec};
+use self::{conn_table::ConnTableSpec, scripts::RunAs, vrrp::VrrpSpec};
 pub use self::{
     seed::HashSeed,
     service::{
@@ -52,6 +54,9 @@ pub struct Config {
     /// Who runs exec checks and notify hooks (default: the daemon's user, root).
     #[serde(default, skip_serializing_if = "is_default")]
     pub scripts: RunAs,
+    /// The connection table's size (taken when the data plane is loaded).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub conn_table: ConnTableSpec,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {

@@ -237,6 +237,7 @@ pub fn config(config: &Config) -> Vec<Invalid> {
         .collect();
     errors.extend(super::vrrp::validate(&config.vrrp, &names));
     errors.extend(script_problems(config));
+    errors.extend(super::conn_table::validate(&config.conn_table));
     if let Some(Err(reason)) = config.hash_seed.as_ref().map(super::HashSeed::value) {
         errors.push(Invalid {
             path: "hash_seed".into(),

@@ -441,6 +441,16 @@ impl DataPlane for MemoryPort {
         })
     }
 
+    fn conn_table(&self) -> Result<super::ConnTableUse, PortError> {
+        // Unbounded here; the compiled default is what a kernel table would have.
+        Ok(super::ConnTableUse {
+            capacity: lb_common::limits::MAX_CONNS,
+            memory_bytes: None,
+            flows: Some(self.conns.len() as u64),
+            counted_age: Some(std::time::Duration::ZERO),
+        })
+    }
+
     fn detach_all(&mut self) -> Result<(), PortError> {
         self.check_fault("detach_all")?;
         *self = MemoryPort {

@@ -39,6 +39,18 @@ pub enum PortError {
     Refused { op: &'static str, reason: String },
 }
 
+/// The connection table's size and use, for `xlb status` and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnTableUse {
+    /// Entries it holds before the least recently used are evicted.
+    pub capacity: u32,
+    /// Kernel memory charged to it, where the kernel says.
+    pub memory_bytes: Option<u64>,
+    /// Flows at the last count (`None` before the first), and how long ago that was.
+    pub flows: Option<u64>,
+    pub counted_age: Option<std::time::Duration>,
+}
+
 /// How to attach an XDP program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
@@ -153,6 +165,9 @@ pub trait DataPlane {
 
     /// Detaches every program and removes everything pinned: the data plane is gone.
     fn detach_all(&mut self) -> Result<(), PortError>;
+
+    /// The connection table's size, memory and fill.
+    fn conn_table(&self) -> Result<ConnTableUse, PortError>;
 }
 
 /// Whether XDP can use this VRRP router record: a real VRID (not the interface marker),

@@ -50,6 +50,11 @@ pub enum Command {
         /// restart or upgrade: the next `xlb run` with the same pin directory adopts them.
         #[arg(long)]
         keep_attached: bool,
+        /// Connection-table entries, overriding the config's `conn_table.entries`
+        /// (default 262144). Taken when the data plane loads: a restart over pins of
+        /// another size resizes the table and carries its entries over.
+        #[arg(long, value_parser = conn_entries)]
+        conn_table_entries: Option<u32>,
     },
     /// On a backend: unwrap the balancers' IPIP / IPv6-in-IPv6 / GUE packets in XDP so the
     /// inner packets (to the VIP on lo) reach the local stack; only tunnels from an
@@ -182,6 +187,15 @@ fn listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
         .map_err(|e| format!("{s:?}: {e} (want PORT, :PORT or ADDR:PORT)"))
 }
 
+/// `--conn-table-entries`: a size the connection table may have.
+fn conn_entries(text: &str) -> Result<u32, String> {
+    let n: u32 = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number of entries: {e}"))?;
+    crate::config::conn_table::check_entries(n)?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -229,5 +243,13 @@ mod tests {
         );
         assert_eq!(listen_addr("[::1]:9641").unwrap().to_string(), "[::1]:9641");
         assert!(listen_addr("example:9641").is_err());
+    }
+
+    #[test]
+    fn conn_table_entries_out_of_range_are_refused() {
+        assert_eq!(conn_entries("4096"), Ok(4096));
+        let err = conn_entries("10").unwrap_err();
+        assert!(err.contains("holds 1024 to"), "{err}");
+        assert!(conn_entries("many").is_err());
     }
 }

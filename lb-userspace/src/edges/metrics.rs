@@ -79,6 +79,7 @@ pub struct Snapshot {
     check_restarts: u64,
     /// Backends without a configured MAC whose next hop is unresolved.
     next_hops_unresolved: u64,
+    conn_table: Option<crate::dataplane::ConnTableUse>,
     sync: SyncStatus,
     probe_latency: ProbeLatency,
     vrrp: Vec<InstanceStatus>,
@@ -144,6 +145,7 @@ pub fn snapshot(
         backends,
         check_restarts: sup.check_restarts(),
         next_hops_unresolved: sup.next_hops().unresolved() as u64,
+        conn_table: dp.conn_table().ok(),
         sync: sup.sync_status(),
         probe_latency: sup.probe_latency().clone(),
         vrrp: vrrp.to_vec(),
@@ -287,6 +289,32 @@ impl Snapshot {
             "Backends without a configured MAC whose next hop the kernel has not resolved: they take no new flows (xlb backends shows why)",
             unresolved,
         );
+        if let Some(table) = &self.conn_table {
+            let gauge = |value: u64| {
+                let g = Gauge::<i64>::default();
+                g.set(i64::try_from(value).unwrap_or(i64::MAX));
+                g
+            };
+            reg.register(
+                "conn_table_entries",
+                "Flows the connection table holds before the least recently used are evicted",
+                gauge(u64::from(table.capacity)),
+            );
+            if let Some(flows) = table.flows {
+                reg.register(
+                    "conn_table_flows",
+                    "Flows in the connection table at the last count (taken every 5 s or more)",
+                    gauge(flows),
+                );
+            }
+            if let Some(bytes) = table.memory_bytes {
+                reg.register(
+                    "conn_table_memory_bytes",
+                    "Kernel memory charged to the connection table",
+                    gauge(bytes),
+                );
+            }
+        }
         let sync = &self.sync;
         let in_sync = Gauge::<i64>::default();
         in_sync.set(i64::from(sync.in_sync));

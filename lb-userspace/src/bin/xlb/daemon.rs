@@ -44,6 +44,8 @@ pub(crate) struct Daemon {
     pub(crate) gue_port: Option<u16>,
     pub(crate) metrics_listen: Option<std::net::SocketAddr>,
     pub(crate) keep_attached: bool,
+    /// Overrides the config's `conn_table.entries`.
+    pub(crate) conn_table_entries: Option<u32>,
 }
 
 impl Daemon {
@@ -100,6 +102,7 @@ impl Daemon {
         let opts = LoadOptions {
             pin_dir: self.pin_dir.clone(),
             ebpf_log_level: self.ebpf_log_level.to_aya(),
+            conn_entries: Some(self.conn_table_entries.unwrap_or(config.conn_table.entries)),
         };
         let mut dp = AyaPort::load_locked(&opts, lock).context("loading the XDP data plane")?;
         if self.ebpf_log_level.to_aya().is_some() {
@@ -200,6 +203,13 @@ impl Daemon {
                 .into(),
                 fallback: a.mode == AttachedMode::Generic && self.xdp_mode == AttachMode::Auto,
             });
+        }
+        // Our program forwards from the new table now: the old one's entries move over.
+        if let Err(e) = dp.carry_over_conns() {
+            tracing::error!(
+                "connection table resized, but its entries were not carried over: \
+                 established flows pick their backend again by Maglev: {e:#}"
+            );
         }
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -327,6 +337,7 @@ impl Daemon {
                             pins_warning: pins_warning.clone(),
                             dataplane: sup.sync_status(),
                             attached: attached.clone(),
+                            conn_table: dp.conn_table().ok().map(|t| views::ConnTableView::new(&t, self.conn_table_entries.unwrap_or(sup.config().conn_table.entries))),
                         })),
                         Request::Services => Response::ok(json(&views::services(&sup, dp))),
                         Request::Backends => {
@@ -382,6 +393,18 @@ impl Daemon {
         match result {
             Ok(()) => {
                 tracing::info!(config = %path.display(), checks = sup.checks(), "reloaded");
+                let wanted = sup.config().conn_table.entries;
+                match dp.conn_table() {
+                    Ok(t) if self.conn_table_entries.is_none() && t.capacity != wanted => {
+                        tracing::warn!(
+                            running = t.capacity,
+                            configured = wanted,
+                            "conn_table.entries changed: the running table keeps its size; \
+                             the next start resizes it and carries its entries over"
+                        );
+                    }
+                    _ => {}
+                }
                 Ok(())
             }
             Err(e) => {

@@ -18,7 +18,11 @@ use aya::{
 use aya_obj::generated::bpf_map_type;
 use lb_common::{maps, programs};
 
-use super::bpffs::{self, BpffsError};
+use super::{
+    bpffs::{self, BpffsError},
+    conns::{self, FillCounter, Resize},
+    maps::MapsError,
+};
 use crate::dataplane::{AttachMode, AttachedMode, Attachment};
 
 /// Every map the control plane pins, by name. Internal maps (.rodata, aya-log's ring
@@ -102,6 +106,8 @@ pub struct LoadOptions {
     /// verifier at load time and cost nothing per packet.
     /// `None` compiles every log statement out.
     pub ebpf_log_level: Option<aya_log::Level>,
+    /// Connection-table entries (`conn_table.entries`); `None`: the object's size.
+    pub conn_entries: Option<u32>,
 }
 
 /// The loaded kernel data plane: the eBPF object with its programs verified and maps
@@ -114,6 +120,10 @@ pub struct AyaPort {
     adopted: bool,
     /// The pin directory's exclusive lock, held for this port's lifetime.
     lock: PinLock,
+    /// A pinned connection table of another size, set aside until its entries are
+    /// carried over ([`AyaPort::carry_over_conns`]).
+    resize: Option<Resize>,
+    fill: FillCounter,
 }
 
 impl AyaPort {
@@ -127,7 +137,20 @@ impl AyaPort {
     /// first, before it binds its sockets).
     pub fn load_locked(opts: &LoadOptions, lock: PinLock) -> Result<Self, LoadError> {
         retire_incompatible_pins(&opts.pin_dir)?;
+        let entries = match opts.conn_entries {
+            Some(n) => n,
+            None => default_conn_entries()?,
+        };
+        // Dropped on any failure below, which puts the old table back.
+        let resize = conns::set_aside_if_resized(&opts.pin_dir, entries).map_err(|source| {
+            LoadError::Pin {
+                what: "connection table (set aside to resize it)".into(),
+                path: opts.pin_dir.join(maps::CONNS),
+                source,
+            }
+        })?;
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries(maps::CONNS, entries);
         let pin_paths: Vec<(&str, PathBuf)> = PINNED_MAPS
             .iter()
             .map(|name| (*name, opts.pin_dir.join(name)))
@@ -146,6 +169,8 @@ impl AyaPort {
             pin_dir: opts.pin_dir.clone(),
             adopted,
             lock,
+            resize,
+            fill: FillCounter::start(&opts.pin_dir),
         };
         for name in [programs::BALANCER, programs::PASS, programs::DECAP] {
             dp.xdp(name)?.load().map_err(|e| program_err(name, e))?;
@@ -155,6 +180,39 @@ impl AyaPort {
 
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
+    }
+
+    /// Finishes a resize of the connection table begun at load: copies the old table's
+    /// entries into the new one. Call it once this port's program is attached (until
+    /// then the old program forwards from the old table, and its entries keep coming).
+    /// Returns the old size and the entries copied, `None` if nothing was resized.
+    pub fn carry_over_conns(&mut self) -> Result<Option<(u32, usize)>, MapsError> {
+        let Some(resize) = self.resize.take() else {
+            return Ok(None);
+        };
+        let from = resize.from();
+        Ok(Some((from, resize.carry_over(&mut self.ebpf)?)))
+    }
+
+    /// The connection table's size, kernel memory and last counted fill.
+    pub fn conn_table(&self) -> Result<crate::dataplane::ConnTableUse, MapsError> {
+        let map_err = |source| MapsError::Map {
+            name: maps::CONNS,
+            source,
+        };
+        let data = match self.ebpf.map(maps::CONNS) {
+            Some(aya::maps::Map::LruHashMap(data)) => data,
+            _ => return Err(MapsError::Missing(maps::CONNS)),
+        };
+        let info = data.info().map_err(map_err)?;
+        use std::os::fd::AsFd as _;
+        let fill = self.fill.last();
+        Ok(crate::dataplane::ConnTableUse {
+            capacity: info.max_entries(),
+            memory_bytes: conns::memory_bytes(data.fd().as_fd()),
+            flows: fill.map(|f| f.flows),
+            counted_age: fill.map(|f| f.age),
+        })
     }
 
     /// Whether the pins outlive this process (bpffs as found at load).
@@ -327,9 +385,9 @@ fn program_err(name: &'static str, source: ProgramError) -> LoadError {
 /// the loader would otherwise reuse it, and the program would fail verification
 /// against it (or, worse, misread it). The new map starts empty; what that loses is
 /// logged per map (for `XLB_CONNS`, established flows pick their backend again by
-/// Maglev: the same one unless the table changed). A different `max_entries` is kept:
-/// a bigger connection table pinned on purpose is an operator's choice, not a layout
-/// change. Returns the names of the maps replaced.
+/// Maglev: the same one unless the table changed). A different `max_entries` is not a
+/// layout change: the connection table is resized with its entries at load
+/// ([`conns`]), other maps keep their size. Returns the names of the maps replaced.
 pub fn retire_incompatible_pins(pin_dir: &Path) -> Result<Vec<&'static str>, LoadError> {
     let obj =
         aya_obj::Object::parse(super::EBPF_OBJECT).map_err(|e| LoadError::Parse(Box::new(e)))?;
@@ -389,6 +447,16 @@ pub fn retire_incompatible_pins(pin_dir: &Path) -> Result<Vec<&'static str>, Loa
         replaced.push(maps::CONNS);
     }
     Ok(replaced)
+}
+
+/// The connection table's size in the embedded object (its compiled default).
+fn default_conn_entries() -> Result<u32, LoadError> {
+    let obj =
+        aya_obj::Object::parse(super::EBPF_OBJECT).map_err(|e| LoadError::Parse(Box::new(e)))?;
+    Ok(obj
+        .maps
+        .get(maps::CONNS)
+        .map_or(lb_common::limits::MAX_CONNS, aya_obj::Map::max_entries))
 }
 
 /// What an empty replacement of a pinned map costs (for the log line).

@@ -5,12 +5,14 @@
 //! - [`loader`]: load, pin (replacing pins of another layout after an upgrade), attach;
 //!   [`AyaPort`] is the loaded object and implements [`DataPlane`].
 //! - [`maps`]: typed map writes, the atomic table swap, the service slots.
+//! - [`conns`]: the connection table's size (resized with its entries), memory, fill.
 //! - [`mmap`]: mappings of mmapable arrays (whole-table copies, atomic slot stores).
 //! - [`stats`]: per-CPU counters, live or from the pins.
 //! - [`bpffs`]: bpffs mounted and the pin directory present.
 //! - [`ebpf_log`]: aya-log records from the programs into `tracing`.
 
 pub mod bpffs;
+pub mod conns;
 pub mod ebpf_log;
 pub mod loader;
 pub mod maps;
@@ -95,6 +97,10 @@ impl DataPlane for AyaPort {
         mode: AttachMode,
     ) -> Result<Attachment, PortError> {
         AyaPort::attach(self, program, iface, mode).map_err(|e| PortError::Load(Box::new(e)))
+    }
+
+    fn conn_table(&self) -> Result<super::ConnTableUse, PortError> {
+        Ok(AyaPort::conn_table(self)?)
     }
 
     fn detach_all(&mut self) -> Result<(), PortError> {

@@ -49,6 +49,38 @@ pub struct Status {
     /// How the program is attached to each interface.
     #[serde(default)]
     pub attached: Vec<AttachedIface>,
+    /// The connection table's size, memory and fill.
+    #[serde(default)]
+    pub conn_table: Option<ConnTableView>,
+}
+
+/// The connection table in `xlb status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnTableView {
+    /// Entries it holds before the least recently used are evicted.
+    pub entries: u32,
+    /// Kernel memory charged to it.
+    pub memory_bytes: Option<u64>,
+    /// Flows at the last count (counted every few seconds off the daemon's loop).
+    pub flows: Option<u64>,
+    /// How long ago that count was taken.
+    pub counted_s_ago: Option<u64>,
+    /// `conn_table.entries` of the config in force, when it differs from `entries`
+    /// (a reload changed it: it takes effect at the next start).
+    #[serde(default)]
+    pub configured_entries: Option<u32>,
+}
+
+impl ConnTableView {
+    pub fn new(table: &crate::dataplane::ConnTableUse, configured: u32) -> Self {
+        Self {
+            entries: table.capacity,
+            memory_bytes: table.memory_bytes,
+            flows: table.flows,
+            counted_s_ago: table.counted_age.map(|a| a.as_secs()),
+            configured_entries: (configured != table.capacity).then_some(configured),
+        }
+    }
 }
 
 /// One interface the daemon attached to, in `xlb status`.
@@ -518,6 +550,26 @@ pub fn status_text(s: &Status) -> String {
             why.push(format!("egress missing: {}", d.missing_egress.join(", ")));
         }
         let _ = writeln!(out, "  data plane   OUT OF SYNC: {}", why.join("; "));
+    }
+    if let Some(c) = &s.conn_table {
+        let fill = match c.flows {
+            Some(n) => format!(
+                "{n} of {} entries ({:.1} %, counted {}s ago)",
+                c.entries,
+                n as f64 * 100.0 / f64::from(c.entries.max(1)),
+                c.counted_s_ago.unwrap_or(0)
+            ),
+            None => format!("{} entries (not counted yet)", c.entries),
+        };
+        let memory = c
+            .memory_bytes
+            .map(|b| format!(", {:.1} MiB", b as f64 / f64::from(1u32 << 20)))
+            .unwrap_or_default();
+        let next = c
+            .configured_entries
+            .map(|n| format!("; {n} configured, taken at the next start"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  conn table   {fill}{memory}{next}");
     }
     if let Some(warning) = &s.pins_warning {
         let _ = writeln!(

@@ -175,6 +175,7 @@ pub fn run() -> serde_json::Value {
     let mut dp = AyaPort::load(&LoadOptions {
         pin_dir: pins.path().to_path_buf(),
         ebpf_log_level: None,
+        conn_entries: None,
     })
     .expect("load the data plane");
     let floors = BenchPrograms::load(&dp);

@@ -72,6 +72,7 @@ impl Plane {
         let dp = AyaPort::load(&LoadOptions {
             pin_dir: pins.path().to_path_buf(),
             ebpf_log_level: None,
+            conn_entries: None,
         })
         .expect("load the data plane");
         let floors = BenchPrograms::load(&dp);

@@ -1,0 +1,241 @@
+//! The connection table outside the packet path: sized when the data plane is loaded
+//! (`conn_table.entries`), resized with its entries when the pins an earlier daemon
+//! left hold a table of another size, and watched: its kernel memory and how many
+//! flows it holds.
+//!
+//! Resizing keeps established flows: the kernel cannot resize a map, so the pinned
+//! table is set aside before the load (which then creates one of the configured size),
+//! the old program keeps forwarding from it until this daemon's program replaces it on
+//! the link, and only then are its entries copied over: entries the new program made
+//! meanwhile win (`BPF_NOEXIST`). A start that fails before that puts the old table
+//! back, as it was.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use aya::{
+    maps::{HashMap, Map, MapData, MapError, MapInfo},
+    Ebpf,
+};
+use lb_common::{maps, Conn, FlowKey};
+
+use super::maps::MapsError;
+
+/// `bpf_map_update_elem` flag: insert only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
+
+/// A pinned connection table of another size, set aside for this load.
+#[derive(Debug)]
+pub struct Resize {
+    pin: PathBuf,
+    aside: PathBuf,
+    from: u32,
+    to: u32,
+    done: bool,
+}
+
+/// Sets the pinned table aside if its size is not `entries` (before the loader opens
+/// the pins). `None` when there is nothing pinned or it already has that size.
+pub fn set_aside_if_resized(pin_dir: &Path, entries: u32) -> std::io::Result<Option<Resize>> {
+    let pin = pin_dir.join(maps::CONNS);
+    let Ok(info) = MapInfo::from_pin(&pin) else {
+        return Ok(None);
+    };
+    if info.max_entries() == entries {
+        return Ok(None);
+    }
+    let aside = pin_dir.join(format!("{}_RESIZING", maps::CONNS));
+    move_pin(&pin, &aside)?;
+    Ok(Some(Resize {
+        pin,
+        aside,
+        from: info.max_entries(),
+        to: entries,
+        done: false,
+    }))
+}
+
+impl Resize {
+    /// The set-aside table's size.
+    pub fn from(&self) -> u32 {
+        self.from
+    }
+
+    /// Copies every entry of the set-aside table into `ebpf`'s (the one now pinned),
+    /// keeping entries already there, then drops the old table. Returns how many
+    /// entries were copied. A table smaller than the old one keeps the most recently
+    /// copied ones (the LRU evicts as it fills).
+    pub fn carry_over(mut self, ebpf: &mut Ebpf) -> Result<usize, MapsError> {
+        let map_err = |source| MapsError::Map {
+            name: maps::CONNS,
+            source,
+        };
+        let old = MapData::from_pin(&self.aside).map_err(map_err)?;
+        let old: HashMap<MapData, FlowKey, Conn> =
+            HashMap::try_from(Map::LruHashMap(old)).map_err(map_err)?;
+        let mut new: HashMap<&mut MapData, FlowKey, Conn> = HashMap::try_from(
+            ebpf.map_mut(maps::CONNS)
+                .ok_or(MapsError::Missing(maps::CONNS))?,
+        )
+        .map_err(map_err)?;
+        let mut copied = 0;
+        for (key, conn) in old.iter().filter_map(Result::ok) {
+            match new.insert(key, conn, BPF_NOEXIST) {
+                Ok(()) => copied += 1,
+                // The new program already has this flow: its entry is the newer one.
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        self.done = true;
+        let _ = std::fs::remove_file(&self.aside);
+        tracing::info!(
+            from = self.from,
+            to = self.to,
+            copied,
+            "connection table resized; established flows carried over"
+        );
+        Ok(copied)
+    }
+}
+
+impl Drop for Resize {
+    /// A start that ends before the carry-over puts the old table back under its pin,
+    /// for the program still forwarding from it and for the next start.
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(e) = move_pin(&self.aside, &self.pin) {
+                tracing::error!(
+                    aside = %self.aside.display(), error = %e,
+                    "could not put the connection table back under its pin"
+                );
+            }
+        }
+    }
+}
+
+/// Moves the map pinned at `from` to `to` (replacing whatever is pinned there). bpffs
+/// has no rename (and no dots in names): the map is pinned again under the new name,
+/// then the old pin goes.
+fn move_pin(from: &Path, to: &Path) -> std::io::Result<()> {
+    let map = MapData::from_pin(from).map_err(std::io::Error::other)?;
+    match std::fs::remove_file(to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    map.pin(to).map_err(std::io::Error::other)?;
+    std::fs::remove_file(from)
+}
+
+/// Kernel memory charged to the map behind `fd` (`memlock:` of its fdinfo).
+pub fn memory_bytes(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd as _;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// How many flows the table held at the last count, counted off the daemon's loop.
+///
+/// The kernel keeps no element count an LRU hash reports, so a thread walks the keys
+/// (about 0.5 µs each): every 5 s, or 20 × as long as the last walk took, so a huge
+/// table costs at most 5 % of a core. A walk of a table changing under it is an
+/// estimate, which is what a fill level is for.
+#[derive(Debug)]
+pub struct FillCounter {
+    stop: Arc<AtomicBool>,
+    fill: Arc<Fill>,
+    epoch: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Fill {
+    /// Flows + 1 at the last count (0: not counted yet).
+    flows_plus_one: AtomicU64,
+    /// Milliseconds after the counter's epoch at the last count.
+    at_ms: AtomicU64,
+}
+
+/// The last count: flows and how long ago it was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FillCount {
+    pub flows: u64,
+    pub age: Duration,
+}
+
+const MIN_PAUSE: Duration = Duration::from_secs(5);
+
+impl FillCounter {
+    /// Starts counting the table pinned in `pin_dir` (the thread stops with the
+    /// counter).
+    pub fn start(pin_dir: &Path) -> FillCounter {
+        let counter = FillCounter {
+            stop: Arc::new(AtomicBool::new(false)),
+            fill: Arc::new(Fill::default()),
+            epoch: Instant::now(),
+        };
+        let (stop, fill, epoch) = (counter.stop.clone(), counter.fill.clone(), counter.epoch);
+        let pin = pin_dir.join(maps::CONNS);
+        let spawned = std::thread::Builder::new()
+            .name("xlb-conn-count".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    // Not pinned (yet, or any more): look again later.
+                    if let Some(flows) = count(&pin) {
+                        fill.flows_plus_one.store(flows + 1, Ordering::Relaxed);
+                        fill.at_ms
+                            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    }
+                    pause(&stop, MIN_PAUSE.max(started.elapsed() * 20));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no connection-table fill level: cannot start its thread");
+        }
+        counter
+    }
+
+    /// The last count, if one finished.
+    pub fn last(&self) -> Option<FillCount> {
+        let flows = self
+            .fill
+            .flows_plus_one
+            .load(Ordering::Relaxed)
+            .checked_sub(1)?;
+        let at = Duration::from_millis(self.fill.at_ms.load(Ordering::Relaxed));
+        Some(FillCount {
+            flows,
+            age: self.epoch.elapsed().saturating_sub(at),
+        })
+    }
+}
+
+impl Drop for FillCounter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Entries of the table pinned at `pin` (`None` if it cannot be opened).
+fn count(pin: &Path) -> Option<u64> {
+    let data = MapData::from_pin(pin).ok()?;
+    let table: HashMap<MapData, FlowKey, Conn> = HashMap::try_from(Map::LruHashMap(data)).ok()?;
+    Some(table.keys().filter(Result::is_ok).count() as u64)
+}
+
+/// Sleeps `total`, waking every 100 ms to see whether to stop.
+fn pause(stop: &AtomicBool, total: Duration) {
+    let until = Instant::now() + total;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+    }
+}
