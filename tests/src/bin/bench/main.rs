@@ -13,6 +13,7 @@ mod cps;
 mod e2e;
 mod failover;
 mod health;
+mod runtime;
 mod scaling;
 
 use std::{
@@ -461,6 +462,17 @@ fn main() {
         }));
     }
 
+    let run_time = runtime::run(
+        &mut dp,
+        &floors,
+        &runtime::Frames {
+            non_vip: non_vip.clone(),
+            ack_dsr: ack_dsr.clone(),
+            ack_ipip: ack_ipip.clone(),
+            syn_ipip: packet::tcp4_frame(CLIENT4, VIP4, 40000, PORT_IPIP, packet::SYN),
+        },
+    );
+
     println!(
         "\nverifier: instructions processed at load (bpf_prog_info.verified_insns), and the \
          states of a BPF_LOG_STATS re-load (same count, checked)"
@@ -512,7 +524,7 @@ fn main() {
     }
     if only_packets {
         write_json(
-            &serde_json::json!({"per_packet": json, "verifier": verifier}),
+            &serde_json::json!({"per_packet": json, "run_time": run_time, "verifier": verifier}),
             "packets.json",
         );
         return;
@@ -523,7 +535,7 @@ fn main() {
     println!("\n(total bench time {:?})", started.elapsed());
 
     let out = serde_json::json!({
-        "per_packet": json, "verifier": verifier, "control_plane": control,
+        "per_packet": json, "run_time": run_time, "verifier": verifier, "control_plane": control,
         "health_checks": health, "failure_detection": detection,
     });
     write_json(&out, "bench.json");
