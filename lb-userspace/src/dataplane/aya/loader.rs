@@ -137,10 +137,8 @@ impl AyaPort {
     /// first, before it binds its sockets).
     pub fn load_locked(opts: &LoadOptions, lock: PinLock) -> Result<Self, LoadError> {
         retire_incompatible_pins(&opts.pin_dir)?;
-        let entries = match opts.conn_entries {
-            Some(n) => n,
-            None => default_conn_entries()?,
-        };
+        // The object declares the table with `MAX_CONNS` entries (lb-ebpf maps.rs).
+        let entries = opts.conn_entries.unwrap_or(lb_common::limits::MAX_CONNS);
         // Dropped on any failure below, which puts the old table back.
         let resize = conns::set_aside_if_resized(&opts.pin_dir, entries).map_err(|source| {
             LoadError::Pin {
@@ -447,16 +445,6 @@ pub fn retire_incompatible_pins(pin_dir: &Path) -> Result<Vec<&'static str>, Loa
         replaced.push(maps::CONNS);
     }
     Ok(replaced)
-}
-
-/// The connection table's size in the embedded object (its compiled default).
-fn default_conn_entries() -> Result<u32, LoadError> {
-    let obj =
-        aya_obj::Object::parse(super::EBPF_OBJECT).map_err(|e| LoadError::Parse(Box::new(e)))?;
-    Ok(obj
-        .maps
-        .get(maps::CONNS)
-        .map_or(lb_common::limits::MAX_CONNS, aya_obj::Map::max_entries))
 }
 
 /// What an empty replacement of a pinned map costs (for the log line).
