@@ -34,6 +34,11 @@ pub mod maps {
     pub const SERVICE_SLOTS: &str = "XLB_SVC_SLOTS";
     /// Connection table: [`crate::FlowKey`] → [`crate::Conn`] (LRU).
     pub const CONNS: &str = "XLB_CONNS";
+    /// Unconfirmed flows (a SYN, a first datagram): [`crate::FlowKey`] → [`crate::Conn`]
+    /// (LRU), promoted to [`CONNS`] by the flow's next packet, so a flood of first
+    /// packets turns over only this table (docs/robustness.md). Not pinned: what it
+    /// holds is at most one round trip old.
+    pub const CONNS_NEW: &str = "XLB_CONNS_NEW";
     /// Per-service counters, per CPU: index = service id → [`crate::FlowCounter`].
     pub const SERVICE_STATS: &str = "XLB_SERVICE_STATS";
     /// Per-backend counters, per CPU: index = backend id → [`crate::FlowCounter`].
@@ -89,6 +94,9 @@ pub mod limits {
     pub const VIP_FILTER_SLOTS: u32 = 1 << 16;
     /// Connection-table entries (shared LRU).
     pub const MAX_CONNS: u32 = 262_144;
+    /// Unconfirmed-flow entries (`XLB_CONNS_NEW`) in the object; the daemon sizes it
+    /// from `conn_table.unconfirmed_entries`.
+    pub const MAX_NEW_CONNS: u32 = MAX_CONNS / 4;
     /// `XLB_VRRP_ROUTERS` entries (virtual routers plus one marker per interface) and
     /// `XLB_VRRP_SEEN` entries.
     pub const MAX_VRRP_ROUTERS: u32 = 256;

@@ -67,7 +67,8 @@ stats! {
     NoBackend = 14, "no_backend";
     /// Connection-table hit: the flow kept its backend.
     ConnHit = 15, "conn_hit";
-    /// Connection-table miss: backend chosen by Maglev (a new flow).
+    /// Connection-table miss: backend chosen by Maglev (a new flow), recorded in the
+    /// unconfirmed table (`XLB_CONNS_NEW`) unless the packet is an ICMP error.
     ConnMiss = 16, "conn_miss";
     /// Drop reason: the encapsulated frame would exceed the egress MTU and may not be
     /// answered: it is itself an ICMP too-big for a VIP flow (no ICMP errors about ICMP
@@ -133,6 +134,9 @@ stats! {
     /// encapsulated. XDP cannot fragment, and the stack would not send it to the backend
     /// either (it holds no route from the VIP to the backend's tunnel), so it is dropped.
     TooBigNoDf = 36, "too_big_no_df";
+    /// A flow's second packet found the entry its first one left in the unconfirmed
+    /// table and moved it into the connection table (counted with `conn_hit`).
+    ConnConfirmed = 37, "conn_confirmed";
 }
 
 /// One counter slot. Per CPU in the map; userspace sums the CPUs.

@@ -8,8 +8,8 @@ use lb_common::{
 
 use crate::{
     maps::{
-        XLB_BACKENDS, XLB_CONFIG, XLB_CONNS, XLB_MAGLEV, XLB_SERVICES, XLB_SVC_SLOTS, XLB_VIPS,
-        XLB_VIP_FILTER,
+        XLB_BACKENDS, XLB_CONFIG, XLB_CONNS, XLB_CONNS_NEW, XLB_MAGLEV, XLB_SERVICES,
+        XLB_SVC_SLOTS, XLB_VIPS, XLB_VIP_FILTER,
     },
     stats,
 };
@@ -127,53 +127,98 @@ pub fn vip(addr: &[u32; 4], family: u8) -> Vip {
     }
 }
 
+/// What a packet shows of its flow, which decides what the connection table learns
+/// from it (its admission, docs/robustness.md).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// A TCP SYN: a flow that may never exist (a spoofed source never completes the
+    /// handshake). It takes the current Maglev choice, remembered as unconfirmed only.
+    Opening,
+    /// An ICMP error about a flow: it proves nothing about the flow and is forwarded
+    /// where the flow goes, learning nothing.
+    Error,
+    /// Any other packet: if the flow's first packet left an unconfirmed entry, this one
+    /// confirms it; otherwise it is the flow's first packet here.
+    Continuing,
+}
+
 /// The backend for this flow: the one recorded in its connection entry (`known`,
 /// looked up by the caller) if that entry belongs to this service at `service_gen` and
-/// the backend still exists, otherwise the Maglev choice, which is then recorded. A `new_flow`
-/// (TCP SYN) arrives with no `known` entry: a new connection always goes where Maglev
-/// says now.
+/// the backend still exists; else, for a [`Evidence::Continuing`] packet, the one its
+/// unconfirmed entry records, which this packet confirms (moves into `XLB_CONNS`);
+/// otherwise the Maglev choice, remembered as unconfirmed. An [`Evidence::Opening`]
+/// packet (TCP SYN) arrives with no `known` entry: a new connection always goes where
+/// Maglev says now.
 ///
-/// Counts `conn_hit` / `conn_miss` only: the per-service and per-backend counters
-/// (forwarded packets, new flows) are the caller's, once the packet is actually sent
-/// ([`crate::stats::count_forward`]), so a packet dropped after the choice
-/// (`no_tx_port`, `encap_error`, `encap_too_big`) is not counted as forwarded. The
-/// connection entry, however, is written here, before those steps: a dropped packet
-/// still pins its flow to the chosen backend, which is harmless (the next packet of the
-/// flow would get the same Maglev choice) and saves a second lookup then.
+/// Counts `conn_hit` / `conn_miss` (and `conn_confirmed`) only: the per-service and
+/// per-backend counters (forwarded packets, new flows) are the caller's, once the packet
+/// is actually sent ([`crate::stats::count_forward`]), so a packet dropped after the
+/// choice (`no_tx_port`, `encap_error`, `encap_too_big`) is not counted as forwarded.
+/// Entries, however, are written here, before those steps: a dropped packet still
+/// records its flow's choice, which is harmless (the next packet of the flow would get
+/// the same Maglev choice) and saves a second lookup then.
 #[inline(always)]
 pub fn backend(
     flow: &FlowKey,
     svc: &Service,
     service_gen: u32,
     known: Option<Conn>,
+    evidence: Evidence,
     len: u64,
 ) -> Result<Choice, Stat> {
-    if let Some(conn) = known {
-        if conn.service_id == svc.id && conn.service_gen == service_gen {
-            if let Some(backend) = live_backend(conn.backend_id) {
+    if let Some(choice) = known.and_then(|conn| remembered(&conn, svc, service_gen)) {
+        stats::count(Stat::ConnHit, len);
+        return Ok(choice);
+    }
+    if evidence == Evidence::Continuing {
+        // SAFETY: LRU values are read by copy right away.
+        if let Some(conn) = unsafe { XLB_CONNS_NEW.get(flow) }.copied() {
+            if let Some(choice) = remembered(&conn, svc, service_gen) {
+                // A failed insert leaves the flow unconfirmed: its next packet retries.
+                let _ = XLB_CONNS.insert(flow, conn, u64::from(BPF_ANY));
                 stats::count(Stat::ConnHit, len);
-                return Ok(Choice {
-                    backend,
-                    backend_id: conn.backend_id,
-                    new: false,
-                });
+                stats::count(Stat::ConnConfirmed, len);
+                return Ok(choice);
             }
         }
+    }
+    if evidence == Evidence::Opening {
+        // A SYN on the 4-tuple of an earlier connection (a client reusing its port)
+        // opens a new one: the old entry must not catch its handshake's ACK. Only an
+        // existing entry is touched, so a SYN flood evicts nothing.
+        let _ = XLB_CONNS.remove(flow);
     }
     stats::count(Stat::ConnMiss, len);
     let id = maglev(flow, svc).ok_or(Stat::NoBackend)?;
     let backend = live_backend(id).ok_or(Stat::NoBackend)?;
-    let conn = Conn {
-        backend_id: id,
-        service_id: svc.id,
-        service_gen,
-    };
-    // A failed insert only costs a second Maglev lookup for the next packet.
-    let _ = XLB_CONNS.insert(flow, conn, u64::from(BPF_ANY));
+    if evidence != Evidence::Error {
+        let conn = Conn {
+            backend_id: id,
+            service_id: svc.id,
+            service_gen,
+        };
+        // A failed insert only costs a second Maglev lookup for the next packet.
+        let _ = XLB_CONNS_NEW.insert(flow, conn, u64::from(BPF_ANY));
+    }
     Ok(Choice {
         backend,
         backend_id: id,
         new: true,
+    })
+}
+
+/// The choice an entry records, if it belongs to this service at `service_gen` and its
+/// backend still exists.
+#[inline(always)]
+fn remembered(conn: &Conn, svc: &Service, service_gen: u32) -> Option<Choice> {
+    if conn.service_id != svc.id || conn.service_gen != service_gen {
+        return None;
+    }
+    let backend = live_backend(conn.backend_id)?;
+    Some(Choice {
+        backend,
+        backend_id: conn.backend_id,
+        new: false,
     })
 }
 

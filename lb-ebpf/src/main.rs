@@ -115,7 +115,14 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     if pkt.icmp_too_big {
         stats::count(Stat::IcmpTooBig, len);
     }
-    let choice = match lookup::backend(&pkt.flow, &svc, service_gen, known, len) {
+    let evidence = if pkt.new_flow {
+        lookup::Evidence::Opening
+    } else if pkt.icmp_too_big {
+        lookup::Evidence::Error
+    } else {
+        lookup::Evidence::Continuing
+    };
+    let choice = match lookup::backend(&pkt.flow, &svc, service_gen, known, evidence, len) {
         Ok(c) => c,
         Err(Stat::NoBackend) if svc.flags & service_flags::FALLBACK_PASS != 0 => {
             return Ok(pass(ctx, Stat::FallbackPass, len));

@@ -8,8 +8,8 @@ use aya_ebpf::{
 use lb_common::{
     limits::{
         BPF_F_MMAPABLE, MAGLEV_INNER_FLAGS, MAGLEV_SLOTS, MAX_BACKENDS, MAX_CONNS,
-        MAX_DECAP_ENTRIES, MAX_MAGLEV_SIZE, MAX_SERVICES, MAX_TX_PORTS, MAX_VRRP_ROUTERS,
-        VIP_FILTER_SLOTS,
+        MAX_DECAP_ENTRIES, MAX_MAGLEV_SIZE, MAX_NEW_CONNS, MAX_SERVICES, MAX_TX_PORTS,
+        MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
     },
     Backend, Config, Conn, DecapKey, FlowKey, Service, ServiceSlot, TxPort, VipAddr, VipKey,
     VrrpKey, VrrpRouter, VrrpSeen,
@@ -66,6 +66,13 @@ pub static XLB_MAGLEV: ArrayOfMaps<MaglevTable, { MAGLEV_SLOTS as usize }> = Arr
 ///   for LRU hashes) keep local.
 #[btf_map]
 pub static XLB_CONNS: LruHashMap<FlowKey, Conn, { MAX_CONNS as usize }> = LruHashMap::new();
+
+/// Flows seen once (a SYN, a first datagram, a mid-flow packet of a flow this host
+/// has no entry for): their Maglev choice waits here for the flow's next packet,
+/// which moves it into `XLB_CONNS`. A flood of spoofed first packets therefore only
+/// turns this table over, never the confirmed flows (docs/robustness.md).
+#[btf_map]
+pub static XLB_CONNS_NEW: LruHashMap<FlowKey, Conn, { MAX_NEW_CONNS as usize }> = LruHashMap::new();
 
 #[btf_map]
 pub static XLB_CONFIG: Array<Config, 1> = Array::new();

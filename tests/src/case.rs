@@ -58,6 +58,9 @@ impl Case {
 // Counter sets that many rows share.
 /// A new flow forwarded back out (XDP_TX).
 pub const NEW_FLOW_TX: &[Stat] = &[Stat::Rx, Stat::Tx, Stat::ConnMiss];
+/// A flow's second packet, which confirms the entry its first one left in the
+/// unconfirmed table (XDP_TX).
+pub const CONFIRMED_TX: &[Stat] = &[Stat::Rx, Stat::Tx, Stat::ConnHit, Stat::ConnConfirmed];
 /// An established flow forwarded back out (XDP_TX).
 pub const ESTABLISHED_TX: &[Stat] = &[Stat::Rx, Stat::Tx, Stat::ConnHit];
 /// Passed to the stack as not ours.

@@ -177,10 +177,17 @@ impl TestDataplane {
     /// [`Self::load`] into `pin_dir`, reusing whatever the caller pinned there first
     /// (as a restarted or upgraded daemon does).
     pub fn load_in(pin_dir: PinDir) -> Self {
+        Self::load_sized(pin_dir, None)
+    }
+
+    /// [`Self::load_in`] with a connection table of `conn_entries` (the unconfirmed
+    /// table then gets the daemon's default share of it).
+    pub fn load_sized(pin_dir: PinDir, conn_entries: Option<u32>) -> Self {
         let dp = AyaPort::load(&LoadOptions {
             pin_dir: pin_dir.path().to_path_buf(),
             ebpf_log_level: None,
-            conn_entries: None,
+            conn_entries,
+            unconfirmed_entries: None,
         })
         .unwrap_or_else(|e| panic!("loading the data plane: {e:?}"));
         Self { dp, pin_dir }

@@ -924,16 +924,18 @@ impl Harness {
         self.model.tables.config = config;
     }
 
-    /// Empties the connection table on both sides.
+    /// Empties the connection and unconfirmed tables on both sides.
     pub fn reset_conns(&mut self) {
-        let mut conns: aya::maps::HashMap<_, FlowKey, Conn> =
-            aya::maps::HashMap::try_from(self.dp.dp.ebpf_mut().map_mut(map_names::CONNS).unwrap())
-                .unwrap();
-        let keys: Vec<FlowKey> = conns.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            let _ = conns.remove(&k);
+        for name in [map_names::CONNS, map_names::CONNS_NEW] {
+            let mut conns: aya::maps::HashMap<_, FlowKey, Conn> =
+                aya::maps::HashMap::try_from(self.dp.dp.ebpf_mut().map_mut(name).unwrap()).unwrap();
+            let keys: Vec<FlowKey> = conns.keys().filter_map(Result::ok).collect();
+            for k in keys {
+                let _ = conns.remove(&k);
+            }
         }
         self.model.tables.conns.clear();
+        self.model.tables.unconfirmed.clear();
     }
 
     /// Runs `frame` through the program only.

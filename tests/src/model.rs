@@ -76,13 +76,18 @@
 //! 12. An ICMP too-big flow counts `icmp_too_big` (and is then forwarded like the flow).
 //! 13. **Backend.** Unless the packet is a new flow (TCP SYN without ACK), a
 //!     connection-table entry for the flow that names this service and a live backend
-//!     (family ≠ 0) is used: `conn_hit`. Otherwise `conn_miss`, and the Maglev choice
+//!     (family ≠ 0) is used: `conn_hit`. Otherwise, for a packet that is neither a new
+//!     flow nor an ICMP too-big, such an entry in the unconfirmed table is used and
+//!     copied into the connection table: `conn_hit` + `conn_confirmed`. Otherwise
+//!     `conn_miss`, and the Maglev choice
 //!     `table[flow_hash_seeded(flow, source_affinity, hash_seed) % M]`: no table, id 0 or a dead backend →
 //!     `no_backend` (drop, or pass `fallback_pass` with FALLBACK_PASS). A successful
-//!     Maglev choice is written to the connection table **before** the steps below, so
-//!     it stays even when the packet is then dropped (no_tx_port, encap errors); the
-//!     per-service / per-backend counters, by contrast, only count packets actually
-//!     sent (not modelled; tests/tests/fuzz_datapath.rs checks them).
+//!     Maglev choice is written to the unconfirmed table (never for an ICMP too-big;
+//!     a new flow also deletes the flow's connection-table entry)
+//!     **before** the steps below, so it stays even when the packet is then dropped
+//!     (no_tx_port, encap errors); the per-service / per-backend counters, by contrast,
+//!     only count packets actually sent (not modelled; tests/tests/fuzz_datapath.rs
+//!     checks them).
 //! 14. **Egress.** `tx_port` ≠ 0 without a configured MAC → drop `no_tx_port` (the model
 //!     does not cover a *configured* two-arm port: that needs a devmap target).
 //! 15. **Mode.** DSR: destination MAC = backend MAC, source MAC = the input's
@@ -142,8 +147,8 @@ pub struct Expected {
 #[derive(Clone, Debug)]
 pub struct Outcome {
     pub expected: Expected,
-    /// The connection-table write the program makes (rule 13).
-    pub insert: Option<(FlowKey, Conn)>,
+    /// The table write the program makes (rule 13).
+    pub insert: Option<Insert>,
 }
 
 /// The configured data plane, as the control plane writes it: the in-memory data-plane
@@ -159,6 +164,28 @@ pub fn install(tables: &Tables, dp: &mut crate::dataplane::TestDataplane) {
         "configured two-arm ports need a devmap target: not modelled"
     );
     replay(&tables.log, &mut dp.dp).expect("replaying the tables into the kernel");
+}
+
+/// An entry the program writes (rule 13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Insert {
+    /// A Maglev choice, into the unconfirmed table.
+    Unconfirmed(FlowKey, Conn),
+    /// A new flow's (SYN's) Maglev choice, into the unconfirmed table; the flow's
+    /// connection-table entry, if any, is deleted.
+    Opened(FlowKey, Conn),
+    /// An unconfirmed entry confirmed by the flow's next packet, into the connection
+    /// table.
+    Confirmed(FlowKey, Conn),
+}
+
+impl Insert {
+    /// The entry written, whichever table.
+    pub fn conn(&self) -> Conn {
+        match self {
+            Insert::Unconfirmed(_, c) | Insert::Opened(_, c) | Insert::Confirmed(_, c) => *c,
+        }
+    }
 }
 
 /// The reference model: the tables, with the connection table the model writes
@@ -240,8 +267,18 @@ impl Model {
     /// Predicts the program's handling of `frame` and applies its connection-table write.
     pub fn step(&mut self, frame: &[u8]) -> Outcome {
         let out = self.predict(frame);
-        if let Some((k, c)) = out.insert {
-            self.tables.conns.insert(k, c);
+        match out.insert {
+            Some(Insert::Unconfirmed(k, c)) => {
+                self.tables.unconfirmed.insert(k, c);
+            }
+            Some(Insert::Opened(k, c)) => {
+                self.tables.conns.remove(&k);
+                self.tables.unconfirmed.insert(k, c);
+            }
+            Some(Insert::Confirmed(k, c)) => {
+                self.tables.conns.insert(k, c);
+            }
+            None => {}
         }
         out
     }
@@ -275,7 +312,7 @@ impl Model {
         &self,
         frame: &[u8],
         parsed: Parse,
-        insert: &mut Option<(FlowKey, Conn)>,
+        insert: &mut Option<Insert>,
     ) -> (u32, Option<Vec<u8>>, Vec<Stat>) {
         let t = &self.tables;
         let flow = match parsed {
@@ -330,11 +367,22 @@ impl Model {
             reasons.push(Stat::IcmpTooBig);
         }
         // Rule 13.
-        let hit = known
-            .filter(|c| c.service_id == svc.id && current(c))
-            .and_then(|c| t.live_backend(c.backend_id));
-        let backend = if let Some(b) = hit {
+        let usable = |c: &Conn| {
+            (c.service_id == svc.id && current(c))
+                .then(|| t.live_backend(c.backend_id))
+                .flatten()
+        };
+        let unconfirmed = (!flow.syn && !flow.too_big)
+            .then(|| t.unconfirmed.get(&flow.key).copied())
+            .flatten()
+            .and_then(|c| usable(&c).map(|b| (c, b)));
+        let backend = if let Some(b) = known.as_ref().and_then(usable) {
             reasons.push(Stat::ConnHit);
+            b
+        } else if let Some((c, b)) = unconfirmed {
+            reasons.push(Stat::ConnHit);
+            reasons.push(Stat::ConnConfirmed);
+            *insert = Some(Insert::Confirmed(flow.key, c));
             b
         } else {
             reasons.push(Stat::ConnMiss);
@@ -346,14 +394,18 @@ impl Model {
             });
             match choice.and_then(|id| t.live_backend(id).map(|b| (id, b))) {
                 Some((id, b)) => {
-                    *insert = Some((
-                        flow.key,
-                        Conn {
-                            backend_id: id,
-                            service_id: svc.id,
-                            service_gen: t.generation(svc.id).unwrap_or(0),
-                        },
-                    ));
+                    let conn = Conn {
+                        backend_id: id,
+                        service_id: svc.id,
+                        service_gen: t.generation(svc.id).unwrap_or(0),
+                    };
+                    *insert = if flow.syn {
+                        Some(Insert::Opened(flow.key, conn))
+                    } else if flow.too_big {
+                        None
+                    } else {
+                        Some(Insert::Unconfirmed(flow.key, conn))
+                    };
                     b
                 }
                 None if svc.flags & service_flags::FALLBACK_PASS != 0 => {

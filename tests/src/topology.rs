@@ -625,6 +625,7 @@ fn load(pins: &PinDir) -> AyaPort {
         pin_dir: pins.path().to_path_buf(),
         ebpf_log_level: None,
         conn_entries: None,
+        unconfirmed_entries: None,
     })
     .unwrap_or_else(|e| panic!("loading the data plane: {e:?}"))
 }

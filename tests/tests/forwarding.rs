@@ -15,7 +15,7 @@ use lb_common::{
 };
 use lb_userspace::dataplane::aya::maps;
 use testbed::{
-    case::{Case, ESTABLISHED_TX, NEW_FLOW_TX, NOT_VIP},
+    case::{Case, CONFIRMED_TX, ESTABLISHED_TX, NEW_FLOW_TX, NOT_VIP},
     dataplane::TestDataplane,
     fixture::{backend_mac, install_dsr_pair, vip6, VIP4, VIP_PORT},
     packet::{self, be4, be6},
@@ -97,12 +97,19 @@ fn dsr_forwards_new_and_established_flows_to_the_maglev_backend() {
             ack.clone(),
             XDP_TX,
             packet::dsr_output(&ack, backend_mac(id)),
+            CONFIRMED_TX,
+        ));
+        cases.push(Case::new(
+            format!("next ACK from :{sport}"),
+            ack.clone(),
+            XDP_TX,
+            packet::dsr_output(&ack, backend_mac(id)),
             ESTABLISHED_TX,
         ));
     }
     dp.run_cases(cases);
 
-    // Per-service and per-backend counters: 6 flows of 2 packets each.
+    // Per-service and per-backend counters: 6 flows of 3 packets each.
     let (services, backends) =
         lb_userspace::dataplane::aya::stats::read_loaded_flows(dp.dp.ebpf()).unwrap();
     let svc = services
@@ -111,16 +118,16 @@ fn dsr_forwards_new_and_established_flows_to_the_maglev_backend() {
         .expect("service 1 listed");
     assert_eq!(
         (svc.counter.packets, svc.counter.new_flows),
-        (12, 6),
+        (18, 6),
         "{svc:?}"
     );
     let frame_len = packet::tcp4_frame(CLIENT4, VIP4, 1, VIP_PORT, packet::SYN).len() as u64;
-    assert_eq!(svc.counter.bytes, 12 * frame_len);
+    assert_eq!(svc.counter.bytes, 18 * frame_len);
     for b in &backends {
         let flows = per_backend[b.id as usize];
         assert_eq!(
             (b.counter.packets, b.counter.new_flows),
-            (2 * flows, flows),
+            (3 * flows, flows),
             "backend {}",
             b.id
         );
@@ -172,6 +179,16 @@ fn dsr_forwards_ipv6_behind_options_headers() {
     ));
 }
 
+/// Opens a TCP flow as a client does (SYN, then ACK: the ACK confirms the SYN's
+/// unconfirmed entry) and checks that both went to `backend` by DSR.
+fn open_flow(dp: &mut TestDataplane, syn: &[u8], ack: &[u8], backend: u32) {
+    let to = |frame: &[u8]| packet::dsr_output(frame, backend_mac(backend));
+    dp.run_cases([
+        Case::new("SYN", syn.to_vec(), XDP_TX, to(syn), NEW_FLOW_TX),
+        Case::new("its ACK", ack.to_vec(), XDP_TX, to(ack), CONFIRMED_TX),
+    ]);
+}
+
 #[test]
 fn table_swap_keeps_established_flows_and_moves_new_ones() {
     let mut dp = setup("swap");
@@ -180,35 +197,27 @@ fn table_swap_keeps_established_flows_and_moves_new_ones() {
         .find(|p| expected_backend(&flow4(*p), &TABLE) == 1)
         .unwrap();
     let syn = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::SYN);
-    assert_eq!(
-        dp.run(&syn).packet,
-        packet::dsr_output(&syn, backend_mac(1))
-    );
+    let ack = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::Flags::ACK);
+    open_flow(&mut dp, &syn, &ack, 1);
 
     // A second flow on backend 1, in each family, for the reused-4-tuple checks.
     let sport_b = (sport + 1..)
         .find(|p| expected_backend(&flow4(*p), &TABLE) == 1)
         .unwrap();
     let syn_b = packet::tcp4_frame(CLIENT4, VIP4, sport_b, VIP_PORT, packet::SYN);
-    assert_eq!(
-        dp.run(&syn_b).packet,
-        packet::dsr_output(&syn_b, backend_mac(1))
-    );
+    let ack_b = packet::tcp4_frame(CLIENT4, VIP4, sport_b, VIP_PORT, packet::Flags::ACK);
+    open_flow(&mut dp, &syn_b, &ack_b, 1);
     let sport6 = (40000u16..)
         .find(|p| expected_backend(&flow6(*p), &TABLE) == 1)
         .unwrap();
     let syn6 = packet::tcp6_frame(client6(), vip6(), sport6, VIP_PORT, packet::SYN);
-    assert_eq!(
-        dp.run(&syn6).packet,
-        packet::dsr_output(&syn6, backend_mac(1))
-    );
+    let ack6 = packet::tcp6_frame(client6(), vip6(), sport6, VIP_PORT, packet::Flags::ACK);
+    open_flow(&mut dp, &syn6, &ack6, 1);
 
     // New table without backend 1 (backend 1 still exists: drain semantics).
     let new_table = [2, 3, 2, 3, 2, 3, 2];
     maps::swap_table(dp.dp.ebpf_mut(), 1, &new_table).unwrap();
     maps::swap_table(dp.dp.ebpf_mut(), 2, &new_table).unwrap();
-    let ack = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::Flags::ACK);
-    let ack_b = packet::tcp4_frame(CLIENT4, VIP4, sport_b, VIP_PORT, packet::Flags::ACK);
     let synack = packet::tcp4_frame(
         CLIENT4,
         VIP4,
@@ -243,12 +252,13 @@ fn table_swap_keeps_established_flows_and_moves_new_ones() {
             to(&syn_b, reused),
             NEW_FLOW_TX,
         ),
+        // The old connection's entry went with that SYN: the ACK confirms the new one.
         Case::new(
             "its ACK follows the new entry",
             ack_b.clone(),
             XDP_TX,
             to(&ack_b, reused),
-            ESTABLISHED_TX,
+            CONFIRMED_TX,
         ),
         // Only SYN-without-ACK is new: a SYN+ACK follows the entry like any other packet.
         Case::new(
@@ -446,15 +456,12 @@ fn fallback_pass_hands_new_flows_to_the_stack_when_no_backend_is_left() {
         ..Default::default()
     };
     maps::set_service(dp.dp.ebpf_mut(), &key, &svc).unwrap();
-    let established = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
+    let syn = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::SYN);
+    let ack = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::Flags::ACK);
     let id = expected_backend(&flow4(40000), &TABLE);
-    assert_eq!(
-        dp.run(&established).packet,
-        packet::dsr_output(&established, backend_mac(id))
-    );
+    open_flow(&mut dp, &syn, &ack, id);
     // Every backend drained: an all-zero table (what the control plane installs).
     maps::swap_table(dp.dp.ebpf_mut(), 1, &[0; 7]).unwrap();
-    let ack = packet::tcp4_frame(CLIENT4, VIP4, 40000, VIP_PORT, packet::Flags::ACK);
     dp.run_cases([
         Case::unchanged(
             "new flow, no backend",
@@ -1034,7 +1041,7 @@ fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
     const TOO_BIG: &[Stat] = &[Stat::Rx, Stat::Tx, Stat::IcmpTooBig, Stat::ConnHit];
     let mut dp = setup("toobig");
     let router = Ipv4Addr::new(10, 0, 9, 1);
-    // Each flow is established by its SYN, then an ICMP error quoting the backend's
+    // Each flow is established by its SYN and ACK, then an ICMP error quoting the backend's
     // reply follows that flow's connection entry.
     let mut cases = Vec::new();
     for sport in [40000u16, 40001, 40002, 40003] {
@@ -1058,12 +1065,20 @@ fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
             EtherTypes::Ipv4,
             &packet::ipv4(router, VIP4, P::Icmp, &icmp),
         );
+        let ack = packet::tcp4_frame(CLIENT4, VIP4, sport, VIP_PORT, packet::Flags::ACK);
         cases.push(Case::new(
             format!("SYN from :{sport}"),
             syn.clone(),
             XDP_TX,
             packet::dsr_output(&syn, backend_mac(id)),
             NEW_FLOW_TX,
+        ));
+        cases.push(Case::new(
+            format!("ACK from :{sport}"),
+            ack.clone(),
+            XDP_TX,
+            packet::dsr_output(&ack, backend_mac(id)),
+            CONFIRMED_TX,
         ));
         cases.push(Case::new(
             format!("frag needed for :{sport}"),
@@ -1077,6 +1092,7 @@ fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
     // ICMPv6 packet too big about a v6 flow.
     let (c6, v6) = (client6(), vip6());
     let syn6 = packet::tcp6_frame(c6, v6, 40000, VIP_PORT, packet::SYN);
+    let ack6 = packet::tcp6_frame(c6, v6, 40000, VIP_PORT, packet::Flags::ACK);
     let mac6 = backend_mac(expected_backend(&flow6(40000), &TABLE));
     let reply6 = packet::ipv6(
         v6,
@@ -1107,6 +1123,13 @@ fn icmp_too_big_follows_the_quoted_flow_to_its_backend() {
         XDP_TX,
         packet::dsr_output(&syn6, mac6),
         NEW_FLOW_TX,
+    ));
+    cases.push(Case::new(
+        "IPv6 ACK",
+        ack6.clone(),
+        XDP_TX,
+        packet::dsr_output(&ack6, mac6),
+        CONFIRMED_TX,
     ));
     cases.push(Case::new(
         "packet too big (v6)",
@@ -1294,6 +1317,13 @@ fn established_flows_follow_their_service_slot() {
             to_backend(&syn, id),
             NEW_FLOW_TX,
         ),
+        Case::new(
+            "first ACK",
+            ack.clone(),
+            XDP_TX,
+            to_backend(&ack, id),
+            CONFIRMED_TX,
+        ),
         ack_to_backend(),
     ]);
 
@@ -1346,13 +1376,22 @@ fn established_flows_follow_their_service_slot() {
         id2, 2,
         "pick a flow whose all-ports backend is not the exact service's"
     );
-    dp.run_case(&Case::new(
-        "SYN, all ports",
-        syn2.clone(),
-        XDP_TX,
-        to_backend(&syn2, id2),
-        NEW_FLOW_TX,
-    ));
+    dp.run_cases([
+        Case::new(
+            "SYN, all ports",
+            syn2.clone(),
+            XDP_TX,
+            to_backend(&syn2, id2),
+            NEW_FLOW_TX,
+        ),
+        Case::new(
+            "first ACK, all ports",
+            ack2.clone(),
+            XDP_TX,
+            to_backend(&ack2, id2),
+            CONFIRMED_TX,
+        ),
+    ]);
     maps::swap_table(dp.dp.ebpf_mut(), 4, &[2]).unwrap();
     maps::set_service(dp.dp.ebpf_mut(), &key4, &Service { id: 4, ..dsr }).unwrap();
     let syn3 = packet::tcp4_frame(CLIENT4, VIP4, 41002, VIP_PORT, packet::SYN);

@@ -65,6 +65,7 @@ fn instruction_count_follows_the_frozen_rodata() {
                 pin_dir: pin_dir.path().to_path_buf(),
                 ebpf_log_level,
                 conn_entries: None,
+                unconfirmed_entries: None,
             })
             .unwrap();
             let stats = verifier_stats(dp.ebpf(), EBPF_OBJECT, &[programs::BALANCER]).unwrap();

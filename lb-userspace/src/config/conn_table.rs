@@ -2,6 +2,11 @@
 //! created, so this takes effect when the daemon loads the data plane (a start, or a
 //! restart over pins of another size, which carries the entries over); a reload that
 //! changes it keeps the running table and says so.
+//!
+//! `unconfirmed_entries` sizes the table of flows seen once (`XLB_CONNS_NEW`: a SYN, a
+//! first datagram) until their next packet confirms them: it must hold the flows that
+//! open within one round trip (new flows per second × RTT), and under a flood of spoofed
+//! first packets it is the only table that turns over (docs/robustness.md).
 
 use serde::{Deserialize, Serialize};
 
@@ -22,14 +27,35 @@ pub struct ConnTableSpec {
     /// Flows the table holds before the least recently used are evicted.
     #[serde(default = "default_entries")]
     pub entries: u32,
+    /// Unconfirmed flows held until their second packet; `None`: [`unconfirmed_for`]
+    /// of `entries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconfirmed_entries: Option<u32>,
 }
 
 impl Default for ConnTableSpec {
     fn default() -> Self {
         Self {
             entries: DEFAULT_ENTRIES,
+            unconfirmed_entries: None,
         }
     }
+}
+
+impl ConnTableSpec {
+    /// The unconfirmed table's size for a connection table of `entries` (the
+    /// configured `entries` may be overridden by `xlb run --conn-table-entries`).
+    pub fn unconfirmed(&self, entries: u32) -> u32 {
+        self.unconfirmed_entries
+            .unwrap_or_else(|| unconfirmed_for(entries))
+    }
+}
+
+/// The default unconfirmed-table size: a quarter of the connection table (65,536 for
+/// the default 262,144: one second of 65,000 new flows per second with a 1 s RTT), at
+/// least [`MIN_ENTRIES`].
+pub fn unconfirmed_for(entries: u32) -> u32 {
+    (entries / 4).max(MIN_ENTRIES)
 }
 
 fn default_entries() -> u32 {
@@ -38,14 +64,21 @@ fn default_entries() -> u32 {
 
 /// The problems of a `conn_table` section (empty when it is valid).
 pub fn validate(spec: &ConnTableSpec) -> Vec<Invalid> {
-    check_entries(spec.entries)
+    let mut errors: Vec<Invalid> = check_entries(spec.entries)
         .err()
         .map(|reason| Invalid {
             path: "conn_table.entries".into(),
             reason,
         })
         .into_iter()
-        .collect()
+        .collect();
+    if let Some(Err(reason)) = spec.unconfirmed_entries.map(check_entries) {
+        errors.push(Invalid {
+            path: "conn_table.unconfirmed_entries".into(),
+            reason,
+        });
+    }
+    errors
 }
 
 /// Whether `entries` is a size the table may have (shared by the config and
@@ -73,6 +106,22 @@ mod tests {
         );
         let c = Config::parse(r#"{"conn_table": {"entries": 4096}}"#).unwrap();
         assert_eq!(c.conn_table.entries, 4096);
+    }
+
+    #[test]
+    fn the_unconfirmed_table_is_a_quarter_unless_configured() {
+        let c = Config::parse("{}").unwrap().conn_table;
+        assert_eq!(c.unconfirmed(DEFAULT_ENTRIES), DEFAULT_ENTRIES / 4);
+        assert_eq!(c.unconfirmed(MIN_ENTRIES), MIN_ENTRIES);
+        let c = Config::parse(r#"{"conn_table": {"unconfirmed_entries": 2048}}"#).unwrap();
+        assert_eq!(c.conn_table.unconfirmed(DEFAULT_ENTRIES), 2048);
+        let err = Config::parse(r#"{"conn_table": {"unconfirmed_entries": 10}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("conn_table.unconfirmed_entries: 10 entries"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -103,6 +103,8 @@ pub struct MemoryPort {
     pub tx_ports: HashMap<u32, (u32, [u8; 6])>,
     /// The connection table (written by whoever models packets).
     pub conns: HashMap<FlowKey, Conn>,
+    /// The unconfirmed-flow table (`XLB_CONNS_NEW`), likewise.
+    pub unconfirmed: HashMap<FlowKey, Conn>,
     pub vrrp_routers: HashMap<VrrpKey, VrrpRouter>,
     pub vrrp_seen: HashMap<VrrpKey, VrrpSeen>,
     pub stats: GlobalStats,
@@ -341,9 +343,10 @@ impl DataPlane for MemoryPort {
 
     fn forget_backend_flows(&mut self, ids: &[u32]) -> Result<usize, PortError> {
         self.check_fault("forget_backend_flows")?;
-        let before = self.conns.len();
+        let before = self.conns.len() + self.unconfirmed.len();
         self.conns.retain(|_, c| !ids.contains(&c.backend_id));
-        let gone = before - self.conns.len();
+        self.unconfirmed.retain(|_, c| !ids.contains(&c.backend_id));
+        let gone = before - self.conns.len() - self.unconfirmed.len();
         self.done(Op::ForgetBackendFlows(ids.to_vec()));
         Ok(gone)
     }

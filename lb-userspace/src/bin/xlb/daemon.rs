@@ -99,10 +99,12 @@ impl Daemon {
             metrics::serve(addr, requests_tx.clone()).await?;
         }
         drop(requests_tx);
+        let entries = self.conn_table_entries.unwrap_or(config.conn_table.entries);
         let opts = LoadOptions {
             pin_dir: self.pin_dir.clone(),
             ebpf_log_level: self.ebpf_log_level.to_aya(),
-            conn_entries: Some(self.conn_table_entries.unwrap_or(config.conn_table.entries)),
+            conn_entries: Some(entries),
+            unconfirmed_entries: Some(config.conn_table.unconfirmed(entries)),
         };
         let mut dp = AyaPort::load_locked(&opts, lock).context("loading the XDP data plane")?;
         if self.ebpf_log_level.to_aya().is_some() {

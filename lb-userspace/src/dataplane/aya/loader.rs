@@ -108,6 +108,9 @@ pub struct LoadOptions {
     pub ebpf_log_level: Option<aya_log::Level>,
     /// Connection-table entries (`conn_table.entries`); `None`: the object's size.
     pub conn_entries: Option<u32>,
+    /// Unconfirmed-flow entries (`conn_table.unconfirmed_entries`); `None`: derived
+    /// from `conn_entries` (`config::conn_table::unconfirmed_for`).
+    pub unconfirmed_entries: Option<u32>,
 }
 
 /// The loaded kernel data plane: the eBPF object with its programs verified and maps
@@ -149,6 +152,10 @@ impl AyaPort {
         })?;
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(maps::CONNS, entries);
+        let unconfirmed = opts
+            .unconfirmed_entries
+            .unwrap_or_else(|| crate::config::conn_table::unconfirmed_for(entries));
+        loader.map_max_entries(maps::CONNS_NEW, unconfirmed);
         let pin_paths: Vec<(&str, PathBuf)> = PINNED_MAPS
             .iter()
             .map(|name| (*name, opts.pin_dir.join(name)))

@@ -539,29 +539,31 @@ pub fn set_decap_allowed(
     Ok(())
 }
 
-/// Deletes every connection-table entry that points at one of backends `ids`, so the
-/// ids can be given to other backends without their old flows following them there.
-/// Call after the backends' records are cleared and no table names them: from then on
-/// no new entry can point at them. Returns how many entries were removed. Costs one
-/// pass over the table, whatever the number of ids.
+/// Deletes every entry of the connection table and of the unconfirmed table that points
+/// at one of backends `ids`, so the ids can be given to other backends without their old
+/// flows following them there. Call after the backends' records are cleared and no
+/// table names them: from then on no new entry can point at them. Returns how many
+/// entries were removed. Costs one pass over each table, whatever the number of ids.
 pub fn forget_backend_flows(ebpf: &mut Ebpf, ids: &[u32]) -> Result<usize, MapsError> {
     let ids: std::collections::HashSet<u32> = ids.iter().copied().collect();
-    let mut conns: HashMap<&mut MapData, FlowKey, Conn> = HashMap::try_from(
-        ebpf.map_mut(maps::CONNS)
-            .ok_or(MapsError::Missing(maps::CONNS))?,
-    )
-    .map_err(map_err(maps::CONNS))?;
-    let stale: Vec<FlowKey> = conns
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, conn)| ids.contains(&conn.backend_id))
-        .map(|(key, _)| key)
-        .collect();
-    for key in &stale {
-        // An entry the LRU evicted meanwhile is already gone: fine.
-        let _ = conns.remove(key);
+    let mut removed = 0;
+    for name in [maps::CONNS, maps::CONNS_NEW] {
+        let mut conns: HashMap<&mut MapData, FlowKey, Conn> =
+            HashMap::try_from(ebpf.map_mut(name).ok_or(MapsError::Missing(name))?)
+                .map_err(map_err(name))?;
+        let stale: Vec<FlowKey> = conns
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, conn)| ids.contains(&conn.backend_id))
+            .map(|(key, _)| key)
+            .collect();
+        for key in &stale {
+            // An entry the LRU evicted meanwhile is already gone: fine.
+            let _ = conns.remove(key);
+        }
+        removed += stale.len();
     }
-    Ok(stale.len())
+    Ok(removed)
 }
 
 /// Configures (or replaces) the VRRP virtual router `key` for the data plane, and marks

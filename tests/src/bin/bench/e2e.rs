@@ -176,6 +176,7 @@ pub fn run() -> serde_json::Value {
         pin_dir: pins.path().to_path_buf(),
         ebpf_log_level: None,
         conn_entries: None,
+        unconfirmed_entries: None,
     })
     .expect("load the data plane");
     let floors = BenchPrograms::load(&dp);

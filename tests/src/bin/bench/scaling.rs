@@ -73,6 +73,7 @@ impl Plane {
             pin_dir: pins.path().to_path_buf(),
             ebpf_log_level: None,
             conn_entries: None,
+            unconfirmed_entries: None,
         })
         .expect("load the data plane");
         let floors = BenchPrograms::load(&dp);
@@ -267,7 +268,8 @@ fn point_with(tag: &str, size: u64, services: u32, backends: u32) -> Point {
             )
         })
         .collect();
-    for f in &spread {
+    // Each flow's second packet confirms it into the connection table.
+    for f in spread.iter().chain(&spread) {
         assert_eq!(plane.run(programs::BALANCER, f, 1).return_value, 3);
     }
     let hot = spread[0].clone();
@@ -329,6 +331,8 @@ fn point_flows(flows: u64, table: Option<u32>) -> Point {
         })
         .collect();
     let hot = frame(Ipv4Addr::new(10, 2, 0, 1), 40000, dst, packet::Flags::ACK);
+    // Its second packet confirms it into the connection table.
+    plane.run(programs::BALANCER, &hot, 1);
     plane.run(programs::BALANCER, &hot, 1);
     // The program's own key layout must be ours, or the fill would be dead weight.
     let key = flow_key(Ipv4Addr::new(10, 2, 0, 1), 40000, dst, 80);
