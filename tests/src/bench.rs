@@ -26,8 +26,10 @@ pub const CONN: &str = "bench_conn";
 /// One `bpf_fib_lookup` (route + neighbour) per packet, its MACs written, XDP_TX
 /// (XDP_DROP unless it found a neighbour).
 pub const FIB: &str = "bench_fib";
-/// Every program of [`OBJECT`].
+/// Every floor of [`OBJECT`].
 pub const ALL: [&str; 4] = [PASS, TX, CONN, FIB];
+/// Not a floor: the lab's spoofed-SYN generator ([`SynFlood`]).
+pub const SYN_FLOOD: &str = "lab_syn_flood";
 
 /// The floors, loaded, with `bench_conn` reading the data plane's `XLB_CONNS`.
 pub struct BenchPrograms {
@@ -80,6 +82,71 @@ impl BenchPrograms {
 
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
+    }
+}
+
+/// [`SYN_FLOOD`] aimed at a running balancer: each BPF_PROG_TEST_RUN iteration turns
+/// the frame into the SYN of a new spoofed flow and tail-calls the balancer program with
+/// it, so the balancer's real program and tables see one more spoofed SYN. Nothing is
+/// transmitted (a test run without live frames sends nothing).
+pub struct SynFlood {
+    ebpf: Ebpf,
+}
+
+impl SynFlood {
+    /// Loads the generator with the program attached through the XDP link pinned at
+    /// `link_pin` (a running daemon's) as its target.
+    pub fn aimed_at(link_pin: &std::path::Path) -> Self {
+        use aya::{
+            maps::ProgramArray,
+            programs::{links::FdLink, links::PinnedLink, loaded_programs},
+        };
+        let link: FdLink = PinnedLink::from_pin(link_pin)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", link_pin.display()))
+            .into();
+        let id = link.info().expect("link info").program_id();
+        let target = loaded_programs()
+            .filter_map(Result::ok)
+            .find(|p| p.id() == id)
+            .unwrap_or_else(|| panic!("program {id} of {} not loaded", link_pin.display()))
+            .fd()
+            .expect("the balancer's program fd");
+        // The object's XLB_CONNS serves `bench_conn` only: the smallest one will do.
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(maps::CONNS, 1)
+            .load(OBJECT)
+            .unwrap_or_else(|e| panic!("loading the benchmark object: {e}"));
+        let prog: &mut Xdp = ebpf
+            .program_mut(SYN_FLOOD)
+            .expect("lab_syn_flood in the object")
+            .try_into()
+            .expect("an XDP program");
+        prog.load()
+            .unwrap_or_else(|e| panic!("loading {SYN_FLOOD}: {e:?}"));
+        let mut targets: ProgramArray<_> =
+            ProgramArray::try_from(ebpf.map_mut("FLOOD_TARGET").expect("FLOOD_TARGET"))
+                .expect("a program array");
+        targets.set(0, &target, 0).expect("aiming the flood");
+        Self { ebpf }
+    }
+
+    /// Runs `n` spoofed SYNs made from `syn` (an IPv4 TCP SYN to a VIP, no IP options)
+    /// through the target; returns the last verdict.
+    pub fn run(&self, syn: &[u8], n: u32) -> u32 {
+        use aya::{TestRun as _, TestRunOptions};
+        let prog: &Xdp = self
+            .ebpf
+            .program(SYN_FLOOD)
+            .expect("lab_syn_flood in the object")
+            .try_into()
+            .expect("an XDP program");
+        prog.test_run(TestRunOptions {
+            data_in: Some(syn),
+            repeat: n,
+            ..TestRunOptions::new()
+        })
+        .expect("BPF_PROG_TEST_RUN of the flood")
+        .return_value
     }
 }
 

@@ -5,6 +5,9 @@
 //! `bench_fib` prices the other way to find a next hop: `bpf_fib_lookup` per packet, as
 //! Cilium does, against the learned MAC xlb keeps in the backend record (docs/next-hops.md).
 //!
+//! `lab_syn_flood` is no floor: it turns one SYN into a stream of spoofed ones for the
+//! flood tests (tests/tests/flood_e2e.rs), handing each to a running balancer.
+//!
 //! `bench_conn` looks flows up in the data plane's own connection table: this object
 //! declares `XLB_CONNS` with the production layout, and the bench loader points it at
 //! the map the data plane pinned (`testbed::bench::BenchPrograms`), so both time the
@@ -14,8 +17,8 @@
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
-    btf_maps::LruHashMap,
-    helpers::generated::bpf_fib_lookup,
+    btf_maps::{LruHashMap, ProgramArray},
+    helpers::{bpf_get_prandom_u32, generated::bpf_fib_lookup},
     macros::btf_map,
     macros::xdp,
     programs::XdpContext,
@@ -27,6 +30,10 @@ use lb_common::{limits::MAX_CONNS, service::AF_INET, Conn, FlowKey};
 /// size, so the pinned production map can stand in for it).
 #[btf_map]
 static XLB_CONNS: LruHashMap<FlowKey, Conn, { MAX_CONNS as usize }> = LruHashMap::new();
+
+/// Slot 0: the program [`lab_syn_flood`] hands its frames to (a running balancer).
+#[btf_map]
+static FLOOD_TARGET: ProgramArray<1> = ProgramArray::new();
 
 const ETH_HLEN: usize = 14;
 
@@ -185,3 +192,33 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+/// Flood generator for the lab: makes the frame (an IPv4 TCP SYN without options to a
+/// VIP) the SYN of a new spoofed flow — a random source in 172.16.0.0/12 and a random
+/// source port — and tail-calls the program in `FLOOD_TARGET` with it. Run with
+/// BPF_PROG_TEST_RUN `repeat` (which does not restore the frame, so each iteration
+/// rewrites it): every iteration is one more spoofed SYN through the balancer's real
+/// program and tables. The checksums are left stale: the balancer does not check them.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] ABI hands the context over by value"
+)]
+pub fn lab_syn_flood(ctx: XdpContext) -> u32 {
+    let (Some(ip), Some(ports)) = (
+        header::<Ipv4Hdr>(&ctx, ETH_HLEN),
+        header::<[u16; 2]>(&ctx, ETH_HLEN + size_of::<Ipv4Hdr>()),
+    ) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: a helper without arguments; both headers are inside the packet (checked
+    // by `header`).
+    unsafe {
+        let (src, sport) = (bpf_get_prandom_u32(), bpf_get_prandom_u32());
+        (*ip).src = (0xac10_0000 | (src & 0x000f_ffff)).to_be();
+        (*ports)[0] = (sport as u16 | 1024).to_be();
+        FLOOD_TARGET.tail_call(&ctx, 0);
+    }
+    // Only reached if the tail call failed (no target installed).
+    xdp_action::XDP_ABORTED
+}
