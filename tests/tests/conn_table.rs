@@ -43,6 +43,8 @@ fn the_configured_size_is_the_kernel_tables_and_its_fill_is_shown() {
     assert_eq!(pinned_entries(&lab), 4096);
     let table = status_table(&lab);
     assert_eq!(table["entries"], 4096, "{table}");
+    // The unconfirmed table: a quarter of the connection table by default.
+    assert_eq!(table["unconfirmed_entries"], 1024, "{table}");
     assert!(table["memory_bytes"].as_u64().unwrap_or(0) > 0, "{table}");
 
     // 120 connections make 120 entries (nothing expires them yet), counted within a
@@ -60,6 +62,10 @@ fn the_configured_size_is_the_kernel_tables_and_its_fill_is_shown() {
     );
     let (_, metrics) = http_get_in(&lab.lb, "127.0.0.1:9643", "/metrics");
     assert_eq!(sample(&metrics, "xlb_conn_table_entries"), Some(4096.0));
+    assert_eq!(
+        sample(&metrics, "xlb_conn_table_unconfirmed_entries"),
+        Some(1024.0)
+    );
     let flows = sample(&metrics, "xlb_conn_table_flows").unwrap_or(0.0);
     assert!(flows >= attempts.len() as f64, "{flows}");
     assert!(sample(&metrics, "xlb_conn_table_memory_bytes").unwrap_or(0.0) > 0.0);

@@ -49,6 +49,9 @@ pub struct ConnTableUse {
     /// Flows at the last count (`None` before the first), and how long ago that was.
     pub flows: Option<u64>,
     pub counted_age: Option<std::time::Duration>,
+    /// The unconfirmed table (`XLB_CONNS_NEW`): its entries and kernel memory.
+    pub unconfirmed_capacity: u32,
+    pub unconfirmed_memory_bytes: Option<u64>,
 }
 
 /// How to attach an XDP program.

@@ -300,6 +300,18 @@ impl Snapshot {
                 "Flows the connection table holds before the least recently used are evicted",
                 gauge(u64::from(table.capacity)),
             );
+            reg.register(
+                "conn_table_unconfirmed_entries",
+                "Flows seen once (a SYN, a first datagram) the unconfirmed table holds until their next packet confirms them",
+                gauge(u64::from(table.unconfirmed_capacity)),
+            );
+            if let Some(bytes) = table.unconfirmed_memory_bytes {
+                reg.register(
+                    "conn_table_unconfirmed_memory_bytes",
+                    "Kernel memory charged to the unconfirmed table",
+                    gauge(bytes),
+                );
+            }
             if let Some(flows) = table.flows {
                 reg.register(
                     "conn_table_flows",

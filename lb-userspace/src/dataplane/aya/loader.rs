@@ -201,22 +201,24 @@ impl AyaPort {
 
     /// The connection table's size, kernel memory and last counted fill.
     pub fn conn_table(&self) -> Result<crate::dataplane::ConnTableUse, MapsError> {
-        let map_err = |source| MapsError::Map {
-            name: maps::CONNS,
-            source,
-        };
-        let data = match self.ebpf.map(maps::CONNS) {
-            Some(aya::maps::Map::LruHashMap(data)) => data,
-            _ => return Err(MapsError::Missing(maps::CONNS)),
-        };
-        let info = data.info().map_err(map_err)?;
         use std::os::fd::AsFd as _;
+        let table = |name: &'static str| match self.ebpf.map(name) {
+            Some(aya::maps::Map::LruHashMap(data)) => data
+                .info()
+                .map(|info| (info.max_entries(), conns::memory_bytes(data.fd().as_fd())))
+                .map_err(|source| MapsError::Map { name, source }),
+            _ => Err(MapsError::Missing(name)),
+        };
+        let (capacity, memory_bytes) = table(maps::CONNS)?;
+        let (unconfirmed_capacity, unconfirmed_memory_bytes) = table(maps::CONNS_NEW)?;
         let fill = self.fill.last();
         Ok(crate::dataplane::ConnTableUse {
-            capacity: info.max_entries(),
-            memory_bytes: conns::memory_bytes(data.fd().as_fd()),
+            capacity,
+            memory_bytes,
             flows: fill.map(|f| f.flows),
             counted_age: fill.map(|f| f.age),
+            unconfirmed_capacity,
+            unconfirmed_memory_bytes,
         })
     }
 

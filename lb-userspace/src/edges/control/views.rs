@@ -69,6 +69,11 @@ pub struct ConnTableView {
     /// (a reload changed it: it takes effect at the next start).
     #[serde(default)]
     pub configured_entries: Option<u32>,
+    /// The unconfirmed table (flows seen once, waiting for their second packet).
+    #[serde(default)]
+    pub unconfirmed_entries: u32,
+    #[serde(default)]
+    pub unconfirmed_memory_bytes: Option<u64>,
 }
 
 impl ConnTableView {
@@ -79,6 +84,8 @@ impl ConnTableView {
             flows: table.flows,
             counted_s_ago: table.counted_age.map(|a| a.as_secs()),
             configured_entries: (configured != table.capacity).then_some(configured),
+            unconfirmed_entries: table.unconfirmed_capacity,
+            unconfirmed_memory_bytes: table.unconfirmed_memory_bytes,
         }
     }
 }
@@ -570,6 +577,11 @@ pub fn status_text(s: &Status) -> String {
             .map(|n| format!("; {n} configured, taken at the next start"))
             .unwrap_or_default();
         let _ = writeln!(out, "  conn table   {fill}{memory}{next}");
+        let _ = writeln!(
+            out,
+            "  unconfirmed  {} entries (flows seen once, until their next packet)",
+            c.unconfirmed_entries
+        );
     }
     if let Some(warning) = &s.pins_warning {
         let _ = writeln!(
