@@ -66,6 +66,9 @@ pub mod maps {
     /// Outer (source, destination) pairs `xlb_decap` unwraps: [`crate::DecapKey`] →
     /// [`crate::service::DECAP_PAIR`], plus one source marker per allowed source.
     pub const DECAP_ALLOW: &str = "XLB_DECAP_ALLOW";
+    /// Prefix lengths of `XLB_DECAP_ALLOW`'s sources: `u32` array, IPv4 lengths at
+    /// 0..[`crate::limits::MAX_DECAP_LENS`], IPv6 after them, longest first, 0 = end.
+    pub const DECAP_LENS: &str = "XLB_DECAP_LENS";
     /// aya-log's ring buffer; owned by aya-log, named here so the loader can skip pinning it.
     pub const LOGS: &str = "AYA_LOGS";
 }
@@ -104,6 +107,9 @@ pub mod limits {
     pub const MAX_DECAP_ENTRIES: u32 = 4096;
     /// Allowed outer sources of `xlb decap` (`--allow-source`).
     pub const MAX_DECAP_SOURCES: usize = 64;
+    /// Distinct prefix lengths of `--allow-source` per family (`XLB_DECAP_LENS`): each
+    /// costs a tunnel packet one more mask and hash probe.
+    pub const MAX_DECAP_LENS: u32 = 4;
     /// `BPF_F_INNER_MAP`: inner maps may differ in max_entries from the template.
     pub const BPF_F_INNER_MAP: u32 = 1 << 12;
     /// `BPF_F_MMAPABLE`: an array map userspace can `mmap` (kernel >= 5.5), and so write

@@ -195,6 +195,12 @@ pub struct Conn {
     /// [`ServiceSlot::generation`] of that service when the flow was pinned: the entry
     /// names its service only while the slot still holds the same generation.
     pub service_gen: u32,
+    /// The flow's 5-tuple hash ([`flow_hash_seeded`], not source-only), computed once
+    /// when the entry is made: the entropy of its tunnel headers (the outer source
+    /// inside an `encap_sources` prefix, GUE's UDP source port), so established packets
+    /// never rehash and every packet of a flow carries the same outer header, even
+    /// after a `hash_seed` change.
+    pub flow_hash: u32,
 }
 
 /// Value of `XLB_SVC_SLOTS[service id]`: what an established flow needs of its service,
@@ -298,6 +304,49 @@ pub struct Config {
     /// per second (docs/mtu.md); 0 = [`DEFAULT_TOOBIG_PER_SEC`], so a config written
     /// before the field existed still answers.
     pub toobig_per_sec: u32,
+    /// Host bits of the IPv4 encapsulation source prefix (be32; 0 = a single address):
+    /// the outer source is `encap_src_v4 | (Conn::flow_hash & encap_host_v4)`, a
+    /// per-flow address so backends spread tunnelled flows over their receive queues.
+    pub encap_host_v4: u32,
+    /// Host bits of the IPv6 source prefix, in its last word (prefixes are /96 or
+    /// longer), be32; 0 = a single address.
+    pub encap_host_v6: u32,
+}
+
+/// The outer source for a flow: `base` with the flow hash in the host bits `host`
+/// (both be32): one AND and one OR per packet.
+#[inline(always)]
+pub const fn entropy_source(base: u32, host: u32, flow_hash: u32) -> u32 {
+    base | (flow_hash & host)
+}
+
+/// GUE's UDP source port for a flow (network order): the flow hash in the dynamic range
+/// 49152..=65535, so ECMP and the backend's RSS spread flows.
+#[inline(always)]
+pub const fn gue_source_port_be(flow_hash: u32) -> u16 {
+    (0xc000 | (flow_hash as u16 & 0x3fff)).to_be()
+}
+
+/// The network mask of a `len`-bit prefix of `family` as be32 words (IPv4 in word 0,
+/// the other words zero); lengths beyond the family's width count as the full width.
+#[inline(always)]
+pub const fn prefix_mask(len: u32, family: u8) -> [u32; 4] {
+    let words = if family == AF_INET { 1 } else { 4 };
+    let mut mask = [0u32; 4];
+    let mut w = 0;
+    while w < words {
+        let bits = len.saturating_sub(32 * w as u32);
+        let m = if bits >= 32 {
+            u32::MAX
+        } else if bits == 0 {
+            0
+        } else {
+            !(u32::MAX >> bits)
+        };
+        mask[w] = m.to_be();
+        w += 1;
+    }
+    mask
 }
 
 /// Default of [`Config::toobig_per_sec`]: per CPU and second. PMTUD needs one answer per
@@ -306,7 +355,9 @@ pub struct Config {
 pub const DEFAULT_TOOBIG_PER_SEC: u32 = 1000;
 
 /// Key of `XLB_DECAP_ALLOW`: an outer (source, destination) pair `xlb_decap` may
-/// unwrap. The source is a balancer's encapsulation address (`--allow-source`), the
+/// unwrap. The source is a balancer's encapsulation address or prefix (`--allow-source`,
+/// stored masked: the program masks a packet's source with each of the family's lengths
+/// in `XLB_DECAP_LENS` and probes each, longest first), the
 /// destination an address of this host; both be32 words (IPv4 in word 0). One lookup of
 /// the pair decides a tunnel packet, so the check costs one hash probe whatever the
 /// number of balancers and local addresses.
@@ -336,6 +387,17 @@ impl DecapKey {
             family,
             _pad: [0; 3],
         }
+    }
+}
+
+/// `XLB_DECAP_LENS` index of the first prefix length of `family` (each family has
+/// [`crate::limits::MAX_DECAP_LENS`] slots; a slot holding 0 ends the list).
+#[inline(always)]
+pub const fn decap_lens_base(family: u8) -> u32 {
+    if family == AF_INET {
+        0
+    } else {
+        crate::limits::MAX_DECAP_LENS
     }
 }
 

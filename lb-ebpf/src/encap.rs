@@ -1,23 +1,30 @@
 //! Encapsulation towards backends — IP-in-IP (LVS "TUN", Katran's default) and GUE
 //! (RFC draft "GUE" variant 1: the IP packet directly in UDP, for networks that only
-//! route UDP) — and the backend-side decapsulation of both. The outer header gets a
-//! fixed source (the balancer's configured encap address) so backends and firewalls see
-//! one well-known sender; GUE's UDP source port carries the flow hash so the backend's
-//! RSS and any ECMP on the way spread flows.
+//! route UDP) — and the backend-side decapsulation of both. The outer source is the
+//! balancer's configured encap address, or, with a prefix configured, a per-flow
+//! address in it (the flow hash in the host bits, as Katran and Cilium do); GUE's UDP
+//! source port carries the flow hash too. Either way the backend's RSS and any ECMP on
+//! the way spread tunnelled flows, which a single (source, destination) pair would
+//! put on one receive queue. The hash is the one stored with the flow's connection
+//! entry, so established packets do not rehash.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
-    service::{flow_hash_seeded, AF_INET, AF_INET6, DECAP_PAIR, DECAP_SOURCE},
+    limits::MAX_DECAP_LENS,
+    service::{
+        decap_lens_base, entropy_source, gue_source_port_be, prefix_mask, AF_INET, AF_INET6,
+        DECAP_PAIR, DECAP_SOURCE,
+    },
     wire::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP, IPV4_VER_IHL,
         IP_MF, IP_OFFSET,
     },
-    Backend, DecapKey, FlowKey, Stat,
+    Backend, DecapKey, Stat,
 };
 
 use crate::{
     csum,
-    maps::{XLB_CONFIG, XLB_DECAP_ALLOW},
+    maps::{XLB_CONFIG, XLB_DECAP_ALLOW, XLB_DECAP_LENS},
     parse::{header, EthHdr, Ipv4Hdr, Ipv6Hdr},
 };
 
@@ -44,19 +51,16 @@ pub enum Wrap {
 }
 
 impl Wrap {
-    /// GUE towards the configured port, with the (seeded) flow hash of `flow` as source
-    /// port entropy (kept in the dynamic range 49152..=65535).
+    /// GUE towards the configured port, with the flow's hash ([`lb_common::Conn::flow_hash`]) as
+    /// source port entropy (kept in the dynamic range 49152..=65535).
     #[inline(always)]
-    pub fn gue(flow: &FlowKey) -> Result<Self, Stat> {
-        let (dport_be, seed) = XLB_CONFIG
-            .get(0)
-            .map_or((0, 0), |c| (c.gue_port_be, c.hash_seed));
+    pub fn gue(flow_hash: u32) -> Result<Self, Stat> {
+        let dport_be = XLB_CONFIG.get(0).map_or(0, |c| c.gue_port_be);
         if dport_be == 0 {
             return Err(Stat::EncapError);
         }
-        let hash = flow_hash_seeded(flow, false, seed);
         Ok(Wrap::Gue {
-            sport_be: (0xc000 | (hash as u16 & 0x3fff)).to_be(),
+            sport_be: gue_source_port_be(flow_hash),
             dport_be,
         })
     }
@@ -93,11 +97,20 @@ fn write_udp(ctx: &XdpContext, offset: usize, wrap: Wrap, inner_len: u16) -> Res
 /// sends it. The source MAC is the input's destination MAC (unicast: see
 /// [`crate::forward::dsr`]).
 #[inline(always)]
-pub fn encap4(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Result<(), Stat> {
-    let src = XLB_CONFIG.get(0).map_or(0, |c| c.encap_src_v4);
-    if src == 0 {
+pub fn encap4(
+    ctx: &XdpContext,
+    len: usize,
+    backend: &Backend,
+    wrap: Wrap,
+    flow_hash: u32,
+) -> Result<(), Stat> {
+    let (base, host) = XLB_CONFIG
+        .get(0)
+        .map_or((0, 0), |c| (c.encap_src_v4, c.encap_host_v4));
+    if base == 0 {
         return Err(Stat::EncapError);
     }
+    let src = entropy_source(base, host, flow_hash);
     let (our_mac, inner_len, tos) = {
         // SAFETY: `header` bounds-checked both headers.
         let eth = unsafe { &*header::<EthHdr>(ctx, 0)? };
@@ -131,13 +144,24 @@ pub fn encap4(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Re
 
 /// Wraps the IPv6 packet (IPv6-in-IPv6 or GUE) towards `backend`.
 #[inline(always)]
-pub fn encap6(ctx: &XdpContext, len: usize, backend: &Backend, wrap: Wrap) -> Result<(), Stat> {
-    let Some(src) = XLB_CONFIG.get(0).map(|c| c.encap_src_v6) else {
+pub fn encap6(
+    ctx: &XdpContext,
+    len: usize,
+    backend: &Backend,
+    wrap: Wrap,
+    flow_hash: u32,
+) -> Result<(), Stat> {
+    let Some((mut src, host)) = XLB_CONFIG
+        .get(0)
+        .map(|c| (c.encap_src_v6, c.encap_host_v6))
+    else {
         return Err(Stat::EncapError);
     };
     if src == [0; 4] {
         return Err(Stat::EncapError);
     }
+    // Prefixes are /96 or longer: the host bits are all in the last word.
+    src[3] = entropy_source(src[3], host, flow_hash);
     let (our_mac, inner_len, vtc) = {
         // SAFETY: `header` bounds-checked both headers.
         let eth = unsafe { &*header::<EthHdr>(ctx, 0)? };
@@ -276,22 +300,49 @@ pub fn decap(ctx: &XdpContext) -> Result<Decap, Stat> {
     Ok(Decap::Unwrapped)
 }
 
-/// Whether the outer (source, destination) pair may be unwrapped here: one hash probe.
-/// Unwrapping whatever arrives would let anyone who can reach the host inject packets
-/// from any (spoofed) inner source to any inner destination, the VIP on lo included,
-/// past filters that only see the outer header. Only on refusal, a second probe (the
-/// source's marker) names the reason.
+/// Whether the outer (source, destination) pair may be unwrapped here: one hash probe
+/// per configured prefix length of the family (`XLB_DECAP_LENS`, longest first; a bare
+/// `--allow-source` address is a /32 or /128, one probe as before), the source masked
+/// to that length. Unwrapping whatever arrives would let anyone who can reach the host
+/// inject packets from any (spoofed) inner source to any inner destination, the VIP on
+/// lo included, past filters that only see the outer header. Only on refusal, the
+/// sources' markers name the reason.
 #[inline(always)]
 fn allowed(key: &DecapKey) -> Result<(), Stat> {
-    // SAFETY (both): hash-map values are read by copy right away.
-    if unsafe { XLB_DECAP_ALLOW.get(key) }.copied() == Some(DECAP_PAIR) {
+    if probe(key, |masked| DecapKey { dst: key.dst, ..masked }, DECAP_PAIR) {
         return Ok(());
     }
-    let marker = DecapKey::source(key.src, key.family);
-    match unsafe { XLB_DECAP_ALLOW.get(marker) }.copied() {
-        Some(DECAP_SOURCE) => Err(Stat::DecapForeignDest),
-        _ => Err(Stat::DecapForeignSource),
+    Err(if probe(key, |masked| masked, DECAP_SOURCE) {
+        Stat::DecapForeignDest
+    } else {
+        Stat::DecapForeignSource
+    })
+}
+
+/// Whether `XLB_DECAP_ALLOW` holds `want` under `entry(source marker)` for the source
+/// masked to one of the family's configured lengths.
+#[inline(always)]
+fn probe(key: &DecapKey, entry: impl Fn(DecapKey) -> DecapKey, want: u32) -> bool {
+    let base = decap_lens_base(key.family);
+    for i in 0..MAX_DECAP_LENS {
+        let len = XLB_DECAP_LENS.get(base + i).copied().unwrap_or(0);
+        if len == 0 {
+            break;
+        }
+        let mask = prefix_mask(len, key.family);
+        let src = [
+            key.src[0] & mask[0],
+            key.src[1] & mask[1],
+            key.src[2] & mask[2],
+            key.src[3] & mask[3],
+        ];
+        let probe = entry(DecapKey::source(src, key.family));
+        // SAFETY: hash-map values are read by copy right away.
+        if unsafe { XLB_DECAP_ALLOW.get(probe) }.copied() == Some(want) {
+            return true;
+        }
     }
+    false
 }
 
 /// If the UDP datagram at `udp_off` is GUE to our port with a whole inner IP header,

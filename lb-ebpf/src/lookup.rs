@@ -32,6 +32,9 @@ pub struct Choice {
     pub backend_id: u32,
     /// Chosen by Maglev (connection-table miss) rather than remembered.
     pub new: bool,
+    /// The flow's 5-tuple hash ([`Conn::flow_hash`]): remembered for known flows,
+    /// computed once for new ones; the tunnel headers' entropy.
+    pub flow_hash: u32,
 }
 
 /// Whether some service may use `addr`: a direct-indexed array read (inlined by the
@@ -189,13 +192,18 @@ pub fn backend(
         let _ = XLB_CONNS.remove(flow);
     }
     stats::count(Stat::ConnMiss, len);
-    let id = maglev(flow, svc).ok_or(Stat::NoBackend)?;
+    // New flows only (known ones never get here): one array load, inlined by the
+    // verifier.
+    let seed = XLB_CONFIG.get(0).map_or(0, |c| c.hash_seed);
+    let flow_hash = flow_hash_seeded(flow, false, seed);
+    let id = maglev(flow, svc, seed, flow_hash).ok_or(Stat::NoBackend)?;
     let backend = live_backend(id).ok_or(Stat::NoBackend)?;
     if evidence != Evidence::Error {
         let conn = Conn {
             backend_id: id,
             service_id: svc.id,
             service_gen,
+            flow_hash,
         };
         // A failed insert only costs a second Maglev lookup for the next packet.
         let _ = XLB_CONNS_NEW.insert(flow, conn, u64::from(BPF_ANY));
@@ -204,6 +212,7 @@ pub fn backend(
         backend,
         backend_id: id,
         new: true,
+        flow_hash,
     })
 }
 
@@ -219,20 +228,24 @@ fn remembered(conn: &Conn, svc: &Service, service_gen: u32) -> Option<Choice> {
         backend,
         backend_id: conn.backend_id,
         new: false,
+        flow_hash: conn.flow_hash,
     })
 }
 
+/// `flow_hash` is the flow's 5-tuple hash; a source-affinity service hashes the source
+/// alone (a second hash, for those services only).
 #[inline(always)]
-fn maglev(flow: &FlowKey, svc: &Service) -> Option<u32> {
+fn maglev(flow: &FlowKey, svc: &Service, seed: u32, flow_hash: u32) -> Option<u32> {
     let table = XLB_MAGLEV.get(svc.table_slot())?;
     let m = *table.get(MAGLEV_SIZE_SLOT)?;
     if m == 0 {
         return None;
     }
-    // New flows only (established ones never get here): one array load, inlined by
-    // the verifier.
-    let seed = XLB_CONFIG.get(0).map_or(0, |c| c.hash_seed);
-    let hash = flow_hash_seeded(flow, svc.flags & service_flags::SOURCE_AFFINITY != 0, seed);
+    let hash = if svc.flags & service_flags::SOURCE_AFFINITY != 0 {
+        flow_hash_seeded(flow, true, seed)
+    } else {
+        flow_hash
+    };
     let id = *table.get(1 + hash % m)?;
     (id != 0).then_some(id)
 }

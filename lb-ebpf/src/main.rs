@@ -141,7 +141,7 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
         Some(ForwardMode::Dsr) => forward::dsr(ctx, &backend)?,
         Some(mode) => {
             let wrap = match mode {
-                ForwardMode::Gue => encap::Wrap::gue(&pkt.flow)?,
+                ForwardMode::Gue => encap::Wrap::gue(choice.flow_hash)?,
                 _ => encap::Wrap::Ipip,
             };
             let v4 = pkt.flow.family == lb_common::service::AF_INET;
@@ -156,9 +156,9 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
                 return toobig::answer(ctx, len as usize, pkt.flow.family, mtu, outer);
             }
             if v4 {
-                encap::encap4(ctx, len as usize, &backend, wrap)?;
+                encap::encap4(ctx, len as usize, &backend, wrap, choice.flow_hash)?;
             } else {
-                encap::encap6(ctx, len as usize, &backend, wrap)?;
+                encap::encap6(ctx, len as usize, &backend, wrap, choice.flow_hash)?;
             }
         }
         None => return Err(Stat::EncapError),

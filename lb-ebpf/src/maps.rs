@@ -8,7 +8,7 @@ use aya_ebpf::{
 use lb_common::{
     limits::{
         BPF_F_MMAPABLE, MAGLEV_INNER_FLAGS, MAGLEV_SLOTS, MAX_BACKENDS, MAX_CONNS,
-        MAX_DECAP_ENTRIES, MAX_MAGLEV_SIZE, MAX_NEW_CONNS, MAX_SERVICES, MAX_TX_PORTS,
+        MAX_DECAP_ENTRIES, MAX_DECAP_LENS, MAX_MAGLEV_SIZE, MAX_NEW_CONNS, MAX_SERVICES, MAX_TX_PORTS,
         MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
     },
     Backend, Config, Conn, DecapKey, FlowKey, Service, ServiceSlot, TxPort, VipAddr, VipKey,
@@ -100,3 +100,10 @@ pub static XLB_VRRP_SEEN: HashMap<VrrpKey, VrrpSeen, { MAX_VRRP_ROUTERS as usize
 /// source (see [`DecapKey`]); written by `xlb decap`.
 #[btf_map]
 pub static XLB_DECAP_ALLOW: HashMap<DecapKey, u32, { MAX_DECAP_ENTRIES as usize }> = HashMap::new();
+
+/// Prefix lengths of `XLB_DECAP_ALLOW`'s sources per family (IPv4 slots first, longest
+/// first, 0 ends a family's list): `xlb_decap` masks a tunnel packet's outer source with
+/// each and probes the pair, so `--allow-source` may name a balancer's whole entropy
+/// prefix. An array, so each length costs an inlined load.
+#[btf_map]
+pub static XLB_DECAP_LENS: Array<u32, { 2 * MAX_DECAP_LENS as usize }> = Array::new();

@@ -108,7 +108,8 @@ pub fn backend_mac(id: u32) -> [u8; 6] {
 /// hashing (Maglev slot and GUE source port), not only on the built-in constant.
 pub const HASH_SEED: u32 = 0x5eed_c0de;
 
-/// The full encap configuration (v4 and v6 sources, GUE port) and [`HASH_SEED`].
+/// The full encap configuration (v4 and v6 sources, GUE port) and [`HASH_SEED`]. The
+/// sources are single addresses; [`prefix_config`] gives them flow-entropy prefixes.
 pub fn full_config() -> Config {
     Config {
         encap_src_v4: be4(ENCAP4)[0],
@@ -117,6 +118,19 @@ pub fn full_config() -> Config {
         _pad: [0; 2],
         hash_seed: HASH_SEED,
         toobig_per_sec: 0,
+        encap_host_v4: 0,
+        encap_host_v6: 0,
+    }
+}
+
+/// [`full_config`] with the outer sources taken from per-flow addresses: the low byte
+/// of the IPv4 source and the low 16 bits of the IPv6 source carry the flow hash (the
+/// sources' own host bits there are 0, as validation requires of a configured prefix).
+pub fn prefix_config() -> Config {
+    Config {
+        encap_host_v4: u32::from_ne_bytes([0, 0, 0, 0xff]) ,
+        encap_host_v6: u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+        ..full_config()
     }
 }
 

@@ -81,7 +81,9 @@
 //!     copied into the connection table: `conn_hit` + `conn_confirmed`. Otherwise
 //!     `conn_miss`, and the Maglev choice
 //!     `table[flow_hash_seeded(flow, source_affinity, hash_seed) % M]`: no table, id 0 or a dead backend →
-//!     `no_backend` (drop, or pass `fallback_pass` with FALLBACK_PASS). A successful
+//!     `no_backend` (drop, or pass `fallback_pass` with FALLBACK_PASS). The flow's
+//!     `flow_hash` is the entry's (a hit, confirmed or not) or
+//!     `flow_hash_seeded(flow, false, hash_seed)` (a miss; stored in the new entry). A successful
 //!     Maglev choice is written to the unconfirmed table (never for an ICMP too-big;
 //!     a new flow also deletes the flow's connection-table entry)
 //!     **before** the steps below, so it stays even when the packet is then dropped
@@ -96,11 +98,12 @@
 //!     IP packet plus the outer header (20 / 40, GUE +8) always fits the loopback's
 //!     MTU the model runs on ([`LOOPBACK_MTU`]; answers to bigger ones are not
 //!     modelled, see "Not modelled"). The output is Ethernet (backend MAC ← our MAC, outer ethertype),
-//!     the outer IPv4 header (TOS copied, id 0, no flags, TTL 64, proto 4 / 17, fresh
+//!     the outer IPv4 header (source `encap_src_v4 | (flow_hash & encap_host_v4)`, the
+//!     IPv6 one's last word likewise with `encap_host_v6`; TOS copied, id 0, no flags, TTL 64, proto 4 / 17, fresh
 //!     checksum, total length = inner *total length* + outer) or IPv6 header (version
 //!     and traffic class copied, flow label 0, hop limit 64, next header 41 / 17,
 //!     payload length = inner IPv6 length + UDP), for GUE a UDP header (source port
-//!     `0xc000 | (flow_hash_seeded(flow, false, hash_seed) & 0x3fff)`, destination the GUE port, length
+//!     `0xc000 | (flow_hash & 0x3fff)`, destination the GUE port, length
 //!     inner + 8, checksum 0), then the input frame from the IP header on, padding
 //!     included. Any other mode value → drop `encap_error`.
 //!
@@ -369,23 +372,24 @@ impl Model {
         // Rule 13.
         let usable = |c: &Conn| {
             (c.service_id == svc.id && current(c))
-                .then(|| t.live_backend(c.backend_id))
+                .then(|| t.live_backend(c.backend_id).map(|b| (b, c.flow_hash)))
                 .flatten()
         };
         let unconfirmed = (!flow.syn && !flow.too_big)
             .then(|| t.unconfirmed.get(&flow.key).copied())
             .flatten()
             .and_then(|c| usable(&c).map(|b| (c, b)));
-        let backend = if let Some(b) = known.as_ref().and_then(usable) {
+        let (backend, flow_hash) = if let Some(hit) = known.as_ref().and_then(usable) {
             reasons.push(Stat::ConnHit);
-            b
-        } else if let Some((c, b)) = unconfirmed {
+            hit
+        } else if let Some((c, hit)) = unconfirmed {
             reasons.push(Stat::ConnHit);
             reasons.push(Stat::ConnConfirmed);
             *insert = Some(Insert::Confirmed(flow.key, c));
-            b
+            hit
         } else {
             reasons.push(Stat::ConnMiss);
+            let flow_hash = flow_hash_seeded(&flow.key, false, t.config.hash_seed);
             let choice = t.maglev.get(&svc.table_slot()).and_then(|table| {
                 let affinity = svc.flags & service_flags::SOURCE_AFFINITY != 0;
                 let h = flow_hash_seeded(&flow.key, affinity, t.config.hash_seed);
@@ -398,6 +402,7 @@ impl Model {
                         backend_id: id,
                         service_id: svc.id,
                         service_gen: t.generation(svc.id).unwrap_or(0),
+                        flow_hash,
                     };
                     *insert = if flow.syn {
                         Some(Insert::Opened(flow.key, conn))
@@ -406,7 +411,7 @@ impl Model {
                     } else {
                         Some(Insert::Unconfirmed(flow.key, conn))
                     };
-                    b
+                    (b, flow_hash)
                 }
                 None if svc.flags & service_flags::FALLBACK_PASS != 0 => {
                     reasons.push(Stat::FallbackPass);
@@ -438,7 +443,7 @@ impl Model {
                 out[0..6].copy_from_slice(&backend.mac);
                 Ok(out)
             }
-            2 | 3 => encap(t, frame, &flow.key, &backend, svc.mode == 3),
+            2 | 3 => encap(t, frame, &flow.key, flow_hash, &backend, svc.mode == 3),
             _ => Err(Stat::EncapError),
         };
         match out {
@@ -717,7 +722,14 @@ fn echo_reply(f: &[u8], family: u8) -> Vec<u8> {
 pub const LOOPBACK_MTU: usize = 65536;
 
 /// IPIP / GUE output (rule 15), or the drop reason.
-fn encap(t: &Tables, f: &[u8], flow: &FlowKey, b: &Backend, gue: bool) -> Result<Vec<u8>, Stat> {
+fn encap(
+    t: &Tables,
+    f: &[u8],
+    flow: &FlowKey,
+    flow_hash: u32,
+    b: &Backend,
+    gue: bool,
+) -> Result<Vec<u8>, Stat> {
     let extra = if gue { 8 } else { 0 };
     let gue_port = t.config.gue_port_be;
     if gue && gue_port == 0 {
@@ -760,7 +772,8 @@ fn encap(t: &Tables, f: &[u8], flow: &FlowKey, b: &Backend, gue: bool) -> Result
         ip[2..4].copy_from_slice(&(inner_len + 20 + extra as u16).to_be_bytes());
         ip[8] = 64;
         ip[9] = proto;
-        ip[12..16].copy_from_slice(&t.config.encap_src_v4.to_ne_bytes());
+        let src = t.config.encap_src_v4 | (flow_hash & t.config.encap_host_v4);
+        ip[12..16].copy_from_slice(&src.to_ne_bytes());
         ip[16..20].copy_from_slice(&b.addr[0].to_ne_bytes());
         let c = !ones_sum(&ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
@@ -769,12 +782,14 @@ fn encap(t: &Tables, f: &[u8], flow: &FlowKey, b: &Backend, gue: bool) -> Result
         out.extend_from_slice(&[f[ETH_HLEN], f[ETH_HLEN + 1] & 0xf0, 0, 0]);
         out.extend_from_slice(&(inner_len + extra as u16).to_be_bytes());
         out.extend_from_slice(&[proto, 64]);
-        for w in t.config.encap_src_v6.iter().chain(b.addr.iter()) {
+        let mut src = t.config.encap_src_v6;
+        src[3] |= flow_hash & t.config.encap_host_v6;
+        for w in src.iter().chain(b.addr.iter()) {
             out.extend_from_slice(&w.to_ne_bytes());
         }
     }
     if gue {
-        let sport = 0xc000 | (flow_hash_seeded(flow, false, t.config.hash_seed) as u16 & 0x3fff);
+        let sport = 0xc000 | (flow_hash as u16 & 0x3fff);
         out.extend_from_slice(&sport.to_be_bytes());
         out.extend_from_slice(&gue_port.to_ne_bytes());
         out.extend_from_slice(&(inner_len + 8).to_be_bytes());

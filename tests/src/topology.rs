@@ -373,11 +373,11 @@ impl Testbed {
         if mode == Mode::Ipip {
             let encap = match addrs.lb {
                 IpAddr::V4(a) => EncapSources {
-                    v4: Some(a),
+                    v4: Some(a.into()),
                     ..EncapSources::default()
                 },
                 IpAddr::V6(a) => EncapSources {
-                    v6: Some(a),
+                    v6: Some(a.into()),
                     ..EncapSources::default()
                 },
             };

@@ -123,7 +123,7 @@ fn no_packet_sees_a_half_applied_set() {
             .set_encap_sources(
                 &mut port,
                 EncapSources {
-                    v4: Some(ENCAP),
+                    v4: Some(ENCAP.into()),
                     ..EncapSources::default()
                 },
             )
@@ -185,7 +185,7 @@ fn both_ports_decide_the_same() {
         .set_encap_sources(
             &mut h.model.tables,
             EncapSources {
-                v4: Some(ENCAP),
+                v4: Some(ENCAP.into()),
                 ..EncapSources::default()
             },
         )

@@ -289,7 +289,7 @@ fn xlb_decap_needs_an_allowed_source_and_follows_the_interface_addresses() {
         let iface = ns.run(|| lb_userspace::vrrp::net::iface(&veth.a, &[]));
         let mut local = iface.unwrap_or_else(|e| panic!("{e:#}")).addresses;
         local.push(ip("10.61.9.9"));
-        allowlist(&[ip("10.61.0.2"), ip("fd61::2")], &local).unwrap()
+        allowlist(&[ip("10.61.0.2"), ip("fd61::2")], &local).unwrap().entries
     };
     let follows = || {
         let want = expected();

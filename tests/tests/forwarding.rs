@@ -492,7 +492,7 @@ fn allow_decap(dp: &mut TestDataplane, local: &[&str]) {
     use lb_userspace::dataplane::DataPlane as _;
     let local: Vec<std::net::IpAddr> = local.iter().map(|a| a.parse().unwrap()).collect();
     let allowed =
-        lb_userspace::dataplane::decap::allowlist(&[ENCAP4.into(), encap6().into()], &local)
+        lb_userspace::dataplane::decap::allowlist::<std::net::IpAddr>(&[ENCAP4.into(), encap6().into()], &local)
             .unwrap();
     dp.dp.set_decap_allowed(&allowed).unwrap();
 }
@@ -515,6 +515,7 @@ fn use_encap(dp: &mut TestDataplane, mode: ForwardMode) {
             _pad: [0; 2],
             hash_seed: 0,
             toobig_per_sec: 0,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -54,6 +54,7 @@ fn setup(tag: &str, mode: ForwardMode, rate: u32) -> (TestDataplane, Netns, u32)
             _pad: [0; 2],
             hash_seed: 0,
             toobig_per_sec: rate,
+            ..Default::default()
         },
     )
     .unwrap();

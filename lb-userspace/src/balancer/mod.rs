@@ -524,8 +524,10 @@ impl Balancer {
         hash_seed: u32,
     ) -> Result<(), ApplyError> {
         let config = lb_common::Config {
-            encap_src_v4: encap.v4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
-            encap_src_v6: encap.v6.map_or([0; 4], |a| be_words(IpAddr::V6(a)).0),
+            encap_src_v4: encap.v4.map_or(0, |p| u32::from_ne_bytes(p.addr.octets())),
+            encap_src_v6: encap.v6.map_or([0; 4], |p| be_words(IpAddr::V6(p.addr)).0),
+            encap_host_v4: encap.v4.map_or(0, |p| p.ip().host_bits()),
+            encap_host_v6: encap.v6.map_or(0, |p| p.ip().host_bits()),
             gue_port_be: encap.gue_port.to_be(),
             _pad: [0; 2],
             hash_seed,

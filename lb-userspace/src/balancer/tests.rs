@@ -85,6 +85,7 @@ fn pin_a_flow_to_every_backend(port: &mut MemoryPort, ids: &BTreeMap<IpAddr, u32
             backend_id: *id,
             service_id: 1,
             service_gen: 1,
+            flow_hash: 0,
         };
         port.conns.insert(key, conn);
     }

@@ -11,7 +11,7 @@ use lb_common::{
 use serde::{Deserialize, Serialize};
 
 use super::check::CheckSpec;
-use crate::dataplane::addr::be_words;
+use crate::dataplane::{addr::be_words, prefix::Prefix};
 
 /// Default (and largest, see `lb_common::limits::MAX_MAGLEV_SIZE`) table size: a prime
 /// comfortably above 100 × the number of backends a service is expected to have, which
@@ -273,14 +273,18 @@ impl<'de> Deserialize<'de> for MacAddr {
 }
 
 /// Encapsulation settings: outer source addresses (the balancer's own addresses) and
-/// the GUE destination port.
+/// the GUE destination port. A source may be a prefix (`"10.99.0.0/16"`, IPv4 /8–/32,
+/// IPv6 /96–/128, no host bits set): each flow's packets then leave from an address of
+/// their own in it (the flow hash in the host bits), so backends spread tunnelled flows
+/// over their receive queues; the backends' `xlb decap --allow-source` takes the same
+/// prefix, and the prefix must be routed to the balancer for ICMP (PMTUD) to come back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncapSources {
     #[serde(default)]
-    pub v4: Option<std::net::Ipv4Addr>,
+    pub v4: Option<Prefix<std::net::Ipv4Addr>>,
     #[serde(default)]
-    pub v6: Option<std::net::Ipv6Addr>,
+    pub v6: Option<Prefix<std::net::Ipv6Addr>>,
     /// UDP port GUE packets are sent to (backends' `xlb decap --gue-port`).
     #[serde(default = "default_gue_port")]
     pub gue_port: u16,

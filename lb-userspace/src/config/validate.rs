@@ -16,7 +16,7 @@ use super::{
     service::{is_prime, vip_key, EncapSources, Fallback, MacAddr, Mode, ServiceSpec, MAX_WEIGHT},
     Config,
 };
-use crate::dataplane::addr::describe_vip;
+use crate::dataplane::{addr::describe_vip, prefix::Prefix};
 
 /// One problem in a requested service set, located by its path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +44,12 @@ pub fn services(specs: &[ServiceSpec], encap: &EncapSources) -> Result<(), Vec<I
                 MAX_SERVICES - 1
             ),
         );
+    }
+    if let Some(Err(reason)) = encap.v4.map(Prefix::check) {
+        bad("encap_sources.v4".into(), reason);
+    }
+    if let Some(Err(reason)) = encap.v6.map(Prefix::check) {
+        bad("encap_sources.v6".into(), reason);
     }
     let mut seen = HashMap::new();
     let mut addresses = HashSet::new();

@@ -21,11 +21,12 @@ use std::{
 use lb_common::{
     limits::{MAGLEV_SLOTS, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES, MAX_TX_PORTS},
     service::service_flags,
-    Backend, Config, Conn, DecapKey, FlowCounter, FlowKey, Service, ServiceSlot, VipKey, VrrpKey,
+    Backend, Config, Conn, FlowCounter, FlowKey, Service, ServiceSlot, VipKey, VrrpKey,
     VrrpRouter, VrrpSeen,
 };
 
 use super::{
+    decap::DecapAllow,
     vrrp_router_is_valid, AttachMode, AttachedMode, Attachment, BackendStats, DataPlane,
     GlobalStats, PortError, ServiceStats,
 };
@@ -35,7 +36,7 @@ use super::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     SetConfig(Config),
-    SetDecapAllowed(BTreeMap<DecapKey, u32>),
+    SetDecapAllowed(DecapAllow),
     SetBackend(u32, Backend),
     Table(u32, Vec<u32>),
     SetService(VipKey, Service),
@@ -91,7 +92,7 @@ type Observer = Rc<RefCell<dyn FnMut(&MemoryPort, &Op)>>;
 pub struct MemoryPort {
     pub config: Config,
     /// `XLB_DECAP_ALLOW`: what the decap program may unwrap.
-    pub decap_allowed: BTreeMap<DecapKey, u32>,
+    pub decap_allowed: DecapAllow,
     /// Backend records by id (a cleared record has family 0, as in the array map).
     pub backends: HashMap<u32, Backend>,
     /// Live Maglev table per `XLB_MAGLEV` slot (a service reads `Service::table_slot`).
@@ -246,10 +247,10 @@ impl DataPlane for MemoryPort {
         Ok(())
     }
 
-    fn set_decap_allowed(&mut self, entries: &BTreeMap<DecapKey, u32>) -> Result<(), PortError> {
+    fn set_decap_allowed(&mut self, allow: &DecapAllow) -> Result<(), PortError> {
         self.check_fault("set_decap_allowed")?;
-        self.decap_allowed.clone_from(entries);
-        self.done(Op::SetDecapAllowed(entries.clone()));
+        self.decap_allowed.clone_from(allow);
+        self.done(Op::SetDecapAllowed(allow.clone()));
         Ok(())
     }
 

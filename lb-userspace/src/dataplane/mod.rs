@@ -18,10 +18,11 @@ pub mod counters;
 pub mod decap;
 pub mod memory;
 pub mod netdev;
+pub mod prefix;
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::path::PathBuf;
 
-use lb_common::{Backend, Config, DecapKey, Service, VipKey, VrrpKey, VrrpRouter, VrrpSeen};
+use lb_common::{Backend, Config, Service, VipKey, VrrpKey, VrrpRouter, VrrpSeen};
 
 pub use self::counters::{BackendStats, GlobalStats, ServiceStats};
 
@@ -146,10 +147,11 @@ pub trait DataPlane {
     /// The last valid advert XDP saw per virtual router.
     fn vrrp_seen(&self) -> Result<Vec<(VrrpKey, VrrpSeen)>, PortError>;
 
-    /// Replaces what the decap program may unwrap (`XLB_DECAP_ALLOW`) with `entries`
-    /// ([`decap::allowlist`]): new pairs are added before stale ones go, so a pair in
-    /// both the old and the new list is never refused in between.
-    fn set_decap_allowed(&mut self, entries: &BTreeMap<DecapKey, u32>) -> Result<(), PortError>;
+    /// Replaces what the decap program may unwrap (`XLB_DECAP_ALLOW`, `XLB_DECAP_LENS`)
+    /// with `allow` ([`decap::allowlist`]): new pairs are added, then the prefix lengths
+    /// written, then stale pairs removed, so a pair in both the old and the new list
+    /// (whose length is in both) is never refused in between.
+    fn set_decap_allowed(&mut self, allow: &decap::DecapAllow) -> Result<(), PortError>;
 
     /// Global counters, summed over CPUs.
     fn global_stats(&self) -> Result<GlobalStats, PortError>;

@@ -69,12 +69,14 @@ pub enum Command {
         /// UDP port of the balancer's GUE packets (its `encap_sources.gue_port`).
         #[arg(long, default_value_t = lb_common::service::DEFAULT_GUE_PORT)]
         gue_port: u16,
-        /// A balancer's encapsulation source address (its `encap_sources.v4` / `v6`):
-        /// only tunnels from these are unwrapped (repeat for every balancer and family;
-        /// at least one is required). Other tunnel packets pass to the stack untouched,
-        /// counted `decap_foreign_source`.
-        #[arg(long = "allow-source", value_name = "IP")]
-        allow_sources: Vec<std::net::IpAddr>,
+        /// A balancer's encapsulation source address or prefix (its
+        /// `encap_sources.v4` / `v6`, e.g. 10.0.0.2 or 10.99.0.0/16; IPv4 /8–/32, IPv6
+        /// /96–/128, at most 4 distinct lengths per family): only tunnels from these are
+        /// unwrapped (repeat for every balancer and family; at least one is required).
+        /// Other tunnel packets pass to the stack untouched, counted
+        /// `decap_foreign_source`.
+        #[arg(long = "allow-source", value_name = "IP[/LEN]")]
+        allow_sources: Vec<crate::dataplane::prefix::IpPrefix>,
         /// An outer destination to unwrap besides the addresses of the `--iface`
         /// interfaces (which are followed as they change), e.g. an address on lo the
         /// balancers encapsulate to (repeat). Others count `decap_foreign_dest`.

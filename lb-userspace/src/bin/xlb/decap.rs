@@ -2,24 +2,27 @@
 //! addresses of this host, kept in step with the interfaces' addresses (DHCP, an
 //! address added later) by a resync every second.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::net::IpAddr;
 
 use anyhow::{Context as _, Result};
-use lb_common::DecapKey;
-use lb_userspace::dataplane::{decap, DataPlane};
+use lb_userspace::dataplane::{
+    decap::{self, DecapAllow},
+    prefix::IpPrefix,
+    DataPlane,
+};
 
 /// What the decap program may unwrap, and what was last written.
 pub(crate) struct Allow {
-    pub(crate) sources: Vec<IpAddr>,
+    pub(crate) sources: Vec<IpPrefix>,
     /// `--allow-destination`: outer destinations besides the interfaces' addresses.
     pub(crate) destinations: Vec<IpAddr>,
-    written: Option<BTreeMap<DecapKey, u32>>,
+    written: Option<DecapAllow>,
 }
 
 impl Allow {
     /// Refuses an allow-list that could never be written (no source, a multicast
     /// one, too many), before anything is loaded.
-    pub(crate) fn new(sources: Vec<IpAddr>, destinations: Vec<IpAddr>) -> Result<Allow> {
+    pub(crate) fn new(sources: Vec<IpPrefix>, destinations: Vec<IpAddr>) -> Result<Allow> {
         decap::allowlist(&sources, &destinations)?;
         Ok(Allow {
             sources,

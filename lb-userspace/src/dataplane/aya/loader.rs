@@ -44,6 +44,7 @@ pub const PINNED_MAPS: &[&str] = &[
     maps::VRRP_ROUTERS,
     maps::VRRP_SEEN,
     maps::DECAP_ALLOW,
+    maps::DECAP_LENS,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -513,12 +513,15 @@ pub fn set_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), MapsError> {
     array.set(0, config, 0).map_err(map_err(maps::CONFIG))
 }
 
-/// Makes `XLB_DECAP_ALLOW` hold exactly `entries`: new and changed entries first, then
-/// the stale ones are deleted (a pair kept across the change is never missing).
+/// Makes `XLB_DECAP_ALLOW` hold exactly `allow.entries` and `XLB_DECAP_LENS`
+/// `allow.lens`: new and changed entries first, then the lengths, then the stale
+/// entries are deleted (a pair kept across the change, whose length both lists hold,
+/// is never missing).
 pub fn set_decap_allowed(
     ebpf: &mut Ebpf,
-    entries: &std::collections::BTreeMap<DecapKey, u32>,
+    allow: &crate::dataplane::decap::DecapAllow,
 ) -> Result<(), MapsError> {
+    let entries = &allow.entries;
     let mut map: HashMap<&mut MapData, DecapKey, u32> = HashMap::try_from(
         ebpf.map_mut(maps::DECAP_ALLOW)
             .ok_or(MapsError::Missing(maps::DECAP_ALLOW))?,
@@ -528,6 +531,19 @@ pub fn set_decap_allowed(
         map.insert(key, value, 0)
             .map_err(map_err(maps::DECAP_ALLOW))?;
     }
+    let mut lens: Array<&mut MapData, u32> = Array::try_from(
+        ebpf.map_mut(maps::DECAP_LENS)
+            .ok_or(MapsError::Missing(maps::DECAP_LENS))?,
+    )
+    .map_err(map_err(maps::DECAP_LENS))?;
+    for (i, len) in (0u32..).zip(allow.lens) {
+        lens.set(i, len, 0).map_err(map_err(maps::DECAP_LENS))?;
+    }
+    let mut map: HashMap<&mut MapData, DecapKey, u32> = HashMap::try_from(
+        ebpf.map_mut(maps::DECAP_ALLOW)
+            .ok_or(MapsError::Missing(maps::DECAP_ALLOW))?,
+    )
+    .map_err(map_err(maps::DECAP_ALLOW))?;
     let stale: Vec<DecapKey> = map
         .keys()
         .filter_map(Result::ok)

@@ -41,9 +41,9 @@ impl DataPlane for AyaPort {
 
     fn set_decap_allowed(
         &mut self,
-        entries: &std::collections::BTreeMap<lb_common::DecapKey, u32>,
+        allow: &crate::dataplane::decap::DecapAllow,
     ) -> Result<(), PortError> {
-        Ok(maps::set_decap_allowed(self.ebpf_mut(), entries)?)
+        Ok(maps::set_decap_allowed(self.ebpf_mut(), allow)?)
     }
 
     fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), PortError> {

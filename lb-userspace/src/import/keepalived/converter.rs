@@ -10,7 +10,7 @@ use std::{
 use super::{vrrp, Node};
 use crate::{
     config::{service::vip_key, validate, vrrp as vrrp_spec, Config, MacAddr, Mode, ServiceSpec},
-    dataplane::addr::describe_vip,
+    dataplane::{addr::describe_vip, prefix::Prefix},
     import::{ImportReport, Note, Options},
 };
 
@@ -109,14 +109,14 @@ impl Converter<'_> {
                 .map(|(_, l)| *l)
         };
         let (need_v4, need_v6) = (needs(true), needs(false));
-        config.encap_sources.v4 = self.options.encap_v4;
-        config.encap_sources.v6 = self.options.encap_v6;
+        config.encap_sources.v4 = self.options.encap_v4.map(Prefix::host);
+        config.encap_sources.v6 = self.options.encap_v6.map(Prefix::host);
         if let (Some(line), None) = (need_v4, self.options.encap_v4) {
-            config.encap_sources.v4 = Some(Ipv4Addr::UNSPECIFIED);
+            config.encap_sources.v4 = Some(Prefix::host(Ipv4Addr::UNSPECIFIED));
             self.note(line, "virtual_server", encap_reason("v4", "0.0.0.0"));
         }
         if let (Some(line), None) = (need_v6, self.options.encap_v6) {
-            config.encap_sources.v6 = Some(Ipv6Addr::UNSPECIFIED);
+            config.encap_sources.v6 = Some(Prefix::host(Ipv6Addr::UNSPECIFIED));
             self.note(line, "virtual_server", encap_reason("v6", "::"));
         }
         if let Some((port, _)) = self.gue_port {

@@ -310,6 +310,7 @@ fn point_flows(flows: u64, table: Option<u32>) -> Point {
                 // would turn every "spread" hit into a miss, which the path proof
                 // (`conn_hit`) catches.
                 service_gen: 1,
+                flow_hash: r as u32,
             };
             conns
                 .insert(flow_key(src, sport, dst, 80), conn, 0)
