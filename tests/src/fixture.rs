@@ -56,3 +56,35 @@ pub fn install_dsr_pair(dp: &mut TestDataplane, backends: u32, table: &[u32]) {
         maps::set_service(ebpf, &key, &svc).unwrap();
     }
 }
+
+/// Switches both services of [`install_dsr_pair`] to `mode` (IPIP or GUE), the IPv6 one
+/// to IPv6 backends `4..=6` (`fd00:1::4..6`, mirroring 1..=3) with table
+/// `[4, 5, 6, 4, 5, 6, 4]`. The encap sources and GUE port are the caller's
+/// (`XLB_CONFIG`).
+pub fn switch_to_encap(dp: &mut TestDataplane, mode: ForwardMode) {
+    let ebpf = dp.dp.ebpf_mut();
+    for (id, addr, family) in [(1, be4(VIP4), AF_INET), (2, be6(vip6()), AF_INET6)] {
+        let key = VipKey {
+            addr,
+            port_be: VIP_PORT.to_be(),
+            proto: IPPROTO_TCP,
+            family,
+        };
+        let svc = Service {
+            id,
+            mode: mode as u8,
+            ..Default::default()
+        };
+        maps::set_service(ebpf, &key, &svc).unwrap();
+    }
+    for id in 4..=6u32 {
+        let backend = Backend {
+            addr: be6(format!("fd00:1::{id}").parse().unwrap()),
+            family: AF_INET6,
+            mac: backend_mac(id),
+            ..Default::default()
+        };
+        maps::set_backend(ebpf, id, &backend).unwrap();
+    }
+    maps::swap_table(ebpf, 2, &[4, 5, 6, 4, 5, 6, 4]).unwrap();
+}

@@ -12,7 +12,9 @@ use lb_common::{
     wire::XDP_PASS,
     DecapKey, Stat,
 };
-use lb_userspace::dataplane::{addr::be_words, aya::maps, decap::allowlist, DataPlane as _};
+use lb_userspace::dataplane::{
+    addr::be_words, aya::maps, decap::allowlist, prefix::IpPrefix, DataPlane as _,
+};
 use testbed::{case::Case, dataplane::TestDataplane, packet};
 
 const DECAP: &str = lb_common::programs::DECAP;
@@ -215,6 +217,81 @@ fn an_empty_allow_list_unwraps_nothing_and_a_rewrite_takes_effect() {
             FOREIGN_SOURCE,
         ),
     );
+}
+
+/// Issue 15.5: a balancer whose outer sources carry flow entropy sends from anywhere in
+/// its prefix; `--allow-source 10.99.0.0/16` (and an IPv6 /96) accepts every source in
+/// it, next to a bare address (lengths 32 and 16 in one family), and nothing outside.
+#[test]
+fn a_source_prefix_admits_every_address_inside_it_and_nothing_outside() {
+    let mut dp = setup("decap-prefix");
+    let prefixes: Vec<IpPrefix> = ["10.99.0.0/16", "10.0.0.2", "fd99::/96"]
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let allowed = allowlist(&prefixes, &[IpAddr::V4(HOST4), IpAddr::V6(host6())]).unwrap();
+    dp.dp.set_decap_allowed(&allowed).unwrap();
+    let inside4 = [
+        Ipv4Addr::new(10, 99, 0, 0),
+        Ipv4Addr::new(10, 99, 77, 3),
+        Ipv4Addr::new(10, 99, 255, 255),
+    ];
+    for src in inside4 {
+        let wrapped = ipip4(src, HOST4);
+        let output = unwrapped(&wrapped, &inner4());
+        dp.run_case_on(
+            DECAP,
+            &Case::new(format!("IPIP from {src}"), wrapped, XDP_PASS, output, UNWRAPPED),
+        );
+        let wrapped = gue4(src, HOST4);
+        let output = unwrapped(&wrapped, &inner4());
+        dp.run_case_on(
+            DECAP,
+            &Case::new(format!("GUE from {src}"), wrapped, XDP_PASS, output, UNWRAPPED),
+        );
+    }
+    for src in [v6("fd99::1:2"), v6("fd99::ffff:ffff")] {
+        let wrapped = ipip6(src, host6());
+        let output = unwrapped(&wrapped, &inner6());
+        dp.run_case_on(
+            DECAP,
+            &Case::new(
+                format!("IPv6-in-IPv6 from {src}"),
+                wrapped,
+                XDP_PASS,
+                output,
+                UNWRAPPED,
+            ),
+        );
+    }
+    // The bare address next to the prefix still counts alone.
+    let wrapped = ipip4(LB4, HOST4);
+    let output = unwrapped(&wrapped, &inner4());
+    dp.run_case_on(
+        DECAP,
+        &Case::new("IPIP from the bare source", wrapped, XDP_PASS, output, UNWRAPPED),
+    );
+    let refused = [
+        ("IPIP from 10.98.255.255", ipip4(Ipv4Addr::new(10, 98, 255, 255), HOST4), FOREIGN_SOURCE),
+        ("IPIP from 10.100.0.0", ipip4(Ipv4Addr::new(10, 100, 0, 0), HOST4), FOREIGN_SOURCE),
+        ("IPIP from 10.0.0.3", ipip4(Ipv4Addr::new(10, 0, 0, 3), HOST4), FOREIGN_SOURCE),
+        ("GUE from 10.98.0.1", gue4(Ipv4Addr::new(10, 98, 0, 1), HOST4), FOREIGN_SOURCE),
+        (
+            "IPv6-in-IPv6 from fd99:0:0:1::1",
+            ipip6(v6("fd99:0:0:1::1"), host6()),
+            FOREIGN_SOURCE,
+        ),
+        // Inside the prefix, but not to this host: the prefix's marker names it.
+        ("IPIP from the prefix to another address", ipip4(Ipv4Addr::new(10, 99, 1, 1), OTHER4), FOREIGN_DEST),
+        (
+            "IPv6-in-IPv6 from the prefix to another address",
+            ipip6(v6("fd99::7"), v6("fd00:1::99")),
+            FOREIGN_DEST,
+        ),
+    ];
+    for (what, wrapped, counted) in refused {
+        dp.run_case_on(DECAP, &Case::unchanged(what, wrapped, XDP_PASS, counted));
+    }
 }
 
 /// The pinned `XLB_DECAP_ALLOW` of a running `xlb decap`.

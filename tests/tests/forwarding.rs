@@ -17,7 +17,7 @@ use lb_userspace::dataplane::aya::maps;
 use testbed::{
     case::{Case, CONFIRMED_TX, ESTABLISHED_TX, NEW_FLOW_TX, NOT_VIP},
     dataplane::TestDataplane,
-    fixture::{backend_mac, install_dsr_pair, vip6, VIP4, VIP_PORT},
+    fixture::{backend_mac, install_dsr_pair, switch_to_encap, vip6, VIP4, VIP_PORT},
     packet::{self, be4, be6},
 };
 
@@ -505,9 +505,8 @@ fn use_ipip(dp: &mut TestDataplane) {
 /// Switches both services of `setup` to `mode` (IPIP or GUE) with encap sources ENCAP4 /
 /// encap6() and GUE port GUE_PORT.
 fn use_encap(dp: &mut TestDataplane, mode: ForwardMode) {
-    let ebpf = dp.dp.ebpf_mut();
     maps::set_config(
-        ebpf,
+        dp.dp.ebpf_mut(),
         &lb_common::Config {
             encap_src_v4: be4(ENCAP4)[0],
             encap_src_v6: be6(encap6()),
@@ -519,31 +518,7 @@ fn use_encap(dp: &mut TestDataplane, mode: ForwardMode) {
         },
     )
     .unwrap();
-    for (id, addr, family) in [(1, be4(VIP4), AF_INET), (2, be6(vip6()), AF_INET6)] {
-        let key = VipKey {
-            addr,
-            port_be: VIP_PORT.to_be(),
-            proto: IPPROTO_TCP,
-            family,
-        };
-        let svc = Service {
-            id,
-            mode: mode as u8,
-            ..Default::default()
-        };
-        maps::set_service(ebpf, &key, &svc).unwrap();
-    }
-    // IPv6 backends for the IPv6 service (ids 4..=6 mirror 1..=3).
-    for id in 4..=6u32 {
-        let backend = Backend {
-            addr: be6(format!("fd00:1::{id}").parse().unwrap()),
-            family: AF_INET6,
-            mac: backend_mac(id),
-            ..Default::default()
-        };
-        maps::set_backend(ebpf, id, &backend).unwrap();
-    }
-    maps::swap_table(ebpf, 2, &[4, 5, 6, 4, 5, 6, 4]).unwrap();
+    switch_to_encap(dp, mode);
 }
 
 #[test]

@@ -200,6 +200,51 @@ mod tests {
         );
     }
 
+    /// Issue 15.5: an encap source may be a prefix whose host bits carry each flow's
+    /// hash; its length and host bits are checked with the field's path, every problem
+    /// at once, and a bare address keeps meaning one address.
+    #[test]
+    fn encap_source_prefixes_are_validated_by_path() {
+        let config = Config::parse(
+            r#"{"encap_sources":{"v4":"10.99.0.0/16","v6":"fd99::/96"},"services":[]}"#,
+        )
+        .unwrap();
+        let (v4, v6) = (config.encap_sources.v4.unwrap(), config.encap_sources.v6.unwrap());
+        assert_eq!((v4.to_string(), v4.len), ("10.99.0.0/16".into(), 16));
+        assert_eq!(v6.ip().host_bits(), u32::MAX);
+        let config = Config::parse(r#"{"encap_sources":{"v4":"10.0.0.2"}}"#).unwrap();
+        let bare = config.encap_sources.v4.unwrap();
+        assert_eq!((bare.len, bare.ip().host_bits()), (32, 0));
+        let rejected = |text: &str| match Config::parse(text) {
+            Err(ConfigError::Invalid { errors, .. }) => {
+                errors.iter().map(ToString::to_string).collect::<Vec<_>>()
+            }
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(
+            rejected(r#"{"encap_sources":{"v4":"10.99.0.1/16","v6":"fd99::/95"}}"#),
+            [
+                "encap_sources.v4: 10.99.0.1/16: host bits are set (the prefix's host bits \
+                 carry each flow's hash)",
+                "encap_sources.v6: fd99::/95: the prefix length must be 96 to 128 (a bare \
+                 address is a /128)",
+            ]
+        );
+        assert_eq!(
+            rejected(r#"{"encap_sources":{"v4":"10.0.0.0/7"}}"#),
+            ["encap_sources.v4: 10.0.0.0/7: the prefix length must be 8 to 32 (a bare \
+              address is a /32)"]
+        );
+        for text in [
+            r#"{"encap_sources":{"v4":"10.0.0.0/33"}}"#,
+            r#"{"encap_sources":{"v4":"fd00::/96"}}"#,
+            r#"{"encap_sources":{"v6":"fd00::/x"}}"#,
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{text}: {err}");
+        }
+    }
+
     /// Issue 14 ("Also"): who runs operator programs, and refusing programs others
     /// could change.
     #[test]
