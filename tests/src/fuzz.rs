@@ -124,11 +124,12 @@ pub fn full_config() -> Config {
 }
 
 /// [`full_config`] with the outer sources taken from per-flow addresses: the low byte
-/// of the IPv4 source and the low 16 bits of the IPv6 source carry the flow hash (the
-/// sources' own host bits there are 0, as validation requires of a configured prefix).
+/// of the IPv4 source and the low 16 bits of the IPv6 source carry the flow hash, ORed
+/// into the base address (whose own bits there validation would refuse; the data plane
+/// ORs either way).
 pub fn prefix_config() -> Config {
     Config {
-        encap_host_v4: u32::from_ne_bytes([0, 0, 0, 0xff]) ,
+        encap_host_v4: u32::from_ne_bytes([0, 0, 0, 0xff]),
         encap_host_v6: u32::from_ne_bytes([0, 0, 0xff, 0xff]),
         ..full_config()
     }
@@ -1051,8 +1052,10 @@ pub struct Options {
     pub print_limit: usize,
 }
 
-/// Generates, mutates and checks `opts.packets` frames. The last tenth runs with the
-/// encap configuration cleared (IPIP / GUE services then drop `encap_error`).
+/// Generates, mutates and checks `opts.packets` frames. From the middle on the encap
+/// sources are prefixes ([`prefix_config`]: per-flow outer sources from the flows'
+/// stored hashes); the last tenth runs with the encap configuration cleared (IPIP /
+/// GUE services then drop `encap_error`).
 pub fn run(opts: &Options) -> Report {
     let mut h = Harness::new("fuzz", fuzz_tables());
     let mut rng = Rng::new(opts.seed);
@@ -1065,6 +1068,9 @@ pub fn run(opts: &Options) -> Report {
     for i in 0..opts.packets {
         if i > 0 && i % CONN_RESET_EVERY == 0 {
             h.reset_conns();
+        }
+        if i == opts.packets / 2 && i > 0 {
+            h.set_config(prefix_config());
         }
         if i == unconfigured_from && i > 0 {
             h.set_config(Config::default());

@@ -11,7 +11,7 @@ use lb_common::{
         IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, XDP_DROP, XDP_PASS,
         XDP_REDIRECT, XDP_TX,
     },
-    Backend, FlowKey, ForwardMode, Service, Stat, VipKey,
+    FlowKey, ForwardMode, Service, Stat, VipKey,
 };
 use lb_userspace::dataplane::aya::maps;
 use testbed::{
