@@ -43,12 +43,14 @@ use lb_userspace::{
     dataplane::{
         addr::be_words,
         aya::{stats, AyaPort, LoadOptions},
+        prefix::{IpPrefix, Prefix},
         AttachMode, AttachedMode, GlobalStats,
     },
 };
 
 use crate::{
     dataplane::{wait_until, PinDir},
+    process::ChildGuard,
     Netns, TcpServer, VethPair,
 };
 
@@ -117,6 +119,9 @@ pub struct Backend {
     pub mac: [u8; 6],
     /// Its end of the veth to the switch (inside its namespace).
     pub iface: String,
+    /// The switch's end of that veth (a bridge port in the `switch` namespace), where
+    /// a capture sees the tunnelled frames before the backend's decap unwraps them.
+    pub port: String,
 }
 
 /// The whole topology. Field order is drop order, also when a test panics: the servers
@@ -125,6 +130,9 @@ pub struct Backend {
 /// the namespaces (deleting them destroys the veths and the bridge).
 pub struct Testbed {
     pub servers: Vec<TcpServer>,
+    /// [`Tunnels::decap_daemon`]: each backend's `xlb decap` process (same order as
+    /// `backends`); killed before the pin directories go.
+    decap_daemons: Vec<ChildGuard>,
     /// The balancer's data plane (on the lb).
     pub dp: AyaPort,
     /// IPIP mode: each backend's own data plane, running `xlb_decap` on its veth (same
@@ -140,6 +148,19 @@ pub struct Testbed {
     pub backends: Vec<Backend>,
     pub mode: Mode,
     pub addrs: Addresses,
+}
+
+/// How an IPIP testbed's tunnels are set up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tunnels {
+    /// The lb's `encap_sources` entry (an address or a flow-entropy prefix); default:
+    /// the lb's own address.
+    pub source: Option<IpPrefix>,
+    /// The backends run the `xlb decap` binary (`--allow-source <source>`, native mode,
+    /// its maps pinned in the backend's pin directory) instead of an in-process decap
+    /// data plane; their counters are then read from the pins
+    /// ([`Testbed::decap_daemon_stats`]).
+    pub decap_daemon: bool,
 }
 
 /// Counters that must agree packet for packet.
@@ -288,6 +309,11 @@ impl Testbed {
     /// decap program on every backend; starts a [`TcpServer`] on VIP:80 in every backend.
     /// No service is installed yet (see [`Testbed::apply`]).
     pub fn new(tag: &str, mode: Mode, addrs: Addresses) -> Testbed {
+        Self::with_tunnels(tag, mode, addrs, Tunnels::default())
+    }
+
+    /// [`Testbed::new`] with the IPIP tunnels set up as `tunnels` says.
+    pub fn with_tunnels(tag: &str, mode: Mode, addrs: Addresses, tunnels: Tunnels) -> Testbed {
         crate::require_root();
         assert!(
             matches!(mode, Mode::Dsr | Mode::Ipip),
@@ -342,6 +368,7 @@ impl Testbed {
                 addr,
                 mac,
                 iface: veth.a,
+                port: veth.b,
             });
         }
         let client_veth = plug(&switch, &client, addrs.client, addrs.prefix_len);
@@ -370,14 +397,16 @@ impl Testbed {
         let mut balancer = Balancer::default();
         let mut decap = Vec::new();
         let mut decap_pins = Vec::new();
+        let mut decap_daemons = Vec::new();
         if mode == Mode::Ipip {
-            let encap = match addrs.lb {
-                IpAddr::V4(a) => EncapSources {
-                    v4: Some(a.into()),
+            let source = tunnels.source.unwrap_or_else(|| addrs.lb.into());
+            let encap = match source.addr {
+                IpAddr::V4(addr) => EncapSources {
+                    v4: Some(Prefix { addr, len: source.len }),
                     ..EncapSources::default()
                 },
-                IpAddr::V6(a) => EncapSources {
-                    v6: Some(a.into()),
+                IpAddr::V6(addr) => EncapSources {
+                    v6: Some(Prefix { addr, len: source.len }),
                     ..EncapSources::default()
                 },
             };
@@ -388,6 +417,11 @@ impl Testbed {
             // backend host would: only xlb_decap is attached there.
             for (ns, b) in backend_ns.iter().zip(&backends) {
                 let pins = PinDir::new(&format!("{tag}-{}", b.name));
+                if tunnels.decap_daemon {
+                    decap_daemons.push(decap_daemon(ns, &b.iface, source, &pins));
+                    decap_pins.push(pins);
+                    continue;
+                }
                 let mut be_dp = load(&pins);
                 decap_pins.push(pins);
                 // As `xlb decap --allow-source <lb>` on that host: the lb's tunnels to
@@ -409,6 +443,7 @@ impl Testbed {
             .collect();
         Testbed {
             servers,
+            decap_daemons,
             dp,
             decap,
             balancer,
@@ -515,6 +550,24 @@ impl Testbed {
         self.conns().get(&key, 0).ok()
     }
 
+    /// [`Tunnels::decap_daemon`]: each backend's `xlb decap` counters, read from its
+    /// pinned `XLB_STATS`.
+    pub fn decap_daemon_stats(&mut self) -> Vec<GlobalStats> {
+        for daemon in &mut self.decap_daemons {
+            assert!(daemon.try_wait().is_none(), "{} exited", daemon.what());
+        }
+        self.decap_pins
+            .iter()
+            .map(|pins| {
+                let data = MapData::from_pin(pins.path().join(lb_common::maps::STATS))
+                    .expect("the decap daemon's pinned XLB_STATS");
+                let map = aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))
+                    .expect("a per-CPU array");
+                stats::read_global(&map).expect("reading XLB_STATS")
+            })
+            .collect()
+    }
+
     pub fn counters(&self) -> Counters {
         let mut backend_received = Vec::new();
         let mut backend_csum_errors = 0;
@@ -617,6 +670,28 @@ impl Testbed {
             assert!(!dir.exists(), "{} left behind", dir.display());
         }
     }
+}
+
+/// Starts `xlb decap --allow-source <source>` on `iface` in `ns` with its pins in `pins`,
+/// and waits until its program is on the link.
+fn decap_daemon(ns: &Netns, iface: &str, source: IpPrefix, pins: &PinDir) -> ChildGuard {
+    let mut cmd = ns.command(crate::dataplane::xlb_bin());
+    cmd.args(["decap", "--xdp-mode", "native", "--iface", iface])
+        .args(["--allow-source", &source.to_string(), "--pin-dir"])
+        .arg(pins.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut daemon = ns.spawn(cmd);
+    let link = pins.path().join(format!("link_{iface}"));
+    let attached = wait_until(Duration::from_secs(20), || {
+        link.exists() || daemon.try_wait().is_some()
+    });
+    assert!(
+        attached && daemon.try_wait().is_none(),
+        "xlb decap on {iface} in {} did not attach",
+        ns.name()
+    );
+    daemon
 }
 
 /// Loads the whole data plane with its maps pinned in `pins`.
