@@ -151,10 +151,7 @@ pub fn encap6(
     wrap: Wrap,
     flow_hash: u32,
 ) -> Result<(), Stat> {
-    let Some((mut src, host)) = XLB_CONFIG
-        .get(0)
-        .map(|c| (c.encap_src_v6, c.encap_host_v6))
-    else {
+    let Some((mut src, host)) = XLB_CONFIG.get(0).map(|c| (c.encap_src_v6, c.encap_host_v6)) else {
         return Err(Stat::EncapError);
     };
     if src == [0; 4] {
@@ -309,7 +306,14 @@ pub fn decap(ctx: &XdpContext) -> Result<Decap, Stat> {
 /// sources' markers name the reason.
 #[inline(always)]
 fn allowed(key: &DecapKey) -> Result<(), Stat> {
-    if probe(key, |masked| DecapKey { dst: key.dst, ..masked }, DECAP_PAIR) {
+    if probe(
+        key,
+        |masked| DecapKey {
+            dst: key.dst,
+            ..masked
+        },
+        DECAP_PAIR,
+    ) {
         return Ok(());
     }
     Err(if probe(key, |masked| masked, DECAP_SOURCE) {

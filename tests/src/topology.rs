@@ -402,11 +402,17 @@ impl Testbed {
             let source = tunnels.source.unwrap_or_else(|| addrs.lb.into());
             let encap = match source.addr {
                 IpAddr::V4(addr) => EncapSources {
-                    v4: Some(Prefix { addr, len: source.len }),
+                    v4: Some(Prefix {
+                        addr,
+                        len: source.len,
+                    }),
                     ..EncapSources::default()
                 },
                 IpAddr::V6(addr) => EncapSources {
-                    v6: Some(Prefix { addr, len: source.len }),
+                    v6: Some(Prefix {
+                        addr,
+                        len: source.len,
+                    }),
                     ..EncapSources::default()
                 },
             };

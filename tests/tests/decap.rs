@@ -241,13 +241,25 @@ fn a_source_prefix_admits_every_address_inside_it_and_nothing_outside() {
         let output = unwrapped(&wrapped, &inner4());
         dp.run_case_on(
             DECAP,
-            &Case::new(format!("IPIP from {src}"), wrapped, XDP_PASS, output, UNWRAPPED),
+            &Case::new(
+                format!("IPIP from {src}"),
+                wrapped,
+                XDP_PASS,
+                output,
+                UNWRAPPED,
+            ),
         );
         let wrapped = gue4(src, HOST4);
         let output = unwrapped(&wrapped, &inner4());
         dp.run_case_on(
             DECAP,
-            &Case::new(format!("GUE from {src}"), wrapped, XDP_PASS, output, UNWRAPPED),
+            &Case::new(
+                format!("GUE from {src}"),
+                wrapped,
+                XDP_PASS,
+                output,
+                UNWRAPPED,
+            ),
         );
     }
     for src in [v6("fd99::1:2"), v6("fd99::ffff:ffff")] {
@@ -269,20 +281,46 @@ fn a_source_prefix_admits_every_address_inside_it_and_nothing_outside() {
     let output = unwrapped(&wrapped, &inner4());
     dp.run_case_on(
         DECAP,
-        &Case::new("IPIP from the bare source", wrapped, XDP_PASS, output, UNWRAPPED),
+        &Case::new(
+            "IPIP from the bare source",
+            wrapped,
+            XDP_PASS,
+            output,
+            UNWRAPPED,
+        ),
     );
     let refused = [
-        ("IPIP from 10.98.255.255", ipip4(Ipv4Addr::new(10, 98, 255, 255), HOST4), FOREIGN_SOURCE),
-        ("IPIP from 10.100.0.0", ipip4(Ipv4Addr::new(10, 100, 0, 0), HOST4), FOREIGN_SOURCE),
-        ("IPIP from 10.0.0.3", ipip4(Ipv4Addr::new(10, 0, 0, 3), HOST4), FOREIGN_SOURCE),
-        ("GUE from 10.98.0.1", gue4(Ipv4Addr::new(10, 98, 0, 1), HOST4), FOREIGN_SOURCE),
+        (
+            "IPIP from 10.98.255.255",
+            ipip4(Ipv4Addr::new(10, 98, 255, 255), HOST4),
+            FOREIGN_SOURCE,
+        ),
+        (
+            "IPIP from 10.100.0.0",
+            ipip4(Ipv4Addr::new(10, 100, 0, 0), HOST4),
+            FOREIGN_SOURCE,
+        ),
+        (
+            "IPIP from 10.0.0.3",
+            ipip4(Ipv4Addr::new(10, 0, 0, 3), HOST4),
+            FOREIGN_SOURCE,
+        ),
+        (
+            "GUE from 10.98.0.1",
+            gue4(Ipv4Addr::new(10, 98, 0, 1), HOST4),
+            FOREIGN_SOURCE,
+        ),
         (
             "IPv6-in-IPv6 from fd99:0:0:1::1",
             ipip6(v6("fd99:0:0:1::1"), host6()),
             FOREIGN_SOURCE,
         ),
         // Inside the prefix, but not to this host: the prefix's marker names it.
-        ("IPIP from the prefix to another address", ipip4(Ipv4Addr::new(10, 99, 1, 1), OTHER4), FOREIGN_DEST),
+        (
+            "IPIP from the prefix to another address",
+            ipip4(Ipv4Addr::new(10, 99, 1, 1), OTHER4),
+            FOREIGN_DEST,
+        ),
         (
             "IPv6-in-IPv6 from the prefix to another address",
             ipip6(v6("fd99::7"), v6("fd00:1::99")),
@@ -366,7 +404,9 @@ fn xlb_decap_needs_an_allowed_source_and_follows_the_interface_addresses() {
         let iface = ns.run(|| lb_userspace::vrrp::net::iface(&veth.a, &[]));
         let mut local = iface.unwrap_or_else(|e| panic!("{e:#}")).addresses;
         local.push(ip("10.61.9.9"));
-        allowlist(&[ip("10.61.0.2"), ip("fd61::2")], &local).unwrap().entries
+        allowlist(&[ip("10.61.0.2"), ip("fd61::2")], &local)
+            .unwrap()
+            .entries
     };
     let follows = || {
         let want = expected();

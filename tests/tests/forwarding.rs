@@ -491,9 +491,11 @@ fn encap6() -> Ipv6Addr {
 fn allow_decap(dp: &mut TestDataplane, local: &[&str]) {
     use lb_userspace::dataplane::DataPlane as _;
     let local: Vec<std::net::IpAddr> = local.iter().map(|a| a.parse().unwrap()).collect();
-    let allowed =
-        lb_userspace::dataplane::decap::allowlist::<std::net::IpAddr>(&[ENCAP4.into(), encap6().into()], &local)
-            .unwrap();
+    let allowed = lb_userspace::dataplane::decap::allowlist::<std::net::IpAddr>(
+        &[ENCAP4.into(), encap6().into()],
+        &local,
+    )
+    .unwrap();
     dp.dp.set_decap_allowed(&allowed).unwrap();
 }
 

@@ -75,11 +75,19 @@ fn many_sources(tag: &str, addrs: Addresses, prefix: &str) {
         last = (tx, decap);
         tx == decap
     });
-    assert!(settled, "lb wrapped {} packets, backends unwrapped {}", last.0, last.1);
+    assert!(
+        settled,
+        "lb wrapped {} packets, backends unwrapped {}",
+        last.0, last.1
+    );
     let after = tb.decap_daemon_stats();
     assert_eq!(moved(Stat::DecapForeignSource, &after), 0);
     assert_eq!(moved(Stat::DecapForeignDest, &after), 0);
-    assert!(last.1 >= 3 * N as u64, "{} unwrapped for {N} connections", last.1);
+    assert!(
+        last.1 >= 3 * N as u64,
+        "{} unwrapped for {N} connections",
+        last.1
+    );
 
     // What went over the wire to the backends: the outer sources per inner flow (the
     // capture threads may still be reading the last frames).

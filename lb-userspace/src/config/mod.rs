@@ -209,7 +209,10 @@ mod tests {
             r#"{"encap_sources":{"v4":"10.99.0.0/16","v6":"fd99::/96"},"services":[]}"#,
         )
         .unwrap();
-        let (v4, v6) = (config.encap_sources.v4.unwrap(), config.encap_sources.v6.unwrap());
+        let (v4, v6) = (
+            config.encap_sources.v4.unwrap(),
+            config.encap_sources.v6.unwrap(),
+        );
         assert_eq!((v4.to_string(), v4.len), ("10.99.0.0/16".into(), 16));
         assert_eq!(v6.ip().host_bits(), u32::MAX);
         let config = Config::parse(r#"{"encap_sources":{"v4":"10.0.0.2"}}"#).unwrap();
@@ -232,8 +235,10 @@ mod tests {
         );
         assert_eq!(
             rejected(r#"{"encap_sources":{"v4":"10.0.0.0/7"}}"#),
-            ["encap_sources.v4: 10.0.0.0/7: the prefix length must be 8 to 32 (a bare \
-              address is a /32)"]
+            [
+                "encap_sources.v4: 10.0.0.0/7: the prefix length must be 8 to 32 (a bare \
+              address is a /32)"
+            ]
         );
         for text in [
             r#"{"encap_sources":{"v4":"10.0.0.0/33"}}"#,

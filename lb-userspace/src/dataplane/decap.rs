@@ -192,7 +192,12 @@ mod tests {
     fn prefixes_are_stored_by_their_address_with_their_lengths_longest_first() {
         let p = |s: &str| s.parse::<IpPrefix>().unwrap();
         let list = allowlist(
-            &[p("10.99.0.0/16"), p("10.0.0.2"), p("10.98.0.0/16"), p("fd99::/96")],
+            &[
+                p("10.99.0.0/16"),
+                p("10.0.0.2"),
+                p("10.98.0.0/16"),
+                p("fd99::/96"),
+            ],
             &[ip("10.0.0.11")],
         )
         .unwrap();
@@ -219,8 +224,14 @@ mod tests {
             allowlist(&[p("fd00::/64")], &[]),
             Err(DecapError::BadPrefix(_))
         ));
-        let five = ["10.1.0.0/16", "10.2.0.0/17", "10.3.0.0/18", "10.4.0.0/19", "10.5.0.0/20"]
-            .map(p);
+        let five = [
+            "10.1.0.0/16",
+            "10.2.0.0/17",
+            "10.3.0.0/18",
+            "10.4.0.0/19",
+            "10.5.0.0/20",
+        ]
+        .map(p);
         assert_eq!(
             allowlist(&five, &[]),
             Err(DecapError::TooManyLengths {

@@ -21,14 +21,13 @@ use std::{
 use lb_common::{
     limits::{MAGLEV_SLOTS, MAX_BACKENDS, MAX_MAGLEV_SIZE, MAX_SERVICES, MAX_TX_PORTS},
     service::service_flags,
-    Backend, Config, Conn, FlowCounter, FlowKey, Service, ServiceSlot, VipKey, VrrpKey,
-    VrrpRouter, VrrpSeen,
+    Backend, Config, Conn, FlowCounter, FlowKey, Service, ServiceSlot, VipKey, VrrpKey, VrrpRouter,
+    VrrpSeen,
 };
 
 use super::{
-    decap::DecapAllow,
-    vrrp_router_is_valid, AttachMode, AttachedMode, Attachment, BackendStats, DataPlane,
-    GlobalStats, PortError, ServiceStats,
+    decap::DecapAllow, vrrp_router_is_valid, AttachMode, AttachedMode, Attachment, BackendStats,
+    DataPlane, GlobalStats, PortError, ServiceStats,
 };
 
 /// One operation as the memory port received it (a table batch is logged table by
