@@ -8,8 +8,8 @@ use aya_ebpf::{
 use lb_common::{
     limits::{
         BPF_F_MMAPABLE, MAGLEV_INNER_FLAGS, MAGLEV_SLOTS, MAX_BACKENDS, MAX_CONNS,
-        MAX_DECAP_ENTRIES, MAX_DECAP_LENS, MAX_MAGLEV_SIZE, MAX_NEW_CONNS, MAX_SERVICES, MAX_TX_PORTS,
-        MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
+        MAX_DECAP_ENTRIES, MAX_DECAP_LENS, MAX_MAGLEV_SIZE, MAX_NEW_CONNS, MAX_SERVICES,
+        MAX_TX_PORTS, MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
     },
     Backend, Config, Conn, DecapKey, FlowKey, Service, ServiceSlot, TxPort, VipAddr, VipKey,
     VrrpKey, VrrpRouter, VrrpSeen,

@@ -27,7 +27,7 @@ use lb_userspace::{
     },
 };
 use testbed::{
-    case::{ESTABLISHED_TX, NEW_FLOW_TX},
+    case::{CONFIRMED_TX, ESTABLISHED_TX, NEW_FLOW_TX},
     dataplane::TestDataplane,
     fixture::{backend_mac, install_dsr_pair, switch_to_encap, vip6, VIP4, VIP_PORT},
     packet::{self, Flags},
@@ -181,9 +181,9 @@ impl Family {
     }
 }
 
-/// [`FLOWS`] flows of `family`, SYN then ACK each: both wrapped exactly as expected (the
-/// SYN a new flow, the ACK an established one), from the same per-flow source inside the
-/// prefix. Returns the distinct sources and GUE source ports seen.
+/// [`FLOWS`] flows of `family`, a SYN and two ACKs each: all wrapped exactly as expected
+/// (the SYN a new flow, remembered as unconfirmed; the first ACK confirms it, the second
+/// is established), from the same per-flow source inside the prefix. Returns the distinct sources and GUE source ports seen.
 fn run_flows(dp: &mut TestDataplane, family: &Family, gue: bool) -> (usize, usize) {
     let mut sources = HashSet::new();
     let mut ports = HashSet::new();
@@ -194,6 +194,7 @@ fn run_flows(dp: &mut TestDataplane, family: &Family, gue: bool) -> (usize, usiz
         let port = gue.then(|| gue_sport(&flow, SEED));
         for (what, flags, counted) in [
             ("SYN", packet::SYN, NEW_FLOW_TX),
+            ("first ACK", Flags::ACK, CONFIRMED_TX),
             ("ACK", Flags::ACK, ESTABLISHED_TX),
         ] {
             let input = family.frame(sport, flags);
@@ -242,8 +243,9 @@ fn gue_flows_get_per_flow_sources_and_source_ports() {
     }
 }
 
-/// The hash is the flow's, stored once: after a `hash_seed` change an established flow's
-/// packets still leave from the source and port they had (a rehash would move them; the
+/// The hash is the flow's, stored once (in its unconfirmed entry, then carried into the
+/// confirmed one): after a `hash_seed` change a known flow's packets still leave from
+/// the source and port they had (a rehash would move them; the
 /// test checks that it would, for most flows), while a new connection of the same
 /// 5-tuple (a SYN) takes the new seed's.
 #[test]
@@ -262,15 +264,19 @@ fn established_flows_keep_their_outer_header_across_a_seed_change() {
         let src = entropy_source(family.prefix, family.len, &flow, SEED);
         let port = gue_sport(&flow, SEED);
         moved += usize::from(entropy_source(family.prefix, family.len, &flow, NEW_SEED) != src);
-        let input = family.frame(sport, Flags::ACK);
-        let output = family.wrapped(&input, &flow, src, Some(port));
-        dp.check(
-            &format!("ACK from :{sport} after the seed change"),
-            &input,
-            XDP_TX,
-            &output,
-            ESTABLISHED_TX,
-        );
+        // The first ACK confirms the SYN's unconfirmed entry, hash and all; the second
+        // finds the confirmed one.
+        for (what, counted) in [("first ACK", CONFIRMED_TX), ("ACK", ESTABLISHED_TX)] {
+            let input = family.frame(sport, Flags::ACK);
+            let output = family.wrapped(&input, &flow, src, Some(port));
+            dp.check(
+                &format!("{what} from :{sport} after the seed change"),
+                &input,
+                XDP_TX,
+                &output,
+                counted,
+            );
+        }
     }
     assert!(moved > 40, "only {moved} of 50 flows would have moved");
     // A SYN is a new connection: new hash, new entry. Its backend comes from the table
