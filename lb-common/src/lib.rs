@@ -11,8 +11,8 @@ pub mod vrrp;
 pub mod wire;
 
 pub use service::{
-    Backend, Config, Conn, DecapKey, FlowKey, ForwardMode, Service, ServiceSlot, TxPort, VipAddr,
-    VipKey,
+    Backend, Config, Conn, ConnTimeoutTicks, DecapKey, FlowKey, ForwardMode, Service, ServiceSlot,
+    TxPort, VipAddr, VipKey,
 };
 pub use stats::{Counter, FlowCounter, Stat};
 pub use vrrp::{VrrpKey, VrrpRouter, VrrpSeen};

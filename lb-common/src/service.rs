@@ -201,6 +201,40 @@ pub struct Conn {
     /// never rehash and every packet of a flow carries the same outer header, even
     /// after a `hash_seed` change.
     pub flow_hash: u32,
+    /// When the flow last sent a packet, in [`CONN_TICK_SHIFT`] ticks of the kernel's
+    /// monotonic clock; written only when it moves (about once a second per flow), in
+    /// place, without a map update.
+    pub seen: u32,
+    /// [`conn_flags`].
+    pub flags: u32,
+}
+
+/// Bits of [`Conn::flags`].
+pub mod conn_flags {
+    /// The client sent a FIN or RST: the entry expires after the closing timeout.
+    pub const CLOSING: u32 = 1;
+}
+
+impl ConnTimeoutTicks {
+    /// The idle time after which an entry of protocol `proto` (closing or not) no
+    /// longer pins its flow; 0 = never.
+    #[inline(always)]
+    pub fn for_entry(&self, proto: u8, flags: u32) -> u32 {
+        if proto != crate::wire::IPPROTO_TCP {
+            self.udp_idle
+        } else if flags & conn_flags::CLOSING != 0 {
+            self.tcp_closing
+        } else {
+            self.tcp_idle
+        }
+    }
+}
+
+/// Whether an entry last seen at `seen` has been idle beyond `timeout` at `now` (all
+/// in ticks; the clock wraps after 2^32 ticks, 146 years). `timeout` 0 = never.
+#[inline(always)]
+pub const fn expired(seen: u32, now: u32, timeout: u32) -> bool {
+    timeout != 0 && now.wrapping_sub(seen) > timeout
 }
 
 /// Value of `XLB_SVC_SLOTS[service id]`: what an established flow needs of its service,
@@ -311,6 +345,27 @@ pub struct Config {
     /// Host bits of the IPv6 source prefix, in its last word (prefixes are /96 or
     /// longer), be32; 0 = a single address.
     pub encap_host_v6: u32,
+    /// Connection-entry idle timeouts (docs/maps.md); 0 = never, which is what a
+    /// record written before the field existed (or by a test) means.
+    pub timeouts: ConnTimeoutTicks,
+}
+
+/// Connection entries are stamped in ticks of 2^`CONN_TICK_SHIFT` ns (≈ 1.07 s) of
+/// `bpf_ktime_get_coarse_ns`: a shift instead of a division, and coarse enough that a
+/// flow's entry is written at most about once a second.
+pub const CONN_TICK_SHIFT: u32 = 30;
+
+/// Idle times after which a connection entry no longer pins its flow, in
+/// [`CONN_TICK_SHIFT`] ticks; 0 = never.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnTimeoutTicks {
+    /// TCP, until the client's FIN or RST.
+    pub tcp_idle: u32,
+    /// TCP after the client's FIN or RST.
+    pub tcp_closing: u32,
+    /// Any other protocol.
+    pub udp_idle: u32,
 }
 
 /// The outer source for a flow: `base` with the flow hash in the host bits `host`

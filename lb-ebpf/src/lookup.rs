@@ -1,9 +1,12 @@
 //! Service lookup, connection tracking and Maglev backend choice.
 
-use aya_ebpf::bindings::BPF_ANY;
+use aya_ebpf::{bindings::BPF_ANY, helpers::generated::bpf_ktime_get_coarse_ns};
 use lb_common::{
-    service::{flow_hash_seeded, service_flags, vip_filter_slot, MAGLEV_SIZE_SLOT, VIP_STANDBY},
-    Backend, Conn, FlowKey, Service, ServiceSlot, Stat, VipAddr, VipKey,
+    service::{
+        conn_flags, expired, flow_hash_seeded, service_flags, vip_filter_slot, CONN_TICK_SHIFT,
+        MAGLEV_SIZE_SLOT, VIP_STANDBY,
+    },
+    Backend, Conn, ConnTimeoutTicks, FlowKey, Service, ServiceSlot, Stat, VipAddr, VipKey,
 };
 
 use crate::{
@@ -47,11 +50,73 @@ pub fn maybe_vip(addr: &[u32; 4]) -> bool {
         .is_some_and(|maybe| *maybe != 0)
 }
 
-/// The flow's connection-table entry, if it has one.
+/// When a packet is seen and what it says of its flow's life: the clock and the
+/// timeouts, read once per VIP packet.
+#[derive(Clone, Copy)]
+pub struct Moment {
+    /// Now, in [`CONN_TICK_SHIFT`] ticks of the coarse monotonic clock (a jiffy
+    /// read: no clock source access).
+    now: u32,
+    timeouts: ConnTimeoutTicks,
+    /// A TCP FIN or RST: the entry is closing from now on.
+    closing: bool,
+}
+
+impl Moment {
+    #[inline(always)]
+    pub fn now(closing: bool) -> Self {
+        // SAFETY: a helper without arguments.
+        let ns = unsafe { bpf_ktime_get_coarse_ns() };
+        Self {
+            now: (ns >> CONN_TICK_SHIFT) as u32,
+            timeouts: XLB_CONFIG
+                .get(0)
+                .map_or(ConnTimeoutTicks::default(), |c| c.timeouts),
+            closing,
+        }
+    }
+
+    /// Whether `conn` (an entry of a flow of `proto`) still pins its flow.
+    #[inline(always)]
+    fn fresh(&self, conn: &Conn, proto: u8) -> bool {
+        !expired(
+            conn.seen,
+            self.now,
+            self.timeouts.for_entry(proto, conn.flags),
+        )
+    }
+
+    /// An entry's flags once this packet is counted in.
+    #[inline(always)]
+    fn flags(&self, flags: u32) -> u32 {
+        if self.closing {
+            flags | conn_flags::CLOSING
+        } else {
+            flags
+        }
+    }
+}
+
+/// The flow's connection-table entry, if it has one that has not expired. The entry
+/// is refreshed in place (no map update): its `seen` tick is written when it moved,
+/// about once a second per flow, and the closing flag when a FIN or RST first shows.
 #[inline(always)]
-pub fn conn(flow: &FlowKey) -> Option<Conn> {
-    // SAFETY: LRU values are read by copy right away.
-    unsafe { XLB_CONNS.get(flow) }.copied()
+pub fn conn(flow: &FlowKey, at: &Moment) -> Option<Conn> {
+    let entry = XLB_CONNS.get_ptr_mut(flow)?;
+    // SAFETY: `entry` points into the map's value, read by copy right away.
+    let conn = unsafe { *entry };
+    if !at.fresh(&conn, flow.proto) {
+        return None;
+    }
+    let flags = at.flags(conn.flags);
+    if conn.seen != at.now || flags != conn.flags {
+        // SAFETY: as above; a racing CPU writes the same values (or a tick apart).
+        unsafe {
+            (*entry).seen = at.now;
+            (*entry).flags = flags;
+        }
+    }
+    Some(conn)
 }
 
 /// The service a connection entry names, if the id still means the service the flow
@@ -167,6 +232,7 @@ pub fn backend(
     service_gen: u32,
     known: Option<Conn>,
     evidence: Evidence,
+    at: &Moment,
     len: u64,
 ) -> Result<Choice, Stat> {
     if let Some(choice) = known.and_then(|conn| remembered(&conn, svc, service_gen)) {
@@ -175,10 +241,19 @@ pub fn backend(
     }
     if evidence == Evidence::Continuing {
         // SAFETY: LRU values are read by copy right away.
-        if let Some(conn) = unsafe { XLB_CONNS_NEW.get(flow) }.copied() {
+        if let Some(mut conn) = unsafe { XLB_CONNS_NEW.get(flow) }
+            .copied()
+            .filter(|c| at.fresh(c, flow.proto))
+        {
             if let Some(choice) = remembered(&conn, svc, service_gen) {
+                conn.seen = at.now;
+                conn.flags = at.flags(conn.flags);
                 // A failed insert leaves the flow unconfirmed: its next packet retries.
-                let _ = XLB_CONNS.insert(flow, conn, u64::from(BPF_ANY));
+                if XLB_CONNS.insert(flow, conn, u64::from(BPF_ANY)).is_ok() {
+                    // One entry per flow: a copy left behind would outlive the
+                    // confirmed entry's expiry and pin the flow again.
+                    let _ = XLB_CONNS_NEW.remove(flow);
+                }
                 stats::count(Stat::ConnHit, len);
                 stats::count(Stat::ConnConfirmed, len);
                 return Ok(choice);
@@ -204,6 +279,8 @@ pub fn backend(
             service_id: svc.id,
             service_gen,
             flow_hash,
+            seen: at.now,
+            flags: at.flags(0),
         };
         // A failed insert only costs a second Maglev lookup for the next packet.
         let _ = XLB_CONNS_NEW.insert(flow, conn, u64::from(BPF_ANY));

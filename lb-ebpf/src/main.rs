@@ -87,10 +87,11 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     // service, which spares the service hash lookup. A SYN always takes the current
     // Maglev choice (Katran's rule), and a fragment or a packet with IP options has no
     // trustworthy ports, so neither consults the table.
+    let at = lookup::Moment::now(pkt.closing);
     let known = if pkt.new_flow || pkt.unforwardable.is_some() {
         None
     } else {
-        lookup::conn(&pkt.flow)
+        lookup::conn(&pkt.flow, &at)
     };
     let (svc, service_gen) = match known.as_ref().and_then(lookup::conn_service) {
         Some(found) => found,
@@ -122,7 +123,7 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     } else {
         lookup::Evidence::Continuing
     };
-    let choice = match lookup::backend(&pkt.flow, &svc, service_gen, known, evidence, len) {
+    let choice = match lookup::backend(&pkt.flow, &svc, service_gen, known, evidence, &at, len) {
         Ok(c) => c,
         Err(Stat::NoBackend) if svc.flags & service_flags::FALLBACK_PASS != 0 => {
             return Ok(pass(ctx, Stat::FallbackPass, len));

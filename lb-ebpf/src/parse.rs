@@ -25,7 +25,8 @@ use lb_common::{
         ICMPV6_PACKET_TOO_BIG, ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST, ICMP_FRAG_NEEDED, ICMP_HLEN,
         IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HIP, IPPROTO_HOPOPTS, IPPROTO_ICMP,
         IPPROTO_ICMPV6, IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_SHIM6, IPPROTO_TCP, IPPROTO_UDP,
-        IPPROTO_VRRP, IPV4_VER_IHL, IP_MF, IP_OFFSET, TCP_ACK, TCP_FLAGS_OFFSET, TCP_SYN,
+        IPPROTO_VRRP, IPV4_VER_IHL, IP_MF, IP_OFFSET, TCP_ACK, TCP_FIN, TCP_FLAGS_OFFSET, TCP_RST,
+        TCP_SYN,
     },
     FlowKey, Stat,
 };
@@ -77,12 +78,22 @@ pub struct IcmpHdr {
 /// the flags (in the frame or in the datagram ending at `ip_end`) counts as not a SYN:
 /// it follows the connection table like before.
 #[inline(always)]
-fn is_syn(ctx: &XdpContext, l4: usize, ip_end: usize) -> bool {
+fn tcp_flags(ctx: &XdpContext, l4: usize, ip_end: usize) -> u8 {
     match l4_header::<u8>(ctx, l4 + TCP_FLAGS_OFFSET, ip_end) {
         // SAFETY: `header` checked that the byte lies inside the packet.
-        Ok(flags) => (unsafe { *flags } & (TCP_SYN | TCP_ACK)) == TCP_SYN,
-        Err(_) => false,
+        Ok(flags) => unsafe { *flags },
+        Err(_) => 0,
     }
+}
+
+/// (new flow, closing) from a TCP header's flags: a SYN without ACK opens a
+/// connection; a FIN or RST from the client closes it.
+#[inline(always)]
+fn tcp_state(flags: u8) -> (bool, bool) {
+    (
+        flags & (TCP_SYN | TCP_ACK) == TCP_SYN,
+        flags & (TCP_FIN | TCP_RST) != 0,
+    )
 }
 
 /// IPv6 hop-by-hop and destination-options headers walked before the transport header,
@@ -118,6 +129,9 @@ pub struct Packet {
     /// a client reusing a port (after a refused or reset attempt, or once TIME_WAIT
     /// expired) must not be sent back to a backend that is drained or dead.
     pub new_flow: bool,
+    /// A TCP FIN or RST from the client: its connection entry gets the closing
+    /// timeout from now on.
+    pub closing: bool,
 }
 
 /// Why parsing stopped.
@@ -227,7 +241,7 @@ fn ipv4(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
         return Ok(Parsed::Pass(Stat::NotVip));
     }
     let mut unforwardable = None;
-    let mut new_flow = false;
+    let (mut new_flow, mut closing) = (false, false);
     if ihl != 20 {
         unforwardable = Some(Stat::Ipv4Options);
     }
@@ -241,7 +255,7 @@ fn ipv4(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
         }
         let p = unsafe { &*l4_header::<Ports>(ctx, ETH_HLEN + ihl, ip_end)? };
         if ip.proto == IPPROTO_TCP {
-            new_flow = is_syn(ctx, ETH_HLEN + ihl, ip_end);
+            (new_flow, closing) = tcp_state(tcp_flags(ctx, ETH_HLEN + ihl, ip_end));
         }
         Ports {
             src: p.src,
@@ -262,6 +276,7 @@ fn ipv4(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
         unforwardable,
         icmp_too_big: false,
         new_flow,
+        closing,
         l2_group: false,
     }))
 }
@@ -294,6 +309,7 @@ fn too_big4(ctx: &XdpContext, ttl: u8, ip_end: usize) -> Result<Parsed, Stat> {
         unforwardable: None,
         icmp_too_big: true,
         new_flow: false,
+        closing: false,
         l2_group: false,
     }))
 }
@@ -324,6 +340,7 @@ fn too_big6(ctx: &XdpContext, hop_limit: u8, ip_end: usize) -> Result<Parsed, St
         unforwardable: None,
         icmp_too_big: true,
         new_flow: false,
+        closing: false,
         l2_group: false,
     }))
 }
@@ -382,7 +399,11 @@ fn ipv6(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
     if !crate::lookup::maybe_vip(&ip.dst) {
         return Ok(Parsed::Pass(Stat::NotVip));
     }
-    let new_flow = next == IPPROTO_TCP && is_syn(ctx, l4, ip_end);
+    let (new_flow, closing) = if next == IPPROTO_TCP {
+        tcp_state(tcp_flags(ctx, l4, ip_end))
+    } else {
+        (false, false)
+    };
     Ok(Parsed::Ip(Packet {
         flow: FlowKey {
             src: ip.src,
@@ -397,6 +418,7 @@ fn ipv6(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
         unforwardable: None,
         icmp_too_big: false,
         new_flow,
+        closing,
         l2_group: false,
     }))
 }

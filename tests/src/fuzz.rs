@@ -120,6 +120,8 @@ pub fn full_config() -> Config {
         toobig_per_sec: 0,
         encap_host_v4: 0,
         encap_host_v6: 0,
+        // Entries never expire here: the model has no clock.
+        timeouts: lb_common::ConnTimeoutTicks::default(),
     }
 }
 

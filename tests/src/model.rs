@@ -78,7 +78,7 @@
 //!     connection-table entry for the flow that names this service and a live backend
 //!     (family ≠ 0) is used: `conn_hit`. Otherwise, for a packet that is neither a new
 //!     flow nor an ICMP too-big, such an entry in the unconfirmed table is used and
-//!     copied into the connection table: `conn_hit` + `conn_confirmed`. Otherwise
+//!     moved into the connection table: `conn_hit` + `conn_confirmed`. Otherwise
 //!     `conn_miss`, and the Maglev choice
 //!     `table[flow_hash_seeded(flow, source_affinity, hash_seed) % M]`: no table, id 0 or a dead backend →
 //!     `no_backend` (drop, or pass `fallback_pass` with FALLBACK_PASS). The flow's
@@ -279,6 +279,7 @@ impl Model {
                 self.tables.unconfirmed.insert(k, c);
             }
             Some(Insert::Confirmed(k, c)) => {
+                self.tables.unconfirmed.remove(&k);
                 self.tables.conns.insert(k, c);
             }
             None => {}
@@ -403,6 +404,9 @@ impl Model {
                         service_id: svc.id,
                         service_gen: t.generation(svc.id).unwrap_or(0),
                         flow_hash,
+                        // The kernel stamps its clock here; the model's tables set no
+                        // timeouts, so entries never expire and the stamp is unused.
+                        ..Conn::default()
                     };
                     *insert = if flow.syn {
                         Some(Insert::Opened(flow.key, conn))

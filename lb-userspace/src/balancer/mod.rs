@@ -54,6 +54,8 @@ pub struct Balancer {
     encap: EncapSources,
     /// Seed of the flow hash and of the tables built (`hash_seed`).
     hash_seed: u32,
+    /// Connection-entry idle timeouts (`conn_table.timeouts`; zero = never).
+    conn_timeouts: lb_common::ConnTimeoutTicks,
     /// ICMP too-big answers per CPU and second (`icmp_toobig_per_sec`; 0 = default).
     toobig_per_sec: u32,
     /// Egress interface name → its devmap slot and what the slot holds.
@@ -506,6 +508,20 @@ impl Balancer {
         Ok(())
     }
 
+    /// Sets the connection entries' idle timeouts (`conn_table.timeouts`, in the data
+    /// plane's ticks). Takes effect at once: the data plane reads them per packet.
+    pub fn set_conn_timeouts(
+        &mut self,
+        dp: &mut dyn DataPlane,
+        timeouts: lb_common::ConnTimeoutTicks,
+    ) -> Result<(), ApplyError> {
+        self.conn_timeouts = timeouts;
+        if self.written_config.is_some() {
+            self.write_config(dp, self.encap, self.hash_seed)?;
+        }
+        Ok(())
+    }
+
     /// Sets the per-CPU rate of ICMP "fragmentation needed" / "packet too big" answers
     /// (docs/mtu.md); 0 = the data plane's default. Takes effect at once.
     pub fn set_toobig_rate(&mut self, dp: &mut dyn DataPlane, rate: u32) -> Result<(), ApplyError> {
@@ -532,6 +548,7 @@ impl Balancer {
             _pad: [0; 2],
             hash_seed,
             toobig_per_sec: self.toobig_per_sec,
+            timeouts: self.conn_timeouts,
         };
         if self.written_config != Some(config) {
             dp.set_config(&config)?;

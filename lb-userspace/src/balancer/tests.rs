@@ -86,6 +86,7 @@ fn pin_a_flow_to_every_backend(port: &mut MemoryPort, ids: &BTreeMap<IpAddr, u32
             service_id: 1,
             service_gen: 1,
             flow_hash: 0,
+            ..Conn::default()
         };
         port.conns.insert(key, conn);
     }

@@ -7,6 +7,12 @@
 //! first datagram) until their next packet confirms them: it must hold the flows that
 //! open within one round trip (new flows per second × RTT), and under a flood of spoofed
 //! first packets it is the only table that turns over (docs/robustness.md).
+//!
+//! `timeouts` end an entry's life before the LRU would: a TCP flow whose client sent
+//! FIN or RST after `tcp_closing_s` without packets, other TCP flows after `tcp_idle_s`,
+//! UDP (and any other protocol) after `udp_idle_s`. An expired entry no longer pins its
+//! flow: the next packet takes the Maglev choice as a new flow does. Unlike the sizes,
+//! timeouts follow a reload at once (they are read per packet from `XLB_CONFIG`).
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +37,8 @@ pub struct ConnTableSpec {
     /// of `entries`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unconfirmed_entries: Option<u32>,
+    #[serde(default)]
+    pub timeouts: ConnTimeouts,
 }
 
 impl Default for ConnTableSpec {
@@ -38,6 +46,78 @@ impl Default for ConnTableSpec {
         Self {
             entries: DEFAULT_ENTRIES,
             unconfirmed_entries: None,
+            timeouts: ConnTimeouts::default(),
+        }
+    }
+}
+
+/// Idle times after which an entry no longer pins its flow, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnTimeouts {
+    /// Established TCP. Long: an entry only matters once the flow's Maglev slot has
+    /// changed, and an idle connection without keepalives (SSH, database pools) must
+    /// survive a drain; LVS's 900 s is a known source of broken idle connections.
+    pub tcp_idle_s: u32,
+    /// TCP after the client's FIN or RST: long enough for the last ACKs of a close
+    /// (the server's FIN goes around the balancer in DSR, so only the client's half of
+    /// the close is seen), short enough to free the entry soon.
+    pub tcp_closing_s: u32,
+    /// UDP and other protocols: no close is ever seen, so idleness is all there is
+    /// (LVS's default).
+    pub udp_idle_s: u32,
+}
+
+impl Default for ConnTimeouts {
+    fn default() -> Self {
+        Self {
+            tcp_idle_s: 3_600,
+            tcp_closing_s: 30,
+            udp_idle_s: 300,
+        }
+    }
+}
+
+/// A week: a longer idle timeout is a typo (the LRU still evicts idle flows first).
+pub const MAX_TIMEOUT_S: u32 = 7 * 24 * 3_600;
+
+impl ConnTimeouts {
+    fn problems(&self) -> Vec<Invalid> {
+        let mut errors = Vec::new();
+        for (field, value) in [
+            ("tcp_idle_s", self.tcp_idle_s),
+            ("tcp_closing_s", self.tcp_closing_s),
+            ("udp_idle_s", self.udp_idle_s),
+        ] {
+            if !(1..=MAX_TIMEOUT_S).contains(&value) {
+                errors.push(Invalid {
+                    path: format!("conn_table.timeouts.{field}"),
+                    reason: format!("{value} s; a timeout is 1 to {MAX_TIMEOUT_S} s"),
+                });
+            }
+        }
+        if self.tcp_closing_s > self.tcp_idle_s {
+            errors.push(Invalid {
+                path: "conn_table.timeouts.tcp_closing_s".into(),
+                reason: format!(
+                    "{} s is longer than tcp_idle_s ({} s): a closing flow would outlive an open one",
+                    self.tcp_closing_s, self.tcp_idle_s
+                ),
+            });
+        }
+        errors
+    }
+
+    /// The data plane's form: [`lb_common::service::CONN_TICK_SHIFT`] ticks, rounded up.
+    pub fn ticks(&self) -> lb_common::ConnTimeoutTicks {
+        let ticks = |s: u32| {
+            let ns = u64::from(s) * 1_000_000_000;
+            u32::try_from(ns.div_ceil(1 << lb_common::service::CONN_TICK_SHIFT)).unwrap_or(u32::MAX)
+        };
+        lb_common::ConnTimeoutTicks {
+            tcp_idle: ticks(self.tcp_idle_s),
+            tcp_closing: ticks(self.tcp_closing_s),
+            udp_idle: ticks(self.udp_idle_s),
         }
     }
 }
@@ -78,6 +158,7 @@ pub fn validate(spec: &ConnTableSpec) -> Vec<Invalid> {
             reason,
         });
     }
+    errors.extend(spec.timeouts.problems());
     errors
 }
 
@@ -122,6 +203,37 @@ mod tests {
             err.contains("conn_table.unconfirmed_entries: 10 entries"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn timeouts_default_validate_and_convert_to_ticks() {
+        let c = Config::parse(r#"{"conn_table": {"timeouts": {"udp_idle_s": 60}}}"#).unwrap();
+        let t = c.conn_table.timeouts;
+        assert_eq!(
+            (t.tcp_idle_s, t.tcp_closing_s, t.udp_idle_s),
+            (3_600, 30, 60)
+        );
+        // 2^30 ns ticks, rounded up: 60 s = 55.9 ticks.
+        assert_eq!(t.ticks().udp_idle, 56);
+        for (text, path) in [
+            (
+                r#"{"udp_idle_s": 0}"#,
+                "conn_table.timeouts.udp_idle_s: 0 s",
+            ),
+            (
+                r#"{"tcp_idle_s": 10, "tcp_closing_s": 20}"#,
+                "conn_table.timeouts.tcp_closing_s: 20 s is longer",
+            ),
+            (
+                r#"{"tcp_idle_s": 604801}"#,
+                "conn_table.timeouts.tcp_idle_s: 604801 s",
+            ),
+        ] {
+            let err = Config::parse(&format!(r#"{{"conn_table": {{"timeouts": {text}}}}}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(path), "{err}");
+        }
     }
 
     #[test]

@@ -189,6 +189,7 @@ impl Supervisor {
             services,
             hash_seed: self.config.hash_seed.clone(),
             icmp_toobig_per_sec: self.config.icmp_toobig_per_sec,
+            conn_table: self.config.conn_table.clone(),
             ..Config::default()
         }
     }
@@ -428,6 +429,7 @@ impl Supervisor {
             services,
             hash_seed: config.hash_seed.clone(),
             icmp_toobig_per_sec: config.icmp_toobig_per_sec,
+            conn_table: config.conn_table.clone(),
             ..Config::default()
         };
         if let Err(e) = apply_config(balancer, dp, &effective) {
@@ -585,6 +587,7 @@ pub fn apply_config(
     config: &Config,
 ) -> Result<ApplyReport, ApplyError> {
     balancer.set_toobig_rate(dp, config.icmp_toobig_per_sec.unwrap_or(0))?;
+    balancer.set_conn_timeouts(dp, config.conn_table.timeouts.ticks())?;
     balancer.set_hash_seed(dp, config.hash_seed())?;
     let report = balancer.apply_with_encap(dp, config.encap_sources, &config.services)?;
     if report != ApplyReport::default() {

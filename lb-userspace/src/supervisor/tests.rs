@@ -142,6 +142,7 @@ fn reset_removes_the_backend_and_forgets_its_flows() {
             service_id: 1,
             service_gen: 1,
             flow_hash: 0,
+            ..Conn::default()
         },
     );
     assert!(sup.on_probe(&mut balancer, &mut port, &probe(100, 3, false)));

@@ -311,6 +311,7 @@ fn point_flows(flows: u64, table: Option<u32>) -> Point {
                 // (`conn_hit`) catches.
                 service_gen: 1,
                 flow_hash: r as u32,
+                ..Conn::default()
             };
             conns
                 .insert(flow_key(src, sport, dst, 80), conn, 0)
