@@ -15,11 +15,16 @@ use testbed::{
 
 /// Writes the lab's config with these weights and a `conn_table` of `entries`.
 fn write_config(lab: &Lab, weights: &[u32], entries: u32) {
+    write_table(lab, weights, serde_json::json!({ "entries": entries }));
+}
+
+/// Writes the lab's config with these weights and this `conn_table` section.
+fn write_table(lab: &Lab, weights: &[u32], table: serde_json::Value) {
     lab.write_config(weights);
     let path = lab.config.path();
     let mut config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    config["conn_table"] = serde_json::json!({"entries": entries});
+    config["conn_table"] = table;
     std::fs::write(path, serde_json::to_vec(&config).unwrap()).unwrap();
 }
 
@@ -124,4 +129,38 @@ fn a_restart_with_another_size_carries_established_flows_over() {
     assert_eq!(table["entries"], 2048, "{table}");
     // The config says 8192 and the flag wins: nothing is pending for the next start.
     assert!(table["configured_entries"].is_null(), "{table}");
+}
+
+/// `conn_table.timeouts` with the real daemon: the lab's connections are closed by the
+/// client (FIN), so their entries expire after `tcp_closing_s` and the daemon's walk
+/// deletes them: the fill falls back to zero and the metric counts them.
+#[test]
+fn closed_connections_leave_the_table_after_the_closing_timeout() {
+    let mut lab = Lab::new("ct-expire");
+    let timeouts = serde_json::json!({ "tcp_idle_s": 3600, "tcp_closing_s": 1, "udp_idle_s": 300 });
+    write_table(
+        &lab,
+        &[1, 1, 1],
+        serde_json::json!({ "entries": 4096, "timeouts": timeouts }),
+    );
+    lab.start_peer();
+    lab.start_xlb(&["--metrics-listen", "127.0.0.1:9644"]);
+    let traffic = Traffic::start(&lab.client, lab.vip());
+    assert!(traffic.progressed(100, Duration::from_secs(20)));
+    let attempts = traffic.stop();
+    assert!(testbed::lab::failures(&attempts).is_empty());
+    // A walk every 5 s: the first one at least 2 ticks (≈ 2.1 s) after the last close
+    // sees every entry expired and deletes it, and counts the table empty.
+    let expired = || status_table(&lab)["expired"].as_u64().unwrap_or(0);
+    assert!(
+        wait_until(Duration::from_secs(20), || expired()
+            >= attempts.len() as u64),
+        "{} closed connections, status shows {}",
+        attempts.len(),
+        status_table(&lab)
+    );
+    assert_eq!(status_table(&lab)["flows"], 0, "{}", status_table(&lab));
+    let (_, metrics) = http_get_in(&lab.lb, "127.0.0.1:9644", "/metrics");
+    let counted = sample(&metrics, "xlb_conn_table_expired_total").unwrap_or(0.0);
+    assert!(counted >= attempts.len() as f64, "{counted}");
 }

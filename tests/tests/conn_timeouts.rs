@@ -5,19 +5,19 @@
 //! packet takes the Maglev choice, as a new flow's does).
 //!
 //! Time is not waited for: the test ages an entry by writing an older `seen` tick
-//! (the kernel's coarse monotonic clock, which userspace reads as
-//! CLOCK_MONOTONIC_COARSE), then sends the flow's next packet.
+//! (the kernel's coarse monotonic clock, which the daemon reads as
+//! CLOCK_MONOTONIC_COARSE: `conns::now_ticks`), then sends the flow's next packet.
 
 use std::net::Ipv4Addr;
 
 use aya::maps::HashMap;
 use lb_common::{
     maps as map_names,
-    service::{conn_flags, AF_INET, CONN_TICK_SHIFT},
+    service::{conn_flags, AF_INET},
     wire::{IPPROTO_TCP, IPPROTO_UDP, XDP_TX},
     Config, Conn, ConnTimeoutTicks, FlowKey, ForwardMode, Service, Stat, VipKey,
 };
-use lb_userspace::dataplane::aya::maps;
+use lb_userspace::dataplane::aya::{conns::now_ticks, maps};
 use testbed::{
     dataplane::TestDataplane,
     fixture::{install_dsr_pair, VIP4, VIP_PORT},
@@ -31,21 +31,6 @@ const TIMEOUTS: ConnTimeoutTicks = ConnTimeoutTicks {
     tcp_closing: 5,
     udp_idle: 10,
 };
-
-/// Now, in the data plane's ticks.
-fn now() -> u32 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid timespec to write.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) },
-        0
-    );
-    let ns = t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
-    (ns >> CONN_TICK_SHIFT) as u32
-}
 
 fn setup(tag: &str) -> TestDataplane {
     let mut dp = TestDataplane::load(tag);
@@ -98,7 +83,7 @@ fn entry(dp: &mut TestDataplane, name: &str, key: &FlowKey) -> Option<Conn> {
 /// Ages the flow's entry in table `name`: it was last seen `ago` ticks before now.
 fn age(dp: &mut TestDataplane, name: &str, key: &FlowKey, ago: u32) {
     let mut conn = entry(dp, name, key).expect("the flow has an entry");
-    conn.seen = now().wrapping_sub(ago);
+    conn.seen = now_ticks().wrapping_sub(ago);
     table(dp, name).insert(key, conn, 0).unwrap();
 }
 
@@ -145,7 +130,7 @@ fn entries_are_refreshed_in_place_by_their_flow() {
     send(&mut dp, &ack);
     let fresh = entry(&mut dp, map_names::CONNS, &k).unwrap();
     assert!(
-        now().wrapping_sub(fresh.seen) <= 1,
+        now_ticks().wrapping_sub(fresh.seen) <= 1,
         "stamped now: {fresh:?}"
     );
     assert_eq!(fresh.flags, 0);
@@ -154,7 +139,10 @@ fn entries_are_refreshed_in_place_by_their_flow() {
     let (_, counted) = send(&mut dp, &ack);
     assert_eq!(counted, HIT);
     let refreshed = entry(&mut dp, map_names::CONNS, &k).unwrap();
-    assert!(now().wrapping_sub(refreshed.seen) <= 1, "{refreshed:?}");
+    assert!(
+        now_ticks().wrapping_sub(refreshed.seen) <= 1,
+        "{refreshed:?}"
+    );
     assert_eq!(
         (refreshed.backend_id, refreshed.flow_hash),
         (fresh.backend_id, fresh.flow_hash),

@@ -451,6 +451,7 @@ impl DataPlane for MemoryPort {
             memory_bytes: None,
             flows: Some(self.conns.len() as u64),
             counted_age: Some(std::time::Duration::ZERO),
+            expired: None,
             unconfirmed_capacity: lb_common::limits::MAX_NEW_CONNS,
             unconfirmed_memory_bytes: None,
         })

@@ -50,6 +50,8 @@ pub struct ConnTableUse {
     /// Flows at the last count (`None` before the first), and how long ago that was.
     pub flows: Option<u64>,
     pub counted_age: Option<std::time::Duration>,
+    /// Expired entries deleted by the fill count's walks since the daemon started.
+    pub expired: Option<u64>,
     /// The unconfirmed table (`XLB_CONNS_NEW`): its entries and kernel memory.
     pub unconfirmed_capacity: u32,
     pub unconfirmed_memory_bytes: Option<u64>,

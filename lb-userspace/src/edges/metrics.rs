@@ -312,6 +312,15 @@ impl Snapshot {
                     gauge(bytes),
                 );
             }
+            if let Some(expired) = table.expired {
+                let c = Counter::<u64>::default();
+                c.inc_by(expired);
+                reg.register(
+                    "conn_table_expired",
+                    "Connection entries deleted because their flow was idle beyond its timeout (conn_table.timeouts)",
+                    c,
+                );
+            }
             if let Some(flows) = table.flows {
                 reg.register(
                     "conn_table_flows",

@@ -470,3 +470,26 @@ fn the_icmp_toobig_rate_is_written_at_start_and_on_reload() {
     let parsed = Config::parse(r#"{"icmp_toobig_per_sec": 250}"#).unwrap();
     assert_eq!(parsed.icmp_toobig_per_sec, Some(250));
 }
+
+/// `conn_table.timeouts` reach `XLB_CONFIG` (in the data plane's ticks) at start, stay
+/// through a health transition and follow a reload at once.
+#[test]
+fn connection_timeouts_are_written_at_start_and_follow_a_reload() {
+    let mut port = MemoryPort::new();
+    let mut balancer = Balancer::default();
+    let first = config(OnFailure::Drain);
+    let defaults = first.conn_table.timeouts.ticks();
+    let (mut sup, _probes) = Supervisor::without_checks(&mut balancer, &mut port, first).unwrap();
+    assert_eq!(port.config.timeouts, defaults);
+    assert!(defaults.tcp_idle > defaults.udp_idle && defaults.udp_idle > defaults.tcp_closing);
+    assert!(sup.on_probe(&mut balancer, &mut port, &probe(100, 1, false)));
+    assert_eq!(port.config.timeouts, defaults);
+    let mut next = config(OnFailure::Drain);
+    next.conn_table.timeouts.udp_idle_s = 60;
+    sup.reload(&mut balancer, &mut port, next).unwrap();
+    assert_eq!(
+        port.config.timeouts.udp_idle, 56,
+        "60 s in 2^30 ns ticks, rounded up"
+    );
+    assert_eq!(port.config.timeouts.tcp_idle, defaults.tcp_idle);
+}

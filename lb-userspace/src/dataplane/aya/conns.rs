@@ -23,7 +23,11 @@ use aya::{
     maps::{HashMap, Map, MapData, MapError, MapInfo},
     Ebpf,
 };
-use lb_common::{maps, Conn, FlowKey};
+use lb_common::{
+    maps,
+    service::{expired, CONN_TICK_SHIFT},
+    Config, Conn, FlowKey,
+};
 
 use super::maps::MapsError;
 
@@ -143,12 +147,16 @@ pub fn memory_bytes(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// How many flows the table held at the last count, counted off the daemon's loop.
+/// How many flows the table held at the last count, counted off the daemon's loop, and
+/// the expired entries it removed.
 ///
-/// The kernel keeps no element count an LRU hash reports, so a thread walks the keys
+/// The kernel keeps no element count an LRU hash reports, so a thread walks the entries
 /// (about 0.5 µs each): every 5 s, or 20 × as long as the last walk took, so a huge
 /// table costs at most 5 % of a core. A walk of a table changing under it is an
-/// estimate, which is what a fill level is for.
+/// estimate, which is what a fill level is for. The same walk deletes entries past
+/// their timeout (`conn_table.timeouts`, read from the pinned `XLB_CONFIG`): the data
+/// plane already ignores them, and deleting them gives their room to live flows
+/// before the LRU would have to evict one.
 #[derive(Debug)]
 pub struct FillCounter {
     stop: Arc<AtomicBool>,
@@ -162,6 +170,8 @@ struct Fill {
     flows_plus_one: AtomicU64,
     /// Milliseconds after the counter's epoch at the last count.
     at_ms: AtomicU64,
+    /// Expired entries deleted so far.
+    expired: AtomicU64,
 }
 
 /// The last count: flows and how long ago it was taken.
@@ -169,6 +179,8 @@ struct Fill {
 pub struct FillCount {
     pub flows: u64,
     pub age: Duration,
+    /// Expired entries the walks deleted, since the daemon started.
+    pub expired: u64,
 }
 
 const MIN_PAUSE: Duration = Duration::from_secs(5);
@@ -183,14 +195,15 @@ impl FillCounter {
             epoch: Instant::now(),
         };
         let (stop, fill, epoch) = (counter.stop.clone(), counter.fill.clone(), counter.epoch);
-        let pin = pin_dir.join(maps::CONNS);
+        let (pin, config) = (pin_dir.join(maps::CONNS), pin_dir.join(maps::CONFIG));
         let spawned = std::thread::Builder::new()
             .name("xlb-conn-count".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
                     // Not pinned (yet, or any more): look again later.
-                    if let Some(flows) = count(&pin) {
+                    if let Some((flows, expired)) = sweep(&pin, &config) {
+                        fill.expired.fetch_add(expired, Ordering::Relaxed);
                         fill.flows_plus_one.store(flows + 1, Ordering::Relaxed);
                         fill.at_ms
                             .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -215,6 +228,7 @@ impl FillCounter {
         Some(FillCount {
             flows,
             age: self.epoch.elapsed().saturating_sub(at),
+            expired: self.fill.expired.load(Ordering::Relaxed),
         })
     }
 }
@@ -225,11 +239,54 @@ impl Drop for FillCounter {
     }
 }
 
-/// Entries of the table pinned at `pin` (`None` if it cannot be opened).
-fn count(pin: &Path) -> Option<u64> {
+/// Walks the table pinned at `pin`: deletes the entries expired by the timeouts in the
+/// `XLB_CONFIG` pinned at `config` and returns (live entries, deleted); `None` if the
+/// table cannot be opened. Without a readable config nothing expires.
+fn sweep(pin: &Path, config: &Path) -> Option<(u64, u64)> {
     let data = MapData::from_pin(pin).ok()?;
-    let table: HashMap<MapData, FlowKey, Conn> = HashMap::try_from(Map::LruHashMap(data)).ok()?;
-    Some(table.keys().filter(Result::is_ok).count() as u64)
+    let mut table: HashMap<MapData, FlowKey, Conn> =
+        HashMap::try_from(Map::LruHashMap(data)).ok()?;
+    let timeouts = MapData::from_pin(config)
+        .ok()
+        .and_then(|data| aya::maps::Array::<MapData, Config>::try_from(Map::Array(data)).ok())
+        .and_then(|array| array.get(&0, 0).ok())
+        .map(|c| c.timeouts)
+        .unwrap_or_default();
+    let now = now_ticks();
+    let stale = |key: &FlowKey, conn: &Conn| {
+        expired(conn.seen, now, timeouts.for_entry(key.proto, conn.flags))
+    };
+    let (mut live, mut gone) = (0, Vec::new());
+    for (key, conn) in table.iter().filter_map(Result::ok) {
+        if stale(&key, &conn) {
+            gone.push(key);
+        } else {
+            live += 1;
+        }
+    }
+    let mut deleted = 0;
+    for key in gone {
+        // Read again right before: a packet since the walk refreshed it (it lives on).
+        if table.get(&key, 0).is_ok_and(|conn| stale(&key, &conn)) && table.remove(&key).is_ok() {
+            deleted += 1;
+        } else {
+            live += 1;
+        }
+    }
+    Some((live, deleted))
+}
+
+/// Now on the data plane's clock (`bpf_ktime_get_coarse_ns` is CLOCK_MONOTONIC_COARSE),
+/// in its ticks.
+pub fn now_ticks() -> u32 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the kernel to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
+    let ns = t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+    (ns >> CONN_TICK_SHIFT) as u32
 }
 
 /// Sleeps `total`, waking every 100 ms to see whether to stop.

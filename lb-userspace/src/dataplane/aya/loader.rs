@@ -218,6 +218,7 @@ impl AyaPort {
             memory_bytes,
             flows: fill.map(|f| f.flows),
             counted_age: fill.map(|f| f.age),
+            expired: fill.map(|f| f.expired),
             unconfirmed_capacity,
             unconfirmed_memory_bytes,
         })

@@ -69,6 +69,9 @@ pub struct ConnTableView {
     /// (a reload changed it: it takes effect at the next start).
     #[serde(default)]
     pub configured_entries: Option<u32>,
+    /// Entries past their timeout deleted so far (by the walks that count the flows).
+    #[serde(default)]
+    pub expired: Option<u64>,
     /// The unconfirmed table (flows seen once, waiting for their second packet).
     #[serde(default)]
     pub unconfirmed_entries: u32,
@@ -84,6 +87,7 @@ impl ConnTableView {
             flows: table.flows,
             counted_s_ago: table.counted_age.map(|a| a.as_secs()),
             configured_entries: (configured != table.capacity).then_some(configured),
+            expired: table.expired,
             unconfirmed_entries: table.unconfirmed_capacity,
             unconfirmed_memory_bytes: table.unconfirmed_memory_bytes,
         }
