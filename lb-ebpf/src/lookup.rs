@@ -50,14 +50,12 @@ pub fn maybe_vip(addr: &[u32; 4]) -> bool {
         .is_some_and(|maybe| *maybe != 0)
 }
 
-/// When a packet is seen and what it says of its flow's life: the clock and the
-/// timeouts, read once per VIP packet.
+/// When a packet is seen and what it says of its flow's life.
 #[derive(Clone, Copy)]
 pub struct Moment {
     /// Now, in [`CONN_TICK_SHIFT`] ticks of the coarse monotonic clock (a jiffy
     /// read: no clock source access).
     now: u32,
-    timeouts: ConnTimeoutTicks,
     /// A TCP FIN or RST: the entry is closing from now on.
     closing: bool,
 }
@@ -69,21 +67,21 @@ impl Moment {
         let ns = unsafe { bpf_ktime_get_coarse_ns() };
         Self {
             now: (ns >> CONN_TICK_SHIFT) as u32,
-            timeouts: XLB_CONFIG
-                .get(0)
-                .map_or(ConnTimeoutTicks::default(), |c| c.timeouts),
             closing,
         }
     }
 
-    /// Whether `conn` (an entry of a flow of `proto`) still pins its flow.
+    /// Whether `conn` (an entry of a flow of `proto`) still pins its flow. An entry
+    /// stamped this tick is fresh whatever the timeouts, so they are read (one array
+    /// load) only for an entry that has been idle a tick or more.
     #[inline(always)]
     fn fresh(&self, conn: &Conn, proto: u8) -> bool {
-        !expired(
-            conn.seen,
-            self.now,
-            self.timeouts.for_entry(proto, conn.flags),
-        )
+        conn.seen == self.now || {
+            let timeouts = XLB_CONFIG
+                .get(0)
+                .map_or(ConnTimeoutTicks::default(), |c| c.timeouts);
+            !expired(conn.seen, self.now, timeouts.for_entry(proto, conn.flags))
+        }
     }
 
     /// An entry's flags once this packet is counted in.
@@ -100,21 +98,22 @@ impl Moment {
 /// The flow's connection-table entry, if it has one that has not expired. The entry
 /// is refreshed in place (no map update): its `seen` tick is written when it moved,
 /// about once a second per flow, and the closing flag when a FIN or RST first shows.
+/// A packet of a busy flow (stamped this tick, not closing) pays one compare.
 #[inline(always)]
 pub fn conn(flow: &FlowKey, at: &Moment) -> Option<Conn> {
     let entry = XLB_CONNS.get_ptr_mut(flow)?;
     // SAFETY: `entry` points into the map's value, read by copy right away.
     let conn = unsafe { *entry };
+    if conn.seen == at.now && !at.closing {
+        return Some(conn);
+    }
     if !at.fresh(&conn, flow.proto) {
         return None;
     }
-    let flags = at.flags(conn.flags);
-    if conn.seen != at.now || flags != conn.flags {
-        // SAFETY: as above; a racing CPU writes the same values (or a tick apart).
-        unsafe {
-            (*entry).seen = at.now;
-            (*entry).flags = flags;
-        }
+    // SAFETY: as above; a racing CPU writes the same values (or a tick apart).
+    unsafe {
+        (*entry).seen = at.now;
+        (*entry).flags = at.flags(conn.flags);
     }
     Some(conn)
 }

@@ -85,7 +85,8 @@
 //!     `flow_hash` is the entry's (a hit, confirmed or not) or
 //!     `flow_hash_seeded(flow, false, hash_seed)` (a miss; stored in the new entry). A successful
 //!     Maglev choice is written to the unconfirmed table (never for an ICMP too-big;
-//!     a new flow also deletes the flow's connection-table entry)
+//!     a new flow also deletes the flow's connection-table entry, even when it then
+//!     finds no backend)
 //!     **before** the steps below, so it stays even when the packet is then dropped
 //!     (no_tx_port, encap errors); the per-service / per-backend counters, by contrast,
 //!     only count packets actually sent (not modelled; tests/tests/fuzz_datapath.rs
@@ -180,13 +181,17 @@ pub enum Insert {
     /// An unconfirmed entry confirmed by the flow's next packet, into the connection
     /// table.
     Confirmed(FlowKey, Conn),
+    /// A new flow (SYN) that found no backend: only the flow's connection-table entry
+    /// is deleted.
+    Forgotten(FlowKey),
 }
 
 impl Insert {
-    /// The entry written, whichever table.
-    pub fn conn(&self) -> Conn {
+    /// The entry written, whichever table (`None`: an entry deleted).
+    pub fn conn(&self) -> Option<Conn> {
         match self {
-            Insert::Unconfirmed(_, c) | Insert::Opened(_, c) | Insert::Confirmed(_, c) => *c,
+            Insert::Unconfirmed(_, c) | Insert::Opened(_, c) | Insert::Confirmed(_, c) => Some(*c),
+            Insert::Forgotten(_) => None,
         }
     }
 }
@@ -277,6 +282,9 @@ impl Model {
             Some(Insert::Opened(k, c)) => {
                 self.tables.conns.remove(&k);
                 self.tables.unconfirmed.insert(k, c);
+            }
+            Some(Insert::Forgotten(k)) => {
+                self.tables.conns.remove(&k);
             }
             Some(Insert::Confirmed(k, c)) => {
                 self.tables.unconfirmed.remove(&k);
@@ -417,13 +425,18 @@ impl Model {
                     };
                     (b, flow_hash)
                 }
-                None if svc.flags & service_flags::FALLBACK_PASS != 0 => {
-                    reasons.push(Stat::FallbackPass);
-                    return (XDP_PASS, None, reasons);
-                }
                 None => {
-                    reasons.push(Stat::NoBackend);
-                    return (XDP_DROP, None, reasons);
+                    // The SYN's delete comes before the choice, so it happens anyway.
+                    if flow.syn {
+                        *insert = Some(Insert::Forgotten(flow.key));
+                    }
+                    let (action, reason) = if svc.flags & service_flags::FALLBACK_PASS != 0 {
+                        (XDP_PASS, Stat::FallbackPass)
+                    } else {
+                        (XDP_DROP, Stat::NoBackend)
+                    };
+                    reasons.push(reason);
+                    return (action, None, reasons);
                 }
             }
         };
