@@ -56,8 +56,8 @@ pub static XLB_MAGLEV: ArrayOfMaps<MaglevTable, { MAGLEV_SLOTS as usize }> = Arr
 /// - correctness: a flow's packets can arrive on different CPUs (RSS re-steering, veth
 ///   and XDP_TX paths); a per-CPU table would pick a backend again on each CPU, and
 ///   after a table change could split one connection across backends;
-/// - memory: an entry costs 120 bytes (40-byte key, 16-byte value,
-///   element and LRU node): `bpftool map show` reports memlock 31,458,176 B for 262,144
+/// - memory: an entry costs 128 bytes (40-byte key, 24-byte value,
+///   element and LRU node): `bpftool map show` reports memlock 33,555,328 B for 262,144
 ///   flows. Per-CPU tables need that per CPU for the same capacity (2 GB on 64 CPUs) or
 ///   divide the capacity by the CPU count;
 /// - cost: the entry lookup is now the largest single cost of an established-flow
