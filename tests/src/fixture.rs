@@ -57,6 +57,27 @@ pub fn install_dsr_pair(dp: &mut TestDataplane, backends: u32, table: &[u32]) {
     }
 }
 
+/// The UDP port of [`install_udp_service`]'s service.
+pub const UDP_PORT: u16 = 53;
+
+/// Adds service 3, DSR on VIP4:[`UDP_PORT`]/udp with `table`, to [`install_dsr_pair`]'s.
+pub fn install_udp_service(dp: &mut TestDataplane, table: &[u32]) {
+    let ebpf = dp.dp.ebpf_mut();
+    maps::swap_table(ebpf, 3, table).unwrap();
+    let key = VipKey {
+        addr: be4(VIP4),
+        port_be: UDP_PORT.to_be(),
+        proto: lb_common::wire::IPPROTO_UDP,
+        family: AF_INET,
+    };
+    let svc = Service {
+        id: 3,
+        mode: ForwardMode::Dsr as u8,
+        ..Default::default()
+    };
+    maps::set_service(ebpf, &key, &svc).unwrap();
+}
+
 /// Switches both services of [`install_dsr_pair`] to `mode` (IPIP or GUE), the IPv6 one
 /// to IPv6 backends `4..=6` (`fd00:1::4..6`, mirroring 1..=3) with table
 /// `[4, 5, 6, 4, 5, 6, 4]`. The encap sources and GUE port are the caller's

@@ -15,17 +15,16 @@ use lb_common::{
     maps as map_names,
     service::{conn_flags, AF_INET},
     wire::{IPPROTO_TCP, IPPROTO_UDP, XDP_TX},
-    Config, Conn, ConnTimeoutTicks, FlowKey, ForwardMode, Service, Stat, VipKey,
+    Config, Conn, ConnTimeoutTicks, FlowKey, Stat,
 };
 use lb_userspace::dataplane::aya::{conns::now_ticks, maps};
 use testbed::{
     dataplane::TestDataplane,
-    fixture::{install_dsr_pair, VIP4, VIP_PORT},
+    fixture::{install_dsr_pair, install_udp_service, UDP_PORT, VIP4, VIP_PORT},
     packet::{self, be4},
 };
 
 const TABLE: [u32; 7] = [1, 2, 3, 1, 2, 3, 1];
-const UDP_PORT: u16 = 53;
 const TIMEOUTS: ConnTimeoutTicks = ConnTimeoutTicks {
     tcp_idle: 100,
     tcp_closing: 5,
@@ -35,20 +34,8 @@ const TIMEOUTS: ConnTimeoutTicks = ConnTimeoutTicks {
 fn setup(tag: &str) -> TestDataplane {
     let mut dp = TestDataplane::load(tag);
     install_dsr_pair(&mut dp, 3, &TABLE);
+    install_udp_service(&mut dp, &TABLE);
     let ebpf = dp.dp.ebpf_mut();
-    maps::swap_table(ebpf, 3, &TABLE).unwrap();
-    let udp = VipKey {
-        addr: be4(VIP4),
-        port_be: UDP_PORT.to_be(),
-        proto: IPPROTO_UDP,
-        family: AF_INET,
-    };
-    let svc = Service {
-        id: 3,
-        mode: ForwardMode::Dsr as u8,
-        ..Default::default()
-    };
-    maps::set_service(ebpf, &udp, &svc).unwrap();
     let config = Config {
         timeouts: TIMEOUTS,
         ..Default::default()

@@ -11,17 +11,12 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::HashMap;
-use lb_common::{
-    maps as map_names,
-    service::AF_INET,
-    wire::{IPPROTO_UDP, XDP_TX},
-    Conn, FlowKey, ForwardMode, Service, VipKey,
-};
+use lb_common::{maps as map_names, wire::XDP_TX, Conn, FlowKey};
 use lb_userspace::dataplane::aya::maps;
 use testbed::{
     dataplane::{PinDir, TestDataplane},
-    fixture::{install_dsr_pair, VIP4, VIP_PORT},
-    packet::{self, be4},
+    fixture::{install_dsr_pair, install_udp_service, UDP_PORT, VIP4, VIP_PORT},
+    packet::{self},
 };
 
 const TABLE: [u32; 7] = [1, 2, 3, 1, 2, 3, 1];
@@ -32,7 +27,6 @@ const ENTRIES: u32 = 16_384;
 const HELD_TCP: u32 = 7_000;
 const HELD_UDP: u32 = 1_000;
 const FLOOD: u32 = 200_000;
-const UDP_PORT: u16 = 53;
 /// A legitimate connection opens every this many flood packets, with this many flood
 /// packets between its SYN and its ACK (its round trip).
 const LEGIT_EVERY: u32 = 2_000;
@@ -57,20 +51,7 @@ struct Held {
 fn setup(tag: &str) -> TestDataplane {
     let mut dp = TestDataplane::load_sized(PinDir::new(tag), Some(ENTRIES));
     install_dsr_pair(&mut dp, 3, &TABLE);
-    let ebpf = dp.dp.ebpf_mut();
-    maps::swap_table(ebpf, 3, &TABLE).unwrap();
-    let key = VipKey {
-        addr: be4(VIP4),
-        port_be: UDP_PORT.to_be(),
-        proto: IPPROTO_UDP,
-        family: AF_INET,
-    };
-    let svc = Service {
-        id: 3,
-        mode: ForwardMode::Dsr as u8,
-        ..Default::default()
-    };
-    maps::set_service(ebpf, &key, &svc).unwrap();
+    install_udp_service(&mut dp, &TABLE);
     dp
 }
 
