@@ -97,10 +97,7 @@ impl SynFlood {
     /// Loads the generator with the program attached through the XDP link pinned at
     /// `link_pin` (a running daemon's) as its target.
     pub fn aimed_at(link_pin: &std::path::Path) -> Self {
-        use aya::{
-            maps::ProgramArray,
-            programs::{links::FdLink, links::PinnedLink, loaded_programs},
-        };
+        use aya::programs::{links::FdLink, links::PinnedLink, loaded_programs};
         let link: FdLink = PinnedLink::from_pin(link_pin)
             .unwrap_or_else(|e| panic!("opening {}: {e}", link_pin.display()))
             .into();
@@ -111,6 +108,17 @@ impl SynFlood {
             .unwrap_or_else(|| panic!("program {id} of {} not loaded", link_pin.display()))
             .fd()
             .expect("the balancer's program fd");
+        Self::with_target(&target)
+    }
+
+    /// Loads the generator with the loaded program `target` (a balancer, or a floor
+    /// to time the generator itself) as its target.
+    pub fn aimed_at_program(target: &Xdp) -> Self {
+        Self::with_target(target.fd().expect("the target's program fd"))
+    }
+
+    fn with_target(target: &aya::programs::ProgramFd) -> Self {
+        use aya::maps::ProgramArray;
         // The object's XLB_CONNS serves `bench_conn` only: the smallest one will do.
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::CONNS, 1)
@@ -126,27 +134,31 @@ impl SynFlood {
         let mut targets: ProgramArray<_> =
             ProgramArray::try_from(ebpf.map_mut("FLOOD_TARGET").expect("FLOOD_TARGET"))
                 .expect("a program array");
-        targets.set(0, &target, 0).expect("aiming the flood");
+        targets.set(0, target, 0).expect("aiming the flood");
         Self { ebpf }
+    }
+
+    /// The generator program (loaded and aimed).
+    pub fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(SYN_FLOOD)
+            .expect("lab_syn_flood in the object")
+            .try_into()
+            .expect("an XDP program")
     }
 
     /// Runs `n` spoofed SYNs made from `syn` (an IPv4 TCP SYN to a VIP, no IP options)
     /// through the target; returns the last verdict.
     pub fn run(&self, syn: &[u8], n: u32) -> u32 {
         use aya::{TestRun as _, TestRunOptions};
-        let prog: &Xdp = self
-            .ebpf
-            .program(SYN_FLOOD)
-            .expect("lab_syn_flood in the object")
-            .try_into()
-            .expect("an XDP program");
-        prog.test_run(TestRunOptions {
-            data_in: Some(syn),
-            repeat: n,
-            ..TestRunOptions::new()
-        })
-        .expect("BPF_PROG_TEST_RUN of the flood")
-        .return_value
+        self.program()
+            .test_run(TestRunOptions {
+                data_in: Some(syn),
+                repeat: n,
+                ..TestRunOptions::new()
+            })
+            .expect("BPF_PROG_TEST_RUN of the flood")
+            .return_value
     }
 }
 

@@ -7,9 +7,12 @@ use std::{
 };
 
 use lb_common::programs;
-use lb_userspace::dataplane::{
-    aya::{loader, stats, AyaPort, LoadOptions},
-    GlobalStats,
+use lb_userspace::{
+    config::conn_table::LruKind,
+    dataplane::{
+        aya::{loader, stats, AyaPort, LoadOptions},
+        GlobalStats,
+    },
 };
 
 use crate::test_run::{self, XdpOutput};
@@ -183,11 +186,17 @@ impl TestDataplane {
     /// [`Self::load_in`] with a connection table of `conn_entries` (the unconfirmed
     /// table then gets the daemon's default share of it).
     pub fn load_sized(pin_dir: PinDir, conn_entries: Option<u32>) -> Self {
+        Self::load_with(pin_dir, conn_entries, LruKind::default())
+    }
+
+    /// [`Self::load_sized`] with both connection tables of the LRU kind `lru`.
+    pub fn load_with(pin_dir: PinDir, conn_entries: Option<u32>, lru: LruKind) -> Self {
         let dp = AyaPort::load(&LoadOptions {
             pin_dir: pin_dir.path().to_path_buf(),
             ebpf_log_level: None,
             conn_entries,
             unconfirmed_entries: None,
+            conn_lru: lru,
         })
         .unwrap_or_else(|e| panic!("loading the data plane: {e:?}"));
         Self { dp, pin_dir }

@@ -707,6 +707,7 @@ fn load(pins: &PinDir) -> AyaPort {
         ebpf_log_level: None,
         conn_entries: None,
         unconfirmed_entries: None,
+        conn_lru: Default::default(),
     })
     .unwrap_or_else(|e| panic!("loading the data plane: {e:?}"))
 }

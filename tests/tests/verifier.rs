@@ -66,6 +66,7 @@ fn instruction_count_follows_the_frozen_rodata() {
                 ebpf_log_level,
                 conn_entries: None,
                 unconfirmed_entries: None,
+                conn_lru: Default::default(),
             })
             .unwrap();
             let stats = verifier_stats(dp.ebpf(), EBPF_OBJECT, &[programs::BALANCER]).unwrap();

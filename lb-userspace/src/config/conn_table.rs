@@ -13,6 +13,12 @@
 //! UDP (and any other protocol) after `udp_idle_s`. An expired entry no longer pins its
 //! flow: the next packet takes the Maglev choice as a new flow does. Unlike the sizes,
 //! timeouts follow a reload at once (they are read per packet from `XLB_CONFIG`).
+//!
+//! `lru` picks how both tables evict (docs/maps.md "Shared or per-CPU LRU"): `shared`
+//! (the default) keeps one LRU list for all CPUs; `per_cpu` creates the maps with
+//! `BPF_F_NO_COMMON_LRU`, one list per CPU (no shared lock when flows are inserted, but
+//! each CPU evicts only what it inserted, out of its own share of the entries). Either
+//! way there is one hash, so a flow whose packets change CPU keeps its entry.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +45,9 @@ pub struct ConnTableSpec {
     pub unconfirmed_entries: Option<u32>,
     #[serde(default)]
     pub timeouts: ConnTimeouts,
+    /// How the tables evict: one LRU list for all CPUs or one per CPU.
+    #[serde(default)]
+    pub lru: LruKind,
 }
 
 impl Default for ConnTableSpec {
@@ -47,6 +56,66 @@ impl Default for ConnTableSpec {
             entries: DEFAULT_ENTRIES,
             unconfirmed_entries: None,
             timeouts: ConnTimeouts::default(),
+            lru: LruKind::default(),
+        }
+    }
+}
+
+/// The eviction lists of the connection tables (both LRU hashes: one hash either way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LruKind {
+    /// One LRU list shared by all CPUs (the kernel's default for an LRU hash): the
+    /// table evicts its least recently used flows whichever CPU saw them. The default:
+    /// as fast as `per_cpu` for established flows (`cargo xtask bench lru`), and its
+    /// capacity does not depend on how evenly flows spread over CPUs.
+    #[default]
+    Shared,
+    /// `BPF_F_NO_COMMON_LRU`: a list per possible CPU, each with `entries / CPUs` of
+    /// the elements; an insert never takes another CPU's lock.
+    PerCpu,
+}
+
+impl LruKind {
+    /// `BPF_F_NO_COMMON_LRU` (include/uapi/linux/bpf.h).
+    pub const NO_COMMON_LRU: u32 = 1 << 1;
+
+    /// The map flags a table of this kind is created with.
+    pub fn map_flags(self) -> u32 {
+        match self {
+            Self::Shared => 0,
+            Self::PerCpu => Self::NO_COMMON_LRU,
+        }
+    }
+
+    /// The kind of a map created with `flags`.
+    pub fn of_flags(flags: u32) -> Self {
+        if flags & Self::NO_COMMON_LRU != 0 {
+            Self::PerCpu
+        } else {
+            Self::Shared
+        }
+    }
+
+    /// The config's spelling (`shared`, `per_cpu`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::PerCpu => "per_cpu",
+        }
+    }
+}
+
+impl std::str::FromStr for LruKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "shared" => Ok(Self::Shared),
+            "per_cpu" | "per-cpu" => Ok(Self::PerCpu),
+            other => Err(format!(
+                "{other:?}: the connection table's LRU is \"shared\" or \"per_cpu\""
+            )),
         }
     }
 }
@@ -234,6 +303,22 @@ mod tests {
                 .to_string();
             assert!(err.contains(path), "{err}");
         }
+    }
+
+    #[test]
+    fn the_lru_kind_is_shared_unless_configured() {
+        assert_eq!(Config::parse("{}").unwrap().conn_table.lru, LruKind::Shared);
+        let c = Config::parse(r#"{"conn_table": {"lru": "per_cpu"}}"#).unwrap();
+        assert_eq!(c.conn_table.lru, LruKind::PerCpu);
+        assert_eq!(c.conn_table.lru.map_flags(), LruKind::NO_COMMON_LRU);
+        assert_eq!(LruKind::of_flags(LruKind::NO_COMMON_LRU), LruKind::PerCpu);
+        assert_eq!(LruKind::of_flags(0), LruKind::Shared);
+        let err = Config::parse(r#"{"conn_table": {"lru": "percpu"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `percpu`"), "{err}");
+        assert_eq!("per-cpu".parse(), Ok(LruKind::PerCpu));
+        assert!("both".parse::<LruKind>().is_err());
     }
 
     #[test]

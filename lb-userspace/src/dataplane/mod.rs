@@ -45,6 +45,8 @@ pub enum PortError {
 pub struct ConnTableUse {
     /// Entries it holds before the least recently used are evicted.
     pub capacity: u32,
+    /// Its eviction lists: one shared, or one per CPU (both tables have the same).
+    pub lru: crate::config::conn_table::LruKind,
     /// Kernel memory charged to it, where the kernel says.
     pub memory_bytes: Option<u64>,
     /// Flows at the last count (`None` before the first), and how long ago that was.

@@ -55,6 +55,11 @@ pub enum Command {
         /// another size resizes the table and carries its entries over.
         #[arg(long, value_parser = conn_entries)]
         conn_table_entries: Option<u32>,
+        /// `shared` or `per_cpu`, overriding the config's `conn_table.lru`: one LRU
+        /// list for all CPUs or one per CPU (docs/maps.md). A restart over pins of the
+        /// other kind carries the entries over.
+        #[arg(long, value_parser = conn_lru)]
+        conn_table_lru: Option<crate::config::conn_table::LruKind>,
     },
     /// On a backend: unwrap the balancers' IPIP / IPv6-in-IPv6 / GUE packets in XDP so the
     /// inner packets (to the VIP on lo) reach the local stack; only tunnels from an
@@ -196,6 +201,11 @@ fn conn_entries(text: &str) -> Result<u32, String> {
         .map_err(|e| format!("{text:?} is not a number of entries: {e}"))?;
     crate::config::conn_table::check_entries(n)?;
     Ok(n)
+}
+
+/// `--conn-table-lru`: `shared` or `per_cpu`.
+fn conn_lru(text: &str) -> Result<crate::config::conn_table::LruKind, String> {
+    text.parse()
 }
 
 #[cfg(test)]

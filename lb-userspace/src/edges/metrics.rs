@@ -301,6 +301,11 @@ impl Snapshot {
                 gauge(u64::from(table.capacity)),
             );
             reg.register(
+                "conn_table_lru_per_cpu",
+                "1 when the connection tables evict from one LRU list per CPU (conn_table.lru: per_cpu), 0 when from one shared list",
+                gauge(u64::from(table.lru == crate::config::conn_table::LruKind::PerCpu)),
+            );
+            reg.register(
                 "conn_table_unconfirmed_entries",
                 "Flows seen once (a SYN, a first datagram) the unconfirmed table holds until their next packet confirms them",
                 gauge(u64::from(table.unconfirmed_capacity)),

@@ -46,6 +46,8 @@ pub(crate) struct Daemon {
     pub(crate) keep_attached: bool,
     /// Overrides the config's `conn_table.entries`.
     pub(crate) conn_table_entries: Option<u32>,
+    /// Overrides the config's `conn_table.lru`.
+    pub(crate) conn_table_lru: Option<lb_userspace::config::conn_table::LruKind>,
 }
 
 impl Daemon {
@@ -105,6 +107,7 @@ impl Daemon {
             ebpf_log_level: self.ebpf_log_level.to_aya(),
             conn_entries: Some(entries),
             unconfirmed_entries: Some(config.conn_table.unconfirmed(entries)),
+            conn_lru: self.conn_table_lru.unwrap_or(config.conn_table.lru),
         };
         let mut dp = AyaPort::load_locked(&opts, lock).context("loading the XDP data plane")?;
         if self.ebpf_log_level.to_aya().is_some() {
@@ -403,6 +406,18 @@ impl Daemon {
                             configured = wanted,
                             "conn_table.entries changed: the running table keeps its size; \
                              the next start resizes it and carries its entries over"
+                        );
+                    }
+                    _ => {}
+                }
+                let lru = sup.config().conn_table.lru;
+                match dp.conn_table() {
+                    Ok(t) if self.conn_table_lru.is_none() && t.lru != lru => {
+                        tracing::warn!(
+                            running = t.lru.as_str(),
+                            configured = lru.as_str(),
+                            "conn_table.lru changed: the running tables keep their LRU lists; \
+                             the next start changes them and carries the entries over"
                         );
                     }
                     _ => {}

@@ -63,6 +63,7 @@ async fn real_main() -> Result<()> {
             metrics_listen,
             keep_attached,
             conn_table_entries,
+            conn_table_lru,
         } => {
             let default = std::path::Path::new(DEFAULT_CONFIG);
             if config.is_none() && default.exists() {
@@ -80,6 +81,7 @@ async fn real_main() -> Result<()> {
                 metrics_listen,
                 keep_attached,
                 conn_table_entries,
+                conn_table_lru,
             };
             daemon.run().await
         }
@@ -105,6 +107,7 @@ async fn real_main() -> Result<()> {
                 keep_attached: false,
                 // Its program keeps no flows: the smallest table (saves ~25 MiB).
                 conn_table_entries: Some(lb_userspace::config::conn_table::MIN_ENTRIES),
+                conn_table_lru: None,
             };
             daemon.run().await
         }

@@ -9,6 +9,13 @@
 //! the link, and only then are its entries copied over: entries the new program made
 //! meanwhile win (`BPF_NOEXIST`). A start that fails before that puts the old table
 //! back, as it was.
+//!
+//! A pinned table of the other LRU kind (`conn_table.lru`) is carried over the same
+//! way. aya cannot create a BTF map with flags the object does not declare, so a
+//! per-CPU table is created here ([`create_per_cpu`]) and pinned where the loader
+//! looks, which then reuses it. Copying into a per-CPU table spreads the inserts over
+//! the CPUs ([`Resize::carry_over`]): each CPU's list holds only its share of the
+//! entries, and an insert goes to the list of the CPU that makes it.
 
 use std::{
     path::{Path, PathBuf},
@@ -23,6 +30,11 @@ use aya::{
     maps::{HashMap, Map, MapData, MapError, MapInfo},
     Ebpf,
 };
+use aya_obj::{
+    generated::bpf_map_type,
+    maps::{bpf_map_def, LegacyMap, PinningType},
+    EbpfSectionKind,
+};
 use lb_common::{
     maps,
     service::{expired, CONN_TICK_SHIFT},
@@ -30,28 +42,40 @@ use lb_common::{
 };
 
 use super::maps::MapsError;
+use crate::config::conn_table::LruKind;
 
 /// `bpf_map_update_elem` flag: insert only if the key is absent.
 const BPF_NOEXIST: u64 = 1;
 
-/// A pinned connection table of another size, set aside for this load.
+/// A pinned connection table of another size or LRU kind, set aside for this load.
 #[derive(Debug)]
 pub struct Resize {
     pin: PathBuf,
     aside: PathBuf,
-    from: u32,
-    to: u32,
+    from: (u32, LruKind),
+    to: (u32, LruKind),
     done: bool,
 }
 
-/// Sets the pinned table aside if its size is not `entries` (before the loader opens
-/// the pins). `None` when there is nothing pinned or it already has that size.
-pub fn set_aside_if_resized(pin_dir: &Path, entries: u32) -> std::io::Result<Option<Resize>> {
+/// The LRU kind of the map `info` describes.
+pub fn kind_of(info: &MapInfo) -> LruKind {
+    LruKind::of_flags(info.map_flags())
+}
+
+/// Sets the pinned table aside if its size is not `entries` or its kind not `kind`
+/// (before the loader opens the pins). `None` when there is nothing pinned or it
+/// already is what is configured.
+pub fn set_aside_if_resized(
+    pin_dir: &Path,
+    entries: u32,
+    kind: LruKind,
+) -> std::io::Result<Option<Resize>> {
     let pin = pin_dir.join(maps::CONNS);
     let Ok(info) = MapInfo::from_pin(&pin) else {
         return Ok(None);
     };
-    if info.max_entries() == entries {
+    let from = (info.max_entries(), kind_of(&info));
+    if from == (entries, kind) {
         return Ok(None);
     }
     let aside = pin_dir.join(format!("{}_RESIZING", maps::CONNS));
@@ -59,22 +83,55 @@ pub fn set_aside_if_resized(pin_dir: &Path, entries: u32) -> std::io::Result<Opt
     Ok(Some(Resize {
         pin,
         aside,
-        from: info.max_entries(),
-        to: entries,
+        from,
+        to: (entries, kind),
         done: false,
     }))
+}
+
+/// Creates an LRU hash of flows with per-CPU LRU lists (`BPF_F_NO_COMMON_LRU`), named
+/// `name` and sized `entries`, and pins it at `pin`, so that the loader (given that
+/// pin path) takes it for the object's map of that name. Key, value and type are the
+/// object's; it carries no BTF (bpftool prints it in hex), which the program does not
+/// need.
+pub fn create_per_cpu(pin: &Path, name: &str, entries: u32) -> Result<MapData, MapError> {
+    let def = bpf_map_def {
+        map_type: bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32,
+        key_size: size_of::<FlowKey>() as u32,
+        value_size: size_of::<Conn>() as u32,
+        max_entries: entries,
+        map_flags: LruKind::PerCpu.map_flags(),
+        id: 0,
+        pinning: PinningType::None,
+    };
+    let obj = aya_obj::Map::Legacy(LegacyMap {
+        def,
+        inner_def: None,
+        section_index: 0,
+        section_kind: EbpfSectionKind::Maps,
+        symbol_index: None,
+        data: Vec::new(),
+    });
+    let map = MapData::create(obj, name, None)?;
+    map.pin(pin).map_err(|error| MapError::PinError {
+        name: Some(name.into()),
+        error,
+    })?;
+    Ok(map)
 }
 
 impl Resize {
     /// The set-aside table's size.
     pub fn from(&self) -> u32 {
-        self.from
+        self.from.0
     }
 
     /// Copies every entry of the set-aside table into `ebpf`'s (the one now pinned),
     /// keeping entries already there, then drops the old table. Returns how many
     /// entries were copied. A table smaller than the old one keeps the most recently
-    /// copied ones (the LRU evicts as it fills).
+    /// copied ones (the LRU evicts as it fills). Into a per-CPU table the entries are
+    /// inserted from every CPU this process may run on in turn, a share each: from one
+    /// CPU they would all land in its list, which holds only its share of the table.
     pub fn carry_over(mut self, ebpf: &mut Ebpf) -> Result<usize, MapsError> {
         let map_err = |source| MapsError::Map {
             name: maps::CONNS,
@@ -83,31 +140,91 @@ impl Resize {
         let old = MapData::from_pin(&self.aside).map_err(map_err)?;
         let old: HashMap<MapData, FlowKey, Conn> =
             HashMap::try_from(Map::LruHashMap(old)).map_err(map_err)?;
-        let mut new: HashMap<&mut MapData, FlowKey, Conn> = HashMap::try_from(
-            ebpf.map_mut(maps::CONNS)
-                .ok_or(MapsError::Missing(maps::CONNS))?,
-        )
-        .map_err(map_err)?;
-        let mut copied = 0;
-        for (key, conn) in old.iter().filter_map(Result::ok) {
-            match new.insert(key, conn, BPF_NOEXIST) {
-                Ok(()) => copied += 1,
-                // The new program already has this flow: its entry is the newer one.
-                Err(MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => return Err(map_err(e)),
-            }
-        }
+        let entries: Vec<(FlowKey, Conn)> = old.iter().filter_map(Result::ok).collect();
+        let cpus = match self.to.1 {
+            LruKind::Shared => Vec::new(),
+            LruKind::PerCpu => allowed_cpus(),
+        };
+        let copied = if cpus.len() < 2 {
+            let mut new: HashMap<&mut MapData, FlowKey, Conn> = HashMap::try_from(
+                ebpf.map_mut(maps::CONNS)
+                    .ok_or(MapsError::Missing(maps::CONNS))?,
+            )
+            .map_err(map_err)?;
+            copy_into(&mut new, &entries).map_err(map_err)?
+        } else {
+            let share = entries.len().div_ceil(cpus.len()).max(1);
+            let pin = &self.pin;
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = entries
+                    .chunks(share)
+                    .zip(&cpus)
+                    .map(|(chunk, &cpu)| {
+                        scope.spawn(move || -> Result<usize, MapError> {
+                            let mut set = nix::sched::CpuSet::new();
+                            // An unpinned copy still copies, only less evenly.
+                            if set.set(cpu).is_ok() {
+                                let _ = nix::sched::sched_setaffinity(
+                                    nix::unistd::Pid::from_raw(0),
+                                    &set,
+                                );
+                            }
+                            let data = MapData::from_pin(pin)?;
+                            let mut new: HashMap<MapData, FlowKey, Conn> =
+                                HashMap::try_from(Map::LruHashMap(data))?;
+                            copy_into(&mut new, chunk)
+                        })
+                    })
+                    .collect();
+                workers.into_iter().try_fold(0, |sum, w| {
+                    let copied = w.join().map_err(|_| {
+                        MapError::IoError(std::io::Error::other("carry-over thread panicked"))
+                    })?;
+                    Ok(sum + copied?)
+                })
+            })
+            .map_err(map_err)?
+        };
         self.done = true;
         let _ = std::fs::remove_file(&self.aside);
         tracing::info!(
-            from = self.from,
-            to = self.to,
+            from = self.from.0,
+            to = self.to.0,
+            from_lru = self.from.1.as_str(),
+            to_lru = self.to.1.as_str(),
             copied,
             "connection table resized; established flows carried over"
         );
         Ok(copied)
     }
+}
+
+/// Inserts `entries` absent from `table`; returns how many it inserted.
+fn copy_into<T: std::borrow::BorrowMut<MapData>>(
+    table: &mut HashMap<T, FlowKey, Conn>,
+    entries: &[(FlowKey, Conn)],
+) -> Result<usize, MapError> {
+    let mut copied = 0;
+    for (key, conn) in entries {
+        match table.insert(key, conn, BPF_NOEXIST) {
+            Ok(()) => copied += 1,
+            // The new program already has this flow: its entry is the newer one.
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(copied)
+}
+
+/// The CPUs this process may run on (none if that cannot be read).
+fn allowed_cpus() -> Vec<usize> {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Drop for Resize {

@@ -23,7 +23,10 @@ use super::{
     conns::{self, FillCounter, Resize},
     maps::MapsError,
 };
-use crate::dataplane::{AttachMode, AttachedMode, Attachment};
+use crate::{
+    config::conn_table::LruKind,
+    dataplane::{AttachMode, AttachedMode, Attachment},
+};
 
 /// Every map the control plane pins, by name. Internal maps (.rodata, aya-log's ring
 /// buffer) are left out: they belong to one program instance.
@@ -112,6 +115,9 @@ pub struct LoadOptions {
     /// Unconfirmed-flow entries (`conn_table.unconfirmed_entries`); `None`: derived
     /// from `conn_entries` (`config::conn_table::unconfirmed_for`).
     pub unconfirmed_entries: Option<u32>,
+    /// How both connection tables evict (`conn_table.lru`); a pinned table of the
+    /// other kind is carried over like one of another size.
+    pub conn_lru: LruKind,
 }
 
 /// The loaded kernel data plane: the eBPF object with its programs verified and maps
@@ -144,13 +150,13 @@ impl AyaPort {
         // The object declares the table with `MAX_CONNS` entries (lb-ebpf maps.rs).
         let entries = opts.conn_entries.unwrap_or(lb_common::limits::MAX_CONNS);
         // Dropped on any failure below, which puts the old table back.
-        let resize = conns::set_aside_if_resized(&opts.pin_dir, entries).map_err(|source| {
-            LoadError::Pin {
+        let resize = conns::set_aside_if_resized(&opts.pin_dir, entries, opts.conn_lru).map_err(
+            |source| LoadError::Pin {
                 what: "connection table (set aside to resize it)".into(),
                 path: opts.pin_dir.join(maps::CONNS),
                 source,
-            }
-        })?;
+            },
+        )?;
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(maps::CONNS, entries);
         let unconfirmed = opts
@@ -164,6 +170,18 @@ impl AyaPort {
         let adopted = pin_paths.iter().any(|(_, path)| path.exists());
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
+        }
+        // Only pinned for the load (each daemon starts its own unconfirmed table).
+        let new_pin = opts.pin_dir.join(maps::CONNS_NEW);
+        remove_pin(&new_pin)?;
+        let _unpin_new = UnpinOnDrop(&new_pin);
+        if opts.conn_lru == LruKind::PerCpu {
+            let conns_pin = opts.pin_dir.join(maps::CONNS);
+            if !conns_pin.exists() {
+                create_per_cpu(&conns_pin, maps::CONNS, entries)?;
+            }
+            create_per_cpu(&new_pin, maps::CONNS_NEW, unconfirmed)?;
+            loader.map_pin_path(maps::CONNS_NEW, new_pin.as_path());
         }
         let level = opts.ebpf_log_level.map_or(0, |l| l as u8);
         loader.override_global(aya_log::LEVEL, &level, true);
@@ -200,21 +218,28 @@ impl AyaPort {
         Ok(Some((from, resize.carry_over(&mut self.ebpf)?)))
     }
 
-    /// The connection table's size, kernel memory and last counted fill.
+    /// The connection table's size, LRU kind, kernel memory and last counted fill.
     pub fn conn_table(&self) -> Result<crate::dataplane::ConnTableUse, MapsError> {
         use std::os::fd::AsFd as _;
         let table = |name: &'static str| match self.ebpf.map(name) {
             Some(aya::maps::Map::LruHashMap(data)) => data
                 .info()
-                .map(|info| (info.max_entries(), conns::memory_bytes(data.fd().as_fd())))
+                .map(|info| {
+                    (
+                        info.max_entries(),
+                        conns::kind_of(&info),
+                        conns::memory_bytes(data.fd().as_fd()),
+                    )
+                })
                 .map_err(|source| MapsError::Map { name, source }),
             _ => Err(MapsError::Missing(name)),
         };
-        let (capacity, memory_bytes) = table(maps::CONNS)?;
-        let (unconfirmed_capacity, unconfirmed_memory_bytes) = table(maps::CONNS_NEW)?;
+        let (capacity, lru, memory_bytes) = table(maps::CONNS)?;
+        let (unconfirmed_capacity, _, unconfirmed_memory_bytes) = table(maps::CONNS_NEW)?;
         let fill = self.fill.last();
         Ok(crate::dataplane::ConnTableUse {
             capacity,
+            lru,
             memory_bytes,
             flows: fill.map(|f| f.flows),
             counted_age: fill.map(|f| f.age),
@@ -382,6 +407,26 @@ fn try_attach(
     })
 }
 
+/// [`conns::create_per_cpu`] as a load error.
+fn create_per_cpu(pin: &Path, name: &'static str, entries: u32) -> Result<(), LoadError> {
+    conns::create_per_cpu(pin, name, entries)
+        .map(drop)
+        .map_err(|e| LoadError::Pin {
+            what: format!("{name} (created with per-CPU LRU lists)"),
+            path: pin.to_path_buf(),
+            source: io::Error::other(e),
+        })
+}
+
+/// Removes a pin when dropped (a pin that only serves one load).
+struct UnpinOnDrop<'a>(&'a Path);
+
+impl Drop for UnpinOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
 fn program_err(name: &'static str, source: ProgramError) -> LoadError {
     LoadError::Program {
         name,
@@ -395,8 +440,9 @@ fn program_err(name: &'static str, source: ProgramError) -> LoadError {
 /// against it (or, worse, misread it). The new map starts empty; what that loses is
 /// logged per map (for `XLB_CONNS`, established flows pick their backend again by
 /// Maglev: the same one unless the table changed). A different `max_entries` is not a
-/// layout change: the connection table is resized with its entries at load
-/// ([`conns`]), other maps keep their size. Returns the names of the maps replaced.
+/// layout change, nor is the connection table's LRU kind (`BPF_F_NO_COMMON_LRU`): the
+/// table is resized or changed with its entries at load ([`conns`]), other maps keep
+/// their size. Returns the names of the maps replaced.
 pub fn retire_incompatible_pins(pin_dir: &Path) -> Result<Vec<&'static str>, LoadError> {
     let obj =
         aya_obj::Object::parse(super::EBPF_OBJECT).map_err(|e| LoadError::Parse(Box::new(e)))?;
@@ -415,11 +461,22 @@ pub fn retire_incompatible_pins(pin_dir: &Path) -> Result<Vec<&'static str>, Loa
         // aya sizes a devmap's values and sets BPF_F_RDONLY_PROG on it at load time,
         // depending on the kernel: the object says nothing about those two there.
         let devmap = want.map_type() == bpf_map_type::BPF_MAP_TYPE_DEVMAP as u32;
+        // The connection table's LRU kind is configured, not declared: a table of the
+        // other kind is carried over like one of another size (`conns`).
+        let lru_kind = if name == maps::CONNS {
+            have.3 & LruKind::NO_COMMON_LRU
+        } else {
+            0
+        };
         let need = (
             want.map_type(),
             want.key_size(),
             if devmap { have.2 } else { want.value_size() },
-            if devmap { have.3 } else { want.map_flags() },
+            if devmap {
+                have.3
+            } else {
+                want.map_flags() | lru_kind
+            },
         );
         // Sizes are kept (a resized table keeps its entries), except an XLB_MAGLEV
         // too small for the second table slot of every service and an XLB_STATS with

@@ -59,6 +59,9 @@ pub struct Status {
 pub struct ConnTableView {
     /// Entries it holds before the least recently used are evicted.
     pub entries: u32,
+    /// Its eviction lists (`conn_table.lru` as loaded): `shared` or `per_cpu`.
+    #[serde(default)]
+    pub lru: crate::config::conn_table::LruKind,
     /// Kernel memory charged to it.
     pub memory_bytes: Option<u64>,
     /// Flows at the last count (counted every few seconds off the daemon's loop).
@@ -83,6 +86,7 @@ impl ConnTableView {
     pub fn new(table: &crate::dataplane::ConnTableUse, configured: u32) -> Self {
         Self {
             entries: table.capacity,
+            lru: table.lru,
             memory_bytes: table.memory_bytes,
             flows: table.flows,
             counted_s_ago: table.counted_age.map(|a| a.as_secs()),
@@ -580,7 +584,11 @@ pub fn status_text(s: &Status) -> String {
             .configured_entries
             .map(|n| format!("; {n} configured, taken at the next start"))
             .unwrap_or_default();
-        let _ = writeln!(out, "  conn table   {fill}{memory}{next}");
+        let _ = writeln!(
+            out,
+            "  conn table   {fill}{memory}, {} LRU{next}",
+            c.lru.as_str()
+        );
         let _ = writeln!(
             out,
             "  unconfirmed  {} entries (flows seen once, until their next packet)",

@@ -177,6 +177,7 @@ pub fn run() -> serde_json::Value {
         ebpf_log_level: None,
         conn_entries: None,
         unconfirmed_entries: None,
+        conn_lru: Default::default(),
     })
     .expect("load the data plane");
     let floors = BenchPrograms::load(&dp);

@@ -13,6 +13,7 @@ mod cps;
 mod e2e;
 mod failover;
 mod health;
+mod lru;
 mod runtime;
 mod scaling;
 
@@ -109,7 +110,7 @@ enum Prep {
 fn main() {
     use Method::{Repeat, SingleShot};
     testbed::require_root();
-    // `xlb-bench health|scaling|e2e|cps|failover|packets|control`: one part only (each writes its own JSON);
+    // `xlb-bench health|scaling|e2e|cps|failover|lru|packets|control`: one part only (each writes its own JSON);
     // no argument: per-packet, verifier, control plane and health checks.
     match std::env::args().nth(1).as_deref() {
         Some("health") => {
@@ -137,9 +138,13 @@ fn main() {
             write_json(&failover::run(), "failover.json");
             return;
         }
+        Some("lru") => {
+            write_json(&lru::run(), "lru.json");
+            return;
+        }
         Some("packets" | "control") | None => {}
         Some(other) => panic!(
-            "unknown bench part {other:?}: health, scaling, e2e, cps, failover, packets, control"
+            "unknown bench part {other:?}: health, scaling, e2e, cps, failover, lru, packets, control"
         ),
     }
     let only_packets = std::env::args().nth(1).as_deref() == Some("packets");

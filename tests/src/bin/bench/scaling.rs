@@ -74,6 +74,7 @@ impl Plane {
             ebpf_log_level: None,
             conn_entries: None,
             unconfirmed_entries: None,
+            conn_lru: Default::default(),
         })
         .expect("load the data plane");
         let floors = BenchPrograms::load(&dp);
