@@ -202,6 +202,16 @@ impl TestDataplane {
         Self { dp, pin_dir }
     }
 
+    /// This data plane's port closed (its pins stay, as a killed daemon's do) and a
+    /// new one loaded over them, as a restarted daemon configured with `conn_entries`
+    /// and `lru` does (a table of another size or kind is set aside, to be carried
+    /// over with [`AyaPort::carry_over_conns`]).
+    pub fn restart(self, conn_entries: Option<u32>, lru: LruKind) -> Self {
+        let Self { dp, pin_dir } = self;
+        drop(dp);
+        Self::load_with(pin_dir, conn_entries, lru)
+    }
+
     /// Runs the balancer program once on `packet` through BPF_PROG_TEST_RUN.
     pub fn run(&mut self, packet: &[u8]) -> XdpOutput {
         self.run_program(programs::BALANCER, packet)

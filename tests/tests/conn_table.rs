@@ -164,3 +164,55 @@ fn closed_connections_leave_the_table_after_the_closing_timeout() {
     let counted = sample(&metrics, "xlb_conn_table_expired_total").unwrap_or(0.0);
     assert!(counted >= attempts.len() as f64, "{counted}");
 }
+
+#[test]
+fn a_restart_with_the_other_lru_kind_carries_established_flows_over() {
+    use lb_userspace::config::conn_table::LruKind;
+    let kind = |lab: &Lab| {
+        LruKind::of_flags(
+            MapInfo::from_pin(lab.pins.path().join(lb_common::maps::CONNS))
+                .expect("XLB_CONNS is pinned")
+                .map_flags(),
+        )
+    };
+    let mut lab = Lab::new("ct-lru");
+    write_config(&lab, &[1, 1, 1], 4096);
+    lab.start_peer();
+    let first = lab.start_xlb(&["--metrics-listen", "127.0.0.1:9645"]);
+    assert_eq!(kind(&lab), LruKind::Shared, "the default");
+    assert_eq!(status_table(&lab)["lru"], "shared");
+    let vip = lab.vip();
+    let wanted = ["be1".to_owned(), "be2".to_owned(), "be3".to_owned()];
+    let held: Vec<(String, TcpStream)> = lab.client.run(move || hold(vip, &wanted));
+
+    // As in the resize above: be3 at weight 0, so its held connection lives only by
+    // its entry, which must move into the per-CPU table.
+    lab.daemons[first].kill();
+    write_config(&lab, &[1, 1, 0], 4096);
+    lab.start_xlb(&[
+        "--conn-table-lru",
+        "per_cpu",
+        "--metrics-listen",
+        "127.0.0.1:9645",
+    ]);
+    assert_eq!(kind(&lab), LruKind::PerCpu);
+    assert_eq!(pinned_entries(&lab), 4096);
+    assert!(
+        lab.wait_log(&["connection table resized"], 1, Duration::from_secs(10)),
+        "{}",
+        lab.log.read()
+    );
+    let line = lab.log_lines(&["connection table resized"]).remove(0);
+    assert!(
+        line.contains("from_lru=\"shared\"") || line.contains("from_lru=shared"),
+        "{line}"
+    );
+    assert_eq!(status_table(&lab)["lru"], "per_cpu");
+    let (_, metrics) = http_get_in(&lab.lb, "127.0.0.1:9645", "/metrics");
+    assert_eq!(sample(&metrics, "xlb_conn_table_lru_per_cpu"), Some(1.0));
+    for (id, s) in held {
+        lab.client
+            .run(move || finish(s))
+            .unwrap_or_else(|e| panic!("connection to {id} broke across the change: {e}"));
+    }
+}

@@ -7,7 +7,10 @@
 use std::collections::BTreeSet;
 
 use lb_common::programs;
-use lb_userspace::dataplane::aya::{AyaPort, LoadOptions, EBPF_OBJECT};
+use lb_userspace::{
+    config::conn_table::LruKind,
+    dataplane::aya::{AyaPort, LoadOptions, EBPF_OBJECT},
+};
 use testbed::{
     bench::{self, BenchPrograms},
     dataplane::{PinDir, TestDataplane},
@@ -19,7 +22,18 @@ const PRODUCTION: [&str; 3] = [programs::BALANCER, programs::DECAP, programs::PA
 
 #[test]
 fn every_program_reports_states_with_its_loaded_instruction_count() {
-    let dp = TestDataplane::load("verifier");
+    // Against either kind of connection table (`conn_table.lru`): the per-CPU one is
+    // created outside aya, without BTF, and both objects' programs must accept it.
+    for lru in [LruKind::Shared, LruKind::PerCpu] {
+        every_program_verifies(TestDataplane::load_with(PinDir::new("verifier"), None, lru));
+    }
+}
+
+fn every_program_verifies(dp: TestDataplane) {
+    assert_eq!(
+        LruKind::of_flags(conn_flags(&dp)),
+        dp.dp.conn_table().unwrap().lru
+    );
     let floors = BenchPrograms::load(&dp.dp);
     for (ebpf, object, names) in [
         (dp.dp.ebpf(), EBPF_OBJECT, &PRODUCTION[..]),
@@ -49,6 +63,13 @@ fn every_program_reports_states_with_its_loaded_instruction_count() {
             assert!(balancer.max_states_per_insn > 1, "{balancer:?}");
         }
     }
+}
+
+/// The map flags of the connection table `dp` loaded.
+fn conn_flags(dp: &TestDataplane) -> u32 {
+    aya::maps::MapInfo::from_pin(dp.pin_dir().join(lb_common::maps::CONNS))
+        .unwrap()
+        .map_flags()
 }
 
 /// The equality above means "the same program" only because the count moves with what
