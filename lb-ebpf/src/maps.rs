@@ -52,18 +52,20 @@ pub type MaglevTable =
 #[btf_map]
 pub static XLB_MAGLEV: ArrayOfMaps<MaglevTable, { MAGLEV_SLOTS as usize }> = ArrayOfMaps::new();
 
-/// One LRU shared by all CPUs rather than per-CPU LRUs (Katran's choice), because:
+/// One hash for all CPUs, not one table per CPU (Katran's array of per-CPU LRUs), because:
 /// - correctness: a flow's packets can arrive on different CPUs (RSS re-steering, veth
 ///   and XDP_TX paths); a per-CPU table would pick a backend again on each CPU, and
 ///   after a table change could split one connection across backends;
 /// - memory: an entry costs 128 bytes (40-byte key, 24-byte value,
 ///   element and LRU node): `bpftool map show` reports memlock 33,555,328 B for 262,144
 ///   flows. Per-CPU tables need that per CPU for the same capacity (2 GB on 64 CPUs) or
-///   divide the capacity by the CPU count;
-/// - cost: the entry lookup is now the largest single cost of an established-flow
-///   packet (`cargo xtask bench`, docs/benchmarks.md); the shared LRU only takes its lock on
-///   insert (new flows) and on eviction, which per-CPU free lists (the kernel's default
-///   for LRU hashes) keep local.
+///   divide the capacity by the CPU count.
+///
+/// Its eviction lists are configured (`conn_table.lru`): one shared (declared here) or
+/// one per CPU (`BPF_F_NO_COMMON_LRU`; userspace then creates this map and the next one
+/// before the load, and the loader reuses them by pin path). The lookup costs the same
+/// either way; new flows are cheaper with the shared list on two CPUs, whose per-CPU
+/// free lists already keep most inserts off its lock (docs/maps.md, `cargo xtask bench lru`).
 #[btf_map]
 pub static XLB_CONNS: LruHashMap<FlowKey, Conn, { MAX_CONNS as usize }> = LruHashMap::new();
 

@@ -25,13 +25,17 @@ fn every_program_reports_states_with_its_loaded_instruction_count() {
     // Against either kind of connection table (`conn_table.lru`): the per-CPU one is
     // created outside aya, without BTF, and both objects' programs must accept it.
     for lru in [LruKind::Shared, LruKind::PerCpu] {
-        every_program_verifies(TestDataplane::load_with(PinDir::new("verifier"), None, lru));
+        every_program_verifies(&TestDataplane::load_with(
+            PinDir::new("verifier"),
+            None,
+            lru,
+        ));
     }
 }
 
-fn every_program_verifies(dp: TestDataplane) {
+fn every_program_verifies(dp: &TestDataplane) {
     assert_eq!(
-        LruKind::of_flags(conn_flags(&dp)),
+        LruKind::of_flags(conn_flags(dp)),
         dp.dp.conn_table().unwrap().lru
     );
     let floors = BenchPrograms::load(&dp.dp);

@@ -42,7 +42,7 @@ enum Command {
     /// Per-packet cost of every data-plane path next to XDP_PASS / XDP_TX floors,
     /// verifier instruction counts, control-plane timings and the health-check load of
     /// the real daemon; writes target/bench/bench.json. Parts alone: `cargo xtask bench
-    /// packets | scaling | e2e | cps | failover | health` (docs/benchmarks.md).
+    /// packets | scaling | e2e | cps | failover | health | lru` (docs/benchmarks.md).
     Bench {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -102,9 +102,15 @@ fn main() -> Result<()> {
                 "--bin",
                 "xlb",
             ])?;
-            // One CPU, so runs compete with each other less than with the machine.
+            // One CPU, so runs compete with each other less than with the machine;
+            // `lru` times two CPUs at once (its threads pin themselves to each).
+            let cpus = if args.first().is_some_and(|a| a == "lru") {
+                "0,1"
+            } else {
+                "1"
+            };
             run(std::process::Command::new("taskset")
-                .args(["-c", "1"])
+                .args(["-c", cpus])
                 .arg(root().join("target/release/xlb-bench"))
                 .args(&args)
                 .env("XLB_BIN", root().join("target/release/xlb")))
