@@ -18,8 +18,9 @@
 //! the cases interleaved round-robin over [`ROUNDS`] rounds; medians with min/max.
 //!
 //! Plain `repeat`, not live frames: both paths re-enter themselves (proved), and a
-//! live-frame run transmits its XDP_TX on the run's ingress interface (loopback, which
-//! has no XDP transmit), a cost of its own that no forwarder pays.
+//! live-frames run without an ingress interface fails here (EPERM, tried); with one (a
+//! veth in a namespace, as `bench e2e` does) both CPUs would transmit into the one
+//! queue of its peer, a contention of its own that has nothing to do with the table.
 
 use std::{net::Ipv4Addr, sync::Barrier};
 
@@ -211,7 +212,48 @@ pub fn run() -> serde_json::Value {
         .map(|p| serde_json::json!({"lru": p.lru.as_str(), "flows": p.flows}))
         .collect();
     let rows = report(&cases, &planes);
-    serde_json::json!({"tables": flows, "rows": rows})
+    let paired = paired(&cases);
+    serde_json::json!({"tables": flows, "rows": rows, "per_cpu_over_shared": paired})
+}
+
+/// per_cpu ÷ shared for each path and CPU set, paired by round (the two ran next to
+/// each other in it), so the drift of a shared machine between rounds cancels out.
+fn paired(cases: &[Case]) -> Vec<serde_json::Value> {
+    println!(
+        "\nper_cpu / shared, paired by round (mean ns over the CPUs used): median (min-max)\n"
+    );
+    let find = |path, lru, cpus| {
+        cases
+            .iter()
+            .find(|c| c.path == path && c.lru == Some(lru) && c.cpus == cpus)
+            .expect("a case per path, kind and CPU set")
+    };
+    let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+    let mut out = Vec::new();
+    for path in [Path::Established, Path::NewFlows] {
+        for cpus in [ALONE, BOTH] {
+            let (shared, per_cpu) = (
+                find(path, LruKind::Shared, cpus),
+                find(path, LruKind::PerCpu, cpus),
+            );
+            let ratios: Vec<f64> = shared
+                .rounds
+                .iter()
+                .zip(&per_cpu.rounds)
+                .map(|(s, p)| mean(p) / mean(s))
+                .collect();
+            let (m, lo, hi) = spread(ratios);
+            println!(
+                "{:<48} {} CPU(s) {m:>6.3} ({lo:.3}-{hi:.3})",
+                path.name(),
+                cpus.len()
+            );
+            out.push(serde_json::json!({
+                "path": path.name(), "cpus": cpus, "median": m, "min": lo, "max": hi,
+            }));
+        }
+    }
+    out
 }
 
 /// Median, min and max of one CPU's per-round figures.
