@@ -67,9 +67,9 @@ impl Default for ConnTableSpec {
 pub enum LruKind {
     /// One LRU list shared by all CPUs (the kernel's default for an LRU hash): the
     /// table evicts its least recently used flows whichever CPU saw them. The default:
-    /// as fast as `per_cpu` for established flows and faster for new ones on two CPUs
-    /// (`cargo xtask bench lru`, docs/maps.md), and its capacity does not depend on
-    /// how evenly flows spread over CPUs.
+    /// as fast as `per_cpu` on two CPUs for established and new flows alike (`cargo
+    /// xtask bench lru`, docs/maps.md), and its capacity does not depend on how evenly
+    /// flows spread over CPUs.
     #[default]
     Shared,
     /// `BPF_F_NO_COMMON_LRU`: a list per possible CPU, each with `entries / CPUs` of
