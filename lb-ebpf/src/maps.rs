@@ -63,10 +63,10 @@ pub static XLB_MAGLEV: ArrayOfMaps<MaglevTable, { MAGLEV_SLOTS as usize }> = Arr
 ///
 /// Its eviction lists are configured (`conn_table.lru`): one shared (declared here) or
 /// one per CPU (`BPF_F_NO_COMMON_LRU`; userspace then creates this map and the next one
-/// before the load, and the loader reuses them by pin path). On two CPUs neither is
-/// faster beyond the noise, for established or new flows: the shared list's per-CPU
-/// free lists already keep most inserts off its lock (docs/maps.md, `cargo xtask bench
-/// lru`); the shared one keeps the whole capacity for whichever CPU needs it.
+/// before the load, and the loader reuses them by pin path). On two CPUs per-CPU lists
+/// are never faster, for established or new flows: the shared list's per-CPU free lists
+/// already keep most inserts off its lock (docs/maps.md, `cargo xtask bench lru`); and
+/// the shared one keeps the whole capacity for whichever CPU needs it.
 #[btf_map]
 pub static XLB_CONNS: LruHashMap<FlowKey, Conn, { MAX_CONNS as usize }> = LruHashMap::new();
 

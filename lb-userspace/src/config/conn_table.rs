@@ -67,7 +67,7 @@ impl Default for ConnTableSpec {
 pub enum LruKind {
     /// One LRU list shared by all CPUs (the kernel's default for an LRU hash): the
     /// table evicts its least recently used flows whichever CPU saw them. The default:
-    /// as fast as `per_cpu` on two CPUs for established and new flows alike (`cargo
+    /// never slower than `per_cpu` on two CPUs, for established or new flows (`cargo
     /// xtask bench lru`, docs/maps.md), and its capacity does not depend on how evenly
     /// flows spread over CPUs.
     #[default]
