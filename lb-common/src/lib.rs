@@ -69,6 +69,10 @@ pub mod maps {
     /// Prefix lengths of `XLB_DECAP_ALLOW`'s sources: `u32` array, IPv4 lengths at
     /// 0..[`crate::limits::MAX_DECAP_LENS`], IPv6 after them, longest first, 0 = end.
     pub const DECAP_LENS: &str = "XLB_DECAP_LENS";
+    /// The balancer's copies for 802.1Q-tagged frames, tail-called by `xlb`:
+    /// [`crate::service::TAGGED_SLOT_VLAN`] → `xlb_vlan`,
+    /// [`crate::service::TAGGED_SLOT_QINQ`] → `xlb_qinq` (program array).
+    pub const TAGGED: &str = "XLB_TAGGED";
     /// aya-log's ring buffer; owned by aya-log, named here so the loader can skip pinning it.
     pub const LOGS: &str = "AYA_LOGS";
 }
@@ -93,6 +97,8 @@ pub mod limits {
     pub const MAGLEV_INNER_FLAGS: u32 = BPF_F_INNER_MAP | BPF_F_MMAPABLE;
     /// Egress interfaces (devmap slots; 0 unused).
     pub const MAX_TX_PORTS: u32 = 64;
+    /// `XLB_TAGGED` slots: one tag, two tags.
+    pub const TAGGED_SLOTS: u32 = 2;
     /// Slots of the VIP filter (a power of two).
     pub const VIP_FILTER_SLOTS: u32 = 1 << 16;
     /// Connection-table entries (shared LRU).
@@ -125,6 +131,10 @@ pub mod programs {
     pub const DECAP: &str = "xlb_decap";
     /// XDP_PASS companion for the receiving peer of a veth (native XDP_TX needs it).
     pub const PASS: &str = "xlb_pass";
+    /// The balancer for frames with one 802.1Q tag (tail-called by [`BALANCER`]).
+    pub const BALANCER_VLAN: &str = "xlb_vlan";
+    /// The balancer for QinQ frames (tail-called by [`BALANCER`]).
+    pub const BALANCER_QINQ: &str = "xlb_qinq";
 }
 
 /// Default directory under bpffs where maps and the XDP link are pinned.

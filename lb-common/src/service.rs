@@ -94,6 +94,12 @@ pub struct Service {
     /// the entry, so the table and the entry's settings (mode, flags) change for new
     /// flows in one atomic map update. 0 means `id` (entries written before slots).
     pub table: u16,
+    /// VLAN scope: 0 = any frame (untagged or tagged); 1..=4094 = only frames whose
+    /// innermost 802.1Q tag carries this VLAN id (host order). New flows only: an
+    /// established flow is held to its VLAN by [`FlowKey::vlan`]. A `u32`, not a
+    /// `u16` and padding: the data plane copies the value whole (an unread padding
+    /// half would be left undefined in a register, which the verifier refuses to shift).
+    pub vlan: u32,
 }
 
 impl Service {
@@ -181,7 +187,11 @@ pub struct FlowKey {
     pub dport_be: u16,
     pub proto: u8,
     pub family: u8,
-    pub _pad: [u8; 2],
+    /// VLAN id of the frame's innermost 802.1Q tag (host order), 0 untagged: a flow is
+    /// its 5-tuple on one VLAN, so a connection entry never serves the same 5-tuple
+    /// arriving on another VLAN (where a VLAN-scoped service may not match). Not hashed
+    /// ([`flow_hash_seeded`]): a flow goes to the same backend whatever its VLAN.
+    pub vlan: u16,
 }
 
 /// Value of `XLB_CONNS`.
@@ -460,6 +470,11 @@ pub const fn decap_lens_base(family: u8) -> u32 {
 pub const DECAP_PAIR: u32 = 1;
 /// `XLB_DECAP_ALLOW` value of a source marker ([`DecapKey::source`]).
 pub const DECAP_SOURCE: u32 = 2;
+
+/// `XLB_TAGGED` slot of the balancer's one-tag copy (`xlb_vlan`).
+pub const TAGGED_SLOT_VLAN: u32 = 0;
+/// `XLB_TAGGED` slot of the balancer's QinQ copy (`xlb_qinq`).
+pub const TAGGED_SLOT_QINQ: u32 = 1;
 
 /// Default GUE destination port (the one `xlb decap` listens for unless told otherwise).
 pub const DEFAULT_GUE_PORT: u16 = 6080;

@@ -50,7 +50,8 @@ stats! {
     Truncated = 6, "truncated";
     /// Passed: not IPv4/IPv6 (ARP, LLDP, ...), or no virtual service matches.
     NotVip = 7, "not_vip";
-    /// Passed: 802.1Q/802.1ad tagged frame (VLAN parsing is not supported yet).
+    /// Passed: a frame with more than two 802.1Q/802.1ad tags (one tag and QinQ are
+    /// parsed like untagged frames), or a tagged VRRP advert (left to the stack).
     Vlan = 8, "vlan";
     /// Drop reason: VIP traffic with IPv4 options (never forwarded half-parsed).
     Ipv4Options = 9, "ipv4_options";
@@ -137,6 +138,9 @@ stats! {
     /// A flow's second packet found the entry its first one left in the unconfirmed
     /// table and moved it into the connection table (counted with `conn_hit`).
     ConnConfirmed = 37, "conn_confirmed";
+    /// Passed: traffic for a service scoped to a VLAN (`services[i].vlan`) that arrived
+    /// untagged or with another (innermost) VLAN id.
+    VlanMismatch = 38, "vlan_mismatch";
 }
 
 /// One counter slot. Per CPU in the map; userspace sums the CPUs.

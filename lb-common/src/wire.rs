@@ -29,6 +29,8 @@ pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 /// 802.1ad service VLAN tag (QinQ outer tag).
 pub const ETH_P_8021AD: u16 = 0x88a8;
+/// The VLAN id bits of a TCI (the rest are priority and drop-eligible).
+pub const VLAN_VID_MASK: u16 = 0x0fff;
 
 /// IPv4 header without options (RFC 791 §3.1); IHL 5.
 pub const IPV4_HLEN: usize = 20;

@@ -26,6 +26,7 @@ use crate::{
     csum,
     maps::{XLB_CONFIG, XLB_DECAP_ALLOW, XLB_DECAP_LENS},
     parse::{header, EthHdr, Ipv4Hdr, Ipv6Hdr},
+    vlan::{write_l2, Tags},
 };
 
 /// UDP header (network order).
@@ -94,10 +95,10 @@ fn write_udp(ctx: &XdpContext, offset: usize, wrap: Wrap, inner_len: u16) -> Res
 }
 
 /// Wraps the IPv4 packet (IPIP or GUE) towards `backend`; [`crate::forward::send`]
-/// sends it. The source MAC is the input's destination MAC (unicast: see
+/// sends it. The outer header goes after the `L2`-byte link header, whose tags stay. The source MAC is the input's destination MAC (unicast: see
 /// [`crate::forward::dsr`]).
 #[inline(always)]
-pub fn encap4(
+pub fn encap4<const L2: usize>(
     ctx: &XdpContext,
     len: usize,
     backend: &Backend,
@@ -114,9 +115,10 @@ pub fn encap4(
     let (our_mac, inner_len, tos) = {
         // SAFETY: `header` bounds-checked both headers.
         let eth = unsafe { &*header::<EthHdr>(ctx, 0)? };
-        let ip = unsafe { &*header::<Ipv4Hdr>(ctx, ETH_HLEN)? };
+        let ip = unsafe { &*header::<Ipv4Hdr>(ctx, L2)? };
         (eth.dst, u16::from_be(ip.tot_len), ip.tos)
     };
+    let tags = Tags::read::<L2>(ctx)?;
     let extra = wrap.extra();
     grow(ctx, IPV4_HLEN + extra, len)?;
     let mut outer = Ipv4Hdr {
@@ -136,15 +138,15 @@ pub fn encap4(
     };
     // SAFETY: Ipv4Hdr is 20 bytes of plain integers, as is [u16; 10].
     outer.check = csum::ipv4_header(unsafe { &*(&outer as *const Ipv4Hdr).cast() });
-    write_eth(ctx, our_mac, backend.mac, ETH_P_IPV4)?;
+    write_l2::<L2>(ctx, our_mac, backend.mac, tags, ETH_P_IPV4)?;
     // SAFETY: `header` bounds-checked the outer header's room after the grow.
-    unsafe { *header::<Ipv4Hdr>(ctx, ETH_HLEN)? = outer };
-    write_udp(ctx, ETH_HLEN + IPV4_HLEN, wrap, inner_len)
+    unsafe { *header::<Ipv4Hdr>(ctx, L2)? = outer };
+    write_udp(ctx, L2 + IPV4_HLEN, wrap, inner_len)
 }
 
 /// Wraps the IPv6 packet (IPv6-in-IPv6 or GUE) towards `backend`.
 #[inline(always)]
-pub fn encap6(
+pub fn encap6<const L2: usize>(
     ctx: &XdpContext,
     len: usize,
     backend: &Backend,
@@ -162,7 +164,7 @@ pub fn encap6(
     let (our_mac, inner_len, vtc) = {
         // SAFETY: `header` bounds-checked both headers.
         let eth = unsafe { &*header::<EthHdr>(ctx, 0)? };
-        let ip = unsafe { &*header::<Ipv6Hdr>(ctx, ETH_HLEN)? };
+        let ip = unsafe { &*header::<Ipv6Hdr>(ctx, L2)? };
         (
             eth.dst,
             u16::from_be(ip.payload_len) + IPV6_HLEN as u16,
@@ -170,6 +172,7 @@ pub fn encap6(
             ip.ver_tc_flow & 0xfff0_0000u32.to_be(),
         )
     };
+    let tags = Tags::read::<L2>(ctx)?;
     let extra = wrap.extra();
     grow(ctx, IPV6_HLEN + extra, len)?;
     let outer = Ipv6Hdr {
@@ -183,10 +186,10 @@ pub fn encap6(
         src,
         dst: backend.addr,
     };
-    write_eth(ctx, our_mac, backend.mac, ETH_P_IPV6)?;
+    write_l2::<L2>(ctx, our_mac, backend.mac, tags, ETH_P_IPV6)?;
     // SAFETY: `header` bounds-checked the outer header's room after the grow.
-    unsafe { *header::<Ipv6Hdr>(ctx, ETH_HLEN)? = outer };
-    write_udp(ctx, ETH_HLEN + IPV6_HLEN, wrap, inner_len)
+    unsafe { *header::<Ipv6Hdr>(ctx, L2)? = outer };
+    write_udp(ctx, L2 + IPV6_HLEN, wrap, inner_len)
 }
 
 /// Makes room for `outer` bytes in front of the IP header. The caller checked the
@@ -196,19 +199,6 @@ fn grow(ctx: &XdpContext, outer: usize, _len: usize) -> Result<(), Stat> {
     // SAFETY: plain helper call on our own context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer as i32)) } != 0 {
         return Err(Stat::EncapError);
-    }
-    Ok(())
-}
-
-#[inline(always)]
-fn write_eth(ctx: &XdpContext, src: [u8; 6], dst: [u8; 6], ether_type: u16) -> Result<(), Stat> {
-    // SAFETY: `header` bounds-checked the Ethernet header.
-    unsafe {
-        *header::<EthHdr>(ctx, 0)? = EthHdr {
-            dst,
-            src,
-            ether_type: ether_type.to_be(),
-        };
     }
     Ok(())
 }

@@ -134,6 +134,8 @@ pub fn conn_service(conn: &Conn) -> Option<(Service, u32)> {
         tx_port: slot.tx_port(),
         // Below MAGLEV_SLOTS, which fits a u16.
         table: slot.table_slot(conn.service_id) as u16,
+        // Not checked for established flows: their key holds the VLAN.
+        vlan: 0,
     };
     (slot.generation() == conn.service_gen).then_some((svc, slot.generation()))
 }

@@ -15,11 +15,16 @@ mod maps;
 mod parse;
 mod stats;
 mod toobig;
+mod vlan;
 mod vrrp;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::{debug, trace};
-use lb_common::{service::service_flags, wire, ForwardMode, Stat};
+use lb_common::{
+    service::service_flags,
+    wire::{self, ETH_HLEN},
+    ForwardMode, Stat,
+};
 
 use crate::parse::Parsed;
 
@@ -32,27 +37,80 @@ use crate::parse::Parsed;
     reason = "the #[xdp] ABI hands the context over by value"
 )]
 pub fn xlb(ctx: XdpContext) -> u32 {
+    balance::<ETH_HLEN>(&ctx)
+}
+
+/// The balancer for frames with one 802.1Q / 802.1ad tag, tail-called by `xlb`.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] ABI hands the context over by value"
+)]
+pub fn xlb_vlan(ctx: XdpContext) -> u32 {
+    balance::<{ vlan::L2_TAGGED }>(&ctx)
+}
+
+/// The balancer for QinQ frames (two tags), tail-called by `xlb`.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] ABI hands the context over by value"
+)]
+pub fn xlb_qinq(ctx: XdpContext) -> u32 {
+    balance::<{ vlan::L2_QINQ }>(&ctx)
+}
+
+/// One entry point's work for an `L2`-byte link header.
+#[inline(always)]
+fn balance<const L2: usize>(ctx: &XdpContext) -> u32 {
     // Opaque to LLVM: knowing `len == data_end - data`, it would drop packet bounds
     // checks that the datagram-length checks (`ip_end <= len`) make redundant in
     // arithmetic, but the verifier only accepts checks against `data_end`.
     let len = core::hint::black_box((ctx.data_end() - ctx.data()) as u64);
-    let action = match try_xlb(&ctx, len) {
+    let action = verdict(try_xlb::<L2>(ctx, len), len);
+    stats::count_verdict(action, len);
+    action
+}
+
+/// The verdict of a [`try_xlb`] result, counting a drop's reason.
+#[inline(always)]
+fn verdict(result: Result<u32, Stat>, len: u64) -> u32 {
+    match result {
         Ok(action) => action,
         Err(reason) => {
             stats::count(reason, len);
             xdp_action::XDP_DROP
         }
-    };
-    stats::count_verdict(action, len);
-    action
+    }
 }
 
-/// `Ok(verdict)`, or `Err(drop reason)`.
+/// A tagged frame: a tail call into the balancer's copy for its tag depth, `xlb_vlan`
+/// or `xlb_qinq` ([`vlan`]). A tail call rather than a function call: the copy gets a
+/// stack of its own (with this frame's, a call would exceed 512 bytes) and the untagged
+/// path keeps its code and registers as they were. Returns only if the copy is not
+/// installed in `XLB_TAGGED` (not loaded by this control plane): passed, `vlan`.
 #[inline(always)]
-fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
-    let pkt = match parse::parse(ctx, len as usize)? {
+fn tagged(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
+    let slot = match vlan::depth(ctx)? {
+        Some(vlan::L2_TAGGED) => vlan::SLOT_TAGGED,
+        Some(_) => vlan::SLOT_QINQ,
+        None => return Ok(pass(ctx, Stat::Vlan, len)),
+    };
+    // SAFETY: the slots hold XDP programs of this object, which expect this context.
+    unsafe { maps::XLB_TAGGED.tail_call(ctx, slot) };
+    Ok(pass(ctx, Stat::Vlan, len))
+}
+
+/// `Ok(verdict)`, or `Err(drop reason)`, for a frame whose link header is `L2` bytes
+/// long (untagged, one tag or QinQ: [`vlan`]).
+#[inline(always)]
+fn try_xlb<const L2: usize>(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
+    let pkt = match parse::parse::<L2>(ctx, len as usize)? {
         Parsed::Ip(pkt) => pkt,
         Parsed::Pass(reason) => return Ok(pass(ctx, reason, len)),
+        // Const-folded: only the untagged copy hands over to the tagged ones.
+        Parsed::Tagged if L2 == ETH_HLEN => return tagged(ctx, len),
+        Parsed::Tagged => return Ok(pass(ctx, Stat::Vlan, len)),
         Parsed::Echo {
             dst,
             family,
@@ -66,11 +124,13 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
                 lookup::Vip::Active if l2_group => Stat::L2Group,
                 lookup::Vip::Active => {
                     stats::count(Stat::IcmpEcho, len);
-                    return icmp::echo_reply(ctx, family);
+                    return icmp::echo_reply::<L2>(ctx, family);
                 }
             };
             return Ok(pass(ctx, reason, len));
         }
+        // XDP answers adverts on the untagged link only; tagged ones go to the stack.
+        Parsed::Vrrp { .. } if L2 != ETH_HLEN => return Ok(pass(ctx, Stat::Vlan, len)),
         // Before any VIP lookup: adverts are addressed to the VRRP group, never a VIP.
         Parsed::Vrrp { family } => {
             return Ok(match vrrp::advert(ctx, family)? {
@@ -93,9 +153,24 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     } else {
         lookup::conn(&pkt.flow, &at)
     };
+    // A `None` leaves the entry's bytes undefined, and LLVM compares them (the service
+    // id and generation `lookup::backend` checks) before the `Some` test: in the tagged
+    // copies that register held a packet pointer, which the verifier refuses to shift.
+    // Through memory the bytes are a plain scalar; the untagged copy is left as it was
+    // (const-folded), where the stack round trip would cost every established packet.
+    let known = if L2 == ETH_HLEN {
+        known
+    } else {
+        core::hint::black_box(known)
+    };
     let (svc, service_gen) = match known.as_ref().and_then(lookup::conn_service) {
         Some(found) => found,
         None => match lookup::service(&pkt.flow) {
+            // A VLAN-scoped service: checked for new flows only, since an established
+            // flow's entry is keyed by its VLAN too (`FlowKey::vlan`).
+            Some(svc) if svc.vlan != 0 && svc.vlan != u32::from(pkt.flow.vlan) => {
+                return Ok(pass(ctx, Stat::VlanMismatch, len));
+            }
             Some(svc) => (svc, lookup::generation(svc.id)),
             None => return Ok(pass(ctx, Stat::NotVip, len)),
         },
@@ -147,19 +222,19 @@ fn try_xlb(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
             };
             let v4 = pkt.flow.family == lb_common::service::AF_INET;
             let outer = if v4 { 20 } else { 40 } + wrap.extra();
-            if let Some(mtu) = toobig::exceeded(ctx, svc.tx_port, outer)? {
+            if let Some(mtu) = toobig::exceeded::<L2>(ctx, svc.tx_port, outer)? {
                 // Never an ICMP error about an ICMP error (RFC 1122 §3.2.2, RFC 4443
                 // §2.4 e): a too-big ICMP for a VIP flow that does not fit is dropped.
                 if pkt.icmp_too_big {
                     return Err(Stat::EncapTooBig);
                 }
                 // Not forwarded, so not counted for the service: answered or dropped.
-                return toobig::answer(ctx, len as usize, pkt.flow.family, mtu, outer);
+                return toobig::answer::<L2>(ctx, len as usize, pkt.flow.family, mtu, outer);
             }
             if v4 {
-                encap::encap4(ctx, len as usize, &backend, wrap, choice.flow_hash)?;
+                encap::encap4::<L2>(ctx, len as usize, &backend, wrap, choice.flow_hash)?;
             } else {
-                encap::encap6(ctx, len as usize, &backend, wrap, choice.flow_hash)?;
+                encap::encap6::<L2>(ctx, len as usize, &backend, wrap, choice.flow_hash)?;
             }
         }
         None => return Err(Stat::EncapError),

@@ -2,14 +2,14 @@
 //! come from `lb_common` so the control plane can never disagree with the program.
 
 use aya_ebpf::{
-    btf_maps::{Array, ArrayOfMaps, DevMap, HashMap, LruHashMap},
+    btf_maps::{Array, ArrayOfMaps, DevMap, HashMap, LruHashMap, ProgramArray},
     macros::btf_map,
 };
 use lb_common::{
     limits::{
         BPF_F_MMAPABLE, MAGLEV_INNER_FLAGS, MAGLEV_SLOTS, MAX_BACKENDS, MAX_CONNS,
         MAX_DECAP_ENTRIES, MAX_DECAP_LENS, MAX_MAGLEV_SIZE, MAX_NEW_CONNS, MAX_SERVICES,
-        MAX_TX_PORTS, MAX_VRRP_ROUTERS, VIP_FILTER_SLOTS,
+        MAX_TX_PORTS, MAX_VRRP_ROUTERS, TAGGED_SLOTS, VIP_FILTER_SLOTS,
     },
     Backend, Config, Conn, DecapKey, FlowKey, Service, ServiceSlot, TxPort, VipAddr, VipKey,
     VrrpKey, VrrpRouter, VrrpSeen,
@@ -110,3 +110,8 @@ pub static XLB_DECAP_ALLOW: HashMap<DecapKey, u32, { MAX_DECAP_ENTRIES as usize 
 /// prefix. An array, so each length costs an inlined load.
 #[btf_map]
 pub static XLB_DECAP_LENS: Array<u32, { 2 * MAX_DECAP_LENS as usize }> = Array::new();
+
+/// The balancer's copies for tagged frames (`xlb_vlan`, `xlb_qinq`, see `crate::vlan`),
+/// tail-called by `xlb`; installed by the control plane after it loads them.
+#[btf_map]
+pub static XLB_TAGGED: ProgramArray<{ TAGGED_SLOTS as usize }> = ProgramArray::new();

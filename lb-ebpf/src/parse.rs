@@ -2,9 +2,12 @@
 //! the whole header lies inside the packet; nothing is forwarded unless every header up
 //! to and including the L4 ports was parsed here.
 //!
+//! Offsets are relative to `L2`, the link header's length (14, or 18 / 22 with one or
+//! two 802.1Q tags, see [`crate::vlan`]): a constant in each copy of the code.
+//!
 //! L4 bytes (ports, TCP flags, the ICMP header, the headers an ICMP error quotes) must lie
-//! within the IP datagram, not just within the frame: the datagram ends at `14 + total
-//! length` (IPv4) or `54 + payload length` (IPv6), and what follows is Ethernet padding
+//! within the IP datagram, not just within the frame: the datagram ends at `L2 + total
+//! length` (IPv4) or `L2 + 40 + payload length` (IPv6), and what follows is Ethernet padding
 //! or trailing bytes, never payload ([`l4_header`]). A datagram too short for what is read
 //! is treated exactly like a frame that is too short:
 //! - TCP/UDP ports beyond the datagram: drop `truncated` (whatever the destination, as
@@ -151,6 +154,9 @@ pub enum Parsed {
     Vrrp { family: u8 },
     /// Not for the balancer; pass to the stack and count the reason.
     Pass(Stat),
+    /// An 802.1Q / 802.1ad tagged frame (untagged parse only): parsed again by the
+    /// copy for its tag depth ([`crate::vlan::depth`]).
+    Tagged,
 }
 
 /// Returns a pointer to a `T` at `offset` bytes into the packet, or `Truncated` when the
@@ -177,22 +183,35 @@ fn l4_header<T>(ctx: &XdpContext, offset: usize, ip_end: usize) -> Result<*mut T
     header::<T>(ctx, offset)
 }
 
-/// Parses Ethernet, IPv4/IPv6 and the L4 ports of a `len`-byte frame (`len` comes from
-/// the entry point, see [`crate::encap`]'s `grow`). `Err` is a drop reason.
+/// Parses the `L2`-byte link header (Ethernet, then any 802.1Q tags: [`crate::vlan`]),
+/// IPv4/IPv6 and the L4 ports of a `len`-byte frame (`len` comes from the entry point,
+/// see [`crate::encap`]'s `grow`). `Err` is a drop reason.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
+pub fn parse<const L2: usize>(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
     // SAFETY (all header derefs below): `header` proved the bytes are in the packet.
     let eth = unsafe { &*header::<EthHdr>(ctx, 0)? };
     // The I/G bit: broadcast and multicast destinations.
     let group = eth.dst[0] & 1 != 0;
-    let mut parsed = match u16::from_be(eth.ether_type) {
-        ETH_P_IPV4 => ipv4(ctx, len)?,
-        ETH_P_IPV6 => ipv6(ctx, len)?,
-        ETH_P_8021Q | ETH_P_8021AD => Parsed::Pass(Stat::Vlan),
+    let ether_type = if L2 == ETH_HLEN {
+        eth.ether_type
+    } else {
+        // The innermost ethertype; `vlan::depth` chose L2 so that it is not a TPID.
+        unsafe { *header::<u16>(ctx, L2 - 2)? }
+    };
+    let mut parsed = match u16::from_be(ether_type) {
+        ETH_P_IPV4 => ipv4::<L2>(ctx, len)?,
+        ETH_P_IPV6 => ipv6::<L2>(ctx, len)?,
+        // Only seen untagged: the tagged copies are entered past their tags.
+        ETH_P_8021Q | ETH_P_8021AD => Parsed::Tagged,
         _ => Parsed::Pass(Stat::NotVip),
     };
     match &mut parsed {
-        Parsed::Ip(pkt) => pkt.l2_group = group,
+        Parsed::Ip(pkt) => {
+            pkt.l2_group = group;
+            if L2 != ETH_HLEN {
+                pkt.flow.vlan = crate::vlan::vid::<L2>(ctx)?;
+            }
+        }
         Parsed::Echo { l2_group, .. } => *l2_group = group,
         _ => {}
     }
@@ -200,14 +219,14 @@ pub fn parse(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
-    let ip = unsafe { &*header::<Ipv4Hdr>(ctx, ETH_HLEN)? };
+fn ipv4<const L2: usize>(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
+    let ip = unsafe { &*header::<Ipv4Hdr>(ctx, L2)? };
     let ihl = usize::from(ip.ver_ihl & 0x0f) * 4;
     let tot_len = usize::from(u16::from_be(ip.tot_len));
     if ip.ver_ihl >> 4 != 4 || ihl < 20 || tot_len < ihl {
         return Err(Stat::Malformed);
     }
-    let ip_end = ETH_HLEN + tot_len;
+    let ip_end = L2 + tot_len;
     if ip_end > len {
         return Err(Stat::Truncated);
     }
@@ -216,7 +235,7 @@ fn ipv4(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
     }
     let frag = u16::from_be(ip.frag_off);
     if ip.proto == IPPROTO_ICMP && ihl == 20 && frag & (IP_MF | IP_OFFSET) == 0 {
-        let icmp = unsafe { &*l4_header::<IcmpHdr>(ctx, ETH_HLEN + 20, ip_end)? };
+        let icmp = unsafe { &*l4_header::<IcmpHdr>(ctx, L2 + 20, ip_end)? };
         if icmp.kind == ICMP_ECHO_REQUEST && icmp.code == 0 {
             return Ok(Parsed::Echo {
                 dst: [ip.dst, 0, 0, 0],
@@ -225,7 +244,7 @@ fn ipv4(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
             });
         }
         if icmp.kind == ICMP_DEST_UNREACH && icmp.code == ICMP_FRAG_NEEDED {
-            return too_big4(ctx, ip.ttl, ip_end);
+            return too_big4::<L2>(ctx, ip.ttl, ip_end);
         }
     }
     if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
@@ -236,7 +255,7 @@ fn ipv4(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
         // ports are known to lie in the datagram (a truncated header is `truncated`
         // whatever the destination, so the answer never depends on the filter).
         if frag & IP_OFFSET == 0 {
-            l4_header::<Ports>(ctx, ETH_HLEN + ihl, ip_end)?;
+            l4_header::<Ports>(ctx, L2 + ihl, ip_end)?;
         }
         return Ok(Parsed::Pass(Stat::NotVip));
     }
@@ -253,9 +272,9 @@ fn ipv4(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
         if frag & IP_MF != 0 {
             unforwardable = Some(Stat::Fragment);
         }
-        let p = unsafe { &*l4_header::<Ports>(ctx, ETH_HLEN + ihl, ip_end)? };
+        let p = unsafe { &*l4_header::<Ports>(ctx, L2 + ihl, ip_end)? };
         if ip.proto == IPPROTO_TCP {
-            (new_flow, closing) = tcp_state(tcp_flags(ctx, ETH_HLEN + ihl, ip_end));
+            (new_flow, closing) = tcp_state(tcp_flags(ctx, L2 + ihl, ip_end));
         }
         Ports {
             src: p.src,
@@ -270,7 +289,7 @@ fn ipv4(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
             dport_be: ports.dst,
             proto: ip.proto,
             family: AF_INET,
-            _pad: [0; 2],
+            vlan: 0,
         },
         ttl: ip.ttl,
         unforwardable,
@@ -285,8 +304,8 @@ fn ipv4(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
 /// the flow to look up is its reverse. Quotes with options or without TCP/UDP ports pass;
 /// a quote (header or ports) beyond the datagram ending at `ip_end` is `Truncated`.
 #[inline(always)]
-fn too_big4(ctx: &XdpContext, ttl: u8, ip_end: usize) -> Result<Parsed, Stat> {
-    let quoted_off = ETH_HLEN + 20 + ICMP_HLEN;
+fn too_big4<const L2: usize>(ctx: &XdpContext, ttl: u8, ip_end: usize) -> Result<Parsed, Stat> {
+    let quoted_off = L2 + 20 + ICMP_HLEN;
     let q = unsafe { &*l4_header::<Ipv4Hdr>(ctx, quoted_off, ip_end)? };
     if q.ver_ihl != IPV4_VER_IHL || (q.proto != IPPROTO_TCP && q.proto != IPPROTO_UDP) {
         return Ok(Parsed::Pass(Stat::NotVip));
@@ -303,7 +322,7 @@ fn too_big4(ctx: &XdpContext, ttl: u8, ip_end: usize) -> Result<Parsed, Stat> {
             dport_be: p.src,
             proto: q.proto,
             family: AF_INET,
-            _pad: [0; 2],
+            vlan: 0,
         },
         ttl,
         unforwardable: None,
@@ -316,8 +335,8 @@ fn too_big4(ctx: &XdpContext, ttl: u8, ip_end: usize) -> Result<Parsed, Stat> {
 
 /// ICMPv6 "packet too big": the IPv6 twin of [`too_big4`].
 #[inline(always)]
-fn too_big6(ctx: &XdpContext, hop_limit: u8, ip_end: usize) -> Result<Parsed, Stat> {
-    let quoted_off = ETH_HLEN + size_of::<Ipv6Hdr>() + ICMP_HLEN;
+fn too_big6<const L2: usize>(ctx: &XdpContext, hop_limit: u8, ip_end: usize) -> Result<Parsed, Stat> {
+    let quoted_off = L2 + size_of::<Ipv6Hdr>() + ICMP_HLEN;
     let q = unsafe { &*l4_header::<Ipv6Hdr>(ctx, quoted_off, ip_end)? };
     if q.next_hdr != IPPROTO_TCP && q.next_hdr != IPPROTO_UDP {
         return Ok(Parsed::Pass(Stat::NotVip));
@@ -334,7 +353,7 @@ fn too_big6(ctx: &XdpContext, hop_limit: u8, ip_end: usize) -> Result<Parsed, St
             dport_be: p.src,
             proto: q.next_hdr,
             family: AF_INET6,
-            _pad: [0; 2],
+            vlan: 0,
         },
         ttl: hop_limit,
         unforwardable: None,
@@ -346,12 +365,12 @@ fn too_big6(ctx: &XdpContext, hop_limit: u8, ip_end: usize) -> Result<Parsed, St
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
-    let ip = unsafe { &*header::<Ipv6Hdr>(ctx, ETH_HLEN)? };
+fn ipv6<const L2: usize>(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
+    let ip = unsafe { &*header::<Ipv6Hdr>(ctx, L2)? };
     if u32::from_be(ip.ver_tc_flow) >> 28 != 6 {
         return Err(Stat::Malformed);
     }
-    let ip_end = ETH_HLEN + size_of::<Ipv6Hdr>() + usize::from(u16::from_be(ip.payload_len));
+    let ip_end = L2 + size_of::<Ipv6Hdr>() + usize::from(u16::from_be(ip.payload_len));
     if ip_end > len {
         return Err(Stat::Truncated);
     }
@@ -359,7 +378,7 @@ fn ipv6(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
     // them (at most MAX_IPV6_OPTS) to the transport header, so VIP traffic carrying
     // them is balanced like any other. Plain traffic does not enter the loop.
     let mut next = ip.next_hdr;
-    let mut l4 = ETH_HLEN + size_of::<Ipv6Hdr>();
+    let mut l4 = L2 + size_of::<Ipv6Hdr>();
     let mut walked = false;
     for _ in 0..MAX_IPV6_OPTS {
         if next != IPPROTO_HOPOPTS && next != IPPROTO_DSTOPTS {
@@ -385,7 +404,7 @@ fn ipv6(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
                 });
             }
             if icmp.kind == ICMPV6_PACKET_TOO_BIG {
-                return too_big6(ctx, ip.hop_limit, ip_end);
+                return too_big6::<L2>(ctx, ip.hop_limit, ip_end);
             }
             return Ok(Parsed::Pass(Stat::NotVip));
         }
@@ -412,7 +431,7 @@ fn ipv6(ctx: &XdpContext, len: usize) -> Result<Parsed, Stat> {
             dport_be: p.dst,
             proto: next,
             family: AF_INET6,
-            _pad: [0; 2],
+            vlan: 0,
         },
         ttl: ip.hop_limit,
         unforwardable: None,

@@ -28,6 +28,7 @@ use crate::{
     csum,
     maps::{XLB_CONFIG, XLB_TX_PORTS},
     parse::{header, EthHdr, Ipv4Hdr, Ipv6Hdr},
+    vlan::{write_l2, Tags},
 };
 
 /// Bytes of the offending packet (from its IP header on) quoted in an ICMP answer. RFC
@@ -73,9 +74,9 @@ static XLB_TOOBIG_BUDGET: PerCpuArray<TooBigBudget, 1> = PerCpuArray::new();
 /// `Some(device MTU)` when the frame, `outer` bytes longer once wrapped, would not fit
 /// the egress: the receiving interface for XDP_TX (`tx_port` 0), else the tx-port
 /// slot's interface. The MTU counts from the IP header, as the frame length minus the
-/// Ethernet header does.
+/// `L2`-byte link header does.
 #[inline(always)]
-pub fn exceeded(ctx: &XdpContext, tx_port: u8, outer: usize) -> Result<Option<u32>, Stat> {
+pub fn exceeded<const L2: usize>(ctx: &XdpContext, tx_port: u8, outer: usize) -> Result<Option<u32>, Stat> {
     let ifindex = if tx_port == 0 {
         0 // bpf_check_mtu: 0 = the device the packet arrived on
     } else {
@@ -85,7 +86,9 @@ pub fn exceeded(ctx: &XdpContext, tx_port: u8, outer: usize) -> Result<Option<u3
     };
     let mut mtu: u32 = 0;
     // SAFETY: plain helper call on our own context; `mtu` is a valid out-pointer.
-    match unsafe { bpf_check_mtu(ctx.ctx.cast(), ifindex, &mut mtu, outer as i32, 0) } {
+    // The helper takes 14 link bytes off the frame; tags are not IP bytes either.
+    let len_diff = outer as i32 - (L2 - ETH_HLEN) as i32;
+    match unsafe { bpf_check_mtu(ctx.ctx.cast(), ifindex, &mut mtu, len_diff, 0) } {
         0 => Ok(None),
         1 => Ok(Some(mtu)),
         // -ENODEV: the slot's interface went away after the devmap lookup.
@@ -97,7 +100,7 @@ pub fn exceeded(ctx: &XdpContext, tx_port: u8, outer: usize) -> Result<Option<u3
 /// of encapsulation) with an ICMP / ICMPv6 error to its source, transmitted back out of
 /// the receiving interface. The frame is rewritten in place into the answer.
 #[inline(always)]
-pub fn answer(
+pub fn answer<const L2: usize>(
     ctx: &XdpContext,
     len: usize,
     family: u8,
@@ -107,10 +110,10 @@ pub fn answer(
     // What the client may send so that it fits once wrapped.
     let room = mtu.saturating_sub(outer as u32);
     if family == AF_INET {
-        answer4(ctx, len, room)?;
+        answer4::<L2>(ctx, len, room)?;
         crate::stats::count(Stat::IcmpTooBigSentV4, len as u64);
     } else {
-        answer6(ctx, len, room)?;
+        answer6::<L2>(ctx, len, room)?;
         crate::stats::count(Stat::IcmpTooBigSentV6, len as u64);
     }
     Ok(xdp_action::XDP_TX)
@@ -166,36 +169,38 @@ fn sum_bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<u64, Sta
 
 /// ICMP type 3 code 4 with next-hop MTU `room`, quoting [`QUOTE4`] bytes.
 #[inline(always)]
-fn answer4(ctx: &XdpContext, len: usize, room: u32) -> Result<(), Stat> {
+fn answer4<const L2: usize>(ctx: &XdpContext, len: usize, room: u32) -> Result<(), Stat> {
     // SAFETY (all derefs): `header` bounds-checked each header.
     let (mac_src, mac_dst, client, vip, frag_off) = {
         let eth = unsafe { &*header::<EthHdr>(ctx, 0)? };
-        let ip = unsafe { &*header::<Ipv4Hdr>(ctx, ETH_HLEN)? };
+        let ip = unsafe { &*header::<Ipv4Hdr>(ctx, L2)? };
         (eth.src, eth.dst, ip.src, ip.dst, u16::from_be(ip.frag_off))
     };
+    // The answer leaves on the request's VLANs.
+    let tags = Tags::read::<L2>(ctx)?;
     // XDP cannot fragment, and passing the packet to the stack would not get it to the
     // backend (the stack has no route from the VIP into the tunnel): dropped.
     if frag_off & IP_DF == 0 {
         return Err(Stat::TooBigNoDf);
     }
-    if len < ETH_HLEN + QUOTE4 {
+    if len < L2 + QUOTE4 {
         return Err(Stat::EncapTooBig);
     }
     spend()?;
     let front = IPV4_HLEN + ICMP_HLEN;
-    let total = ETH_HLEN + front + QUOTE4;
+    let total = L2 + front + QUOTE4;
     // SAFETY: plain helper calls on our own context.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (ETH_HLEN + QUOTE4) as i32 - len as i32) } != 0 {
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (L2 + QUOTE4) as i32 - len as i32) } != 0 {
         return Err(Stat::EncapError);
     }
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(front as i32)) } != 0 {
         return Err(Stat::EncapError);
     }
-    write_eth(ctx, mac_dst, mac_src, ETH_P_IPV4)?;
+    write_l2::<L2>(ctx, mac_dst, mac_src, tags, ETH_P_IPV4)?;
     let mut ip = Ipv4Hdr {
         ver_ihl: IPV4_VER_IHL,
         tos: 0,
-        tot_len: ((total - ETH_HLEN) as u16).to_be(),
+        tot_len: ((total - L2) as u16).to_be(),
         id: 0,
         frag_off: 0,
         ttl: REPLY_TTL,
@@ -207,10 +212,10 @@ fn answer4(ctx: &XdpContext, len: usize, room: u32) -> Result<(), Stat> {
     };
     // SAFETY: Ipv4Hdr is 20 bytes of plain integers, as is [u16; 10].
     ip.check = csum::ipv4_header(unsafe { &*(&ip as *const Ipv4Hdr).cast() });
-    let icmp_off = ETH_HLEN + IPV4_HLEN;
+    let icmp_off = L2 + IPV4_HLEN;
     // SAFETY: `header` bounds-checked both headers after the reshaping.
     unsafe {
-        *header::<Ipv4Hdr>(ctx, ETH_HLEN)? = ip;
+        *header::<Ipv4Hdr>(ctx, L2)? = ip;
         *header::<TooBigHdr>(ctx, icmp_off)? = TooBigHdr {
             kind: ICMP_DEST_UNREACH,
             code: ICMP_FRAG_NEEDED,
@@ -227,31 +232,32 @@ fn answer4(ctx: &XdpContext, len: usize, room: u32) -> Result<(), Stat> {
 /// ICMPv6 packet too big with MTU `room` (at least [`IPV6_MIN_MTU`]), quoting
 /// [`QUOTE6`] bytes.
 #[inline(always)]
-fn answer6(ctx: &XdpContext, len: usize, room: u32) -> Result<(), Stat> {
+fn answer6<const L2: usize>(ctx: &XdpContext, len: usize, room: u32) -> Result<(), Stat> {
     // SAFETY (all derefs): `header` bounds-checked each header.
     let (mac_src, mac_dst, client, vip) = {
         let eth = unsafe { &*header::<EthHdr>(ctx, 0)? };
-        let ip = unsafe { &*header::<Ipv6Hdr>(ctx, ETH_HLEN)? };
+        let ip = unsafe { &*header::<Ipv6Hdr>(ctx, L2)? };
         (eth.src, eth.dst, ip.src, ip.dst)
     };
-    if len < ETH_HLEN + QUOTE6 {
+    let tags = Tags::read::<L2>(ctx)?;
+    if len < L2 + QUOTE6 {
         return Err(Stat::EncapTooBig);
     }
     spend()?;
     let front = IPV6_HLEN + ICMP_HLEN;
     let payload = ICMP_HLEN + QUOTE6;
     // SAFETY: plain helper calls on our own context.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (ETH_HLEN + QUOTE6) as i32 - len as i32) } != 0 {
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (L2 + QUOTE6) as i32 - len as i32) } != 0 {
         return Err(Stat::EncapError);
     }
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(front as i32)) } != 0 {
         return Err(Stat::EncapError);
     }
-    write_eth(ctx, mac_dst, mac_src, ETH_P_IPV6)?;
-    let icmp_off = ETH_HLEN + IPV6_HLEN;
+    write_l2::<L2>(ctx, mac_dst, mac_src, tags, ETH_P_IPV6)?;
+    let icmp_off = L2 + IPV6_HLEN;
     // SAFETY: `header` bounds-checked both headers after the reshaping.
     unsafe {
-        *header::<Ipv6Hdr>(ctx, ETH_HLEN)? = Ipv6Hdr {
+        *header::<Ipv6Hdr>(ctx, L2)? = Ipv6Hdr {
             ver_tc_flow: 0x6000_0000u32.to_be(),
             payload_len: (payload as u16).to_be(),
             next_hdr: IPPROTO_ICMPV6,
@@ -269,24 +275,11 @@ fn answer6(ctx: &XdpContext, len: usize, room: u32) -> Result<(), Stat> {
         };
     }
     // Pseudo-header (RFC 8200 §8.1): addresses, upper-layer length, next header.
-    let sum = sum_bytes::<32>(ctx, ETH_HLEN + 8)?
+    let sum = sum_bytes::<32>(ctx, L2 + 8)?
         + sum_bytes::<{ ICMP_HLEN + QUOTE6 }>(ctx, icmp_off)?
         + u64::from((payload as u16).to_be())
         + u64::from(u16::from(IPPROTO_ICMPV6).to_be());
     // SAFETY: `header` bounds-checked the ICMPv6 header.
     unsafe { (*header::<TooBigHdr>(ctx, icmp_off)?).check = fold(sum) };
-    Ok(())
-}
-
-#[inline(always)]
-fn write_eth(ctx: &XdpContext, src: [u8; 6], dst: [u8; 6], ether_type: u16) -> Result<(), Stat> {
-    // SAFETY: `header` bounds-checked the Ethernet header.
-    unsafe {
-        *header::<EthHdr>(ctx, 0)? = EthHdr {
-            dst,
-            src,
-            ether_type: ether_type.to_be(),
-        };
-    }
     Ok(())
 }

@@ -230,6 +230,7 @@ pub fn fuzz_tables() -> Tables {
             mode,
             tx_port: if id == 6 { 7 } else { 0 },
             table: 0,
+            ..Default::default()
         };
         t.set_service(&key, &svc).unwrap();
     }

@@ -543,7 +543,7 @@ impl Testbed {
             dport_be: VIP_PORT.to_be(),
             proto: IPPROTO_TCP,
             family,
-            _pad: [0; 2],
+            vlan: 0,
         }
     }
 

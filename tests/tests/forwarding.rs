@@ -54,7 +54,7 @@ fn flow4(sport: u16) -> FlowKey {
         dport_be: VIP_PORT.to_be(),
         proto: IPPROTO_TCP,
         family: AF_INET,
-        _pad: [0; 2],
+        vlan: 0,
     }
 }
 
@@ -66,7 +66,7 @@ fn flow6(sport: u16) -> FlowKey {
         dport_be: VIP_PORT.to_be(),
         proto: IPPROTO_TCP,
         family: AF_INET6,
-        _pad: [0; 2],
+        vlan: 0,
     }
 }
 

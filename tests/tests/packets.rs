@@ -103,7 +103,7 @@ fn bench_conn_looks_flows_up_in_the_data_planes_table() {
         dport_be: 80u16.to_be(),
         proto: 6,
         family: AF_INET,
-        _pad: [0; 2],
+        vlan: 0,
     };
     let mut conns: aya::maps::HashMap<_, FlowKey, Conn> =
         aya::maps::HashMap::try_from(dp.dp.ebpf_mut().map_mut(maps::CONNS).unwrap()).unwrap();

@@ -72,7 +72,7 @@ fn flow(i: u32, family: u8) -> (FlowKey, Vec<u8>) {
         dport_be: VIP_PORT.to_be(),
         proto: IPPROTO_TCP,
         family,
-        _pad: [0; 2],
+        vlan: 0,
     };
     (key, frame)
 }

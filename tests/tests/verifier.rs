@@ -18,7 +18,13 @@ use testbed::{
 };
 
 /// The programs `xlb` ships (and `AyaPort::load` loads).
-const PRODUCTION: [&str; 3] = [programs::BALANCER, programs::DECAP, programs::PASS];
+const PRODUCTION: [&str; 5] = [
+    programs::BALANCER,
+    programs::BALANCER_VLAN,
+    programs::BALANCER_QINQ,
+    programs::DECAP,
+    programs::PASS,
+];
 
 #[test]
 fn every_program_reports_states_with_its_loaded_instruction_count() {

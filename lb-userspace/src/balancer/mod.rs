@@ -260,6 +260,7 @@ impl Balancer {
                 tx_port,
                 // Below MAGLEV_SLOTS, which fits (asserted at the end of the file).
                 table: slot as u16,
+                vlan: spec.vlan.map_or(0, u32::from),
             };
             changed.push((key, svc, spec));
         }

@@ -98,6 +98,10 @@ pub struct ServiceSpec {
     /// out of the receiving one (XDP_TX).
     #[serde(default)]
     pub egress: Option<String>,
+    /// Only frames whose (innermost) 802.1Q tag carries this VLAN id (1..=4094) match;
+    /// none = untagged and tagged frames alike (docs/vlans.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
     /// Health check of every backend (a backend may override it); none = backends
     /// are always considered up.
     #[serde(default)]
@@ -167,6 +171,7 @@ impl ServiceSpec {
             source_affinity: false,
             table_size: default_table_size(),
             egress: None,
+            vlan: None,
             check: None,
             on_failure: OnFailure::default(),
             fallback: Fallback::default(),

@@ -122,6 +122,12 @@ pub fn services(specs: &[ServiceSpec], encap: &EncapSources) -> Result<(), Vec<I
                 );
             }
         }
+        if let Some(vlan) = s.vlan.filter(|v| !(1..=4094).contains(v)) {
+            bad(
+                format!("{p}.vlan"),
+                format!("{vlan} is not a VLAN id (1..=4094)"),
+            );
+        }
         if let Some(check) = &s.check {
             for (field, reason) in check.problems(s.port) {
                 bad(format!("{p}.check.{field}"), reason);

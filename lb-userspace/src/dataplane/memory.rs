@@ -164,6 +164,8 @@ impl MemoryPort {
             tx_port: slot.tx_port(),
             // Below MAGLEV_SLOTS, which fits a u16.
             table: slot.table_slot(id) as u16,
+            // The slot has no VLAN: established flows keep theirs in the flow key.
+            ..Default::default()
         })
     }
 

@@ -131,7 +131,7 @@ pub fn bench_conn(ctx: XdpContext) -> u32 {
         dport_be: ports[1],
         proto: ip.proto,
         family: AF_INET,
-        _pad: [0; 2],
+        vlan: 0,
     };
     if conn(&key).is_none() {
         return xdp_action::XDP_DROP;

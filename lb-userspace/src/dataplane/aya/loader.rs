@@ -48,6 +48,9 @@ pub const PINNED_MAPS: &[&str] = &[
     maps::VRRP_SEEN,
     maps::DECAP_ALLOW,
     maps::DECAP_LENS,
+    // Pinned so the tagged copies stay installed for an `xlb` left attached by a daemon
+    // that died (the kernel empties a program array when its last holder closes it).
+    maps::TAGGED,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,13 @@ pub enum LoadError {
         iface: String,
         #[source]
         source: aya::programs::links::LinkError,
+    },
+    #[error("installing {program} in {map} for tail calls")]
+    TailCall {
+        program: &'static str,
+        map: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("parsing the embedded eBPF object")]
     Parse(#[source] Box<aya_obj::ParseError>),
@@ -196,10 +206,46 @@ impl AyaPort {
             resize,
             fill: FillCounter::start(&opts.pin_dir),
         };
-        for name in [programs::BALANCER, programs::PASS, programs::DECAP] {
+        for name in [
+            programs::BALANCER,
+            programs::BALANCER_VLAN,
+            programs::BALANCER_QINQ,
+            programs::PASS,
+            programs::DECAP,
+        ] {
             dp.xdp(name)?.load().map_err(|e| program_err(name, e))?;
         }
+        dp.install_tagged()?;
         Ok(dp)
+    }
+
+    /// Puts this load's tagged-frame copies of the balancer into `XLB_TAGGED`, where
+    /// `xlb` tail-calls them (docs/vlans.md). An adopted array held the last daemon's:
+    /// each slot is replaced in one update, so a tagged frame meets one copy or the other.
+    fn install_tagged(&mut self) -> Result<(), LoadError> {
+        for (slot, program) in [
+            (lb_common::service::TAGGED_SLOT_VLAN, programs::BALANCER_VLAN),
+            (lb_common::service::TAGGED_SLOT_QINQ, programs::BALANCER_QINQ),
+        ] {
+            let err = |source: Box<dyn std::error::Error + Send + Sync>| LoadError::TailCall {
+                program,
+                map: maps::TAGGED,
+                source,
+            };
+            let fd = self
+                .xdp(program)?
+                .fd()
+                .map_err(|e| err(Box::new(e)))?
+                .try_clone()
+                .map_err(|e| err(Box::new(e)))?;
+            let map = self
+                .ebpf
+                .map_mut(maps::TAGGED)
+                .ok_or_else(|| err("the map is missing from the eBPF object".into()))?;
+            let mut array = aya::maps::ProgramArray::try_from(map).map_err(|e| err(Box::new(e)))?;
+            array.set(slot, &fd, 0).map_err(|e| err(Box::new(e)))?;
+        }
+        Ok(())
     }
 
     pub fn pin_dir(&self) -> &Path {

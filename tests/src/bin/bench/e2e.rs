@@ -221,7 +221,7 @@ pub fn run() -> serde_json::Value {
         dport_be: 80u16.to_be(),
         proto: IPPROTO_TCP,
         family: AF_INET,
-        _pad: [0; 2],
+        vlan: 0,
     };
 
     let drop_prog = load_drop();

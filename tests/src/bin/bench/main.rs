@@ -715,7 +715,7 @@ fn control_plane(dp: &mut TestDataplane) -> serde_json::Value {
         dport_be: PORT_SWAP.to_be(),
         proto: IPPROTO_TCP,
         family: AF_INET,
-        _pad: [0; 2],
+        vlan: 0,
     };
     let pick = |t: &[u32], sport: u16| t[(flow_hash(&flow_of(sport), false) % m) as usize];
     let sport = (40000u16..)

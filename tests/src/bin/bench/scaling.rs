@@ -179,7 +179,7 @@ fn flow_key(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> FlowKey {
         dport_be: dport.to_be(),
         proto: IPPROTO_TCP,
         family: AF_INET,
-        _pad: [0; 2],
+        vlan: 0,
     }
 }
 
