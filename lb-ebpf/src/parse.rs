@@ -335,7 +335,11 @@ fn too_big4<const L2: usize>(ctx: &XdpContext, ttl: u8, ip_end: usize) -> Result
 
 /// ICMPv6 "packet too big": the IPv6 twin of [`too_big4`].
 #[inline(always)]
-fn too_big6<const L2: usize>(ctx: &XdpContext, hop_limit: u8, ip_end: usize) -> Result<Parsed, Stat> {
+fn too_big6<const L2: usize>(
+    ctx: &XdpContext,
+    hop_limit: u8,
+    ip_end: usize,
+) -> Result<Parsed, Stat> {
     let quoted_off = L2 + size_of::<Ipv6Hdr>() + ICMP_HLEN;
     let q = unsafe { &*l4_header::<Ipv6Hdr>(ctx, quoted_off, ip_end)? };
     if q.next_hdr != IPPROTO_TCP && q.next_hdr != IPPROTO_UDP {

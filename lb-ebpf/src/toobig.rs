@@ -76,7 +76,11 @@ static XLB_TOOBIG_BUDGET: PerCpuArray<TooBigBudget, 1> = PerCpuArray::new();
 /// slot's interface. The MTU counts from the IP header, as the frame length minus the
 /// `L2`-byte link header does.
 #[inline(always)]
-pub fn exceeded<const L2: usize>(ctx: &XdpContext, tx_port: u8, outer: usize) -> Result<Option<u32>, Stat> {
+pub fn exceeded<const L2: usize>(
+    ctx: &XdpContext,
+    tx_port: u8,
+    outer: usize,
+) -> Result<Option<u32>, Stat> {
     let ifindex = if tx_port == 0 {
         0 // bpf_check_mtu: 0 = the device the packet arrived on
     } else {

@@ -3,9 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use lb_common::wire::{
-    ETH_HLEN, ETH_P_IPV4, IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, TCP_HLEN, UDP_HLEN,
-};
+use lb_common::wire::{ETH_HLEN, IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, TCP_HLEN, UDP_HLEN};
 use pnet_packet::{
     ethernet::{EtherType, EtherTypes, MutableEthernetPacket},
     ip::{IpNextHeaderProtocol, IpNextHeaderProtocols},
@@ -191,13 +189,17 @@ pub fn tcp4_frame_with_options(
     ethernet(CLIENT_MAC, LB_MAC, EtherTypes::Ipv4, &buf)
 }
 
-/// An 802.1Q-tagged frame (VLAN `vid`) around an IPv4 `l3` payload.
-pub fn vlan_frame(vid: u16, l3: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(4 + l3.len());
-    payload.extend_from_slice(&vid.to_be_bytes());
-    payload.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
-    payload.extend_from_slice(l3);
-    ethernet(CLIENT_MAC, LB_MAC, EtherTypes::Vlan, &payload)
+/// `frame` with 802.1Q / 802.1ad tags inserted after its MACs, outermost first: each
+/// `(tpid, vid)` becomes TPID, TCI (priority 0); the frame's ethertype follows the last.
+/// A tagged balancer output is the untagged output with the input's tags inserted.
+pub fn tagged(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for &(tpid, vid) in tags {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&vid.to_be_bytes());
+    }
+    out.extend_from_slice(&frame[12..]);
+    out
 }
 
 /// An IPv6 TCP SYN behind extension headers `chain` (types, outermost first), each the

@@ -6,10 +6,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use lb_common::{
     service::{flow_hash, AF_INET, AF_INET6},
     wire::{
-        ETH_HLEN, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, ICMP_DEST_UNREACH,
-        ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_FRAG_NEEDED, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
-        IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, XDP_DROP, XDP_PASS,
-        XDP_REDIRECT, XDP_TX,
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST,
+        ICMPV6_PACKET_TOO_BIG, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
+        ICMP_FRAG_NEEDED, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ROUTING,
+        IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
     },
     FlowKey, ForwardMode, Service, Stat, VipKey,
 };
@@ -385,9 +385,13 @@ fn edge_cases_have_defined_verdicts_and_counters() {
             XDP_DROP,
             &[Stat::Rx, Stat::Drop, Stat::Truncated],
         ),
+        // One tag and QinQ are balanced (tests/tests/vlan.rs); a third tag is not parsed.
         Case::unchanged(
-            "802.1Q-tagged VIP traffic",
-            packet::vlan_frame(42, &syn[ETH_HLEN..]),
+            "VIP traffic behind three 802.1Q tags",
+            packet::tagged(
+                &syn,
+                &[(ETH_P_8021AD, 42), (ETH_P_8021Q, 43), (ETH_P_8021Q, 44)],
+            ),
             XDP_PASS,
             &[Stat::Rx, Stat::Pass, Stat::Vlan],
         ),

@@ -224,8 +224,14 @@ impl AyaPort {
     /// each slot is replaced in one update, so a tagged frame meets one copy or the other.
     fn install_tagged(&mut self) -> Result<(), LoadError> {
         for (slot, program) in [
-            (lb_common::service::TAGGED_SLOT_VLAN, programs::BALANCER_VLAN),
-            (lb_common::service::TAGGED_SLOT_QINQ, programs::BALANCER_QINQ),
+            (
+                lb_common::service::TAGGED_SLOT_VLAN,
+                programs::BALANCER_VLAN,
+            ),
+            (
+                lb_common::service::TAGGED_SLOT_QINQ,
+                programs::BALANCER_QINQ,
+            ),
         ] {
             let err = |source: Box<dyn std::error::Error + Send + Sync>| LoadError::TailCall {
                 program,
