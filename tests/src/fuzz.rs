@@ -230,7 +230,7 @@ pub fn fuzz_tables() -> Tables {
             mode,
             tx_port: if id == 6 { 7 } else { 0 },
             table: 0,
-            ..Default::default()
+            vlan: if id == 8 { 5 } else { 0 },
         };
         t.set_service(&key, &svc).unwrap();
     }
@@ -622,20 +622,42 @@ fn structured(r: &mut Rng, class: &str) -> Vec<u8> {
             eth(et, &r.bytes(n))
         }
         "vlan" => {
-            let proto = r.pick(&[IPPROTO_TCP, IPPROTO_UDP]);
-            let l4 = l4_for(r, proto);
-            let inner = ip4(client4(r), vip4(r), proto, 64, 0, &[], &l4);
-            let mut tags = Vec::new();
-            let stacked = r.chance(40);
-            let outer_tpid = if stacked { ETH_P_8021AD } else { ETH_P_8021Q };
-            if stacked {
-                tags.extend_from_slice(&(r.next_u64() as u16 & 0x0fff).to_be_bytes());
-                tags.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+            // Any of the classes the balancer acts on, behind one to three tags (VLAN 5
+            // scopes service 8): decided as untagged, tags kept; three pass `vlan`.
+            let inner = r.pick(&[
+                "tcp4-vip",
+                "udp4-vip",
+                "tcp6-vip",
+                "udp6-vip",
+                "icmp4-echo",
+                "icmp6-echo",
+                "icmp4-frag-needed",
+                "icmp6-too-big",
+                "vrrp",
+            ]);
+            let untagged = structured(r, inner);
+            let count = match r.below(10) {
+                0 => 3,
+                1..=3 => 2,
+                _ => 1,
+            };
+            let tags: Vec<(u16, u16)> = (0..count)
+                .map(|_| {
+                    let tpid = r.pick(&[ETH_P_8021Q, ETH_P_8021AD]);
+                    let vid = if r.chance(50) {
+                        5
+                    } else {
+                        r.next_u64() as u16 & 0x0fff
+                    };
+                    (tpid, vid)
+                })
+                .collect();
+            let mut f = crate::packet::tagged(&untagged, &tags);
+            if r.chance(10) {
+                // Cut inside the tags (the shortest frame a test run takes is 14 bytes).
+                f.truncate(14 + r.below(4 * count));
             }
-            tags.extend_from_slice(&(r.next_u64() as u16 & 0x0fff).to_be_bytes());
-            tags.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
-            tags.extend_from_slice(&inner);
-            eth(outer_tpid, &tags)
+            f
         }
         "ipv4-options" => {
             let proto = r.pick(&[IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP]);

@@ -18,10 +18,16 @@
 //! Counters: `rx` and exactly one verdict counter for every packet, plus the reasons
 //! listed below. `len` is the whole frame length.
 //!
+//! 0. **Tags.** Ethertype 0x8100 / 0x88a8 (802.1Q / 802.1ad): up to two tags are taken
+//!    off (a frame that ends inside a tag or before the ethertype after it: drop
+//!    `truncated`; a third tag: pass `vlan`), the rest of the rules apply to the untagged
+//!    frame with the innermost tag's VLAN id in the flow key (`FlowKey::vlan`), and the
+//!    tags are put back after the MACs of whatever frame comes out. So a tagged frame
+//!    is decided exactly as untagged, except: VRRP → pass `vlan` (rule 3), and a
+//!    VLAN-scoped service (rule 8).
 //! 1. **Ethernet.** Frames shorter than 14 bytes: drop `truncated` (BPF_PROG_TEST_RUN
 //!    refuses such frames, so the fuzzer never sends them). Ethertype 0x0800 → IPv4,
-//!    0x86dd → IPv6, 0x8100 / 0x88a8 (802.1Q / 802.1ad, single or stacked) → pass `vlan`
-//!    (tags are not parsed), anything else (ARP, LLDP, ...) → pass `not_vip`.
+//!    0x86dd → IPv6, anything else (ARP, LLDP, ...) → pass `not_vip`.
 //! 2. **IPv4 header.** Fewer than 20 bytes after Ethernet: drop `truncated`. Version ≠ 4,
 //!    IHL < 5 or total length < IHL×4: drop `malformed` — *whatever the destination*
 //!    (the kernel would drop it too). 14 + total length > frame: drop `truncated`.
@@ -29,8 +35,9 @@
 //!    not payload: every L4 byte read below (ICMP header, quoted header and ports,
 //!    ports, TCP flags) must end within the datagram (`14 + total length`, IPv6 `54 +
 //!    payload length`); "in the datagram" below means that (which implies in the frame).
-//! 3. **VRRP** (protocol / next header 112) after the length checks: with no VRRP router
-//!    configured on the ingress interface (the fuzzer configures none) → pass `not_vip`.
+//! 3. **VRRP** (protocol / next header 112) after the length checks: tagged → pass
+//!    `vlan`; with no VRRP router configured on the ingress interface (the fuzzer
+//!    configures none) → pass `not_vip`.
 //! 4. **ICMP (IPv4)**, option-less and unfragmented only: the 4-byte ICMP header must be
 //!    in the datagram (else drop `truncated`). Echo request (8/0) → pass `not_vip` unless
 //!    the destination is exactly a VIP address (any service, any port); pass `standby`
@@ -66,8 +73,10 @@
 //!    slot describes it (flags, mode, egress, table slot: not the entry), i.e.
 //!    that service, even where another service would now match (an established flow
 //!    stays with its service). Otherwise exact (VIP, port, proto, family), then (VIP, 0,
-//!    proto, family). None → pass `not_vip`. (The VIP filter is only a fast path: it never
-//!    changes the answer, so the model has none.)
+//!    proto, family). None → pass `not_vip`. A service found by the lookup (not through
+//!    an entry) with a VLAN scope other than the flow's VLAN → pass `vlan_mismatch`.
+//!    (The VIP filter is only a fast path: it never changes the answer, so the model
+//!    has none.)
 //! 9. Service flag STANDBY → pass `standby` (before anything else, even for fragments).
 //!    Then a frame sent to a group MAC (broadcast / multicast) → pass `l2_group`:
 //!    forwarding would make that group address the source MAC.
@@ -130,8 +139,8 @@ use lb_common::{
         ICMP_ECHO_REQUEST, ICMP_FRAG_NEEDED, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
         IPPROTO_HIP, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6,
         IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_SHIM6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_VRRP,
-        IPV4_VER_IHL, IP_MF, IP_OFFSET, TCP_ACK, TCP_FLAGS_OFFSET, TCP_SYN, XDP_DROP, XDP_PASS,
-        XDP_REDIRECT, XDP_TX,
+        IPV4_VER_IHL, IP_MF, IP_OFFSET, TCP_ACK, TCP_FLAGS_OFFSET, TCP_SYN, VLAN_VID_MASK,
+        XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
     },
     Backend, Conn, FlowKey, Stat, VipKey,
 };
@@ -207,7 +216,12 @@ pub struct Model {
 enum Parse {
     Pass(Stat),
     Drop(Stat),
-    Echo { dst: [u32; 4], family: u8 },
+    /// Rule 3: the verdict depends on whether the frame was tagged.
+    Vrrp,
+    Echo {
+        dst: [u32; 4],
+        family: u8,
+    },
     Flow(Flow),
 }
 
@@ -297,9 +311,37 @@ impl Model {
 
     /// Predicts without changing the model.
     pub fn predict(&self, frame: &[u8]) -> Outcome {
-        let parsed = parse(frame);
+        let (tags, vlan) = match untag(frame) {
+            Ok(found) => found,
+            Err((action, reason)) => return self.outcome(frame, action, None, vec![reason], None),
+        };
+        if tags.is_empty() {
+            let mut insert = None;
+            let (action, packet, reasons) = self.decide(frame, parse(frame), None, &mut insert);
+            return self.outcome(frame, action, packet, reasons, insert);
+        }
+        // Rule 0: decided as the untagged frame, the tags put back on what comes out.
+        let mut inner = frame[..12].to_vec();
+        inner.extend_from_slice(&frame[12 + tags.len()..]);
         let mut insert = None;
-        let (action, packet, reasons) = self.decide(frame, parsed, &mut insert);
+        let (action, packet, reasons) = self.decide(&inner, parse(&inner), Some(vlan), &mut insert);
+        let packet = packet.map(|p| {
+            let mut out = p[..12].to_vec();
+            out.extend_from_slice(tags);
+            out.extend_from_slice(&p[12..]);
+            out
+        });
+        self.outcome(frame, action, packet, reasons, insert)
+    }
+
+    fn outcome(
+        &self,
+        frame: &[u8],
+        action: u32,
+        packet: Option<Vec<u8>>,
+        reasons: Vec<Stat>,
+        insert: Option<Insert>,
+    ) -> Outcome {
         let verdict = match action {
             XDP_PASS => Stat::Pass,
             XDP_DROP => Stat::Drop,
@@ -320,16 +362,21 @@ impl Model {
         }
     }
 
+    /// Rules 1–15 for an untagged `frame`; `vlan`: the innermost VLAN id it was tagged
+    /// with (rule 0), `None` untagged.
     fn decide(
         &self,
         frame: &[u8],
         parsed: Parse,
+        vlan: Option<u16>,
         insert: &mut Option<Insert>,
     ) -> (u32, Option<Vec<u8>>, Vec<Stat>) {
         let t = &self.tables;
-        let flow = match parsed {
+        let mut flow = match parsed {
             Parse::Pass(r) => return (XDP_PASS, None, vec![r]),
             Parse::Drop(r) => return (XDP_DROP, None, vec![r]),
+            Parse::Vrrp if vlan.is_some() => return (XDP_PASS, None, vec![Stat::Vlan]),
+            Parse::Vrrp => return (XDP_PASS, None, vec![Stat::NotVip]),
             Parse::Echo { dst, family } => {
                 if !t.is_vip(&dst, family) {
                     return (XDP_PASS, None, vec![Stat::NotVip]);
@@ -348,6 +395,7 @@ impl Model {
             }
             Parse::Flow(f) => f,
         };
+        flow.key.vlan = vlan.unwrap_or(0);
         // Rules 8 and 13: the entry is looked up once, before anything else.
         let known = if flow.syn || flow.unforwardable.is_some() {
             None
@@ -355,12 +403,18 @@ impl Model {
             t.conns.get(&flow.key).copied()
         };
         let current = |c: &Conn| t.generation(c.service_id) == Some(c.service_gen);
-        let Some(svc) = known
+        let svc = match known
             .filter(current)
             .and_then(|c| t.slot_service(c.service_id))
-            .or_else(|| t.lookup(&flow_vip_key(&flow.key)))
-        else {
-            return (XDP_PASS, None, vec![Stat::NotVip]);
+        {
+            Some(svc) => svc,
+            None => match t.lookup(&flow_vip_key(&flow.key)) {
+                Some(svc) if svc.vlan != 0 && svc.vlan != u32::from(flow.key.vlan) => {
+                    return (XDP_PASS, None, vec![Stat::VlanMismatch]);
+                }
+                Some(svc) => svc,
+                None => return (XDP_PASS, None, vec![Stat::NotVip]),
+            },
         };
         if svc.flags & service_flags::STANDBY != 0 {
             return (XDP_PASS, None, vec![Stat::Standby]);
@@ -484,6 +538,33 @@ fn group_dst(f: &[u8]) -> bool {
     f[0] & 1 != 0
 }
 
+/// Rule 0: the frame's tag bytes (after the MACs, up to the ethertype that follows
+/// them; empty untagged) and the innermost VLAN id, or the verdict for a frame whose
+/// tags are not parsed.
+fn untag(f: &[u8]) -> Result<(&[u8], u16), (u32, Stat)> {
+    let is_tag = |off: usize| matches!(be16(f, off), ETH_P_8021Q | ETH_P_8021AD);
+    if f.len() < ETH_HLEN || !is_tag(12) {
+        return Ok((&[], 0));
+    }
+    let mut tags = 1;
+    loop {
+        // This tag's TCI and the ethertype after it.
+        let next = 12 + 4 * tags;
+        if f.len() < next + 2 {
+            return Err((XDP_DROP, Stat::Truncated));
+        }
+        if !is_tag(next) {
+            break;
+        }
+        if tags == 2 {
+            return Err((XDP_PASS, Stat::Vlan));
+        }
+        tags += 1;
+    }
+    let tci = be16(f, 12 + 4 * tags - 2);
+    Ok((&f[12..12 + 4 * tags], tci & VLAN_VID_MASK))
+}
+
 /// Rules 1–7.
 fn parse(f: &[u8]) -> Parse {
     if f.len() < ETH_HLEN {
@@ -492,7 +573,6 @@ fn parse(f: &[u8]) -> Parse {
     match be16(f, 12) {
         ETH_P_IPV4 => parse4(f),
         ETH_P_IPV6 => parse6(f),
-        ETH_P_8021Q | ETH_P_8021AD => Parse::Pass(Stat::Vlan),
         _ => Parse::Pass(Stat::NotVip),
     }
 }
@@ -520,7 +600,7 @@ fn parse4(f: &[u8]) -> Parse {
     let proto = f[ETH_HLEN + 9];
     let ttl = f[ETH_HLEN + 8];
     if proto == IPPROTO_VRRP {
-        return Parse::Pass(Stat::NotVip);
+        return Parse::Vrrp;
     }
     let frag = be16(f, ETH_HLEN + 6);
     let (mf, offset) = (frag & IP_MF != 0, frag & IP_OFFSET);
@@ -639,7 +719,7 @@ fn parse6(f: &[u8]) -> Parse {
     }
     match next {
         IPPROTO_TCP | IPPROTO_UDP => {}
-        IPPROTO_VRRP if !walked => return Parse::Pass(Stat::NotVip),
+        IPPROTO_VRRP if !walked => return Parse::Vrrp,
         IPPROTO_ICMPV6 if !walked => {
             if !has(l4, 4, end) {
                 return Parse::Drop(Stat::Truncated);

@@ -49,6 +49,7 @@ fn fixed_seed_sample_agrees_with_the_model() {
         Stat::Truncated,
         Stat::NotVip,
         Stat::Vlan,
+        Stat::VlanMismatch,
         Stat::Ipv4Options,
         Stat::Fragment,
         Stat::Ipv6ExtHeader,

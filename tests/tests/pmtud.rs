@@ -9,21 +9,19 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_common::{
     service::{AF_INET, AF_INET6},
-    wire::{IPPROTO_TCP, XDP_DROP, XDP_REDIRECT, XDP_TX},
+    wire::{ETH_P_8021AD, ETH_P_8021Q, IPPROTO_TCP, XDP_DROP, XDP_REDIRECT, XDP_TX},
     Backend, Config, ForwardMode, Service, Stat, VipKey,
 };
 use lb_userspace::dataplane::aya::maps;
 use pnet_packet::{ethernet::EtherTypes, ip::IpNextHeaderProtocols};
 use testbed::{
     dataplane::TestDataplane,
-    fixture::{backend_mac, vip6, VIP4, VIP_PORT},
+    fixture::{backend_mac, encap6, vip6, ENCAP4, GUE_PORT, VIP4, VIP_PORT},
     packet::{self, be4, be6, CLIENT_MAC, LB_MAC},
     Netns,
 };
 
 const CLIENT4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const ENCAP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-const GUE_PORT: u16 = 6080;
 /// Bytes of the offending IP packet the answers quote (lb-ebpf toobig::QUOTE4/QUOTE6).
 const QUOTE4: usize = 128;
 const QUOTE6: usize = 256;
@@ -33,10 +31,6 @@ const FORWARDED: &[Stat] = &[Stat::Rx, Stat::Tx, Stat::ConnMiss];
 
 fn client6() -> Ipv6Addr {
     "fd00::1".parse().unwrap()
-}
-
-fn encap6() -> Ipv6Addr {
-    "fd00::2".parse().unwrap()
 }
 
 /// A data plane with `mode` services on VIP4:80/tcp (backend 10.0.1.1) and
@@ -236,6 +230,50 @@ fn the_limit_follows_an_mtu_change_of_the_egress_interface() {
             FORWARDED,
         );
     });
+}
+
+/// Tagged frames (one tag, QinQ): the MTU counts IP bytes only, so the same sizes fit
+/// or are answered as untagged, and the answer leaves on the request's VLANs (the
+/// untagged answer with the request's tags after the MACs).
+#[test]
+fn tagged_too_big_is_answered_on_the_same_vlans() {
+    let (mut dp, ns, va) = setup("pmtud-vlan", ForwardMode::Ipip, 0);
+    for tags in [
+        &[(ETH_P_8021Q, 10)][..],
+        &[(ETH_P_8021AD, 100), (ETH_P_8021Q, 20)][..],
+    ] {
+        let fits = tcp4_of(1480, 40001);
+        let wrapped =
+            packet::ipip4_output(&fits, backend_mac(1), ENCAP4, Ipv4Addr::new(10, 0, 1, 1));
+        let big = tcp4_of(1481, 40002);
+        let big6 = tcp6_of(1461, 40003);
+        ns.run(|| {
+            dp.check_on(
+                va,
+                &format!("{tags:04x?} 1480 bytes: wrapped"),
+                &packet::tagged(&fits, tags),
+                XDP_TX,
+                &packet::tagged(&wrapped, tags),
+                FORWARDED,
+            );
+            dp.check_on(
+                va,
+                &format!("{tags:04x?} 1481 bytes: answered"),
+                &packet::tagged(&big, tags),
+                XDP_TX,
+                &packet::tagged(&frag_needed(&big, 1480), tags),
+                TOO_BIG4,
+            );
+            dp.check_on(
+                va,
+                &format!("{tags:04x?} IPv6 1461 bytes: answered"),
+                &packet::tagged(&big6, tags),
+                XDP_TX,
+                &packet::tagged(&packet_too_big(&big6, 1460), tags),
+                TOO_BIG6,
+            );
+        });
+    }
 }
 
 #[test]
