@@ -331,6 +331,24 @@ fn apply_writes_backends_then_tables_then_entries_then_frees() {
     assert_eq!(port.log[4], Op::SetBackend(1, Backend::default()));
 }
 
+/// `services[i].vlan` reaches the entry, and a change of it alone rewrites the entry.
+#[test]
+fn a_vlan_scope_is_written_into_the_entry_and_follows_reloads() {
+    let backends = [(addr(0, 1), 1)];
+    let mut port = MemoryPort::new();
+    let mut balancer = Balancer::default();
+    let scoped = ServiceSpec {
+        vlan: Some(7),
+        ..service(1, 80, &backends, TABLE)
+    };
+    balancer.apply(&mut port, &[scoped]).unwrap();
+    assert_eq!(port.services.values().next().unwrap().vlan, 7);
+    balancer
+        .apply(&mut port, &[service(1, 80, &backends, TABLE)])
+        .unwrap();
+    assert_eq!(port.services.values().next().unwrap().vlan, 0);
+}
+
 /// A failing data plane leaves the error to the caller and panics nothing.
 #[test]
 fn a_failed_write_is_an_error_not_a_panic() {

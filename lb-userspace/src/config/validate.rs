@@ -418,6 +418,26 @@ mod tests {
     }
 
     #[test]
+    fn vlan_ids_outside_1_to_4094_are_rejected_by_path() {
+        let with_vlan = |vlan| ServiceSpec {
+            vlan: Some(vlan),
+            ..spec("10.0.0.100", Some(80), &[("10.0.1.1", 1)])
+        };
+        let mut other = with_vlan(4094);
+        other.port = Some(81);
+        services(&[with_vlan(1), other], &EncapSources::default()).unwrap();
+        let mut second = with_vlan(4095);
+        second.port = Some(81);
+        assert_eq!(
+            paths(&[with_vlan(0), second]),
+            [
+                "services[0].vlan: 0 is not a VLAN id (1..=4094)",
+                "services[1].vlan: 4095 is not a VLAN id (1..=4094)",
+            ]
+        );
+    }
+
+    #[test]
     fn more_backends_than_the_table_allows_is_rejected() {
         let many: Vec<(String, u32)> = (1..=7).map(|i| (format!("10.0.1.{i}"), 1)).collect();
         let refs: Vec<(&str, u32)> = many.iter().map(|(a, w)| (a.as_str(), *w)).collect();
