@@ -36,6 +36,7 @@ pub mod test_run;
 pub mod topology;
 pub mod verifier;
 mod veth;
+pub mod vlan_lab;
 pub mod vrrp_lab;
 
 pub use netns::Netns;

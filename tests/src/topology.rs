@@ -51,6 +51,7 @@ use lb_userspace::{
 use crate::{
     dataplane::{wait_until, PinDir},
     process::ChildGuard,
+    vlan_lab::{self, VlanLab},
     Netns, TcpServer, VethPair,
 };
 
@@ -133,6 +134,9 @@ pub struct Testbed {
     /// [`Tunnels::decap_daemon`]: each backend's `xlb decap` process (same order as
     /// `backends`); killed before the pin directories go.
     decap_daemons: Vec<ChildGuard>,
+    /// With VLANs ([`Testbed::tagged`]): the lab's tagger and untagger, held so they
+    /// stay attached.
+    _vlan_lab: Option<VlanLab>,
     /// The balancer's data plane (on the lb).
     pub dp: AyaPort,
     /// IPIP mode: each backend's own data plane, running `xlb_decap` on its veth (same
@@ -309,11 +313,28 @@ impl Testbed {
     /// decap program on every backend; starts a [`TcpServer`] on VIP:80 in every backend.
     /// No service is installed yet (see [`Testbed::apply`]).
     pub fn new(tag: &str, mode: Mode, addrs: Addresses) -> Testbed {
-        Self::with_tunnels(tag, mode, addrs, Tunnels::default())
+        Self::build(tag, mode, addrs, Tunnels::default(), None)
     }
 
     /// [`Testbed::new`] with the IPIP tunnels set up as `tunnels` says.
     pub fn with_tunnels(tag: &str, mode: Mode, addrs: Addresses, tunnels: Tunnels) -> Testbed {
+        Self::build(tag, mode, addrs, tunnels, None)
+    }
+
+    /// [`Testbed::new`] with the client's VIP traffic tagged with `tags` (one tag or
+    /// QinQ) on its way to the lb, and the lb's output untagged on its way to the
+    /// backends ([`crate::vlan_lab`]).
+    pub fn tagged(tag: &str, mode: Mode, addrs: Addresses, tags: &[(u16, u16)]) -> Testbed {
+        Self::build(tag, mode, addrs, Tunnels::default(), Some(tags))
+    }
+
+    fn build(
+        tag: &str,
+        mode: Mode,
+        addrs: Addresses,
+        tunnels: Tunnels,
+        tags: Option<&[(u16, u16)]>,
+    ) -> Testbed {
         crate::require_root();
         assert!(
             matches!(mode, Mode::Dsr | Mode::Ipip),
@@ -391,8 +412,23 @@ impl Testbed {
         // aya resolves the interface and attaches over netlink from the calling thread,
         // so attach from a thread inside the interface's namespace.
         attach(&lb, &mut dp, programs::BALANCER, &lb_veth.a);
-        // Native XDP_TX frames reach the veth peer only if the peer runs XDP too.
-        attach(&switch, &mut dp, programs::PASS, &lb_veth.b);
+        // Native XDP_TX frames reach the veth peer only if the peer runs XDP too (with
+        // VLANs, the untagger is that program).
+        let vlan_lab = match tags {
+            None => {
+                attach(&switch, &mut dp, programs::PASS, &lb_veth.b);
+                None
+            }
+            Some(tags) => {
+                let mut lab = VlanLab::load(addrs.vip, tags, switch.ifindex(&lb_veth.b));
+                lab.attach(vlan_lab::POP, &switch, &lb_veth.b);
+                lab.attach(vlan_lab::PUSH, &switch, &client_veth.b);
+                // The tagger turns the client's frames into XDP buffers, which lose the
+                // checksum-offload promise: the client must send complete checksums.
+                client.set_tx_checksumming(&client_veth.a, false);
+                Some(lab)
+            }
+        };
 
         let mut balancer = Balancer::default();
         let mut decap = Vec::new();
@@ -450,6 +486,7 @@ impl Testbed {
         Testbed {
             servers,
             decap_daemons,
+            _vlan_lab: vlan_lab,
             dp,
             decap,
             balancer,

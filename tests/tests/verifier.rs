@@ -122,5 +122,6 @@ fn shipped_object_holds_production_programs_only() {
     assert_eq!(program_names(EBPF_OBJECT), names(&PRODUCTION));
     let mut test_programs = names(&bench::ALL);
     test_programs.insert(bench::SYN_FLOOD.to_owned());
+    test_programs.extend(names(&testbed::vlan_lab::PROGRAMS));
     assert_eq!(program_names(bench::OBJECT), test_programs);
 }

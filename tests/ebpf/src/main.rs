@@ -12,8 +12,13 @@
 //! declares `XLB_CONNS` with the production layout, and the bench loader points it at
 //! the map the data plane pinned (`testbed::bench::BenchPrograms`), so both time the
 //! very same flows in the very same table.
+//!
+//! `lab_vlan_push` / `lab_vlan_pop` are not floors: the VLAN lab's tagger and untagger
+//! (`lab_vlan`), kept in this object so the shipped one holds production programs only.
 #![no_std]
 #![no_main]
+
+mod lab_vlan;
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
