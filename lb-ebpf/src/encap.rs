@@ -95,8 +95,8 @@ fn write_udp(ctx: &XdpContext, offset: usize, wrap: Wrap, inner_len: u16) -> Res
 }
 
 /// Wraps the IPv4 packet (IPIP or GUE) towards `backend`; [`crate::forward::send`]
-/// sends it. The outer header goes after the `L2`-byte link header, whose tags stay. The source MAC is the input's destination MAC (unicast: see
-/// [`crate::forward::dsr`]).
+/// sends it. The outer header goes after the `L2`-byte link header, whose tags stay.
+/// The source MAC is the input's destination MAC (unicast: see [`crate::forward::dsr`]).
 #[inline(always)]
 pub fn encap4<const L2: usize>(
     ctx: &XdpContext,
