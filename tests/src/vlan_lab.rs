@@ -1,9 +1,10 @@
 //! The VLAN end-to-end lab (`tests/tests/vlan_e2e.rs`): the one-arm [`Testbed`] with the
 //! client's VIP traffic tagged as it enters the switch (and sent straight to the lb's
-//! port, past the bridge) and the balancer's output untagged as it enters the switch (`lab_vlan_push` / `lab_vlan_pop` from the
-//! benchmark object, `tests/ebpf/src/lab_vlan.rs`): this kernel has no `type vlan`
-//! links. So the lb receives tagged frames and must send them on tagged, and the
-//! backends, which know nothing of VLANs, get plain frames.
+//! port, past the bridge) and the balancer's output untagged as it enters the switch
+//! from the lb (`lab_vlan_push` / `lab_vlan_pop` from the benchmark object,
+//! `tests/ebpf/src/lab_vlan.rs`): this kernel has no `type vlan` links. So the lb
+//! receives tagged frames and must send them on tagged, and the backends, which know
+//! nothing of VLANs, get plain frames.
 //!
 //! [`Testbed`]: crate::topology::Testbed
 
