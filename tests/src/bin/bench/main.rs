@@ -481,7 +481,13 @@ fn main() {
         "\nverifier: instructions processed at load (bpf_prog_info.verified_insns), and the \
          states of a BPF_LOG_STATS re-load (same count, checked)"
     );
-    let production = [programs::BALANCER, programs::DECAP, programs::PASS];
+    let production = [
+        programs::BALANCER,
+        programs::BALANCER_VLAN,
+        programs::BALANCER_QINQ,
+        programs::DECAP,
+        programs::PASS,
+    ];
     // Fails (and so aborts the bench) unless each re-load processed exactly the
     // instructions of the program aya loaded.
     let reverify = |ebpf, object, names: &[&str]| {
