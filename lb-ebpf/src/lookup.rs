@@ -118,6 +118,15 @@ pub fn conn(flow: &FlowKey, at: &Moment) -> Option<Conn> {
     Some(conn)
 }
 
+/// `entry` with every byte defined: always `Some`, a miss as the zeroed entry, which
+/// matches nothing (service ids are 1-based and slot 0 is never live, so neither
+/// [`conn_service`] nor [`backend`] accepts it). A `None` leaves the entry's bytes
+/// undefined, which the verifier refuses once LLVM compares them ahead of the test.
+#[inline(always)]
+pub fn defined(entry: Option<Conn>) -> Option<Conn> {
+    Some(entry.unwrap_or_default())
+}
+
 /// The service a connection entry names, if the id still means the service the flow
 /// was pinned under (same generation, still live): the established-flow path, which
 /// skips the `XLB_SERVICES` hash.
@@ -241,12 +250,19 @@ pub fn backend(
         return Ok(choice);
     }
     if evidence == Evidence::Continuing {
+        // Read inside the `Some` branch rather than copied into an `Option`: a `None`
+        // would leave the entry's bytes undefined, and LLVM compares them before the
+        // test, which the verifier refuses in the tagged copies (docs/vlans.md).
         // SAFETY: LRU values are read by copy right away.
-        if let Some(mut conn) = unsafe { XLB_CONNS_NEW.get(flow) }
-            .copied()
-            .filter(|c| at.fresh(c, flow.proto))
-        {
-            if let Some(choice) = remembered(&conn, svc, service_gen) {
+        let unconfirmed = unsafe { XLB_CONNS_NEW.get(flow) };
+        if let Some(&entry) = unconfirmed {
+            let mut conn = entry;
+            let choice = if at.fresh(&conn, flow.proto) {
+                remembered(&conn, svc, service_gen)
+            } else {
+                None
+            };
+            if let Some(choice) = choice {
                 conn.seen = at.now;
                 conn.flags = at.flags(conn.flags);
                 // A failed insert leaves the flow unconfirmed: its next packet retries.

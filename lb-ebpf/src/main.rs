@@ -155,13 +155,13 @@ fn try_xlb<const L2: usize>(ctx: &XdpContext, len: u64) -> Result<u32, Stat> {
     };
     // A `None` leaves the entry's bytes undefined, and LLVM compares them (the service
     // id and generation `lookup::backend` checks) before the `Some` test: in the tagged
-    // copies that register held a packet pointer, which the verifier refuses to shift.
-    // Through memory the bytes are a plain scalar; the untagged copy is left as it was
-    // (const-folded), where the stack round trip would cost every established packet.
+    // copies that register held a packet pointer, which the verifier refuses to shift,
+    // or nothing at all (`!read_ok`). There the entry is made whole first; the untagged
+    // copy is left as it was (const-folded), where that would cost every packet.
     let known = if L2 == ETH_HLEN {
         known
     } else {
-        core::hint::black_box(known)
+        lookup::defined(known)
     };
     let (svc, service_gen) = match known.as_ref().and_then(lookup::conn_service) {
         Some(found) => found,

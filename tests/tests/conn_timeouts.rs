@@ -52,7 +52,7 @@ fn key(client: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> FlowKey {
         dport_be: dport.to_be(),
         proto,
         family: AF_INET,
-        _pad: [0; 2],
+        vlan: 0,
     }
 }
 

@@ -16,12 +16,14 @@ use lb_userspace::dataplane::aya::maps;
 use pnet_packet::{ethernet::EtherTypes, ip::IpNextHeaderProtocols};
 use testbed::{
     dataplane::TestDataplane,
-    fixture::{backend_mac, encap6, vip6, ENCAP4, GUE_PORT, VIP4, VIP_PORT},
+    fixture::{backend_mac, vip6, VIP4, VIP_PORT},
     packet::{self, be4, be6, CLIENT_MAC, LB_MAC},
     Netns,
 };
 
 const CLIENT4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const ENCAP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const GUE_PORT: u16 = 6080;
 /// Bytes of the offending IP packet the answers quote (lb-ebpf toobig::QUOTE4/QUOTE6).
 const QUOTE4: usize = 128;
 const QUOTE6: usize = 256;
@@ -31,6 +33,10 @@ const FORWARDED: &[Stat] = &[Stat::Rx, Stat::Tx, Stat::ConnMiss];
 
 fn client6() -> Ipv6Addr {
     "fd00::1".parse().unwrap()
+}
+
+fn encap6() -> Ipv6Addr {
+    "fd00::2".parse().unwrap()
 }
 
 /// A data plane with `mode` services on VIP4:80/tcp (backend 10.0.1.1) and

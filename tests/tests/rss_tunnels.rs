@@ -83,7 +83,7 @@ fn flow(src: IpAddr, dst: IpAddr, sport: u16) -> FlowKey {
         dport_be: VIP_PORT.to_be(),
         proto: IPPROTO_TCP,
         family,
-        _pad: [0; 2],
+        vlan: 0,
     }
 }
 
