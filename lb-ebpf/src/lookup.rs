@@ -123,6 +123,10 @@ pub fn conn(flow: &FlowKey, at: &Moment) -> Option<Conn> {
 /// [`conn_service`] nor [`backend`] accepts it). A `None` leaves the entry's bytes
 /// undefined, which the verifier refuses once LLVM compares them ahead of the test.
 #[inline(always)]
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the callers take an Option; the point is that it is always Some, fully defined"
+)]
 pub fn defined(entry: Option<Conn>) -> Option<Conn> {
     Some(entry.unwrap_or_default())
 }
