@@ -450,7 +450,7 @@ impl DataPlane for MemoryPort {
         // Unbounded here; the compiled default is what a kernel table would have.
         Ok(super::ConnTableUse {
             capacity: lb_common::limits::MAX_CONNS,
-            lru: crate::config::conn_table::LruKind::default(),
+            lru: super::LruKind::default(),
             memory_bytes: None,
             flows: Some(self.conns.len() as u64),
             counted_age: Some(std::time::Duration::ZERO),

@@ -16,11 +16,14 @@ pub mod addr;
 pub mod aya;
 pub mod counters;
 pub mod decap;
+mod lru;
 pub mod memory;
 pub mod netdev;
 pub mod prefix;
 
 use std::path::PathBuf;
+
+pub use lru::{unconfirmed_for, LruKind};
 
 use lb_common::{Backend, Config, Service, VipKey, VrrpKey, VrrpRouter, VrrpSeen};
 
@@ -46,7 +49,7 @@ pub struct ConnTableUse {
     /// Entries it holds before the least recently used are evicted.
     pub capacity: u32,
     /// Its eviction lists: one shared, or one per CPU (both tables have the same).
-    pub lru: crate::config::conn_table::LruKind,
+    pub lru: LruKind,
     /// Kernel memory charged to it, where the kernel says.
     pub memory_bytes: Option<u64>,
     /// Flows at the last count (`None` before the first), and how long ago that was.

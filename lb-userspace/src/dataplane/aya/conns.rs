@@ -42,7 +42,7 @@ use lb_common::{
 };
 
 use super::maps::MapsError;
-use crate::config::conn_table::LruKind;
+use crate::dataplane::LruKind;
 
 /// `bpf_map_update_elem` flag: insert only if the key is absent.
 const BPF_NOEXIST: u64 = 1;

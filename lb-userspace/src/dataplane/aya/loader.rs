@@ -23,10 +23,7 @@ use super::{
     conns::{self, FillCounter, Resize},
     maps::MapsError,
 };
-use crate::{
-    config::conn_table::LruKind,
-    dataplane::{AttachMode, AttachedMode, Attachment},
-};
+use crate::dataplane::{AttachMode, AttachedMode, Attachment, LruKind};
 
 /// Every map the control plane pins, by name. Internal maps (.rodata, aya-log's ring
 /// buffer) are left out: they belong to one program instance.
@@ -123,7 +120,7 @@ pub struct LoadOptions {
     /// Connection-table entries (`conn_table.entries`); `None`: the object's size.
     pub conn_entries: Option<u32>,
     /// Unconfirmed-flow entries (`conn_table.unconfirmed_entries`); `None`: derived
-    /// from `conn_entries` (`config::conn_table::unconfirmed_for`).
+    /// from `conn_entries` (`dataplane::unconfirmed_for`).
     pub unconfirmed_entries: Option<u32>,
     /// How both connection tables evict (`conn_table.lru`); a pinned table of the
     /// other kind is carried over like one of another size.
@@ -171,7 +168,7 @@ impl AyaPort {
         loader.map_max_entries(maps::CONNS, entries);
         let unconfirmed = opts
             .unconfirmed_entries
-            .unwrap_or_else(|| crate::config::conn_table::unconfirmed_for(entries));
+            .unwrap_or_else(|| crate::dataplane::unconfirmed_for(entries));
         loader.map_max_entries(maps::CONNS_NEW, unconfirmed);
         let pin_paths: Vec<(&str, PathBuf)> = PINNED_MAPS
             .iter()
