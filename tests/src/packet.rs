@@ -355,3 +355,25 @@ fn gue_udp(inner: &[u8], sport: u16, dport: u16) -> Vec<u8> {
     udp[6..8].copy_from_slice(&[0, 0]);
     udp
 }
+
+/// The data plane's key of an untagged TCP flow from `src:sport` to `dst:dport`
+/// (both addresses of one family).
+pub fn tcp_flow(
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    sport: u16,
+    dport: u16,
+) -> lb_common::FlowKey {
+    use lb_userspace::dataplane::addr::be_words;
+    let ((src, family), (dst, _)) = (be_words(src), be_words(dst));
+    lb_common::FlowKey {
+        src,
+        dst,
+        sport_be: sport.to_be(),
+        dport_be: dport.to_be(),
+        proto: IPPROTO_TCP,
+        family,
+        // Not hashed: the VLAN never changes where a flow goes.
+        vlan: 0,
+    }
+}

@@ -34,14 +34,12 @@ use lb_common::{
     maps::{CONNS, MAGLEV, SERVICES},
     programs,
     service::flow_hash,
-    wire::IPPROTO_TCP,
     Conn, FlowKey, Service, Stat, VipKey,
 };
 use lb_userspace::{
     balancer::{ApplyReport, Balancer},
     config::{service::vip_key, BackendSpec, EncapSources, MacAddr, Mode, Protocol, ServiceSpec},
     dataplane::{
-        addr::be_words,
         aya::{stats, AyaPort, LoadOptions},
         prefix::{IpPrefix, Prefix},
         AttachMode, AttachedMode, GlobalStats,
@@ -571,17 +569,7 @@ impl Testbed {
 
     /// The data plane's flow key of a client connection from `sport` to VIP:80.
     pub fn flow(&self, sport: u16) -> FlowKey {
-        let (src, family) = be_words(self.addrs.client);
-        let (dst, _) = be_words(self.addrs.vip);
-        FlowKey {
-            src,
-            dst,
-            sport_be: sport.to_be(),
-            dport_be: VIP_PORT.to_be(),
-            proto: IPPROTO_TCP,
-            family,
-            vlan: 0,
-        }
+        crate::packet::tcp_flow(self.addrs.client, self.addrs.vip, sport, VIP_PORT)
     }
 
     pub fn conns(&mut self) -> HashMap<&mut MapData, FlowKey, Conn> {

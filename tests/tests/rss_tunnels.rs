@@ -15,7 +15,7 @@ use std::{
 
 use lb_common::{
     service::{flow_hash_seeded, AF_INET, AF_INET6},
-    wire::{IPPROTO_TCP, XDP_TX},
+    wire::XDP_TX,
     FlowKey, ForwardMode,
 };
 use lb_userspace::{
@@ -75,16 +75,7 @@ fn setup(tag: &str, mode: ForwardMode) -> (TestDataplane, Balancer) {
 }
 
 fn flow(src: IpAddr, dst: IpAddr, sport: u16) -> FlowKey {
-    let ((src, family), (dst, _)) = (be_words(src), be_words(dst));
-    FlowKey {
-        src,
-        dst,
-        sport_be: sport.to_be(),
-        dport_be: VIP_PORT.to_be(),
-        proto: IPPROTO_TCP,
-        family,
-        vlan: 0,
-    }
+    packet::tcp_flow(src, dst, sport, VIP_PORT)
 }
 
 /// The outer source the prefix gives `flow` under `seed`, computed here from the

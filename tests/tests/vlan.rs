@@ -85,20 +85,10 @@ fn ack6(sport: u16) -> Vec<u8> {
 }
 
 fn flow(family: u8, sport: u16) -> FlowKey {
-    let (src, dst) = if family == AF_INET {
-        (be4(CLIENT4), be4(VIP4))
+    if family == AF_INET {
+        packet::tcp_flow(CLIENT4.into(), VIP4.into(), sport, VIP_PORT)
     } else {
-        (be6(client6()), be6(vip6()))
-    };
-    FlowKey {
-        src,
-        dst,
-        sport_be: sport.to_be(),
-        dport_be: VIP_PORT.to_be(),
-        proto: IPPROTO_TCP,
-        family,
-        // Not hashed: the VLAN never changes where a flow goes.
-        vlan: 0,
+        packet::tcp_flow(client6().into(), vip6().into(), sport, VIP_PORT)
     }
 }
 
